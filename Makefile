@@ -1,0 +1,42 @@
+# pdrelay: DHCPv6 prefix-delegating relay. `make help` lists the targets.
+GO       ?= go
+BIN      := bin/pdrelay
+PKGS     := ./...
+FUZZTIME ?= 30s
+# Debian packages the end-to-end tests and the demo run as real peers.
+DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay
+
+.PHONY: build test unit e2e race fuzz bench lint demo deps clean help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build bin/pdrelay
+	$(GO) build -o $(BIN) ./cmd/pdrelay
+
+deps: ## install Go modules and (as root) the Debian packages the tests use
+	$(GO) mod download
+	@scripts/install-debs.sh $(DEB_PKGS)
+
+test: deps build ## everything CI runs: vet, unit tests, fuzz seeds, end-to-end tests in namespaces
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 12m $(PKGS)
+
+race: deps ## unit tests under the race detector
+	$(GO) test -race -count=1 -short $(PKGS)
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@scripts/fuzz-all.sh $(FUZZTIME)
+
+bench: ## benchmarks of the relay path, bindings, store and FIB
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./control/... ./fib/...
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+
+demo: deps build ## as root: lab namespaces with Kea and a PD client, pdrelay relaying, prints its bindings
+	$(GO) run ./bench/cmd/demo -pdrelay $(BIN)
+
+clean: ## remove built files
+	rm -rf bin

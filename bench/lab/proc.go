@@ -1,0 +1,215 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Proc is a long-running process the Lab started in one of its namespaces.
+// Its stdout and stderr go to LogPath. Close stops it.
+type Proc struct {
+	Name    string // short name, also the log file's stem
+	NS      string // namespace it runs in
+	LogPath string
+	Cmd     *exec.Cmd
+
+	done    chan struct{}
+	waitErr error
+}
+
+// Start runs args in namespace ns in the background, logging to
+// <Dir>/<name>.log. The process is stopped by Close (or by Proc.Stop).
+func (l *Lab) Start(ns, name string, args ...string) (*Proc, error) {
+	return l.start(ns, name, nil, args...)
+}
+
+func (l *Lab) start(ns, name string, env []string, args ...string) (*Proc, error) {
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return nil, errors.New("lab: closed")
+	}
+	logPath := filepath.Join(l.Dir, name+".log")
+	for i := 2; ; i++ {
+		if _, err := os.Stat(logPath); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		logPath = filepath.Join(l.Dir, fmt.Sprintf("%s-%d.log", name, i))
+	}
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	cmd := l.Exec(ns, args...)
+	cmd.Stdout = f
+	cmd.Stderr = f
+	cmd.Dir = l.Dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	// Own process group, and killed if the test binary dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lab: start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, NS: ns, LogPath: logPath, Cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	l.mu.Lock()
+	l.procs = append(l.procs, p)
+	l.mu.Unlock()
+	l.logf("lab %s: started %s (pid %d) in %s: %s", l.ID, name, cmd.Process.Pid, ns, strings.Join(args, " "))
+	return p, nil
+}
+
+// Pid is the process id. `ip netns exec` execs the command, so this is the
+// command's own pid.
+func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	if p.Exited() {
+		return errors.New("lab: " + p.Name + " has exited")
+	}
+	return p.Cmd.Process.Signal(sig)
+}
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Done is closed when the process ends.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Wait waits up to timeout for the process to end and returns its exit
+// error (nil for status 0).
+func (p *Proc) Wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.waitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("lab: %s still running after %v", p.Name, timeout)
+	}
+}
+
+// Stop sends SIGTERM to the process group, waits up to 3 s, then SIGKILLs
+// it. It returns nil once the process is gone.
+func (p *Proc) Stop() error {
+	if p.Exited() {
+		return nil
+	}
+	pid := p.Cmd.Process.Pid
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(3 * time.Second):
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(3 * time.Second):
+		return fmt.Errorf("lab: %s (pid %d) did not die", p.Name, pid)
+	}
+}
+
+// Log returns what the process has written so far.
+func (p *Proc) Log() string {
+	b, _ := os.ReadFile(p.LogPath)
+	return string(b)
+}
+
+// WaitLog waits until the log contains substr.
+func (p *Proc) WaitLog(substr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if strings.Contains(p.Log(), substr) {
+			return nil
+		}
+		if p.Exited() {
+			return fmt.Errorf("lab: %s exited (%v) before logging %q; log:\n%s", p.Name, p.waitErr, substr, tail(p.Log(), 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: %s did not log %q within %v; log:\n%s", p.Name, substr, timeout, tail(p.Log(), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Procs returns the processes started so far, oldest first.
+func (l *Lab) Procs() []*Proc {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*Proc(nil), l.procs...)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// WaitUDP waits until something in namespace ns has a UDP (IPv6 or IPv4)
+// socket bound to port.
+func (l *Lab) WaitUDP(ns string, port int, timeout time.Duration, alive *Proc) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := l.udpBound(ns, port)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if alive != nil && alive.Exited() {
+			return fmt.Errorf("lab: %s exited (%v) before binding UDP %d; log:\n%s", alive.Name, alive.waitErr, port, tail(alive.Log(), 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: nothing bound UDP port %d in %s within %v", port, ns, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (l *Lab) udpBound(ns string, port int) (bool, error) {
+	out, err := l.Exec(ns, "cat", "/proc/net/udp6", "/proc/net/udp").Output()
+	if err != nil && len(out) == 0 {
+		return false, fmt.Errorf("lab: reading /proc/net/udp6 in %s: %w", ns, err)
+	}
+	want := fmt.Sprintf(":%04X", port)
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 2 && strings.HasSuffix(f[1], want) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

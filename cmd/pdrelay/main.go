@@ -1,0 +1,68 @@
+// Command pdrelay is a DHCPv6 prefix-delegating relay (RFC 8987).
+//
+//	pdrelay run -c FILE
+//	pdrelay bindings [--json] [-s|--socket PATH]
+//	pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
+//
+// main only dispatches: the relay is wired in control/daemon, the operator
+// commands in control/api.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pdrelay/pdrelay/control/api"
+	"github.com/pdrelay/pdrelay/control/daemon"
+)
+
+const usage = `usage:
+  pdrelay run -c FILE
+  pdrelay bindings [--json] [-s|--socket PATH]
+  pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runRelay(args[1:], stderr)
+	case "bindings":
+		return api.RunBindings(args[1:], stdout, stderr)
+	case "clear":
+		return api.RunClear(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "pdrelay: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func runRelay(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "/etc/pdrelay/pdrelay.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.RunFile(ctx, *path, stderr); err != nil {
+		fmt.Fprintf(stderr, "pdrelay: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,272 @@
+package binding
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// ErrStopped is returned by Manager calls made after Run has returned.
+var ErrStopped = errors.New("binding manager stopped")
+
+// Sink receives each batch of changes, in order, on the Manager's
+// goroutine. It must not block for long (the store queues, the FIB builder
+// publishes one snapshot per batch).
+type Sink func(changes []Change)
+
+// Manager owns a Table on one goroutine. Its methods are safe for
+// concurrent use: they send the owner events and, where they return a
+// result, wait for it.
+type Manager struct {
+	t      *Table
+	now    func() time.Time
+	log    *slog.Logger
+	sinks  []Sink
+	events chan func(*Table)
+	done   chan struct{}
+	// OnLimit is called (on the owner goroutine) when a limit refuses a
+	// binding, for metrics.
+	OnLimit func(port string, err error)
+}
+
+// NewManager returns a Manager for t. now may be nil for time.Now.
+func NewManager(t *Table, now func() time.Time, log *slog.Logger, sinks ...Sink) *Manager {
+	if now == nil {
+		now = time.Now
+	}
+	return &Manager{
+		t: t, now: now, log: log, sinks: sinks,
+		events: make(chan func(*Table), 1024),
+		done:   make(chan struct{}),
+	}
+}
+
+// Run processes events until ctx is done. Changes of all events that are
+// waiting are handed to the sinks as one batch.
+func (m *Manager) Run(ctx context.Context) error {
+	defer close(m.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		m.expire()
+		m.flush()
+		m.arm(timer)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case f := <-m.events:
+			f(m.t)
+			// Apply whatever else is queued, so one FIB publish and one
+			// store batch cover them all.
+		drain:
+			for range 4096 {
+				select {
+				case f = <-m.events:
+					f(m.t)
+				default:
+					break drain
+				}
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+func (m *Manager) arm(timer *time.Timer) {
+	next, ok := m.t.NextExpiry()
+	d := time.Hour
+	if ok {
+		d = min(max(next.Sub(m.now()), 0), time.Hour)
+	}
+	timer.Reset(d)
+}
+
+func (m *Manager) expire() { m.t.Expire(m.now()) }
+
+func (m *Manager) flush() {
+	changes := m.t.TakeChanges()
+	if len(changes) == 0 {
+		return
+	}
+	for _, c := range changes {
+		m.logChange(c)
+	}
+	for _, s := range m.sinks {
+		s(changes)
+	}
+}
+
+func (m *Manager) logChange(c Change) {
+	if m.log == nil {
+		return
+	}
+	b := &c.Binding
+	attrs := []any{
+		"port", b.Port, "client", b.DUIDHex(), "iaid", b.IAID, "prefix", b.Prefix,
+	}
+	switch c.Op {
+	case Added, Updated:
+		attrs = append(attrs, "next_hop", b.NextHop, "mac", MACString(b.MAC),
+			"valid_until", b.Expires.Format(time.RFC3339))
+		level := slog.LevelInfo
+		if c.Op == Updated && !c.RouteChanged {
+			level = slog.LevelDebug // a renewal: lifetimes only
+		}
+		m.log.Log(context.Background(), level, "binding "+c.Op.String(), attrs...)
+	case Removed:
+		m.log.Info("binding removed", append(attrs, "reason", c.Reason)...)
+	}
+}
+
+// MACString formats an Ethernet address.
+func MACString(mac [6]byte) string {
+	const hexdigits = "0123456789abcdef"
+	b := make([]byte, 0, 17)
+	for i, x := range mac {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hexdigits[x>>4], hexdigits[x&0xf])
+	}
+	return string(b)
+}
+
+// Do runs f on the owner goroutine and waits for it.
+func (m *Manager) Do(ctx context.Context, f func(*Table)) error {
+	ran := make(chan struct{})
+	select {
+	case m.events <- func(t *Table) { f(t); close(ran) }:
+	case <-m.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ran:
+		return nil
+	case <-m.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Post sends f to the owner goroutine without waiting for it to run. It
+// blocks only while the event queue is full.
+func (m *Manager) Post(f func(*Table)) {
+	select {
+	case m.events <- f:
+	case <-m.done:
+	}
+}
+
+// Apply applies snooped facts (from the relay) in order: removals first,
+// then the prefixes learned. Limit refusals are logged and counted.
+func (m *Manager) Apply(u Update) {
+	m.Post(func(t *Table) { m.apply(t, u) })
+}
+
+func (m *Manager) apply(t *Table, u Update) {
+	now := m.now()
+	for _, r := range u.RemoveIAs {
+		t.RemoveIA(r.Port, r.DUID, r.IAID, r.Reason)
+	}
+	for _, r := range u.Remove {
+		t.Remove(r.Key, r.Reason)
+	}
+	for _, l := range u.Learn {
+		if _, err := t.Learn(now, l); err != nil {
+			if m.log != nil {
+				m.log.Warn("binding refused", "port", l.Port, "client", l.DUIDHex(),
+					"iaid", l.IAID, "prefix", l.Prefix, "reason", err)
+			}
+			if m.OnLimit != nil {
+				m.OnLimit(l.Port, err)
+			}
+		}
+	}
+}
+
+// Update is what the relay learned from one message.
+type Update struct {
+	RemoveIAs []RemoveIA
+	Remove    []RemoveKey
+	Learn     []Learned
+}
+
+// Empty reports whether u carries nothing.
+func (u *Update) Empty() bool { return len(u.RemoveIAs)+len(u.Remove)+len(u.Learn) == 0 }
+
+// RemoveIA removes all prefixes of one IA_PD.
+type RemoveIA struct {
+	Port   string
+	DUID   string
+	IAID   uint32
+	Reason string
+}
+
+// RemoveKey removes one binding.
+type RemoveKey struct {
+	Key
+	Reason string
+}
+
+// List returns a copy of all bindings.
+func (m *Manager) List(ctx context.Context) ([]Binding, error) {
+	var out []Binding
+	if err := m.Do(ctx, func(t *Table) { out = t.List() }); err != nil {
+		return nil, err // f may still run: out is not ours to read
+	}
+	return out, nil
+}
+
+// Filter selects bindings for Clear. Zero fields match everything; All
+// must be set to match with no other field.
+type Filter struct {
+	All    bool
+	Prefix netip.Prefix
+	DUID   string // raw
+	Port   string
+}
+
+// Empty reports whether f selects nothing by itself.
+func (f Filter) Empty() bool {
+	return !f.All && !f.Prefix.IsValid() && f.DUID == "" && f.Port == ""
+}
+
+// Match reports whether b is selected by f.
+func (f Filter) Match(b *Binding) bool {
+	if f.Empty() {
+		return false
+	}
+	if f.Prefix.IsValid() && b.Prefix != f.Prefix.Masked() {
+		return false
+	}
+	if f.DUID != "" && b.DUID != f.DUID {
+		return false
+	}
+	if f.Port != "" && b.Port != f.Port {
+		return false
+	}
+	return true
+}
+
+// Clear removes the bindings f selects (O-2) and returns them.
+func (m *Manager) Clear(ctx context.Context, f Filter) ([]Binding, error) {
+	var out []Binding
+	err := m.Do(ctx, func(t *Table) {
+		t.RemoveWhere(func(b *Binding) bool {
+			if f.Match(b) {
+				out = append(out, *b)
+				return true
+			}
+			return false
+		}, ReasonOperator)
+	})
+	if err != nil {
+		return nil, err // f may still run: out is not ours to read
+	}
+	return out, nil
+}

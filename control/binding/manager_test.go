@@ -1,0 +1,430 @@
+package binding
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeClock is a settable clock safe to read from the owner goroutine.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock(t time.Time) *fakeClock {
+	c := &fakeClock{}
+	c.set(t)
+	return c
+}
+func (c *fakeClock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *fakeClock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) add(d time.Duration) { c.ns.Add(int64(d)) }
+
+// recorder is a Sink that keeps every batch.
+type recorder struct {
+	mu      sync.Mutex
+	batches [][]Change
+	at      []time.Time // real time each batch arrived
+}
+
+func (r *recorder) sink(c []Change) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, slices.Clone(c))
+	r.at = append(r.at, time.Now())
+}
+
+// firstRemoved returns the first Removed change and when its batch arrived.
+func (r *recorder) firstRemoved() (Change, time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, b := range r.batches {
+		for _, c := range b {
+			if c.Op == Removed {
+				return c, r.at[i], true
+			}
+		}
+	}
+	return Change{}, time.Time{}, false
+}
+
+func (r *recorder) all() []Change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Change
+	for _, b := range r.batches {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// startManager runs m until the test ends and waits for Run to return.
+func startManager(t *testing.T, m *Manager) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Run returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestManagerApplyListClear(t *testing.T) {
+	clk := newFakeClock(t0)
+	rec := &recorder{}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := NewManager(NewTable(PortLimits{MaxPerClient: 8}, nil), clk.now, log, rec.sink)
+	var limitMu sync.Mutex
+	var limits []error
+	m.OnLimit = func(port string, err error) {
+		limitMu.Lock()
+		defer limitMu.Unlock()
+		limits = append(limits, err)
+	}
+	stop := startManager(t, m)
+	ctx := context.Background()
+
+	a1 := learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, 2*time.Hour)
+	a2 := learned("eth1", duidA, 1, "2001:db8:2::/56", time.Hour, 2*time.Hour)
+	b1 := learned("eth2", duidB, 7, "2001:db8:3::/56", time.Hour, 2*time.Hour)
+	m.Apply(Update{Learn: []Learned{a1, a2}})
+	m.Apply(Update{Learn: []Learned{b1}})
+	list, err := m.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 || list[0].Key != a1.Key || list[1].Key != a2.Key || list[2].Key != b1.Key {
+		t.Fatalf("List = %+v", list)
+	}
+	if list[0].Expires != t0.Add(2*time.Hour) {
+		t.Errorf("lifetimes not counted from the Manager's clock: %v", list[0].Expires)
+	}
+
+	// Removals apply before learning, in one Update.
+	clk.add(time.Minute)
+	m.Apply(Update{
+		RemoveIAs: []RemoveIA{{Port: "eth1", DUID: duidA, IAID: 1, Reason: ReasonReleased}},
+		Learn:     []Learned{learned("eth1", duidA, 1, "2001:db8:2::/56", time.Hour, 2*time.Hour)},
+	})
+	m.Apply(Update{Remove: []RemoveKey{{Key: b1.Key, Reason: ReasonZeroValid}}})
+	list, _ = m.List(ctx)
+	if len(list) != 1 || list[0].Key != a2.Key || list[0].Updated != t0.Add(time.Minute) {
+		t.Fatalf("List after removals = %+v", list)
+	}
+
+	// Over the client limit: refused, counted, logged.
+	var many []Learned
+	for i := range 9 {
+		many = append(many, learned("eth3", duidB, 1, "2001:db8:10"+string(rune('0'+i))+"::/56", time.Hour, time.Hour))
+	}
+	m.Apply(Update{Learn: many})
+	list, _ = m.List(ctx)
+	if len(list) != 9 { // a2 + 8 of 9
+		t.Errorf("%d bindings, want 9", len(list))
+	}
+
+	cleared, err := m.Clear(ctx, Filter{Port: "eth3"})
+	if err != nil || len(cleared) != 8 {
+		t.Fatalf("Clear = %d, %v", len(cleared), err)
+	}
+	if cleared, _ := m.Clear(ctx, Filter{}); len(cleared) != 0 {
+		t.Errorf("an empty filter cleared %d", len(cleared))
+	}
+	cleared, _ = m.Clear(ctx, Filter{All: true})
+	if len(cleared) != 1 || cleared[0].Key != a2.Key {
+		t.Errorf("Clear(All) = %+v", cleared)
+	}
+	if list, _ := m.List(ctx); len(list) != 0 {
+		t.Errorf("List after Clear(All) = %+v", list)
+	}
+	stop()
+
+	limitMu.Lock()
+	if len(limits) != 1 || !errors.Is(limits[0], ErrClientLimit) {
+		t.Errorf("OnLimit got %v, want [ErrClientLimit]", limits)
+	}
+	limitMu.Unlock()
+
+	// The sinks saw every change, in order.
+	type ev struct {
+		op     Op
+		prefix string
+		reason string
+	}
+	var got []ev
+	for _, c := range rec.all() {
+		got = append(got, ev{c.Op, c.Binding.Prefix.String(), c.Reason})
+	}
+	want := []ev{
+		{Added, "2001:db8:1::/56", ""}, {Added, "2001:db8:2::/56", ""}, {Added, "2001:db8:3::/56", ""},
+		{Removed, "2001:db8:1::/56", ReasonReleased}, {Removed, "2001:db8:2::/56", ReasonReleased},
+		{Added, "2001:db8:2::/56", ""}, {Removed, "2001:db8:3::/56", ReasonZeroValid},
+	}
+	for i := range 8 {
+		want = append(want, ev{Added, "2001:db8:10" + string(rune('0'+i)) + "::/56", ""})
+	}
+	if len(got) < len(want) {
+		t.Fatalf("sinks got %d changes, want at least %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		// RemoveIA walks a map: the order inside one RemoveIA is free.
+		if i == 3 || i == 4 {
+			if got[i].op != Removed || got[i].reason != ReasonReleased {
+				t.Errorf("change %d = %+v", i, got[i])
+			}
+			continue
+		}
+		if got[i] != want[i] {
+			t.Errorf("change %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	rest := got[len(want):]
+	if len(rest) != 9 {
+		t.Fatalf("%d changes after the limit test, want 9 operator removals", len(rest))
+	}
+	for _, e := range rest {
+		if e.op != Removed || e.reason != ReasonOperator {
+			t.Errorf("change %+v, want an operator removal", e)
+		}
+	}
+
+	out := logs.String()
+	for _, s := range []string{
+		`msg="binding added" port=eth1 client=0003000102000000000a iaid=1 prefix=2001:db8:1::/56 next_hop=fe80::a mac=02:00:00:00:00:0a`,
+		`level=INFO msg="binding removed" port=eth1 client=0003000102000000000a iaid=1 prefix=2001:db8:1::/56 reason=released`,
+		`level=WARN msg="binding refused" port=eth3`,
+		`reason="max_per_client reached"`,
+		`reason=operator`,
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("log lacks %q:\n%s", s, out)
+		}
+	}
+}
+
+// A renewal logs at debug level, a route change at info.
+func TestManagerLogLevels(t *testing.T) {
+	clk := newFakeClock(t0)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := NewManager(NewTable(PortLimits{}, nil), clk.now, log)
+	stop := startManager(t, m)
+	l := learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, 2*time.Hour)
+	m.Apply(Update{Learn: []Learned{l}})
+	m.Apply(Update{Learn: []Learned{l}})
+	l.MAC = macB
+	m.Apply(Update{Learn: []Learned{l}})
+	if _, err := m.List(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("log:\n%s", logs.String())
+	}
+	for i, want := range []string{`level=INFO msg="binding added"`, `level=DEBUG msg="binding updated"`, `level=INFO msg="binding updated"`} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d = %q, want %q", i, lines[i], want)
+		}
+	}
+}
+
+// With a fake clock, expiry happens on the first event after the valid
+// lifetime, never before.
+func TestManagerExpiryFakeClock(t *testing.T) {
+	clk := newFakeClock(t0)
+	rec := &recorder{}
+	m := NewManager(NewTable(PortLimits{}, nil), clk.now, nil, rec.sink)
+	startManager(t, m)
+	ctx := context.Background()
+	m.Apply(Update{Learn: []Learned{learned("eth1", duidA, 1, "2001:db8:1::/56", 100*time.Second, 100*time.Second)}})
+	length := func() int {
+		var n int
+		if err := m.Do(ctx, func(t *Table) { n = t.Len() }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := length(); n != 1 { // Apply is asynchronous: let it run at t0
+		t.Fatalf("%d bindings", n)
+	}
+	clk.set(t0.Add(100*time.Second - time.Millisecond))
+	for range 3 { // each call is an event, and expiry runs after each
+		if n := length(); n != 1 {
+			t.Fatalf("expired at +99.999s (%d left)", n)
+		}
+	}
+	clk.set(t0.Add(100 * time.Second))
+	// Expiry runs between batches of events: an event sent right after
+	// another may share its batch and run before it, so poll.
+	deadline := time.Now().Add(10 * time.Second)
+	for length() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not expired at +100s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ch := rec.all()
+	if last := ch[len(ch)-1]; last.Op != Removed || last.Reason != ReasonExpired {
+		t.Errorf("last change %+v", last)
+	}
+}
+
+// The expiry timer fires by itself, with the real clock.
+func TestManagerExpiryTimer(t *testing.T) {
+	rec := &recorder{}
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil, rec.sink)
+	startManager(t, m)
+	ctx := context.Background()
+	learnedAt := time.Now()
+	m.Apply(Update{Learn: []Learned{
+		learned("eth1", duidA, 1, "2001:db8:1::/56", 50*time.Millisecond, 50*time.Millisecond),
+		learned("eth1", duidA, 1, "2001:db8:2::/56", time.Hour, time.Hour),
+	}})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		removed, at, ok := rec.firstRemoved()
+		if ok {
+			if removed.Reason != ReasonExpired || removed.Binding.Prefix != pfx("2001:db8:1::/56") {
+				t.Errorf("removed %+v", removed)
+			}
+			if at.Before(removed.Binding.Expires) || at.Sub(learnedAt) < 50*time.Millisecond {
+				t.Errorf("expired at %v, before its end %v", at, removed.Binding.Expires)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("binding with a 50ms lifetime still there after 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	list, err := m.List(ctx)
+	if err != nil || len(list) != 1 || list[0].Prefix != pfx("2001:db8:2::/56") {
+		t.Errorf("List = %+v, %v", list, err)
+	}
+}
+
+func TestManagerStopped(t *testing.T) {
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil)
+	stop := startManager(t, m)
+	stop()
+	ctx := context.Background()
+	if _, err := m.List(ctx); !errors.Is(err, ErrStopped) {
+		t.Errorf("List after stop: %v", err)
+	}
+	if _, err := m.Clear(ctx, Filter{All: true}); !errors.Is(err, ErrStopped) {
+		t.Errorf("Clear after stop: %v", err)
+	}
+	// Apply and Post after stop return without blocking, even with the
+	// queue full.
+	done := make(chan struct{})
+	go func() {
+		for range 5000 {
+			m.Apply(Update{})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Apply blocked after stop")
+	}
+}
+
+func TestManagerDoContext(t *testing.T) {
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil)
+	startManager(t, m)
+	// Block the owner so the next call has to wait.
+	gate := make(chan struct{})
+	m.Post(func(*Table) { <-gate })
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := m.List(ctx)
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("List with a canceled context: %v", err)
+	}
+	close(gate)
+	if _, err := m.List(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Many goroutines apply at once (run with -race).
+func TestManagerConcurrent(t *testing.T) {
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil)
+	startManager(t, m)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				l := learned("eth1", duidA, uint32(g), "2001:db8::/56", time.Hour, time.Hour)
+				l.Prefix = netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 4: byte(g), 5: byte(i)}), 48)
+				m.Apply(Update{Learn: []Learned{l}})
+			}
+		}()
+	}
+	wg.Wait()
+	list, err := m.List(context.Background())
+	if err != nil || len(list) != 800 {
+		t.Fatalf("List = %d, %v", len(list), err)
+	}
+}
+
+// A List or Clear whose context ends while the owner runs it must not
+// read its result concurrently with the owner writing it (run with -race).
+func TestManagerCanceledCallNoRace(t *testing.T) {
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil)
+	startManager(t, m)
+	m.Apply(Update{Learn: []Learned{learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, time.Hour)}})
+	for i := range 200 {
+		gate := make(chan struct{})
+		m.Post(func(*Table) { <-gate })
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 2)
+		go func() {
+			_, err := m.List(ctx)
+			errc <- err
+		}()
+		go func() {
+			_, err := m.Clear(ctx, Filter{Port: "none"})
+			errc <- err
+		}()
+		if i%2 == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		cancel()
+		close(gate)
+		for range 2 {
+			if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatal(err)
+			}
+		}
+	}
+}

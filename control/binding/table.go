@@ -1,0 +1,380 @@
+package binding
+
+import (
+	"container/heap"
+	"errors"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Errors returned by Learn when a limit stops a binding from being
+// installed. The DHCPv6 messages still pass; only the route is refused.
+var (
+	ErrClientLimit    = errors.New("max_per_client reached")
+	ErrPortLimit      = errors.New("max_delegations reached on port")
+	ErrDuplicateDUID  = errors.New("client DUID already bound on another port (unique_client)")
+	ErrInvalidBinding = errors.New("invalid binding")
+)
+
+// Removal reasons, used in logs, metrics and Change.Reason.
+const (
+	ReasonReleased   = "released"   // client Release relayed (G-9)
+	ReasonDeclined   = "declined"   // client Decline answered
+	ReasonZeroValid  = "zero-valid" // IAPREFIX with valid lifetime 0
+	ReasonNoBinding  = "no-binding" // IA_PD with status NoBinding
+	ReasonExpired    = "expired"    // valid lifetime elapsed
+	ReasonSuperseded = "superseded" // the prefix was delegated to another key
+	ReasonOperator   = "operator"   // pdrelay clear
+	ReasonRestoreOld = "expired-restore"
+)
+
+// Op is the kind of a Change.
+type Op uint8
+
+// Change operations.
+const (
+	Added Op = iota + 1
+	Updated
+	Removed
+)
+
+func (o Op) String() string {
+	switch o {
+	case Added:
+		return "added"
+	case Updated:
+		return "updated"
+	case Removed:
+		return "removed"
+	}
+	return "unknown"
+}
+
+// Change is one binding event, handed to the sinks in order.
+type Change struct {
+	Op      Op
+	Binding Binding
+	Reason  string // for Removed
+	// RouteChanged is true when the change affects forwarding state (a new
+	// or removed prefix, or a new next hop or MAC); a lifetime refresh is
+	// not, so the FIB is not republished for renewals.
+	RouteChanged bool
+}
+
+// PortLimits are the per-port limits (RFC 8987 G-5, G-6, G-7, G-4).
+type PortLimits struct {
+	MaxPerClient   int  // prefixes per client DUID on the port; 0 = unlimited
+	MaxDelegations int  // prefixes on the port; 0 = unlimited
+	UniqueClient   bool // refuse a DUID already bound on another port
+}
+
+// Learned is what a Reply says about one delegated prefix.
+type Learned struct {
+	Key
+	NextHop    netip.Addr
+	MAC        [6]byte
+	MACKnown   bool // false keeps the MAC already bound
+	Preferred  time.Duration
+	Valid      time.Duration
+	ServerDUID string
+}
+
+type clientKey struct {
+	port string
+	duid string
+}
+
+// Table is the binding table. It is not safe for concurrent use: the
+// Manager owns it on one goroutine.
+type Table struct {
+	byKey     map[Key]*entry
+	byPrefix  map[netip.Prefix]*entry
+	perClient map[clientKey]int
+	perPort   map[string]int
+	duidPorts map[string]map[string]int // duid -> port -> count
+	limits    map[string]PortLimits
+	deflimits PortLimits
+	exp       expiryHeap
+	changes   []Change
+}
+
+type entry struct {
+	Binding
+	idx int // index in the expiry heap
+}
+
+// NewTable returns an empty table. def applies to ports without their own
+// limits.
+func NewTable(def PortLimits, perPort map[string]PortLimits) *Table {
+	return &Table{
+		byKey:     make(map[Key]*entry),
+		byPrefix:  make(map[netip.Prefix]*entry),
+		perClient: make(map[clientKey]int),
+		perPort:   make(map[string]int),
+		duidPorts: make(map[string]map[string]int),
+		limits:    perPort,
+		deflimits: def,
+	}
+}
+
+func (t *Table) limitsFor(port string) PortLimits {
+	if l, ok := t.limits[port]; ok {
+		return l
+	}
+	return t.deflimits
+}
+
+// Len returns the number of bindings.
+func (t *Table) Len() int { return len(t.byKey) }
+
+// PortCount returns the number of bindings on port.
+func (t *Table) PortCount(port string) int { return t.perPort[port] }
+
+// Get returns the binding with key k.
+func (t *Table) Get(k Key) (Binding, bool) {
+	e, ok := t.byKey[k]
+	if !ok {
+		return Binding{}, false
+	}
+	return e.Binding, true
+}
+
+// TakeChanges returns the changes recorded since the last call.
+func (t *Table) TakeChanges() []Change {
+	c := t.changes
+	t.changes = nil
+	return c
+}
+
+// Learn creates or updates the binding l describes, with lifetimes counted
+// from now (G-8). A valid lifetime of 0 removes it (the caller should use
+// Remove; Learn treats it the same way). Over a limit the binding is not
+// installed and the limit's error is returned.
+func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
+	if !l.Prefix.IsValid() || !l.Prefix.Addr().Is6() || l.Prefix.Addr().Is4In6() {
+		return 0, ErrInvalidBinding
+	}
+	l.Prefix = l.Prefix.Masked()
+	l.NextHop = l.NextHop.WithZone("")
+	if l.Valid <= 0 {
+		t.Remove(l.Key, ReasonZeroValid)
+		return Removed, nil
+	}
+	if l.Preferred > l.Valid {
+		l.Preferred = l.Valid
+	}
+	preferred, expires := lifetimeEnd(now, l.Preferred), lifetimeEnd(now, l.Valid)
+	if e, ok := t.byKey[l.Key]; ok {
+		if !l.MACKnown {
+			l.MAC = e.MAC
+		}
+		routeChanged := e.NextHop != l.NextHop || e.MAC != l.MAC
+		e.NextHop, e.MAC = l.NextHop, l.MAC
+		e.Preferred, e.Expires, e.Updated = preferred, expires, now
+		if l.ServerDUID != "" {
+			e.ServerDUID = l.ServerDUID
+		}
+		heap.Fix(&t.exp, e.idx)
+		t.changes = append(t.changes, Change{Op: Updated, Binding: e.Binding, RouteChanged: routeChanged})
+		return Updated, nil
+	}
+	old := t.byPrefix[l.Prefix] // the server re-delegated the prefix to another key
+	lim := t.limitsFor(l.Port)
+	ck := clientKey{l.Port, l.DUID}
+	if lim.UniqueClient {
+		for p := range t.duidPorts[l.DUID] {
+			if p != l.Port {
+				return 0, ErrDuplicateDUID
+			}
+		}
+	}
+	freesClient := old != nil && old.Port == l.Port && old.DUID == l.DUID
+	freesPort := old != nil && old.Port == l.Port
+	if lim.MaxPerClient > 0 && t.perClient[ck] >= lim.MaxPerClient && !freesClient {
+		return 0, ErrClientLimit
+	}
+	if lim.MaxDelegations > 0 && t.perPort[l.Port] >= lim.MaxDelegations && !freesPort {
+		return 0, ErrPortLimit
+	}
+	if old != nil {
+		t.remove(old, ReasonSuperseded)
+	}
+	e := &entry{Binding: Binding{
+		Key: l.Key, NextHop: l.NextHop, MAC: l.MAC,
+		Preferred: preferred, Expires: expires, ServerDUID: l.ServerDUID, Updated: now,
+	}}
+	t.insert(e)
+	t.changes = append(t.changes, Change{Op: Added, Binding: e.Binding, RouteChanged: true})
+	return Added, nil
+}
+
+// lifetimeEnd converts a lifetime to an absolute time; the infinity value
+// 0xffffffff seconds is far enough in the future to never expire.
+func lifetimeEnd(now time.Time, d time.Duration) time.Time {
+	if d >= Infinity {
+		return Forever
+	}
+	return now.Add(d)
+}
+
+// Infinity is the DHCPv6 lifetime 0xffffffff; Forever is its absolute end.
+var (
+	Infinity = time.Duration(0xffffffff) * time.Second
+	Forever  = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func (t *Table) insert(e *entry) {
+	t.byKey[e.Key] = e
+	t.byPrefix[e.Prefix] = e
+	t.perClient[clientKey{e.Port, e.DUID}]++
+	t.perPort[e.Port]++
+	ports := t.duidPorts[e.DUID]
+	if ports == nil {
+		ports = make(map[string]int, 1)
+		t.duidPorts[e.DUID] = ports
+	}
+	ports[e.Port]++
+	heap.Push(&t.exp, e)
+}
+
+func (t *Table) remove(e *entry, reason string) {
+	delete(t.byKey, e.Key)
+	if t.byPrefix[e.Prefix] == e {
+		delete(t.byPrefix, e.Prefix)
+	}
+	ck := clientKey{e.Port, e.DUID}
+	if t.perClient[ck]--; t.perClient[ck] <= 0 {
+		delete(t.perClient, ck)
+	}
+	if t.perPort[e.Port]--; t.perPort[e.Port] <= 0 {
+		delete(t.perPort, e.Port)
+	}
+	if ports := t.duidPorts[e.DUID]; ports != nil {
+		if ports[e.Port]--; ports[e.Port] <= 0 {
+			delete(ports, e.Port)
+		}
+		if len(ports) == 0 {
+			delete(t.duidPorts, e.DUID)
+		}
+	}
+	heap.Remove(&t.exp, e.idx)
+	t.changes = append(t.changes, Change{Op: Removed, Binding: e.Binding, Reason: reason, RouteChanged: true})
+}
+
+// Remove removes the binding with key k, if any.
+func (t *Table) Remove(k Key, reason string) bool {
+	k.Prefix = k.Prefix.Masked()
+	e, ok := t.byKey[k]
+	if ok {
+		t.remove(e, reason)
+	}
+	return ok
+}
+
+// RemoveIA removes every prefix of the IA_PD (port, duid, iaid) and returns
+// how many it removed.
+func (t *Table) RemoveIA(port, duid string, iaid uint32, reason string) int {
+	return t.RemoveWhere(func(b *Binding) bool {
+		return b.Port == port && b.DUID == duid && b.IAID == iaid
+	}, reason)
+}
+
+// RemoveWhere removes every binding match selects.
+func (t *Table) RemoveWhere(match func(*Binding) bool, reason string) int {
+	var victims []*entry
+	for _, e := range t.byKey {
+		if match(&e.Binding) {
+			victims = append(victims, e)
+		}
+	}
+	for _, e := range victims {
+		t.remove(e, reason)
+	}
+	return len(victims)
+}
+
+// Expire removes every binding whose valid lifetime has elapsed at now
+// (never earlier) and returns how many.
+func (t *Table) Expire(now time.Time) int {
+	n := 0
+	for len(t.exp) > 0 && !t.exp[0].Valid(now) {
+		t.remove(t.exp[0], ReasonExpired)
+		n++
+	}
+	return n
+}
+
+// NextExpiry returns when the earliest binding expires.
+func (t *Table) NextExpiry() (time.Time, bool) {
+	if len(t.exp) == 0 {
+		return time.Time{}, false
+	}
+	return t.exp[0].Expires, true
+}
+
+// Restore installs a binding read from the store. Expired ones are not
+// installed (the caller logs them); limits are not applied, because the
+// bindings were accepted under the limits in force when learned. It
+// reports whether the binding was installed.
+func (t *Table) Restore(now time.Time, b Binding) bool {
+	b.Prefix = b.Prefix.Masked()
+	if !b.Valid(now) || !b.Prefix.IsValid() {
+		return false
+	}
+	if old, ok := t.byKey[b.Key]; ok {
+		if !old.Updated.Before(b.Updated) {
+			return false // the newer record wins for the same key too
+		}
+		t.remove(old, ReasonSuperseded)
+	}
+	if old, ok := t.byPrefix[b.Prefix]; ok {
+		if !old.Updated.Before(b.Updated) {
+			return false
+		}
+		t.remove(old, ReasonSuperseded)
+	}
+	e := &entry{Binding: b}
+	t.insert(e)
+	t.changes = append(t.changes, Change{Op: Added, Binding: b, RouteChanged: true})
+	return true
+}
+
+// List returns all bindings sorted by port, prefix.
+func (t *Table) List() []Binding {
+	out := make([]Binding, 0, len(t.byKey))
+	for _, e := range t.byKey {
+		out = append(out, e.Binding)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Port != out[j].Port {
+			return out[i].Port < out[j].Port
+		}
+		return out[i].Prefix.Addr().Less(out[j].Prefix.Addr()) ||
+			out[i].Prefix.Addr() == out[j].Prefix.Addr() && out[i].Prefix.Bits() < out[j].Prefix.Bits()
+	})
+	return out
+}
+
+// expiryHeap orders entries by valid-lifetime end.
+type expiryHeap []*entry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].Expires.Before(h[j].Expires) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	e := x.(*entry)
+	e.idx = len(*h)
+	*h = append(*h, e)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.idx = -1
+	return e
+}

@@ -1,0 +1,234 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"reflect"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/dhcp6"
+)
+
+// Defaults of keys left out.
+const (
+	DefaultAPISocket      = "/run/pdrelay/pdrelay.sock" // where `pdrelay bindings` looks by default
+	DefaultServerPort     = 547
+	DefaultMaxPerClient   = 8 // RFC 8987 G-7
+	DefaultLinkType       = PointToPoint
+	DefaultLoopPolicy     = LoopDrop
+	DefaultDataplaneMode  = DataplaneOff
+	DefaultLogLevel       = slog.LevelInfo
+	DefaultReleaseRequest = dhcp6.MessageType(250) // experimental, unassigned
+	DefaultReleaseReply   = dhcp6.MessageType(251) // experimental, unassigned
+)
+
+// DefaultMaxDelegations bounds the prefixes one port may hold (RFC 8987
+// G-6). It is high enough not to bite a real access port, even a
+// multi-access one, and low enough that one port cannot exhaust the relay
+// (RFC 8987 section 6). 0 in the config means unlimited.
+const DefaultMaxDelegations = 4096
+
+// LastAssignedMessageType is the highest DHCPv6 message type IANA has
+// assigned (37, RFC 9686); the RELEASE-REQUEST types must lie above it.
+const LastAssignedMessageType = 37
+
+// Config is a validated configuration with every default applied.
+type Config struct {
+	StateDir      string
+	APISocket     string // never empty
+	MetricsListen string // host:port; empty: no metrics listener
+	// RelayID is the relay's DUID; nil when the config leaves it to the
+	// caller to generate and persist one.
+	RelayID []byte
+	// Servers are where Relay-Forwards go. Link-local ones carry a zone:
+	// the one configured, or the uplink interface.
+	Servers        []netip.Addr
+	ServerPort     uint16
+	Uplink         Uplink
+	Downlinks      []Downlink
+	Dataplane      Dataplane
+	ReleaseRequest ReleaseRequest
+	LogLevel       slog.Level
+}
+
+// Uplink is the port towards the servers and the operator network.
+type Uplink struct {
+	Interface string
+	// Gateway is the next hop for traffic leaving by the uplink; the zero
+	// Addr when not configured. A link-local gateway carries the uplink's
+	// interface as zone.
+	Gateway netip.Addr
+}
+
+// Downlink is a port towards subscribers.
+type Downlink struct {
+	Interface string
+	// LinkAddress is the Relay-Forward link-address; the zero Addr when not
+	// configured (the relay then sends ::).
+	LinkAddress netip.Addr
+	// InterfaceID is the Interface-ID option data; the interface name
+	// unless configured.
+	InterfaceID         string
+	LinkType            LinkType
+	MaxDelegations      int // 0 = unlimited
+	MaxPerClient        int // 0 = unlimited
+	UniqueClient        bool
+	LoopPolicy          LoopPolicy
+	LoopICMP            bool
+	TrustReleaseRequest bool
+	// AllowedSources are source prefixes accepted from the port besides
+	// its delegated prefixes; masked, IPv6.
+	AllowedSources []netip.Prefix
+}
+
+// Limits returns the port's binding limits.
+func (d Downlink) Limits() binding.PortLimits {
+	return binding.PortLimits{
+		MaxPerClient:   d.MaxPerClient,
+		MaxDelegations: d.MaxDelegations,
+		UniqueClient:   d.UniqueClient,
+	}
+}
+
+// PortLimits returns each downlink's limits by interface name, as
+// binding.NewTable takes them.
+func (c *Config) PortLimits() map[string]binding.PortLimits {
+	m := make(map[string]binding.PortLimits, len(c.Downlinks))
+	for _, d := range c.Downlinks {
+		m[d.Interface] = d.Limits()
+	}
+	return m
+}
+
+// Dataplane configures the AF_XDP forwarding plane.
+type Dataplane struct {
+	Mode DataplaneMode
+}
+
+// ReleaseRequest holds the message types of the relay-initiated-release
+// draft, which has no IANA numbers: the defaults are experimental.
+type ReleaseRequest struct {
+	MessageType dhcp6.MessageType
+	ReplyType   dhcp6.MessageType
+}
+
+// LinkType is a downlink's kind of link.
+type LinkType string
+
+// Link types.
+const (
+	PointToPoint LinkType = "point-to-point"
+	MultiAccess  LinkType = "multi-access"
+)
+
+// LoopPolicy says what the dataplane does with a packet that would leave
+// by the port it came in on.
+type LoopPolicy string
+
+// Loop policies.
+const (
+	LoopDrop    LoopPolicy = "drop"
+	LoopForward LoopPolicy = "forward"
+)
+
+// DataplaneMode selects how the forwarding plane attaches.
+type DataplaneMode string
+
+// Dataplane modes.
+const (
+	DataplaneXDP        DataplaneMode = "xdp"         // native (driver) XDP
+	DataplaneXDPGeneric DataplaneMode = "xdp-generic" // generic (skb) XDP
+	DataplaneOff        DataplaneMode = "off"         // no forwarding plane
+)
+
+// Error is one problem in a config, named by its key path such as
+// "downlinks[1].link_type".
+type Error struct {
+	Key string
+	Msg string // what is wrong, quoting the bad value
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return "config: " + e.Msg
+	}
+	return "config: " + e.Key + ": " + e.Msg
+}
+
+type errList []error
+
+func (l *errList) add(key, format string, args ...any) {
+	*l = append(*l, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// maxErrors is how many problems one error reports.
+const maxErrors = 50
+
+func (l errList) err() error {
+	switch len(l) {
+	case 0:
+		return nil
+	case 1:
+		return l[0]
+	}
+	if len(l) > maxErrors {
+		more := len(l) - maxErrors
+		l = append(l[:maxErrors:maxErrors], &Error{Msg: fmt.Sprintf("and %d more problems", more)})
+	}
+	return errors.Join(l...)
+}
+
+// Load reads and parses the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data)
+}
+
+// Parse parses and validates a YAML config.
+func Parse(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+		// An empty file: every required key is missing.
+	case err != nil:
+		return nil, fmt.Errorf("config: %w", err)
+	default:
+		var more yaml.Node
+		switch err := dec.Decode(&more); {
+		case errors.Is(err, io.EOF):
+		case err != nil:
+			return nil, fmt.Errorf("config: %w", err)
+		default:
+			return nil, &Error{Msg: fmt.Sprintf("more than one YAML document (line %d)", more.Line)}
+		}
+		root := &doc
+		if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+			root = root.Content[0]
+		}
+		var errs errList
+		checkShape(root, reflect.TypeFor[rawConfig](), "", &errs)
+		if err := errs.err(); err != nil {
+			return nil, err
+		}
+	}
+	// The shape is known good; decode it, with yaml.v3's own refusal of
+	// unknown keys as a second guard.
+	var raw rawConfig
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true)
+	if err := strict.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return raw.validate()
+}

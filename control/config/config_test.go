@@ -1,0 +1,350 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/pdrelay/pdrelay/control/binding"
+)
+
+func TestLoadExample(t *testing.T) {
+	c, err := Load(filepath.Join("testdata", "example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		StateDir:      "/var/lib/pdrelay",
+		APISocket:     "/run/pdrelay/pdrelay.sock",
+		MetricsListen: "[::1]:9547",
+		RelayID:       []byte{0x00, 0x03, 0x00, 0x01, 0x02, 0x00, 0x5e, 0x00, 0x53, 0x01},
+		Servers: []netip.Addr{
+			netip.MustParseAddr("2001:db8:ffff::547"),
+			netip.MustParseAddr("ff05::1:3"),
+		},
+		ServerPort: 547,
+		Uplink:     Uplink{Interface: "eth0", Gateway: netip.MustParseAddr("fe80::1%eth0")},
+		Downlinks: []Downlink{{
+			Interface:      "eth1",
+			LinkAddress:    netip.MustParseAddr("2001:db8:100::1"),
+			InterfaceID:    "port-1",
+			LinkType:       PointToPoint,
+			MaxDelegations: 16,
+			MaxPerClient:   8,
+			LoopPolicy:     LoopDrop,
+		}, {
+			Interface:      "eth2",
+			InterfaceID:    "eth2",
+			LinkType:       MultiAccess,
+			MaxDelegations: 1024,
+			MaxPerClient:   8,
+			LoopPolicy:     LoopDrop,
+			AllowedSources: []netip.Prefix{netip.MustParsePrefix("2001:db8:200::/64")},
+		}},
+		Dataplane:      Dataplane{Mode: DataplaneXDPGeneric},
+		ReleaseRequest: ReleaseRequest{MessageType: 250, ReplyType: 251},
+		LogLevel:       slog.LevelInfo,
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Load(example.yaml):\n got %+v\nwant %+v", c, want)
+	}
+	lim := c.PortLimits()
+	if got := lim["eth1"]; got != (binding.PortLimits{MaxPerClient: 8, MaxDelegations: 16}) {
+		t.Errorf("PortLimits()[eth1] = %+v", got)
+	}
+}
+
+const minimal = `
+state_dir: /var/lib/pdrelay
+servers: [fe80::547]
+uplink: {interface: up0}
+downlinks:
+  - interface: down0
+`
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		StateDir:       "/var/lib/pdrelay",
+		APISocket:      DefaultAPISocket,
+		Servers:        []netip.Addr{netip.MustParseAddr("fe80::547%up0")}, // zone from the uplink
+		ServerPort:     DefaultServerPort,
+		Uplink:         Uplink{Interface: "up0"},
+		Downlinks:      []Downlink{{Interface: "down0", InterfaceID: "down0", LinkType: PointToPoint, MaxDelegations: DefaultMaxDelegations, MaxPerClient: 8, LoopPolicy: LoopDrop}},
+		Dataplane:      Dataplane{Mode: DataplaneOff},
+		ReleaseRequest: ReleaseRequest{MessageType: 250, ReplyType: 251},
+		LogLevel:       slog.LevelInfo,
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestValid(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		yaml  string
+		check func(*Config) bool
+	}{
+		{"explicit zero limits mean unlimited", minimal + "    max_delegations: 0\n    max_per_client: 0\n",
+			func(c *Config) bool { return c.Downlinks[0].MaxDelegations == 0 && c.Downlinks[0].MaxPerClient == 0 }},
+		{"relay_id plain hex", minimal + "relay_id: 000300010200005e0001\n",
+			func(c *Config) bool { return len(c.RelayID) == 10 }},
+		{"relay_id with colons, unquoted", minimal + "relay_id: 00:03:00:01\n",
+			func(c *Config) bool { return string(c.RelayID) == "\x00\x03\x00\x01" }},
+		{"link-local multicast server", strings.Replace(minimal, "[fe80::547]", "[ff02::1:2]", 1),
+			func(c *Config) bool { return c.Servers[0] == netip.MustParseAddr("ff02::1:2%up0") }},
+		{"relay_id all digits stays a string", minimal + "relay_id: 0001000100\n",
+			func(c *Config) bool { return string(c.RelayID) == "\x00\x01\x00\x01\x00" }},
+		{"empty value is the default", minimal + "server_port:\n",
+			func(c *Config) bool { return c.ServerPort == 547 }},
+		{"log level", minimal + "log_level: debug\n",
+			func(c *Config) bool { return c.LogLevel == slog.LevelDebug }},
+		{"release types above the assigned range", minimal + "release_request: {message_type: 38, reply_type: 255}\n",
+			func(c *Config) bool { return c.ReleaseRequest == ReleaseRequest{38, 255} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+	t.Run("merge key", func(t *testing.T) {
+		c, err := Parse([]byte(`
+state_dir: /s
+servers: [2001:db8::1]
+uplink: {interface: up0}
+downlinks:
+  - &port {interface: d0, link_type: multi-access, max_per_client: 2}
+  - <<: *port
+    interface: d1
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := c.Downlinks[1]; d.Interface != "d1" || d.LinkType != MultiAccess || d.MaxPerClient != 2 {
+			t.Errorf("merged downlink = %+v", d)
+		}
+	})
+}
+
+// base is a valid config in which each error case changes one thing.
+const base = `state_dir: /var/lib/pdrelay
+servers: [2001:db8::547]
+uplink:
+  interface: up0
+downlinks:
+  - interface: d0
+  - interface: d1
+`
+
+func TestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want string // the full error line expected among the errors
+	}{
+		{"unknown top key", base + "state_dri: /x\n",
+			`config: state_dri: unknown key (known keys: api_socket, `},
+		{"unknown downlink key", strings.Replace(base, "- interface: d1", "- interface: d1\n    max_delegation: 3", 1),
+			`config: downlinks[1].max_delegation: unknown key`},
+		{"unknown uplink key", strings.Replace(base, "interface: up0", "interface: up0\n  gw: fe80::1", 1),
+			`config: uplink.gw: unknown key`},
+		{"bad link_type", strings.Replace(base, "- interface: d1", "- interface: d1\n    link_type: p2p", 1),
+			`config: downlinks[1].link_type: "p2p" is not one of point-to-point, multi-access`},
+		{"bad loop_policy", strings.Replace(base, "- interface: d1", "- interface: d1\n    loop_policy: reflect", 1),
+			`config: downlinks[1].loop_policy: "reflect" is not one of drop, forward`},
+		{"bad server address", strings.Replace(base, "2001:db8::547", "2001:db8::547::1", 1),
+			`config: servers[0]: "2001:db8::547::1" is not an IPv6 address`},
+		{"IPv4 server", strings.Replace(base, "2001:db8::547", "192.0.2.1", 1),
+			`config: servers[0]: "192.0.2.1" is not an IPv6 address`},
+		{"zone on a global server", strings.Replace(base, "2001:db8::547", "2001:db8::547%up0", 1),
+			`config: servers[0]: "2001:db8::547%up0" has a zone but is not link-local`},
+		{"duplicate server", strings.Replace(base, "[2001:db8::547]", "[2001:db8::547, 2001:db8:0::547]", 1),
+			`config: servers[1]: "2001:db8:0::547" is also servers[0]`},
+		{"bad gateway", strings.Replace(base, "interface: up0", "interface: up0\n  gateway: ff02::1", 1),
+			`config: uplink.gateway: "ff02::1" is not a unicast address`},
+		{"gateway zone not the uplink", strings.Replace(base, "interface: up0", "interface: up0\n  gateway: fe80::1%d0", 1),
+			`config: uplink.gateway: "fe80::1%d0": the zone is not the uplink interface "up0"`},
+		{"link-local link_address", strings.Replace(base, "- interface: d1", "- interface: d1\n    link_address: fe80::1", 1),
+			`config: downlinks[1].link_address: "fe80::1" is not a global unicast address`},
+		{"duplicate link_address", base + "    link_address: 2001:db8::1\n  - interface: d2\n    link_address: 2001:db8::1\n",
+			`config: downlinks[2].link_address: "2001:db8::1" is also downlinks[1].link_address`},
+		{"duplicate interface", base + "  - interface: d0\n",
+			`config: downlinks[2].interface: "d0" is also downlinks[0].interface`},
+		{"downlink is the uplink", base + "  - interface: up0\n",
+			`config: downlinks[2].interface: "up0" is the uplink interface`},
+		{"duplicate interface_id", base + "    interface_id: port-1\n  - interface: d2\n    interface_id: port-1\n",
+			`config: downlinks[2].interface_id: "port-1" is also the interface_id of downlinks[1]`},
+		{"interface_id clashes with a default", strings.Replace(base, "- interface: d0", "- interface: d0\n    interface_id: d1", 1),
+			`config: downlinks[1].interface_id: "d1" (the default: the interface name) is also the interface_id of downlinks[0]`},
+		{"empty interface_id", base + "    interface_id: ''\n",
+			`config: downlinks[1].interface_id: must not be empty`},
+		{"interface name too long", strings.Replace(base, "interface: d1", "interface: a-very-long-name-0", 1),
+			`config: downlinks[1].interface: "a-very-long-name-0" is longer than 15 characters`},
+		{"interface name with slash", strings.Replace(base, "interface: d1", "interface: d/1", 1),
+			`config: downlinks[1].interface: "d/1" is not a valid interface name`},
+		{"missing interface", base + "  - link_type: multi-access\n",
+			`config: downlinks[2].interface: required`},
+		{"missing uplink", strings.Replace(base, "uplink:\n  interface: up0\n", "", 1),
+			`config: uplink.interface: required`},
+		{"missing servers", strings.Replace(base, "servers: [2001:db8::547]\n", "", 1),
+			`config: servers: at least one server address is required`},
+		{"empty servers", strings.Replace(base, "[2001:db8::547]", "[]", 1),
+			`config: servers: at least one server address is required`},
+		{"servers not a list", strings.Replace(base, "[2001:db8::547]", "2001:db8::547", 1),
+			`config: servers: expected a list, got "2001:db8::547"`},
+		{"missing downlinks", strings.Split(base, "downlinks:")[0],
+			`config: downlinks: at least one downlink is required`},
+		{"missing state_dir", strings.Replace(base, "state_dir: /var/lib/pdrelay\n", "", 1),
+			`config: state_dir: required`},
+		{"bad relay_id", base + "relay_id: 00:01:zz\n",
+			`config: relay_id: "00:01:zz" is not a DUID in hex: "zz" is not a hex byte`},
+		{"odd relay_id", base + "relay_id: 0001f\n",
+			`config: relay_id: "0001f" is not a DUID in hex: odd number of hex digits`},
+		{"short relay_id", base + "relay_id: '00'\n",
+			`config: relay_id: "00" is not a DUID in hex: 1 bytes; a DUID is 2 to 130`},
+		{"long relay_id", base + "relay_id: " + strings.Repeat("ab", 131) + "\n",
+			`config: relay_id: "` + strings.Repeat("ab", 131) + `" is not a DUID in hex: 131 bytes`},
+		{"bad dataplane.mode", base + "dataplane: {mode: dpdk}\n",
+			`config: dataplane.mode: "dpdk" is not one of xdp, xdp-generic, off`},
+		{"release type collides with relay-reply", base + "release_request: {message_type: 13}\n",
+			`config: release_request.message_type: 13 is assigned by IANA (relay-reply); choose an unassigned type, 38..255`},
+		{"release type out of range", base + "release_request: {reply_type: 256}\n",
+			`config: release_request.reply_type: 256 is not a message type (1..255)`},
+		{"release types equal", base + "release_request: {message_type: 240, reply_type: 240}\n",
+			`config: release_request.reply_type: 240 is also the message_type`},
+		{"negative max_delegations", base + "    max_delegations: -1\n",
+			`config: downlinks[1].max_delegations: -1 is negative; use 0 for unlimited`},
+		{"negative max_per_client", base + "    max_per_client: -8\n",
+			`config: downlinks[1].max_per_client: -8 is negative; use 0 for unlimited`},
+		{"limit not a number", base + "    max_per_client: eight\n",
+			`config: downlinks[1].max_per_client: "eight" is not an integer`},
+		{"bool not a bool", base + "    loop_icmp: maybe\n",
+			`config: downlinks[1].loop_icmp: "maybe" is not true or false`},
+		{"downlink not a mapping", base + "  - d2\n",
+			`config: downlinks[2]: expected a mapping of keys, got "d2"`},
+		{"repeated key", base + "state_dir: /other\n",
+			`config: state_dir: given twice (first at line 1)`},
+		{"bad server_port", base + "server_port: 0\n",
+			`config: server_port: 0 is not a UDP port (1..65535)`},
+		{"bad metrics_listen", base + "metrics_listen: localhost\n",
+			`config: metrics_listen: "localhost" is not host:port`},
+		{"bad log_level", base + "log_level: verbose\n",
+			`config: log_level: "verbose" is not one of debug, info, warn, error`},
+		{"allowed source not a prefix", base + "    allowed_sources: [2001:db8::1]\n",
+			`config: downlinks[1].allowed_sources[0]: "2001:db8::1" is not an IPv6 prefix`},
+		{"allowed source with host bits", base + "    allowed_sources: [2001:db8::1/64]\n",
+			`config: downlinks[1].allowed_sources[0]: "2001:db8::1/64" has bits set past the prefix length; did you mean 2001:db8::/64?`},
+		{"socket path too long", base + "api_socket: /" + strings.Repeat("s", 107) + "\n",
+			`config: api_socket: "/` + strings.Repeat("s", 107) + `" is longer than a unix socket path may be (107 bytes)`},
+		{"two documents", base + "---\nstate_dir: /x\n",
+			`config: more than one YAML document (line 8)`},
+		{"not a mapping", "- a\n- b\n",
+			`config: expected a mapping of keys, got a list`},
+		{"yaml syntax", "state_dir: [\n",
+			`config: yaml: line 1: did not find expected node content`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("Parse succeeded: %+v", c)
+			}
+			found := false
+			for line := range strings.SplitSeq(err.Error(), "\n") {
+				if strings.HasPrefix(line, tc.want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("Parse error:\n%v\nwant a line starting with:\n%s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestErrorsCollected(t *testing.T) {
+	_, err := Parse([]byte(`
+servers: [nope]
+uplink: {interface: up0}
+downlinks:
+  - {interface: d0, link_type: p2p, max_per_client: -1}
+`))
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v is not a *config.Error", err)
+	}
+	for _, key := range []string{"state_dir", "servers[0]", "downlinks[0].link_type", "downlinks[0].max_per_client"} {
+		if !strings.Contains(err.Error(), "config: "+key+": ") {
+			t.Errorf("error does not name %s:\n%v", key, err)
+		}
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
+	}
+}
+
+func TestParseDUID(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // hex, or "" for an error
+	}{
+		{"0001", "0001"},
+		{"00:01:AB", "0001ab"},
+		{"0:01", ""},
+		{"00::01", ""},
+		{"00:01:", ""},
+		{"", ""},
+		{"0x0001", ""},
+	} {
+		b, err := ParseDUID(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("ParseDUID(%q) = %x, want an error", tc.in, b)
+			}
+			continue
+		}
+		if err != nil || hex.EncodeToString(b) != tc.want {
+			t.Errorf("ParseDUID(%q) = %x, %v; want %s", tc.in, b, err, tc.want)
+		}
+	}
+}
+
+func TestAliasBlowUp(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(base + "    allowed_sources: &s [")
+	for i := range 2000 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("x")
+	}
+	b.WriteString("]\n")
+	for range 2000 {
+		b.WriteString("  - {allowed_sources: *s}\n")
+	}
+	_, err := Parse([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "more than 65536 values") {
+		t.Errorf("Parse(alias blow-up) = %.300v", err)
+	}
+	if n := strings.Count(err.Error(), "\n"); n > maxErrors {
+		t.Errorf("%d error lines", n)
+	}
+}

@@ -1,0 +1,54 @@
+// Package config reads the YAML configuration of `pdrelay run -c FILE`.
+//
+// Parse and Load return a fully validated *Config with every default
+// applied, or an error naming each bad key by its path and value, for
+// example
+//
+//	config: downlinks[1].link_type: "p2p" is not one of point-to-point, multi-access
+//
+// Unknown keys are refused, so a misspelt key is an error at start rather
+// than a setting silently ignored. Each problem is an *Error; when there
+// are several, the returned error joins them (errors.As finds the first).
+//
+// The keys, with their defaults (testdata/example.yaml shows them all):
+//
+//	state_dir        required; the directory of the binding store and the
+//	                 generated relay DUID
+//	api_socket       the operator socket; default /run/pdrelay/pdrelay.sock (the CLI's default too)
+//	metrics_listen   host:port for GET /metrics; empty: no metrics listener
+//	relay_id         the relay's DUID in hex, colons allowed, 2..130 bytes;
+//	                 empty: the caller generates one and persists it
+//	servers          at least one IPv6 address, unicast or multicast (such as
+//	                 ff05::1:3). A link-local address (fe80::/10 or ff02::/16)
+//	                 without a zone is given the uplink's interface as zone.
+//	server_port      default 547
+//	uplink           interface (required), gateway (optional IPv6 address)
+//	downlinks        at least one; each:
+//	  interface              required, unique, a Linux interface name
+//	  link_address           optional global IPv6 address, sent as the
+//	                         Relay-Forward link-address; default ::
+//	  interface_id           Interface-ID option data; default the interface
+//	                         name; unique across downlinks
+//	  link_type              point-to-point (default) or multi-access
+//	  max_delegations        prefixes on the port (RFC 8987 G-6); default
+//	                         4096 (DefaultMaxDelegations); 0 means unlimited
+//	  max_per_client         prefixes per client DUID on the port (G-5, G-7);
+//	                         default 8; 0 means unlimited
+//	  unique_client          default false: a DUID may hold bindings on several
+//	                         ports (G-4); true refuses a DUID bound on another
+//	  loop_policy            drop (default) or forward
+//	  loop_icmp              default false
+//	  trust_release_request  default false: RELEASE-REQUESTs arriving on the
+//	                         port are dropped
+//	  allowed_sources        extra IPv6 source prefixes accepted from the port
+//	                         besides its delegated prefixes; default none
+//	dataplane.mode   xdp, xdp-generic or off; default off (control plane only,
+//	                 the kernel forwards)
+//	release_request  message_type (default 250) and reply_type (default 251):
+//	                 EXPERIMENTAL values from the unassigned range, because the
+//	                 relay-initiated-release draft has no IANA numbers; each
+//	                 1..255, distinct, and not an assigned type (1..37)
+//	log_level        debug, info (default), warn or error
+//
+// A Config is a plain value: safe for concurrent reads, not for writes.
+package config

@@ -1,0 +1,413 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/pdrelay/pdrelay/control/dhcp6"
+)
+
+// The raw types mirror the YAML; pointers tell a key left out (default)
+// from one given as 0.
+type rawConfig struct {
+	StateDir       string        `yaml:"state_dir"`
+	APISocket      string        `yaml:"api_socket"`
+	MetricsListen  string        `yaml:"metrics_listen"`
+	RelayID        string        `yaml:"relay_id"`
+	Servers        []string      `yaml:"servers"`
+	ServerPort     *int          `yaml:"server_port"`
+	Uplink         rawUplink     `yaml:"uplink"`
+	Downlinks      []rawDownlink `yaml:"downlinks"`
+	Dataplane      rawDataplane  `yaml:"dataplane"`
+	ReleaseRequest rawRelease    `yaml:"release_request"`
+	LogLevel       string        `yaml:"log_level"`
+}
+
+type rawUplink struct {
+	Interface string `yaml:"interface"`
+	Gateway   string `yaml:"gateway"`
+}
+
+type rawDownlink struct {
+	Interface           string   `yaml:"interface"`
+	LinkAddress         string   `yaml:"link_address"`
+	InterfaceID         *string  `yaml:"interface_id"`
+	LinkType            string   `yaml:"link_type"`
+	MaxDelegations      *int     `yaml:"max_delegations"`
+	MaxPerClient        *int     `yaml:"max_per_client"`
+	UniqueClient        bool     `yaml:"unique_client"`
+	LoopPolicy          string   `yaml:"loop_policy"`
+	LoopICMP            bool     `yaml:"loop_icmp"`
+	TrustReleaseRequest bool     `yaml:"trust_release_request"`
+	AllowedSources      []string `yaml:"allowed_sources"`
+}
+
+type rawDataplane struct {
+	Mode string `yaml:"mode"`
+}
+
+type rawRelease struct {
+	MessageType *int `yaml:"message_type"`
+	ReplyType   *int `yaml:"reply_type"`
+}
+
+// maxSocketPath is the longest path a unix socket address holds
+// (sun_path is 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug, "info": slog.LevelInfo,
+	"warn": slog.LevelWarn, "error": slog.LevelError,
+}
+
+func (r *rawConfig) validate() (*Config, error) {
+	var errs errList
+	c := &Config{MetricsListen: r.MetricsListen}
+
+	if r.StateDir == "" {
+		errs.add("state_dir", "required")
+	} else {
+		c.StateDir = filepath.Clean(r.StateDir)
+	}
+	switch {
+	case r.APISocket != "":
+		c.APISocket = filepath.Clean(r.APISocket)
+		if len(c.APISocket) > maxSocketPath {
+			errs.add("api_socket", "%q is longer than a unix socket path may be (%d bytes)", r.APISocket, maxSocketPath)
+		}
+	default:
+		c.APISocket = DefaultAPISocket
+	}
+	if r.MetricsListen != "" {
+		checkHostPort("metrics_listen", r.MetricsListen, &errs)
+	}
+	if r.RelayID != "" {
+		id, err := ParseDUID(r.RelayID)
+		if err != nil {
+			errs.add("relay_id", "%q is not a DUID in hex: %v", r.RelayID, err)
+		}
+		c.RelayID = id
+	}
+
+	c.Uplink = r.Uplink.validate(&errs)
+
+	if len(r.Servers) == 0 {
+		errs.add("servers", "at least one server address is required")
+	}
+	seenServer := make(map[netip.Addr]int)
+	for i, s := range r.Servers {
+		key := fmt.Sprintf("servers[%d]", i)
+		a, ok := parseAddr(key, s, &errs)
+		if !ok {
+			continue
+		}
+		if a, ok = serverAddr(key, s, a, c.Uplink.Interface, &errs); !ok {
+			continue
+		}
+		if j, dup := seenServer[a]; dup {
+			errs.add(key, "%q is also servers[%d]", s, j)
+			continue
+		}
+		seenServer[a] = i
+		c.Servers = append(c.Servers, a)
+	}
+	c.ServerPort = DefaultServerPort
+	if r.ServerPort != nil {
+		if p := *r.ServerPort; p < 1 || p > 65535 {
+			errs.add("server_port", "%d is not a UDP port (1..65535)", p)
+		} else {
+			c.ServerPort = uint16(p)
+		}
+	}
+
+	c.Downlinks = validateDownlinks(r.Downlinks, c.Uplink.Interface, &errs)
+
+	c.Dataplane.Mode = DefaultDataplaneMode
+	if m := DataplaneMode(r.Dataplane.Mode); m != "" {
+		switch m {
+		case DataplaneXDP, DataplaneXDPGeneric, DataplaneOff:
+			c.Dataplane.Mode = m
+		default:
+			errs.add("dataplane.mode", "%q is not one of xdp, xdp-generic, off", r.Dataplane.Mode)
+		}
+	}
+
+	c.ReleaseRequest.MessageType = releaseType("release_request.message_type", r.ReleaseRequest.MessageType, DefaultReleaseRequest, &errs)
+	c.ReleaseRequest.ReplyType = releaseType("release_request.reply_type", r.ReleaseRequest.ReplyType, DefaultReleaseReply, &errs)
+	if rr := c.ReleaseRequest; rr.MessageType != 0 && rr.MessageType == rr.ReplyType {
+		errs.add("release_request.reply_type", "%d is also the message_type; the two must differ", rr.ReplyType)
+	}
+
+	c.LogLevel = DefaultLogLevel
+	if r.LogLevel != "" {
+		l, ok := logLevels[r.LogLevel]
+		if !ok {
+			errs.add("log_level", "%q is not one of debug, info, warn, error", r.LogLevel)
+		}
+		c.LogLevel = l
+	}
+
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (u *rawUplink) validate(errs *errList) Uplink {
+	out := Uplink{Interface: u.Interface}
+	checkIfName("uplink.interface", u.Interface, errs)
+	if u.Gateway == "" {
+		return out
+	}
+	a, ok := parseAddr("uplink.gateway", u.Gateway, errs)
+	if !ok {
+		return out
+	}
+	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+		errs.add("uplink.gateway", "%q is not a unicast address", u.Gateway)
+		return out
+	}
+	if z := a.Zone(); z != "" {
+		if !a.IsLinkLocalUnicast() {
+			errs.add("uplink.gateway", "%q has a zone but is not link-local", u.Gateway)
+			return out
+		}
+		if z != u.Interface {
+			errs.add("uplink.gateway", "%q: the zone is not the uplink interface %q", u.Gateway, u.Interface)
+			return out
+		}
+	}
+	if a.IsLinkLocalUnicast() {
+		a = a.WithZone(u.Interface)
+	}
+	out.Gateway = a
+	return out
+}
+
+// serverAddr checks a server address and gives a link-local one the uplink
+// as zone when it has none.
+func serverAddr(key, s string, a netip.Addr, uplink string, errs *errList) (netip.Addr, bool) {
+	linkLocal := a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()
+	switch {
+	case a.IsUnspecified():
+		errs.add(key, "%q is not a server address", s)
+		return a, false
+	case a.IsInterfaceLocalMulticast():
+		errs.add(key, "%q is an interface-local multicast group, which no server can be in", s)
+		return a, false
+	case a.Zone() != "" && !linkLocal:
+		errs.add(key, "%q has a zone but is not link-local", s)
+		return a, false
+	case a.Zone() == "" && linkLocal:
+		a = a.WithZone(uplink)
+	}
+	return a, true
+}
+
+func validateDownlinks(raws []rawDownlink, uplink string, errs *errList) []Downlink {
+	if len(raws) == 0 {
+		errs.add("downlinks", "at least one downlink is required")
+		return nil
+	}
+	out := make([]Downlink, 0, len(raws))
+	byName := make(map[string]int)
+	byID := make(map[string]int)
+	byLink := make(map[netip.Addr]int)
+	for i, r := range raws {
+		key := func(k string) string { return fmt.Sprintf("downlinks[%d].%s", i, k) }
+		d := Downlink{
+			Interface:           r.Interface,
+			InterfaceID:         r.Interface,
+			LinkType:            DefaultLinkType,
+			MaxDelegations:      DefaultMaxDelegations,
+			MaxPerClient:        DefaultMaxPerClient,
+			UniqueClient:        r.UniqueClient,
+			LoopPolicy:          DefaultLoopPolicy,
+			LoopICMP:            r.LoopICMP,
+			TrustReleaseRequest: r.TrustReleaseRequest,
+		}
+		if checkIfName(key("interface"), r.Interface, errs) {
+			if j, dup := byName[r.Interface]; dup {
+				errs.add(key("interface"), "%q is also downlinks[%d].interface", r.Interface, j)
+			} else {
+				byName[r.Interface] = i
+			}
+			if r.Interface == uplink {
+				errs.add(key("interface"), "%q is the uplink interface", r.Interface)
+			}
+		}
+		if r.LinkAddress != "" {
+			if a, ok := parseAddr(key("link_address"), r.LinkAddress, errs); ok {
+				if !a.IsGlobalUnicast() || a.Zone() != "" {
+					errs.add(key("link_address"), "%q is not a global unicast address", r.LinkAddress)
+				} else if j, dup := byLink[a]; dup {
+					errs.add(key("link_address"), "%q is also downlinks[%d].link_address", r.LinkAddress, j)
+				} else {
+					byLink[a] = i
+					d.LinkAddress = a
+				}
+			}
+		}
+		idNote := " (the default: the interface name)"
+		if r.InterfaceID != nil {
+			d.InterfaceID, idNote = *r.InterfaceID, ""
+			switch {
+			case d.InterfaceID == "":
+				errs.add(key("interface_id"), "must not be empty; leave the key out to use the interface name")
+			case len(d.InterfaceID) > 255:
+				errs.add(key("interface_id"), "%q is longer than 255 bytes", d.InterfaceID)
+			}
+		}
+		if d.InterfaceID != "" {
+			if j, dup := byID[d.InterfaceID]; dup {
+				errs.add(key("interface_id"), "%q%s is also the interface_id of downlinks[%d]", d.InterfaceID, idNote, j)
+			} else {
+				byID[d.InterfaceID] = i
+			}
+		}
+		switch lt := LinkType(r.LinkType); lt {
+		case "":
+		case PointToPoint, MultiAccess:
+			d.LinkType = lt
+		default:
+			errs.add(key("link_type"), "%q is not one of point-to-point, multi-access", r.LinkType)
+		}
+		d.MaxDelegations = limit(key("max_delegations"), r.MaxDelegations, DefaultMaxDelegations, errs)
+		d.MaxPerClient = limit(key("max_per_client"), r.MaxPerClient, DefaultMaxPerClient, errs)
+		switch lp := LoopPolicy(r.LoopPolicy); lp {
+		case "":
+		case LoopDrop, LoopForward:
+			d.LoopPolicy = lp
+		default:
+			errs.add(key("loop_policy"), "%q is not one of drop, forward", r.LoopPolicy)
+		}
+		seen := make(map[netip.Prefix]int)
+		for k, s := range r.AllowedSources {
+			sk := fmt.Sprintf("%s[%d]", key("allowed_sources"), k)
+			p, err := netip.ParsePrefix(s)
+			switch {
+			case err != nil || !p.Addr().Is6() || p.Addr().Is4In6():
+				errs.add(sk, "%q is not an IPv6 prefix", s)
+			case p != p.Masked():
+				errs.add(sk, "%q has bits set past the prefix length; did you mean %s?", s, p.Masked())
+			default:
+				if j, dup := seen[p]; dup {
+					errs.add(sk, "%q is also allowed_sources[%d]", s, j)
+					continue
+				}
+				seen[p] = k
+				d.AllowedSources = append(d.AllowedSources, p)
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func limit(key string, v *int, def int, errs *errList) int {
+	if v == nil {
+		return def
+	}
+	if *v < 0 {
+		errs.add(key, "%d is negative; use 0 for unlimited", *v)
+		return def
+	}
+	return *v
+}
+
+func releaseType(key string, v *int, def dhcp6.MessageType, errs *errList) dhcp6.MessageType {
+	if v == nil {
+		return def
+	}
+	switch t := *v; {
+	case t < 1 || t > 255:
+		errs.add(key, "%d is not a message type (1..255)", t)
+	case t <= LastAssignedMessageType:
+		errs.add(key, "%d is assigned by IANA (%s); choose an unassigned type, %d..255",
+			t, dhcp6.MessageType(t), LastAssignedMessageType+1)
+	default:
+		return dhcp6.MessageType(t)
+	}
+	return 0
+}
+
+// checkIfName reports whether name is a valid Linux interface name.
+func checkIfName(key, name string, errs *errList) bool {
+	switch {
+	case name == "":
+		errs.add(key, "required")
+	case len(name) > 15:
+		errs.add(key, "%q is longer than 15 characters, the limit of an interface name", name)
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\r\v\f"):
+		errs.add(key, "%q is not a valid interface name", name)
+	default:
+		return true
+	}
+	return false
+}
+
+// parseAddr parses an IPv6 address, refusing IPv4 in either form.
+func parseAddr(key, s string, errs *errList) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		errs.add(key, "%q is not an IPv6 address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+func checkHostPort(key, s string, errs *errList) {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		errs.add(key, "%q is not host:port", s)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		errs.add(key, "%q: %q is not a TCP port (1..65535)", s, port)
+	}
+}
+
+// DUID sizes: a 2-byte type and up to 128 bytes of identifier (RFC 8415
+// section 11.1).
+const (
+	MinDUIDLen = 2
+	MaxDUIDLen = 130
+)
+
+// ParseDUID parses a DUID written in hex, either plain ("000100015f...")
+// or with colons between bytes ("00:01:00:01:5f:..."), as relay_id and the
+// operator commands take it.
+func ParseDUID(s string) ([]byte, error) {
+	var b []byte
+	if strings.Contains(s, ":") {
+		for part := range strings.SplitSeq(s, ":") {
+			if len(part) != 2 {
+				return nil, errors.New("with colons, each byte must be two hex digits")
+			}
+			x, err := hex.DecodeString(part)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a hex byte", part)
+			}
+			b = append(b, x[0])
+		}
+	} else {
+		var err error
+		if b, err = hex.DecodeString(s); err != nil {
+			if errors.Is(err, hex.ErrLength) {
+				return nil, errors.New("odd number of hex digits")
+			}
+			return nil, errors.New("not hex digits")
+		}
+	}
+	if len(b) < MinDUIDLen || len(b) > MaxDUIDLen {
+		return nil, fmt.Errorf("%d bytes; a DUID is %d to %d", len(b), MinDUIDLen, MaxDUIDLen)
+	}
+	return b, nil
+}

@@ -1,0 +1,276 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pdrelay/pdrelay/control/api"
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/config"
+	"github.com/pdrelay/pdrelay/control/metrics"
+	"github.com/pdrelay/pdrelay/control/relay"
+	"github.com/pdrelay/pdrelay/control/store"
+	"github.com/pdrelay/pdrelay/fib"
+)
+
+// RunFile loads the config at path and runs the relay until ctx ends.
+// Logs go to logOut as text.
+func RunFile(ctx context.Context, path string, logOut io.Writer) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	return Run(ctx, cfg, log)
+}
+
+// Run runs the relay described by cfg until ctx ends.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
+	}
+	st, err := store.Open(filepath.Join(cfg.StateDir, "bindings.db"), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	relayID, err := relayID(cfg, st, log)
+	if err != nil {
+		return err
+	}
+
+	ports := portIDs(cfg)
+	ft := fib.NewTable()
+	for _, d := range cfg.Downlinks {
+		if err := ft.SetAllowedSources(ports[d.Interface], d.AllowedSources); err != nil {
+			return fmt.Errorf("downlinks %s allowed_sources: %w", d.Interface, err)
+		}
+	}
+	fs := &fibSink{t: ft, ports: ports, log: log}
+
+	var names []string
+	for _, d := range cfg.Downlinks {
+		names = append(names, d.Interface)
+	}
+	eng, err := relay.NewEngine(engineConfig(cfg, relayID))
+	if err != nil {
+		return err
+	}
+	met := metrics.New(&eng.Counters, names)
+
+	table := binding.NewTable(binding.PortLimits{MaxPerClient: config.DefaultMaxPerClient, MaxDelegations: config.DefaultMaxDelegations}, cfg.PortLimits())
+	if err := restore(table, st, log); err != nil {
+		return err
+	}
+	// The restored bindings go to the FIB and the gauges, not back to
+	// the store they came from.
+	restored := table.TakeChanges()
+	fs.Sink(restored)
+	met.Sink(restored)
+
+	mgr := binding.NewManager(table, nil, log, storeSink(st), fs.Sink, met.Sink)
+	mgr.OnLimit = met.LimitHit
+
+	conn, err := relay.Listen(eng, relay.ConnConfig{
+		Uplink: cfg.Uplink.Interface, Servers: cfg.Servers, ServerPort: int(cfg.ServerPort),
+	}, log)
+	if err != nil {
+		return err
+	}
+	log.Info("pdrelay started", "downlinks", names, "uplink", cfg.Uplink.Interface,
+		"servers", cfg.Servers, "bindings", table.Len(), "relay_id", fmt.Sprintf("%x", relayID))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	spawn := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	spawn("bindings", func() error { return mgr.Run(ctx) })
+	spawn("relay", func() error { return conn.Run(ctx, mgr) })
+	apiSrv := api.NewServer(mgr, log)
+	spawn("api", func() error { return apiSrv.Serve(ctx, cfg.APISocket) })
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", met.Handler())
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		spawn("metrics", func() error {
+			go func() { <-ctx.Done(); hs.Close() }()
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	<-ctx.Done()
+	wg.Wait()
+	close(errc)
+	log.Info("pdrelay stopping", "bindings", table.Len())
+	return <-errc // nil when every part stopped cleanly
+}
+
+// portIDs numbers the ports for the FIB: the uplink 0, downlinks from 1 in
+// config order.
+func portIDs(cfg *config.Config) map[string]fib.PortID {
+	m := map[string]fib.PortID{cfg.Uplink.Interface: 0}
+	for i, d := range cfg.Downlinks {
+		m[d.Interface] = fib.PortID(i + 1)
+	}
+	return m
+}
+
+func engineConfig(cfg *config.Config, relayID []byte) relay.Config {
+	rc := relay.Config{
+		Servers:            cfg.Servers,
+		RelayID:            relayID,
+		ReleaseRequestType: cfg.ReleaseRequest.MessageType,
+	}
+	for _, d := range cfg.Downlinks {
+		p := relay.Port{
+			Name:                d.Interface,
+			LinkAddr:            d.LinkAddress,
+			InterfaceID:         []byte(d.InterfaceID),
+			TrustReleaseRequest: d.TrustReleaseRequest,
+		}
+		if !p.LinkAddr.IsValid() {
+			p.LinkAddr = globalAddr(d.Interface)
+		}
+		rc.Ports = append(rc.Ports, p)
+	}
+	return rc
+}
+
+// globalAddr returns a global unicast address of the interface, or the
+// zero Addr (the engine then sends ::).
+func globalAddr(name string) (a netip.Addr) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return a
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return a
+	}
+	for _, ad := range addrs {
+		ipn, ok := ad.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		ip = ip.Unmap()
+		if ok && ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() {
+			return ip
+		}
+	}
+	return a
+}
+
+// relayID returns the configured Relay-ID, or the persisted one, or a new
+// DUID-LLT made from the uplink's MAC (DUID-EN style random when it has
+// none) that is then persisted.
+func relayID(cfg *config.Config, st *store.Store, log *slog.Logger) ([]byte, error) {
+	if len(cfg.RelayID) > 0 {
+		return cfg.RelayID, nil
+	}
+	id, err := st.RelayID()
+	if err != nil {
+		return nil, fmt.Errorf("read relay id: %w", err)
+	}
+	if len(id) > 0 {
+		return id, nil
+	}
+	id = newDUID(cfg.Uplink.Interface, time.Now())
+	if err := st.SetRelayID(id); err != nil {
+		return nil, fmt.Errorf("persist relay id: %w", err)
+	}
+	if err := st.Flush(); err != nil {
+		return nil, fmt.Errorf("persist relay id: %w", err)
+	}
+	log.Info("generated relay id", "relay_id", fmt.Sprintf("%x", id))
+	return id, nil
+}
+
+// newDUID makes a DUID-LLT (RFC 8415 11.2) from the interface's Ethernet
+// address, or a DUID-UUID (RFC 6355) from random bytes when it has none.
+func newDUID(ifname string, now time.Time) []byte {
+	if ifi, err := net.InterfaceByName(ifname); err == nil && len(ifi.HardwareAddr) == 6 {
+		epoch := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+		b := binary.BigEndian.AppendUint16(nil, 1) // DUID-LLT
+		b = binary.BigEndian.AppendUint16(b, 1)    // hardware type Ethernet
+		b = binary.BigEndian.AppendUint32(b, uint32(now.Sub(epoch)/time.Second))
+		return append(b, ifi.HardwareAddr...)
+	}
+	b := binary.BigEndian.AppendUint16(nil, 4) // DUID-UUID
+	u := make([]byte, 16)
+	rand.Read(u)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return append(b, u...)
+}
+
+// restore loads the store into the table; bindings whose valid lifetime
+// ended while the relay was down are dropped, logged and deleted.
+func restore(t *binding.Table, st *store.Store, log *slog.Logger) error {
+	now := time.Now()
+	var expired int
+	skipped, err := st.Load(func(b binding.Binding) error {
+		if !t.Restore(now, b) {
+			expired++
+			log.Info("binding removed", "port", b.Port, "client", b.DUIDHex(), "iaid", b.IAID,
+				"prefix", b.Prefix, "reason", binding.ReasonRestoreOld, "expired_at", b.Expires.Format(time.RFC3339))
+			st.Delete(b.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load bindings: %w", err)
+	}
+	if skipped > 0 {
+		log.Warn("store records skipped: undecodable", "count", skipped)
+	}
+	log.Info("bindings restored", "count", t.Len(), "expired", expired)
+	return nil
+}
+
+// storeSink writes every change behind (at most one flush interval).
+func storeSink(st *store.Store) binding.Sink {
+	return func(changes []binding.Change) {
+		for _, c := range changes {
+			if c.Op == binding.Removed {
+				st.Delete(c.Binding.Key)
+			} else {
+				st.Put(c.Binding)
+			}
+		}
+	}
+}

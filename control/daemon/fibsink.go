@@ -1,0 +1,50 @@
+package daemon
+
+import (
+	"log/slog"
+
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/fib"
+)
+
+// fibSink turns binding changes into FIB routes and source filters (R-1,
+// ), each exactly the delegated prefix, and publishes one snapshot
+// per batch that changed forwarding state.
+type fibSink struct {
+	t     *fib.Table
+	ports map[string]fib.PortID
+	log   *slog.Logger
+}
+
+func (s *fibSink) Sink(changes []binding.Change) {
+	dirty := false
+	for _, c := range changes {
+		if !c.RouteChanged {
+			continue
+		}
+		b := &c.Binding
+		port, ok := s.ports[b.Port]
+		if !ok {
+			continue // a port no longer configured: the binding stays, unrouted
+		}
+		dirty = true
+		if c.Op == binding.Removed {
+			s.t.DeleteRouteIf(b.Prefix, port)
+			s.t.DeleteSource(port, b.Prefix)
+			continue
+		}
+		if err := s.t.AddRoute(fib.Route{Prefix: b.Prefix, Port: port, NextHop: b.NextHop, MAC: b.MAC}); err != nil {
+			s.log.Error("fib add route", "prefix", b.Prefix, "err", err)
+			continue
+		}
+		if c.Op != binding.Added {
+			continue // a new next hop or MAC: the source entry stands
+		}
+		if err := s.t.AddSource(port, b.Prefix); err != nil {
+			s.log.Error("fib add source", "prefix", b.Prefix, "err", err)
+		}
+	}
+	if dirty {
+		s.t.Publish()
+	}
+}

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/fib"
+)
+
+// TestFIBSinkFollowsBindings drives a real binding.Table and checks that
+// the published FIB routes and filters exactly the delegated prefixes, on
+// the right port, and only while the binding lives.
+func TestFIBSinkFollowsBindings(t *testing.T) {
+	ft := fib.NewTable()
+	s := &fibSink{t: ft, ports: map[string]fib.PortID{"up0": 0, "dl1": 1, "dl2": 2}, log: slog.New(slog.DiscardHandler)}
+	tab := binding.NewTable(binding.PortLimits{MaxPerClient: 8}, nil)
+	now := time.Unix(1_000_000, 0)
+	nh := netip.MustParseAddr("fe80::1")
+	learn := func(port, prefix string, mac byte, valid time.Duration) {
+		t.Helper()
+		if _, err := tab.Learn(now, binding.Learned{
+			Key:     binding.Key{Port: port, DUID: "\x00\x03\x00\x01\x02\x00\x00\x00\x00" + port, IAID: 1, Prefix: netip.MustParsePrefix(prefix)},
+			NextHop: nh, MAC: [6]byte{2, 0, 0, 0, 0, mac}, MACKnown: true, Valid: valid, Preferred: valid,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		s.Sink(tab.TakeChanges())
+	}
+	learn("dl1", "2001:db8:100::/56", 1, 100*time.Second)
+	learn("dl2", "2001:db8:200::/48", 2, 200*time.Second)
+
+	snap := ft.Load()
+	r, ok := snap.Lookup(netip.MustParseAddr("2001:db8:100:ff::1"))
+	if !ok || r.Port != 1 || r.MAC != [6]byte{2, 0, 0, 0, 0, 1} || r.NextHop != nh || r.Prefix.Bits() != 56 {
+		t.Fatalf("route for /56: %+v %v", r, ok)
+	}
+	if _, ok := snap.Lookup(netip.MustParseAddr("2001:db8:101::1")); ok {
+		t.Fatal("address just outside the /56 was routed (R-2: exact prefix length)")
+	}
+	if !snap.SourceAllowed(1, netip.MustParseAddr("2001:db8:100:1::5")) {
+		t.Fatal("delegated source refused on its port")
+	}
+	if snap.SourceAllowed(2, netip.MustParseAddr("2001:db8:100:1::5")) {
+		t.Fatal("source of port 1's prefix allowed on port 2 (R-3)")
+	}
+
+	// A new MAC updates the route; the source filter keeps one reference.
+	learn("dl1", "2001:db8:100::/56", 9, 100*time.Second)
+	if r, _ := ft.Load().Lookup(netip.MustParseAddr("2001:db8:100::1")); r == nil || r.MAC[5] != 9 {
+		t.Fatalf("MAC change not published: %+v", r)
+	}
+	// Expiry removes route and filter together.
+	tab.Expire(now.Add(100 * time.Second))
+	s.Sink(tab.TakeChanges())
+	snap = ft.Load()
+	if _, ok := snap.Lookup(netip.MustParseAddr("2001:db8:100::1")); ok {
+		t.Fatal("route survived its binding")
+	}
+	if snap.SourceAllowed(1, netip.MustParseAddr("2001:db8:100::1")) {
+		t.Fatal("source filter survived its binding (a MAC update leaked a reference)")
+	}
+	if _, ok := snap.Lookup(netip.MustParseAddr("2001:db8:200::1")); !ok {
+		t.Fatal("unrelated binding lost")
+	}
+}
+
+// TestRenewalDoesNotPublish checks that lifetime-only renewals leave the
+// published snapshot alone.
+func TestRenewalDoesNotPublish(t *testing.T) {
+	ft := fib.NewTable()
+	s := &fibSink{t: ft, ports: map[string]fib.PortID{"dl1": 1}, log: slog.New(slog.DiscardHandler)}
+	tab := binding.NewTable(binding.PortLimits{}, nil)
+	l := binding.Learned{
+		Key:     binding.Key{Port: "dl1", DUID: "a", IAID: 1, Prefix: netip.MustParsePrefix("2001:db8::/56")},
+		NextHop: netip.MustParseAddr("fe80::1"), MACKnown: true, Valid: time.Minute,
+	}
+	now := time.Unix(1_000_000, 0)
+	tab.Learn(now, l)
+	s.Sink(tab.TakeChanges())
+	before := ft.Load()
+	tab.Learn(now.Add(time.Second), l)
+	s.Sink(tab.TakeChanges())
+	if ft.Load() != before {
+		t.Fatal("a renewal republished the FIB")
+	}
+}

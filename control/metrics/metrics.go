@@ -1,0 +1,124 @@
+// Package metrics exports pdrelay's control-plane counters to Prometheus:
+// messages relayed by type and direction, drops by reason, snooping
+// events, bindings per port, binding changes and limit hits.
+//
+// Counters that live elsewhere (the relay engine's atomics) are read at
+// scrape time by a Collector, so the relay path pays nothing for them. All
+// types here are safe for concurrent use.
+package metrics
+
+import (
+	"errors"
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/relay"
+)
+
+// Metrics is the relay's registry.
+type Metrics struct {
+	Registry  *prometheus.Registry
+	bindings  *prometheus.GaugeVec
+	changes   *prometheus.CounterVec
+	limitHits *prometheus.CounterVec
+
+	mu      sync.Mutex
+	perPort map[string]int
+}
+
+// New returns a registry reading the engine's counters at scrape time.
+func New(eng *relay.Counters, ports []string) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		bindings: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pdrelay_bindings", Help: "Active delegated-prefix bindings per downlink port.",
+		}, []string{"interface"}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdrelay_binding_changes_total", Help: "Binding changes by operation and removal reason.",
+		}, []string{"op", "reason"}),
+		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdrelay_limit_hits_total", Help: "Bindings refused by a limit (max_per_client, max_delegations, unique_client).",
+		}, []string{"interface", "limit"}),
+		perPort: make(map[string]int),
+	}
+	for _, p := range ports {
+		m.bindings.WithLabelValues(p).Set(0)
+		for _, l := range []string{"max_per_client", "max_delegations", "unique_client"} {
+			m.limitHits.WithLabelValues(p, l)
+		}
+	}
+	m.Registry.MustRegister(m.bindings, m.changes, m.limitHits,
+		&engineCollector{c: eng},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Sink is a binding.Sink keeping the per-port gauges and change counters.
+func (m *Metrics) Sink(changes []binding.Change) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	touched := map[string]bool{}
+	for _, c := range changes {
+		switch c.Op {
+		case binding.Added:
+			m.perPort[c.Binding.Port]++
+		case binding.Removed:
+			m.perPort[c.Binding.Port]--
+		}
+		touched[c.Binding.Port] = true
+		m.changes.WithLabelValues(c.Op.String(), c.Reason).Inc()
+	}
+	for p := range touched {
+		m.bindings.WithLabelValues(p).Set(float64(m.perPort[p]))
+	}
+}
+
+// LimitHit counts a refusal; it fits binding.Manager.OnLimit.
+func (m *Metrics) LimitHit(port string, err error) {
+	limit := "other"
+	switch {
+	case errors.Is(err, binding.ErrClientLimit):
+		limit = "max_per_client"
+	case errors.Is(err, binding.ErrPortLimit):
+		limit = "max_delegations"
+	case errors.Is(err, binding.ErrDuplicateDUID):
+		limit = "unique_client"
+	}
+	m.limitHits.WithLabelValues(port, limit).Inc()
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+var (
+	descMsgs  = prometheus.NewDesc("pdrelay_dhcp_messages_total", "DHCPv6 messages relayed, by direction (up: to servers, down: to clients) and message type.", []string{"direction", "type"}, nil)
+	descDrops = prometheus.NewDesc("pdrelay_dhcp_drops_total", "DHCPv6 messages not relayed, by reason.", []string{"reason"}, nil)
+	descSnoop = prometheus.NewDesc("pdrelay_snoop_events_total", "Reply-snooping events (the messages were relayed).", []string{"event"}, nil)
+)
+
+type engineCollector struct{ c *relay.Counters }
+
+func (e *engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMsgs
+	ch <- descDrops
+	ch <- descSnoop
+}
+
+func (e *engineCollector) Collect(ch chan<- prometheus.Metric) {
+	e.c.EachMessage(func(d relay.Direction, t dhcp6Type, n uint64) {
+		ch <- prometheus.MustNewConstMetric(descMsgs, prometheus.CounterValue, float64(n), d.String(), t.String())
+	})
+	e.c.EachDrop(func(r relay.Drop, n uint64) {
+		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), r.String())
+	})
+	e.c.EachSnoop(func(s relay.SnoopEvent, n uint64) {
+		ch <- prometheus.MustNewConstMetric(descSnoop, prometheus.CounterValue, float64(n), s.String())
+	})
+}

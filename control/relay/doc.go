@@ -1,0 +1,15 @@
+// Package relay is pdrelay's DHCPv6 relay agent (RFC 8415 section 19) and
+// reply snooper (RFC 8987 section 4.1).
+//
+// Engine is the protocol logic with no I/O: a client message (with the
+// source MAC of its frame) becomes one Relay-Forward for the servers, and a
+// server's Relay-Reply becomes the inner message for a client plus the
+// binding facts it carries. It wraps and unwraps the original bytes and
+// never re-encodes a relayed message, so unknown types and options pass
+// byte for byte (G-1). An Engine is owned by one goroutine; its Counters
+// may be read concurrently.
+//
+// Conn (Linux) is the I/O around it: an AF_PACKET socket per downlink for
+// client frames, one UDP socket on port 547 for the servers' side and for
+// sending to clients.
+package relay

@@ -1,0 +1,389 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/dhcp6"
+)
+
+// Port is a downlink port as the relay sees it.
+type Port struct {
+	Name        string
+	Index       int        // interface index
+	LinkAddr    netip.Addr // link-address for Relay-Forward; :: when unknown
+	InterfaceID []byte     // Interface-ID option data; defaults to Name
+	// TrustReleaseRequest lets RELEASE-REQUEST messages from this port
+	// through; by default they are dropped and counted.
+	TrustReleaseRequest bool
+}
+
+// Config is the engine's configuration.
+type Config struct {
+	Ports   []Port
+	Servers []netip.Addr
+	// RelayID is the relay's DUID, sent as OPTION_RELAY_ID (53).
+	RelayID []byte
+	// ReleaseRequestType is the experimental message type of the
+	// relay-initiated-release draft's RELEASE-REQUEST.
+	ReleaseRequestType dhcp6.MessageType
+	// PendingTTL bounds how long a request waits for its Reply
+	// (default 60 s); PendingMax bounds how many wait (default 65536).
+	PendingTTL time.Duration
+	PendingMax int
+}
+
+// Engine is the relay logic. It is owned by one goroutine.
+type Engine struct {
+	ports     []Port
+	byIfID    map[string]int
+	byLink    map[netip.Addr]int
+	servers   map[netip.Addr]bool
+	anyServer bool // a multicast server group is configured
+	relayID   []byte
+	rrType    dhcp6.MessageType
+	pending   pendingTable
+	buf       []byte
+	Counters  Counters
+}
+
+// ClientPacket is a DHCPv6 message received on a downlink.
+type ClientPacket struct {
+	Port    int // index into Config.Ports
+	SrcMAC  [6]byte
+	Src     netip.Addr
+	Payload []byte
+}
+
+// ServerPacket is a UDP payload received from the servers' side.
+type ServerPacket struct {
+	Src     netip.Addr
+	Payload []byte
+}
+
+// ToClient is a message to send on a downlink.
+type ToClient struct {
+	Port    int
+	Dst     netip.Addr
+	DstPort uint16
+	Payload []byte // aliases the Relay-Reply it came in
+}
+
+// ErrDropped wraps every drop; errors.As gives the DropError.
+var ErrDropped = errors.New("dropped")
+
+// DropError says why a message was not relayed.
+type DropError struct {
+	Reason Drop
+	Err    error
+}
+
+func (e *DropError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("dropped (%s): %v", e.Reason, e.Err)
+	}
+	return "dropped (" + e.Reason.String() + ")"
+}
+
+func (e *DropError) Unwrap() []error { return []error{ErrDropped, e.Err} }
+
+// NewEngine validates cfg and returns an engine.
+func NewEngine(cfg Config) (*Engine, error) {
+	e := &Engine{
+		byIfID:  make(map[string]int),
+		byLink:  make(map[netip.Addr]int),
+		servers: make(map[netip.Addr]bool),
+		relayID: cfg.RelayID,
+		rrType:  cfg.ReleaseRequestType,
+		buf:     make([]byte, 0, 2048),
+	}
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("relay: no servers")
+	}
+	for _, s := range cfg.Servers {
+		if s.IsMulticast() {
+			e.anyServer = true
+		}
+		e.servers[s.WithZone("")] = true
+	}
+	for i, p := range cfg.Ports {
+		if len(p.InterfaceID) == 0 {
+			p.InterfaceID = []byte(p.Name)
+		}
+		if !p.LinkAddr.IsValid() {
+			p.LinkAddr = netip.IPv6Unspecified()
+		}
+		if _, dup := e.byIfID[string(p.InterfaceID)]; dup {
+			return nil, fmt.Errorf("relay: interface-id %q used by two ports", p.InterfaceID)
+		}
+		e.byIfID[string(p.InterfaceID)] = i
+		if !p.LinkAddr.IsUnspecified() {
+			e.byLink[p.LinkAddr] = i
+		}
+		e.ports = append(e.ports, p)
+	}
+	e.pending.init(cfg.PendingMax, cfg.PendingTTL)
+	return e, nil
+}
+
+// Ports returns the configured ports.
+func (e *Engine) Ports() []Port { return e.ports }
+
+func (e *Engine) drop(r Drop, err error) error {
+	e.Counters.Drop(r)
+	return &DropError{Reason: r, Err: err}
+}
+
+// HandleClient turns a message from a downlink into a Relay-Forward for the
+// servers. The returned bytes live in the engine's buffer until the next
+// call. upd holds what a Release relayed now removes (G-9).
+func (e *Engine) HandleClient(now time.Time, pkt ClientPacket) (relayForw []byte, upd binding.Update, err error) {
+	if pkt.Port < 0 || pkt.Port >= len(e.ports) {
+		return nil, upd, e.drop(DropUnknownPort, nil)
+	}
+	p := &e.ports[pkt.Port]
+	if len(pkt.Payload) < dhcp6.HeaderLen {
+		return nil, upd, e.drop(DropMalformed, dhcp6.ErrShort)
+	}
+	t := dhcp6.MessageType(pkt.Payload[0])
+	var hops uint8
+	link := p.LinkAddr
+	fromRelay := false
+	switch {
+	case t == dhcp6.MsgRelayRepl:
+		return nil, upd, e.drop(DropRelayReplyFromClient, nil)
+	case t == dhcp6.MsgRelayForw:
+		r, err := dhcp6.ParseRelay(pkt.Payload)
+		if err != nil {
+			return nil, upd, e.drop(DropMalformed, err)
+		}
+		if r.HopCount >= dhcp6.HopCountLimit {
+			return nil, upd, e.drop(DropHopLimit, nil)
+		}
+		// A RELEASE-REQUEST wrapped by a "relay" below is still one from
+		// this port: without the check a client could smuggle one past it.
+		if e.rrType != 0 && !p.TrustReleaseRequest {
+			if in, _, err := dhcp6.Innermost(r.Inner); err == nil && len(in) > 0 && dhcp6.MessageType(in[0]) == e.rrType {
+				return nil, upd, e.drop(DropReleaseRequestUntrusted, nil)
+			}
+		}
+		hops = r.HopCount + 1
+		// RFC 8415 19.1.2: a message from another relay gets link-address
+		// 0; the Interface-ID identifies the port.
+		link = netip.IPv6Unspecified()
+		fromRelay = true
+	case e.rrType != 0 && t == e.rrType && !p.TrustReleaseRequest:
+		return nil, upd, e.drop(DropReleaseRequestUntrusted, nil)
+	}
+	e.Counters.msg(Up, t)
+	e.record(now, pkt, &upd)
+
+	b := dhcp6.AppendRelayHeader(e.buf[:0], dhcp6.MsgRelayForw, hops, link, pkt.Src)
+	b = dhcp6.AppendOption(b, dhcp6.OptInterfaceID, p.InterfaceID)
+	if len(e.relayID) > 0 {
+		b = dhcp6.AppendOption(b, dhcp6.OptRelayID, e.relayID)
+	}
+	if !fromRelay {
+		b = dhcp6.AppendClientLinkLayer(b, pkt.SrcMAC)
+	}
+	b = dhcp6.AppendOption(b, dhcp6.OptRelayMsg, pkt.Payload)
+	e.buf = b
+	return b, upd, nil
+}
+
+// record notes the request so its Reply can be matched, and removes the
+// IA_PDs of a Release as it is relayed. Problems here never stop the
+// message: it is relayed whatever the snooper makes of it.
+func (e *Engine) record(now time.Time, pkt ClientPacket, upd *binding.Update) {
+	inner, _, err := dhcp6.Innermost(pkt.Payload)
+	if err != nil {
+		e.Counters.snooped(SnoopUnparsable)
+		return
+	}
+	m, err := dhcp6.ParseMessage(inner)
+	if err != nil {
+		e.Counters.snooped(SnoopUnparsable)
+		return
+	}
+	duid, ok := m.Options.Get(dhcp6.OptClientID)
+	if !ok {
+		return // Information-Request may carry no client id; nothing to bind
+	}
+	port := e.ports[pkt.Port].Name
+	req := pending{port: pkt.Port, mac: pkt.SrcMAC, peer: pkt.Src, typ: m.Type}
+	if m.Type == dhcp6.MsgRelease || m.Type == dhcp6.MsgDecline {
+		reason := binding.ReasonReleased
+		if m.Type == dhcp6.MsgDecline {
+			reason = binding.ReasonDeclined
+		}
+		for o := m.Options; ; {
+			code, data, rest, ok := o.Next()
+			if !ok {
+				break
+			}
+			o = rest
+			if code != dhcp6.OptIAPD || len(data) < 4 {
+				continue
+			}
+			iaid := binary.BigEndian.Uint32(data)
+			req.iaids = append(req.iaids, iaid)
+			if m.Type == dhcp6.MsgRelease {
+				upd.RemoveIAs = append(upd.RemoveIAs, binding.RemoveIA{
+					Port: port, DUID: string(duid), IAID: iaid, Reason: reason,
+				})
+			}
+		}
+	}
+	if !e.pending.put(now, pendingKey{xid: m.XID, duid: string(duid)}, req) {
+		e.Counters.snooped(SnoopPendingFull)
+	}
+}
+
+// HandleServer turns a Relay-Reply from a server into the message for the
+// client side, and returns what its Reply teaches about bindings.
+func (e *Engine) HandleServer(now time.Time, pkt ServerPacket) (out ToClient, upd binding.Update, err error) {
+	if !e.anyServer && !e.servers[pkt.Src.WithZone("")] {
+		return out, upd, e.drop(DropUnknownServer, nil)
+	}
+	if len(pkt.Payload) == 0 || dhcp6.MessageType(pkt.Payload[0]) != dhcp6.MsgRelayRepl {
+		return out, upd, e.drop(DropNotRelayReply, nil)
+	}
+	r, err := dhcp6.ParseRelay(pkt.Payload)
+	if err != nil {
+		return out, upd, e.drop(DropMalformed, err)
+	}
+	port := -1
+	if ifid, ok := r.InterfaceID(); ok {
+		if i, ok := e.byIfID[string(ifid)]; ok {
+			port = i
+		}
+	}
+	if port < 0 && !r.LinkAddr.IsUnspecified() {
+		if i, ok := e.byLink[r.LinkAddr]; ok {
+			port = i
+		}
+	}
+	if port < 0 {
+		return out, upd, e.drop(DropUnknownPort, nil)
+	}
+	if len(r.Inner) == 0 {
+		return out, upd, e.drop(DropMalformed, dhcp6.ErrShort)
+	}
+	out = ToClient{Port: port, Dst: r.PeerAddr, DstPort: dhcp6.ClientPort, Payload: r.Inner}
+	t := dhcp6.MessageType(r.Inner[0])
+	if t == dhcp6.MsgRelayRepl {
+		out.DstPort = dhcp6.ServerPort // for the relay below
+	}
+	e.Counters.msg(Down, t)
+	e.snoop(now, port, r.PeerAddr, r.Inner, &upd)
+	return out, upd, nil
+}
+
+// snoop learns from a Reply (RFC 8987 4.1, G-2, G-3, G-8, G-9): whatever
+// request it answers, each IAPREFIX with a valid lifetime creates or
+// updates a binding, a zero valid lifetime or an IA_PD with NoBinding
+// removes, and the Reply to a Release or Decline removes the IA_PDs the
+// request named.
+func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd *binding.Update) {
+	inner, _, err := dhcp6.Innermost(msg)
+	if err != nil || len(inner) == 0 {
+		e.Counters.snooped(SnoopUnparsable)
+		return
+	}
+	if dhcp6.MessageType(inner[0]) != dhcp6.MsgReply {
+		return
+	}
+	m, err := dhcp6.ParseMessage(inner)
+	if err != nil {
+		e.Counters.snooped(SnoopUnparsable)
+		return
+	}
+	duid, ok := m.Options.Get(dhcp6.OptClientID)
+	if !ok {
+		return
+	}
+	portName := e.ports[port].Name
+	req, matched := e.pending.take(now, pendingKey{xid: m.XID, duid: string(duid)})
+	if !matched {
+		e.Counters.snooped(SnoopUnmatched)
+	}
+	if matched && req.port != port {
+		// The server answered on another port than the client asked on:
+		// trust the port the request came in.
+		port, portName = req.port, e.ports[req.port].Name
+	}
+	if matched && (req.typ == dhcp6.MsgRelease || req.typ == dhcp6.MsgDecline) {
+		reason := binding.ReasonReleased
+		if req.typ == dhcp6.MsgDecline {
+			reason = binding.ReasonDeclined
+		}
+		for _, iaid := range req.iaids {
+			upd.RemoveIAs = append(upd.RemoveIAs, binding.RemoveIA{
+				Port: portName, DUID: string(duid), IAID: iaid, Reason: reason,
+			})
+		}
+		return
+	}
+	if m.Status() != dhcp6.StatusSuccess {
+		return // a failed exchange installs nothing
+	}
+	serverID, _ := m.Options.Get(dhcp6.OptServerID)
+	for o := m.Options; ; {
+		code, data, rest, ok := o.Next()
+		if !ok {
+			break
+		}
+		o = rest
+		if code != dhcp6.OptIAPD {
+			continue
+		}
+		ia, err := dhcp6.ParseIAPD(data)
+		if err != nil {
+			e.Counters.snooped(SnoopUnparsable)
+			continue
+		}
+		if ia.Status() == dhcp6.StatusNoBinding {
+			upd.RemoveIAs = append(upd.RemoveIAs, binding.RemoveIA{
+				Port: portName, DUID: string(duid), IAID: ia.IAID, Reason: binding.ReasonNoBinding,
+			})
+			continue
+		}
+		for po := ia.Options; ; {
+			code, data, rest, ok := po.Next()
+			if !ok {
+				break
+			}
+			po = rest
+			if code != dhcp6.OptIAPrefix {
+				continue
+			}
+			p, err := dhcp6.ParseIAPrefix(data)
+			if err != nil || !p.Prefix.IsValid() {
+				e.Counters.snooped(SnoopUnparsable)
+				continue
+			}
+			key := binding.Key{Port: portName, DUID: string(duid), IAID: ia.IAID, Prefix: p.Prefix}
+			if p.Valid == 0 {
+				upd.Remove = append(upd.Remove, binding.RemoveKey{Key: key, Reason: binding.ReasonZeroValid})
+				continue
+			}
+			l := binding.Learned{
+				Key:        key,
+				NextHop:    peer,
+				Preferred:  seconds(p.Preferred),
+				Valid:      seconds(p.Valid),
+				ServerDUID: string(serverID),
+			}
+			if matched {
+				l.MAC, l.MACKnown = req.mac, true
+			}
+			upd.Learn = append(upd.Learn, l)
+		}
+	}
+}
+
+func seconds(s uint32) time.Duration { return time.Duration(s) * time.Second }

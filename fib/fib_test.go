@@ -1,0 +1,276 @@
+package fib
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+)
+
+var (
+	pfx  = netip.MustParsePrefix
+	addr = netip.MustParseAddr
+)
+
+func mustAdd(t testing.TB, tb *Table, r Route) {
+	t.Helper()
+	if err := tb.AddRoute(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExactLength(t *testing.T) {
+	tb := NewTable()
+	mustAdd(t, tb, Route{Prefix: pfx("2001:db8:0:100::/56"), Port: 1, NextHop: addr("fe80::1"), MAC: [6]byte{2, 0, 0, 0, 0, 1}})
+	mustAdd(t, tb, Route{Prefix: pfx("2001:db8:0:1ab::/64"), Port: 2, NextHop: addr("fe80::2")})
+	mustAdd(t, tb, Route{Prefix: pfx("2001:db8:0:1ac::7/128"), Port: 3})
+	mustAdd(t, tb, Route{Prefix: pfx("2001:db8:100::/40"), Port: 4})
+	// Host bits are masked off: this is 2001:db8:0:300::/56.
+	mustAdd(t, tb, Route{Prefix: pfx("2001:db8:0:3ff::1/56"), Port: 5})
+	s := tb.Publish()
+
+	tests := []struct {
+		dst  string
+		port PortID // 0: no route
+		want string // matched prefix
+	}{
+		{"2001:db8:0:100::", 1, "2001:db8:0:100::/56"},
+		{"2001:db8:0:1ff:ffff:ffff:ffff:ffff", 1, "2001:db8:0:100::/56"},
+		{"2001:db8:0:ff:ffff:ffff:ffff:ffff", 0, ""},    // neighbouring /56 below
+		{"2001:db8:0:200::", 0, ""},                     // neighbouring /56 above
+		{"2001:db8:0:1ab::1", 2, "2001:db8:0:1ab::/64"}, // /64 inside the /56 wins
+		{"2001:db8:0:1aa:ffff::1", 1, "2001:db8:0:100::/56"},
+		{"2001:db8:0:1ac::7", 3, "2001:db8:0:1ac::7/128"},
+		{"2001:db8:0:1ac::8", 1, "2001:db8:0:100::/56"},
+		{"2001:db8:1ff:ffff::1", 4, "2001:db8:100::/40"},
+		{"2001:db8:200::", 0, ""},
+		{"2001:db8:0:3ab::1", 5, "2001:db8:0:300::/56"},
+		{"2001:db8:0:400::1", 0, ""},
+		{"2001:db9::", 0, ""},
+	}
+	for _, tt := range tests {
+		a := addr(tt.dst)
+		r, ok := s.Lookup(a)
+		b := a.As16()
+		rb, okb := s.LookupBytes(&b)
+		if ok != okb || r != rb {
+			t.Errorf("%s: Lookup and LookupBytes disagree", tt.dst)
+		}
+		if tt.port == 0 {
+			if ok {
+				t.Errorf("%s: got route %v, want none", tt.dst, r.Prefix)
+			}
+			continue
+		}
+		if !ok || r.Port != tt.port || r.Prefix != pfx(tt.want) {
+			t.Errorf("%s: got %v %v, want port %d via %s", tt.dst, r, ok, tt.port, tt.want)
+		}
+	}
+	if s.Len() != 5 {
+		t.Errorf("Len = %d, want 5", s.Len())
+	}
+	if _, ok := s.Lookup(addr("192.0.2.1")); ok {
+		t.Error("IPv4 address matched")
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	tb := NewTable()
+	for _, p := range []netip.Prefix{{}, pfx("192.0.2.0/24"), netip.PrefixFrom(addr("2001:db8::"), 129)} {
+		if err := tb.AddRoute(Route{Prefix: p}); !errors.Is(err, ErrInvalidPrefix) {
+			t.Errorf("AddRoute(%v) = %v, want ErrInvalidPrefix", p, err)
+		}
+		if err := tb.AddSource(1, p); !errors.Is(err, ErrInvalidPrefix) {
+			t.Errorf("AddSource(%v) = %v, want ErrInvalidPrefix", p, err)
+		}
+		if tb.DeleteRoute(p) || tb.DeleteSource(1, p) {
+			t.Errorf("delete of %v succeeded", p)
+		}
+	}
+	if err := tb.AddRoute(Route{Prefix: pfx("2001:db8::/56"), NextHop: addr("192.0.2.1")}); !errors.Is(err, ErrInvalidRoute) {
+		t.Errorf("IPv4 next hop: %v, want ErrInvalidRoute", err)
+	}
+	if err := tb.AddRoute(Route{Prefix: pfx("2001:db8::/56"), Loop: 9}); !errors.Is(err, ErrInvalidRoute) {
+		t.Errorf("bad loop policy: %v, want ErrInvalidRoute", err)
+	}
+	if err := tb.SetAllowedSources(1, []netip.Prefix{pfx("2001:db8::/64"), pfx("10.0.0.0/8")}); !errors.Is(err, ErrInvalidPrefix) {
+		t.Errorf("SetAllowedSources with IPv4: %v", err)
+	}
+	if s := tb.Publish(); s.Len() != 0 || s.SourceLen() != 0 {
+		t.Errorf("failed calls changed the table: %d routes, %d sources", s.Len(), s.SourceLen())
+	}
+}
+
+func TestRouteReplaceAndDeleteIf(t *testing.T) {
+	tb := NewTable()
+	p := pfx("2001:db8:0:100::/56")
+	mustAdd(t, tb, Route{Prefix: p, Port: 1})
+	mustAdd(t, tb, Route{Prefix: p, Port: 2}) // the prefix moved to port 2
+	if tb.Len() != 1 {
+		t.Fatalf("Len = %d after replace, want 1", tb.Len())
+	}
+	if tb.DeleteRouteIf(p, 1) {
+		t.Fatal("DeleteRouteIf removed the newer binding's route")
+	}
+	s := tb.Publish()
+	if r, ok := s.Lookup(addr("2001:db8:0:100::1")); !ok || r.Port != 2 {
+		t.Fatalf("got %v %v, want port 2", r, ok)
+	}
+	if !tb.DeleteRouteIf(p, 2) {
+		t.Fatal("DeleteRouteIf(2) failed")
+	}
+	if tb.DeleteRoute(p) {
+		t.Fatal("second delete succeeded")
+	}
+	s2 := tb.Publish()
+	if _, ok := s2.Lookup(addr("2001:db8:0:100::1")); ok {
+		t.Fatal("deleted route still found")
+	}
+	if _, ok := s.Lookup(addr("2001:db8:0:100::1")); !ok {
+		t.Fatal("old snapshot changed")
+	}
+}
+
+func TestSources(t *testing.T) {
+	tb := NewTable()
+	p := pfx("2001:db8:0:100::/56")
+	in, out := addr("2001:db8:0:1ff::1"), addr("2001:db8:0:200::1")
+	check := func(step string, want ...bool) {
+		t.Helper()
+		s := tb.Publish()
+		for port, w := range want {
+			if got := s.SourceAllowed(PortID(port), in); got != w {
+				t.Errorf("%s: port %d: SourceAllowed = %v, want %v", step, port, got, w)
+			}
+			b := in.As16()
+			if got := s.SourceAllowedBytes(PortID(port), &b); got != w {
+				t.Errorf("%s: port %d: SourceAllowedBytes = %v, want %v", step, port, got, w)
+			}
+			if s.SourceAllowed(PortID(port), out) {
+				t.Errorf("%s: port %d: address outside the /56 allowed", step, port)
+			}
+		}
+	}
+	check("empty", false, false, false)
+	if err := tb.AddSource(1, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.AddSource(2, p); err != nil { // same prefix, other port
+		t.Fatal(err)
+	}
+	check("two ports", false, true, true)
+	tb.DeleteSource(1, p)
+	check("port 1 deleted", false, false, true)
+	if tb.DeleteSource(1, p) {
+		t.Error("DeleteSource without a reference succeeded")
+	}
+	tb.AddSource(2, p) // a second binding on port 2
+	tb.DeleteSource(2, p)
+	check("refcount", false, false, true)
+	if err := tb.SetAllowedSources(2, []netip.Prefix{p, pfx("2001:db8:ffff::/48")}); err != nil {
+		t.Fatal(err)
+	}
+	tb.DeleteSource(2, p)
+	check("configured outlives binding", false, false, true)
+	tb.SetAllowedSources(2, nil)
+	check("configuration removed", false, false, false)
+	if n := tb.Publish().SourceLen(); n != 0 {
+		t.Errorf("SourceLen = %d, want 0", n)
+	}
+	// A configured prefix of another length, on port 0.
+	tb.SetAllowedSources(0, []netip.Prefix{pfx("2001:db8:0:1fe::/63")})
+	check("configured /63", true, false, false)
+}
+
+func TestDefaultRoute(t *testing.T) {
+	tb := NewTable()
+	if _, ok := tb.Publish().DefaultRoute(); ok {
+		t.Fatal("default route before SetDefault")
+	}
+	gw := &Route{Port: 7, NextHop: addr("fe80::1"), MAC: [6]byte{1, 2, 3, 4, 5, 6}}
+	if err := tb.SetDefault(gw); err != nil {
+		t.Fatal(err)
+	}
+	gw.Port = 8 // the table keeps its own copy
+	s := tb.Publish()
+	r, ok := s.DefaultRoute()
+	if !ok || r.Port != 7 || r.Prefix != pfx("::/0") {
+		t.Fatalf("DefaultRoute = %v %v", r, ok)
+	}
+	if _, ok := s.Lookup(addr("2001:db8::1")); ok {
+		t.Error("Lookup fell back to the default route")
+	}
+	tb.SetDefault(nil)
+	if _, ok := tb.Publish().DefaultRoute(); ok {
+		t.Error("default route not cleared")
+	}
+}
+
+func TestNilFailsClosed(t *testing.T) {
+	var s *Snapshot
+	b := addr("2001:db8::1").As16()
+	if r, ok := s.Lookup(addr("2001:db8::1")); ok || r != nil {
+		t.Error("nil Lookup found a route")
+	}
+	if _, ok := s.LookupBytes(&b); ok {
+		t.Error("nil LookupBytes found a route")
+	}
+	if s.SourceAllowed(0, addr("2001:db8::1")) || s.SourceAllowedBytes(0, &b) {
+		t.Error("nil snapshot allowed a source")
+	}
+	if _, ok := s.DefaultRoute(); ok {
+		t.Error("nil snapshot has a default route")
+	}
+	if s.Len() != 0 || s.SourceLen() != 0 || s.Gen() != 0 {
+		t.Error("nil snapshot has entries")
+	}
+	for range s.Routes() {
+		t.Error("nil snapshot yields routes")
+	}
+	var f *FIB
+	if f.Load() != nil || new(FIB).Load() != nil || NewTable().Load() != nil {
+		t.Error("Load before Publish returned a snapshot")
+	}
+	// A published table with nothing in it fails closed too.
+	e := NewTable().Publish()
+	if _, ok := e.LookupBytes(&b); ok || e.SourceAllowedBytes(0, &b) || e.SourceAllowedBytes(0, nil) {
+		t.Error("empty snapshot matched")
+	}
+	if _, ok := e.LookupBytes(nil); ok {
+		t.Error("LookupBytes(nil) matched")
+	}
+}
+
+func TestAllocs(t *testing.T) {
+	tb := NewTable()
+	// Seven lengths: one of them is served by bart.
+	for i, l := range []int{40, 48, 52, 56, 60, 64, 128} {
+		a := addr("2001:db8:aa00::").As16()
+		a[6] = byte(i)
+		p := netip.PrefixFrom(netip.AddrFrom16(a), l)
+		mustAdd(t, tb, Route{Prefix: p, Port: PortID(i)})
+		tb.AddSource(PortID(i), p)
+	}
+	tb.SetAllowedSources(1, []netip.Prefix{pfx("2001:db8:ffff::/33")})
+	s := tb.Publish()
+	hit, miss := addr("2001:db8:aa00:1::1"), addr("2001:db9::1")
+	hb, mb := hit.As16(), miss.As16()
+	for _, a := range []netip.Addr{hit, miss} {
+		if n := testing.AllocsPerRun(1000, func() { s.Lookup(a) }); n != 0 {
+			t.Errorf("Lookup(%v): %v allocs", a, n)
+		}
+		if n := testing.AllocsPerRun(1000, func() { s.SourceAllowed(1, a) }); n != 0 {
+			t.Errorf("SourceAllowed(%v): %v allocs", a, n)
+		}
+	}
+	for _, b := range []*[16]byte{&hb, &mb} {
+		if n := testing.AllocsPerRun(1000, func() { s.LookupBytes(b) }); n != 0 {
+			t.Errorf("LookupBytes: %v allocs", n)
+		}
+		if n := testing.AllocsPerRun(1000, func() { s.SourceAllowedBytes(1, b) }); n != 0 {
+			t.Errorf("SourceAllowedBytes: %v allocs", n)
+		}
+	}
+	if n := testing.AllocsPerRun(1000, func() { tb.Load() }); n != 0 {
+		t.Errorf("Load: %v allocs", n)
+	}
+}
