@@ -203,11 +203,11 @@ func relayID(cfg *config.Config, st *store.Store, log *slog.Logger) ([]byte, err
 		return cfg.RelayID, nil
 	}
 	id, err := st.RelayID()
-	if err != nil {
-		return nil, fmt.Errorf("read relay id: %w", err)
-	}
-	if len(id) > 0 {
+	if err == nil && len(id) > 0 {
 		return id, nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNoRelayID) {
+		return nil, fmt.Errorf("read relay id: %w", err)
 	}
 	id = newDUID(cfg.Uplink.Interface, time.Now())
 	if err := st.SetRelayID(id); err != nil {

@@ -113,6 +113,9 @@ func openDB(path string, opts Options) (db *bolt.DB, records int, err error) {
 	}
 	if err := initSchema(db); err != nil {
 		_ = db.Close()
+		if errors.Is(err, ErrCorrupt) {
+			return nil, 0, &corruptError{err}
+		}
 		return nil, 0, err
 	}
 	if !opts.SkipVerify {

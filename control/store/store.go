@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/pdrelay/pdrelay/control/binding"
 )
@@ -115,7 +116,7 @@ type Store struct {
 	// commitMu serialises commits so that batches reach the file in the
 	// order they were taken from pending.
 	commitMu sync.Mutex
-	dbClosed bool // under commitMu
+	dbClosed atomic.Bool // set under commitMu
 
 	stop      chan struct{}
 	loopDone  chan struct{}
@@ -188,7 +189,7 @@ func (s *Store) Close() error {
 		<-s.loopDone
 		err := s.commit()
 		s.commitMu.Lock()
-		s.dbClosed = true
+		s.dbClosed.Store(true)
 		if cerr := s.db.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close store %s: %w", s.path, cerr)
 		}
@@ -245,7 +246,7 @@ func (s *Store) loop() {
 func (s *Store) commit() error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	if s.dbClosed {
+	if s.dbClosed.Load() {
 		return ErrClosed
 	}
 	s.mu.Lock()
@@ -347,7 +348,7 @@ func (s *Store) SetRelayID(id []byte) error {
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	if s.dbClosed {
+	if s.dbClosed.Load() {
 		return ErrClosed
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -359,15 +360,17 @@ func (s *Store) SetRelayID(id []byte) error {
 	return nil
 }
 
-// view runs fn in a read transaction, unless the store is closed.
+// view runs fn in a read transaction, unless the store is closed. It does
+// not wait for a commit in progress.
 func (s *Store) view(fn func(*bolt.Tx) error) error {
-	s.commitMu.Lock()
-	closed := s.dbClosed
-	s.commitMu.Unlock()
-	if closed {
+	if s.dbClosed.Load() {
 		return ErrClosed
 	}
-	return s.db.View(fn)
+	err := s.db.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
 }
 
 // Load calls fn for every stored binding, in key order, after committing

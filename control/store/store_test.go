@@ -6,9 +6,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/pdrelay/pdrelay/control/binding"
 )
@@ -374,4 +378,88 @@ func TestOpenLocked(t *testing.T) {
 	if matches := corruptFiles(t, path); len(matches) != 0 {
 		t.Errorf("locked file was moved aside: %v", matches)
 	}
+}
+
+// TestCommitFailureRetried makes commits fail (bbolt's MaxSize: the file
+// may not grow) and checks that the writes stay queued, are counted and
+// logged, and are committed once the disk has room again.
+func TestCommitFailureRetried(t *testing.T) {
+	t.Run("flush", func(t *testing.T) {
+		path := tempStore(t)
+		s, _ := openT(t, path, Options{FlushInterval: time.Hour, MaxBatch: 1000})
+		s.db.MaxSize = int(fileSizeT(t, path)) // set before any commit
+		for _, b := range genBindings(0, 5000) {
+			if err := s.Put(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Flush(); !errors.Is(err, berrors.ErrMaxSizeReached) {
+			t.Fatalf("Flush into a full disk: err = %v, want ErrMaxSizeReached", err)
+		}
+		st := s.Stats()
+		if st.CommitErrors != 1 || int(st.WritesCommitted)+st.Pending != 5000 {
+			t.Fatalf("after a failed commit: %+v, want 1 error and every write committed or pending", st)
+		}
+		s.db.MaxSize = 0
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, _ = openT(t, path, Options{})
+		if got := loadAll(t, s); len(got) != 5000 {
+			t.Errorf("loaded %d bindings after the retry, want 5000", len(got))
+		}
+	})
+	t.Run("background", func(t *testing.T) {
+		path := tempStore(t)
+		s, lb := openT(t, path, Options{FlushInterval: time.Millisecond})
+		s.db.MaxSize = int(fileSizeT(t, path)) // before any Put, so before any commit
+		for _, b := range genBindings(0, 2000) {
+			if err := s.Put(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for s.Stats().CommitErrors < 3 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no failed commits after 5 s: %+v", s.Stats())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if st := s.Stats(); st.Pending != 2000 {
+			t.Errorf("pending %d, want 2000", st.Pending)
+		}
+		if err := s.Close(); !errors.Is(err, berrors.ErrMaxSizeReached) {
+			t.Errorf("Close: err = %v, want ErrMaxSizeReached", err)
+		}
+		log := lb.String()
+		if n := strings.Count(log, "commit failed"); n != 1 {
+			t.Errorf("commit failure logged %d times, want once:\n%s", n, log)
+		}
+	})
+}
+
+func TestRequeueKeepsNewer(t *testing.T) {
+	s := &Store{pending: map[string][]byte{"a": []byte("new"), "c": nil}}
+	s.requeue([]write{{"a", []byte("old")}, {"b", []byte("old")}, {"c", []byte("old")}})
+	want := map[string][]byte{"a": []byte("new"), "b": []byte("old"), "c": nil}
+	if len(s.pending) != len(want) {
+		t.Fatalf("pending = %q, want %q", s.pending, want)
+	}
+	for k, v := range want {
+		if got, ok := s.pending[k]; !ok || !bytes.Equal(got, v) || (got == nil) != (v == nil) {
+			t.Errorf("pending[%q] = %q, want %q", k, got, v)
+		}
+	}
+}
+
+func fileSizeT(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }
