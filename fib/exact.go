@@ -60,6 +60,14 @@ func hash(hi, lo uint64, port uint16, s0, s1 uint64) uint64 {
 	return a ^ b
 }
 
+// home returns the first slot a key with hash h probes in a directory.
+// Lookups call it for every length before comparing any keys, so that the
+// memory loads of all lengths overlap instead of queueing behind each other.
+func home[V any](dir []dirEnt[V], shift uint, h uint64) *slot[V] {
+	s := dir[h>>shift].slots
+	return &s[h&uint64(len(s)-1)]
+}
+
 // probe looks a key up in a directory; it is the packet-path primitive and
 // allocates nothing. Buckets are never full, so the loop ends at an empty
 // slot at the latest.

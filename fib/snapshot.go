@@ -50,10 +50,25 @@ func (s *Snapshot) LookupBytes(dst *[16]byte) (*Route, bool) {
 
 func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 	rt := &s.routes
-	for i := range rt.nfast {
+	// Find every length's home slot first: the loads are independent, so
+	// the CPU overlaps their cache misses. Then compare, longest first.
+	var first [maxFast]*slot[*Route]
+	n := min(rt.nfast, maxFast)
+	for i := range n {
+		f := &rt.fast[i]
+		first[i] = home(f.dir, f.shift, hash(hi&f.mhi, lo&f.mlo, 0, rt.s0, rt.s1))
+	}
+	for i := range n {
 		f := &rt.fast[i]
 		khi, klo := hi&f.mhi, lo&f.mlo
-		r, ok := probe(f.dir, f.shift, hash(khi, klo, 0, rt.s0, rt.s1), khi, klo, 0)
+		e := first[i]
+		if !e.used {
+			continue
+		}
+		r, ok := e.v, e.hi == khi && e.lo == klo
+		if !ok { // collision in the home slot: follow the probe run
+			r, ok = probe(f.dir, f.shift, hash(khi, klo, 0, rt.s0, rt.s1), khi, klo, 0)
+		}
 		if ok {
 			if int(f.bits) < rt.slowMax {
 				return s.lookupSlow(hi, lo, r)
@@ -102,9 +117,22 @@ func (s *Snapshot) SourceAllowedBytes(port PortID, src *[16]byte) bool {
 
 func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 	st := &s.src
-	for i := range st.nfast {
+	var first [maxFast]*slot[srcVal]
+	n := min(st.nfast, maxFast)
+	for i := range n {
+		f := &st.fast[i]
+		first[i] = home(f.dir, f.shift, hash(hi&f.mhi, lo&f.mlo, port, st.s0, st.s1))
+	}
+	for i := range n {
 		f := &st.fast[i]
 		khi, klo := hi&f.mhi, lo&f.mlo
+		e := first[i]
+		if !e.used {
+			continue
+		}
+		if e.hi == khi && e.lo == klo && e.port == port {
+			return true
+		}
 		if _, ok := probe(f.dir, f.shift, hash(khi, klo, port, st.s0, st.s1), khi, klo, port); ok {
 			return true
 		}

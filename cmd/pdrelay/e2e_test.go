@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -33,84 +32,16 @@ func buildRelay(t *testing.T) string {
 	return bin
 }
 
-type relayUnderTest struct {
-	t      *testing.T
-	l      *lab.Lab
-	bin    string
-	config string
-	socket string
-	proc   *lab.Proc
-}
-
-func newRelay(t *testing.T, l *lab.Lab, bin string, extra string) *relayUnderTest {
+// bindings lists the relay's bindings with the binary's own command.
+func bindings(t *testing.T, r *lab.Pdrelay) []api.BindingJSON {
 	t.Helper()
-	dir := t.TempDir()
-	r := &relayUnderTest{t: t, l: l, bin: bin, config: filepath.Join(dir, "pdrelay.yaml"), socket: filepath.Join(dir, "api.sock")}
-	var b strings.Builder
-	fmt.Fprintf(&b, "state_dir: %s\napi_socket: %s\nlog_level: debug\n", filepath.Join(dir, "state"), r.socket)
-	fmt.Fprintf(&b, "servers: [%s]\nuplink:\n  interface: %s\ndownlinks:\n", lab.ServerAddr, l.Uplink.Name)
-	for _, d := range l.Downlinks {
-		fmt.Fprintf(&b, "  - interface: %s\n    link_type: point-to-point\n", d.Name)
-	}
-	b.WriteString(extra)
-	if err := os.WriteFile(r.config, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.start()
-	return r
-}
-
-func (r *relayUnderTest) start() {
-	r.t.Helper()
-	p, err := r.l.Start(r.l.RelayNS, "pdrelay", r.bin, "run", "-c", r.config)
+	out, err := r.CLI("bindings", "--json")
 	if err != nil {
-		r.t.Fatalf("start pdrelay: %v", err)
-	}
-	r.proc = p
-	if err := p.WaitLog("pdrelay started", 10*time.Second); err != nil {
-		r.t.Fatalf("pdrelay did not start: %v\n%s", err, p.Log())
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(r.socket); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("no api socket %s\n%s", r.socket, p.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *relayUnderTest) stop(sig syscall.Signal) {
-	r.t.Helper()
-	if err := r.proc.Signal(sig); err != nil {
-		r.t.Fatalf("signal pdrelay: %v", err)
-	}
-	if err := r.proc.Wait(10 * time.Second); err != nil && sig == syscall.SIGTERM {
-		r.t.Logf("pdrelay exit after SIGTERM: %v", err)
-	}
-	if !r.proc.Exited() {
-		r.t.Fatalf("pdrelay did not exit on %v", sig)
-	}
-}
-
-// cli runs an operator command of the binary under test.
-func (r *relayUnderTest) cli(args ...string) (string, error) {
-	args = append(args, "-s", r.socket)
-	out, err := exec.Command(r.bin, args...).CombinedOutput()
-	return string(out), err
-}
-
-func (r *relayUnderTest) bindings() []api.BindingJSON {
-	r.t.Helper()
-	out, err := r.cli("bindings", "--json")
-	if err != nil {
-		r.t.Fatalf("pdrelay bindings --json: %v\n%s", err, out)
+		t.Fatalf("pdrelay bindings --json: %v\n%s", err, out)
 	}
 	var bs []api.BindingJSON
 	if err := json.Unmarshal([]byte(out), &bs); err != nil {
-		r.t.Fatalf("pdrelay bindings --json: %v\n%s", err, out)
+		t.Fatalf("pdrelay bindings --json: %v\n%s", err, out)
 	}
 	return bs
 }
@@ -150,11 +81,11 @@ func sortKeys(ks []key) []key {
 
 // waitMatch waits until the relay's bindings are exactly Kea's active PD
 // leases and number want, and returns them.
-func waitMatch(t *testing.T, r *relayUnderTest, kea *lab.Kea, want int) []api.BindingJSON {
+func waitMatch(t *testing.T, r *lab.Pdrelay, kea *lab.Kea, want int) []api.BindingJSON {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		bs := r.bindings()
+		bs := bindings(t, r)
 		ls, err := kea.Leases6()
 		if err != nil {
 			t.Fatalf("kea lease6-get-all: %v", err)
@@ -181,7 +112,11 @@ func TestEndToEndKea(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kea: %v", err)
 	}
-	r := newRelay(t, l, bin, "")
+	const metricsAddr = "127.0.0.1:9547"
+	r, err := l.StartPdrelay(bin, l.PdrelayConfig("metrics_listen: "+metricsAddr+"\n", ""))
+	if err != nil {
+		t.Fatalf("pdrelay: %v", err)
+	}
 
 	dh, err := l.StartDhclient(0, lab.ClientOptions{IAPDs: 2})
 	if err != nil {
@@ -194,7 +129,7 @@ func TestEndToEndKea(t *testing.T) {
 	for name, c := range map[string]*lab.Client{"dhclient": dh, "dhcpcd": dc} {
 		ps, err := c.WaitPrefix(20 * time.Second)
 		if err != nil {
-			t.Fatalf("%s got no prefix through pdrelay: %v\n%s", name, err, r.proc.Log())
+			t.Fatalf("%s got no prefix through pdrelay: %v\n%s", name, err, r.Proc.Log())
 		}
 		t.Logf("%s delegated %v", name, ps)
 	}
@@ -218,16 +153,32 @@ func TestEndToEndKea(t *testing.T) {
 			t.Errorf("binding %s server DUID %s, want %x", b.Prefix, b.ServerDUID, kea.ServerDUID())
 		}
 	}
-	if out, _ := r.cli("bindings"); strings.Count(out, "\n") < 5 {
-		t.Errorf("pdrelay bindings (table) printed too little:\n%s", out)
+	if out, _ := r.CLI("bindings"); strings.Count(out, "\n") != 5 || !strings.Contains(out, bs[0].Prefix.String()) {
+		t.Errorf("pdrelay bindings (table) wants a header and 4 rows:\n%s", out)
+	}
+	m, err := r.Metrics(metricsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`pdrelay_bindings{interface="dl0"} 2`,
+		`pdrelay_bindings{interface="dl1"} 2`,
+		`pdrelay_dhcp_messages_total{direction="up",type="request"}`,
+		`pdrelay_dhcp_messages_total{direction="down",type="reply"}`,
+		`pdrelay_binding_changes_total{op="added",reason=""} 4`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// A graceful restart and a SIGKILL keep every binding (S-1).
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		time.Sleep(500 * time.Millisecond) // let the write-behind store flush (200 ms)
-		r.stop(sig)
-		r.start()
-		if got := bindingKeys(r.bindings()); !slices.Equal(got, bindingKeys(bs)) {
+		if err := r.Restart(sig); err != nil {
+			t.Fatalf("restart after %v: %v", sig, err)
+		}
+		if got := bindingKeys(bindings(t, r)); !slices.Equal(got, bindingKeys(bs)) {
 			t.Fatalf("after %v restart bindings %v, want %v", sig, got, bindingKeys(bs))
 		}
 	}
@@ -245,17 +196,17 @@ func TestEndToEndKea(t *testing.T) {
 	}
 
 	// The operator clears one prefix, then everything (O-2).
-	out, err := r.cli("clear", "--prefix", bs[0].Prefix.String())
+	out, err := r.CLI("clear", "--prefix", bs[0].Prefix.String())
 	if err != nil || !strings.Contains(out, "1") {
 		t.Fatalf("pdrelay clear --prefix: %v %s", err, out)
 	}
-	if got := r.bindings(); len(got) != 1 || got[0].Prefix == bs[0].Prefix {
+	if got := bindings(t, r); len(got) != 1 || got[0].Prefix == bs[0].Prefix {
 		t.Fatalf("after clear --prefix: %+v", got)
 	}
-	if out, err := r.cli("clear", "--all"); err != nil {
+	if out, err := r.CLI("clear", "--all"); err != nil {
 		t.Fatalf("pdrelay clear --all: %v %s", err, out)
 	}
-	if got := r.bindings(); len(got) != 0 {
+	if got := bindings(t, r); len(got) != 0 {
 		t.Fatalf("after clear --all: %+v", got)
 	}
 }
