@@ -183,6 +183,42 @@ func TestEndToEndKea(t *testing.T) {
 		}
 	}
 
+	// A port going down keeps its bindings (S-2); up again, the client's
+	// next exchange is relayed as before.
+	dl1 := l.Downlinks[1].Name
+	if out, err := l.Run(l.RelayNS, "ip", "link", "set", dl1, "down"); err != nil {
+		t.Fatalf("link down: %v %s", err, out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := bindingKeys(bindings(t, r)); !slices.Equal(got, bindingKeys(bs)) {
+		t.Fatalf("link down changed bindings: %v, want %v", got, bindingKeys(bs))
+	}
+	if out, err := l.Run(l.RelayNS, "ip", "link", "set", dl1, "up"); err != nil {
+		t.Fatalf("link up: %v %s", err, out)
+	}
+	// SIGHUP makes dhcpcd rebind: the Reply through the relay must renew
+	// the bindings' lifetimes.
+	before := bindings(t, r)
+	time.Sleep(1100 * time.Millisecond) // lifetimes count whole seconds
+	if err := dc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	renewed := func() bool {
+		for _, b := range bindings(t, r) {
+			for _, o := range before {
+				if b.Prefix == o.Prefix && b.Interface == dl1 && b.Expires.After(o.Expires) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(15 * time.Second); !renewed(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rebind relayed on %s after link up\n%s", dl1, r.Proc.Log())
+		}
+	}
+
 	// dhclient releases both its IA_PDs: their bindings go (G-9) and
 	// Kea's leases too; dhcpcd's stay.
 	if err := dh.Release(); err != nil {
