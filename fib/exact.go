@@ -9,6 +9,12 @@ import "math/bits"
 // changes therefore copies the directory once and at most k buckets of at
 // most maxSlots slots, however large the table is, and every published
 // generation stays intact for its readers.
+//
+// Each bucket keeps a control byte per slot beside the slots (as Swiss
+// tables do): zero for an empty slot, else seven bits of the key's hash.
+// The control bytes take one byte per slot, so they and the directory stay
+// in cache when the slots do not; a lookup that misses (a packet to an
+// undelegated address) then rarely touches a slot at all.
 
 const (
 	minSlots = 8   // smallest bucket
@@ -21,22 +27,28 @@ const (
 type slot[V any] struct {
 	hi, lo uint64
 	port   uint16
-	used   bool
 	v      V
 }
 
-// bucket is the writer's bookkeeping for one run of slots.
+// store is a bucket's open-addressing array: ctrl[i] is zero when slot i is
+// empty, else tag(hash) of its key. Both have the same power-of-two length.
+type store[V any] struct {
+	ctrl  []uint8
+	slots []slot[V]
+}
+
+// bucket is the writer's bookkeeping for one store.
 type bucket struct {
-	gen   uint64 // generation that may modify the slots in place
+	gen   uint64 // generation that may modify the store in place
 	n     int    // entries held
 	depth uint8  // local depth: how many top hash bits all entries share
 }
 
 // dirEnt is a directory entry. The 1<<(depth-b.depth) entries that share a
-// bucket are adjacent and hold the same slots and bucket.
+// bucket are adjacent and hold the same store and bucket.
 type dirEnt[V any] struct {
-	slots []slot[V]
-	b     *bucket
+	store[V]
+	b *bucket
 }
 
 // exact maps (masked address, namespace) to V for one prefix length. The
@@ -54,35 +66,42 @@ type exact[V any] struct {
 
 // hash mixes a key with the table seeds: one 64x64->128 bit multiply,
 // folded. The seeds are random per Table, so traffic cannot aim at a
-// bucket.
+// bucket. The top bits index the directory, the low bits the bucket, and
+// bits 24-30 make the control byte.
 func hash(hi, lo uint64, port uint16, s0, s1 uint64) uint64 {
 	a, b := bits.Mul64(hi^s0, lo^uint64(port)^s1)
 	return a ^ b
 }
 
-// home returns the first slot a key with hash h probes in a directory.
-// Lookups call it for every length before comparing any keys, so that the
-// memory loads of all lengths overlap instead of queueing behind each other.
-func home[V any](dir []dirEnt[V], shift uint, h uint64) *slot[V] {
-	s := dir[h>>shift].slots
-	return &s[h&uint64(len(s)-1)]
-}
+// tag is the control byte of a key with hash h; never zero.
+func tag(h uint64) uint8 { return uint8(h>>24) | 0x80 }
 
-// probe looks a key up in a directory; it is the packet-path primitive and
-// allocates nothing. Buckets are never full, so the loop ends at an empty
-// slot at the latest.
-func probe[V any](dir []dirEnt[V], shift uint, h, hi, lo uint64, port uint16) (v V, ok bool) {
-	s := dir[h>>shift].slots
-	m := uint64(len(s) - 1)
+// find returns the slot index of a key in the store, or the index of the
+// empty slot that ends its probe run. Stores are never full, so the loop
+// ends.
+func (s *store[V]) find(h, hi, lo uint64, port uint16) (uint64, bool) {
+	m := uint64(len(s.ctrl) - 1)
+	t := tag(h)
 	for i := h & m; ; i = (i + 1) & m {
-		e := &s[i]
-		if !e.used {
-			return v, false
+		c := s.ctrl[i]
+		if c == 0 {
+			return i, false
 		}
-		if e.hi == hi && e.lo == lo && e.port == port {
-			return e.v, true
+		if c == t {
+			if e := &s.slots[i]; e.hi == hi && e.lo == lo && e.port == port {
+				return i, true
+			}
 		}
 	}
+}
+
+// lookup is the packet-path primitive: the value for a key in a directory.
+func lookup[V any](dir []dirEnt[V], shift uint, h, hi, lo uint64, port uint16) (v V, ok bool) {
+	s := &dir[h>>shift].store
+	if i, ok := s.find(h, hi, lo, port); ok {
+		return s.slots[i].v, true
+	}
+	return v, false
 }
 
 // maxLoad is how many entries a bucket of c slots may hold.
@@ -97,9 +116,13 @@ func capFor(n int) int {
 	return c
 }
 
+func newStore[V any](c int) store[V] {
+	return store[V]{ctrl: make([]uint8, c), slots: make([]slot[V], c)}
+}
+
 func newExact[V any](gen, s0, s1 uint64) *exact[V] {
 	return &exact[V]{
-		dir:   []dirEnt[V]{{slots: make([]slot[V], minSlots), b: &bucket{gen: gen}}},
+		dir:   []dirEnt[V]{{store: newStore[V](minSlots), b: &bucket{gen: gen}}},
 		shift: 64,
 		gen:   gen,
 		s0:    s0,
@@ -107,12 +130,12 @@ func newExact[V any](gen, s0, s1 uint64) *exact[V] {
 	}
 }
 
-func (t *exact[V]) hash(hi, lo uint64, port uint16) uint64 {
-	return hash(hi, lo, port, t.s0, t.s1)
+func (t *exact[V]) hash(e *slot[V]) uint64 {
+	return hash(e.hi, e.lo, e.port, t.s0, t.s1)
 }
 
 func (t *exact[V]) get(hi, lo uint64, port uint16) (V, bool) {
-	return probe(t.dir, t.shift, t.hash(hi, lo, port), hi, lo, port)
+	return lookup(t.dir, t.shift, hash(hi, lo, port, t.s0, t.s1), hi, lo, port)
 }
 
 // clone returns a copy of the table header and directory owned by gen; the
@@ -132,35 +155,37 @@ func (t *exact[V]) span(i uint64) (uint64, uint64) {
 }
 
 // setBucket points every directory entry of the bucket at index i to the
-// given slots and bucket.
-func (t *exact[V]) setBucket(i uint64, s []slot[V], b *bucket) {
+// given store and bucket.
+func (t *exact[V]) setBucket(i uint64, s store[V], b *bucket) {
 	start, n := t.span(i)
 	for j := start; j < start+n; j++ {
-		t.dir[j] = dirEnt[V]{slots: s, b: b}
+		t.dir[j] = dirEnt[V]{store: s, b: b}
 	}
 }
 
-// insertSlot places an entry known to be absent into s by linear probing.
-func (t *exact[V]) insertSlot(s []slot[V], e slot[V]) {
-	m := uint64(len(s) - 1)
-	i := t.hash(e.hi, e.lo, e.port) & m
-	for s[i].used {
+// insert places an entry known to be absent into s.
+func (t *exact[V]) insert(s store[V], e *slot[V]) {
+	h := t.hash(e)
+	m := uint64(len(s.ctrl) - 1)
+	i := h & m
+	for s.ctrl[i] != 0 {
 		i = (i + 1) & m
 	}
-	s[i] = e
+	s.ctrl[i], s.slots[i] = tag(h), *e
 }
 
 // rebuild replaces the bucket at directory index i with an owned copy of c
 // slots.
 func (t *exact[V]) rebuild(i uint64, c int) {
 	old := t.dir[i]
-	s := make([]slot[V], c)
-	if c == len(old.slots) {
-		copy(s, old.slots)
+	s := newStore[V](c)
+	if c == len(old.ctrl) {
+		copy(s.ctrl, old.ctrl)
+		copy(s.slots, old.slots)
 	} else {
-		for _, e := range old.slots {
-			if e.used {
-				t.insertSlot(s, e)
+		for j, ct := range old.ctrl {
+			if ct != 0 {
+				t.insert(s, &old.slots[j])
 			}
 		}
 	}
@@ -191,54 +216,47 @@ func (t *exact[V]) split(i uint64) {
 	}
 	old := t.dir[i]
 	start, n := t.span(i)
-	ld := old.b.depth + 1
 	bit := uint64(1) << (63 - uint(old.b.depth))
 	var nl, nr int
-	for _, e := range old.slots {
-		if e.used {
-			if t.hash(e.hi, e.lo, e.port)&bit == 0 {
+	for j, c := range old.ctrl {
+		if c != 0 {
+			if t.hash(&old.slots[j])&bit == 0 {
 				nl++
 			} else {
 				nr++
 			}
 		}
 	}
-	ls, rs := make([]slot[V], capFor(nl)), make([]slot[V], capFor(nr))
-	for _, e := range old.slots {
-		if e.used {
-			if t.hash(e.hi, e.lo, e.port)&bit == 0 {
-				t.insertSlot(ls, e)
+	ls, rs := newStore[V](capFor(nl)), newStore[V](capFor(nr))
+	for j, c := range old.ctrl {
+		if c != 0 {
+			if e := &old.slots[j]; t.hash(e)&bit == 0 {
+				t.insert(ls, e)
 			} else {
-				t.insertSlot(rs, e)
+				t.insert(rs, e)
 			}
 		}
 	}
-	lb := &bucket{gen: t.gen, n: nl, depth: ld}
-	rb := &bucket{gen: t.gen, n: nr, depth: ld}
+	lb := &bucket{gen: t.gen, n: nl, depth: old.b.depth + 1}
+	rb := &bucket{gen: t.gen, n: nr, depth: old.b.depth + 1}
 	for j := start; j < start+n/2; j++ {
-		t.dir[j] = dirEnt[V]{slots: ls, b: lb}
+		t.dir[j] = dirEnt[V]{store: ls, b: lb}
 	}
 	for j := start + n/2; j < start+n; j++ {
-		t.dir[j] = dirEnt[V]{slots: rs, b: rb}
+		t.dir[j] = dirEnt[V]{store: rs, b: rb}
 	}
 }
 
 // put sets the value for a key and returns the previous one. The table must
 // be owned by the current generation.
 func (t *exact[V]) put(hi, lo uint64, port uint16, v V) (old V, existed bool) {
-	h := t.hash(hi, lo, port)
+	h := hash(hi, lo, port, t.s0, t.s1)
 	for {
 		i := h >> t.shift
 		e := t.dir[i]
-		m := uint64(len(e.slots) - 1)
-		j := h & m
-		for ; e.slots[j].used; j = (j + 1) & m {
-			if s := &e.slots[j]; s.hi == hi && s.lo == lo && s.port == port {
-				break
-			}
-		}
+		j, found := e.find(h, hi, lo, port)
 		owned := e.b.gen == t.gen
-		if e.slots[j].used { // present: replace the value
+		if found {
 			if !owned {
 				t.rebuild(i, capFor(e.b.n))
 				continue // positions may have moved: look again
@@ -247,8 +265,8 @@ func (t *exact[V]) put(hi, lo uint64, port uint16, v V) (old V, existed bool) {
 			return old, true
 		}
 		switch {
-		case owned && e.b.n < maxLoad(len(e.slots)):
-			e.slots[j] = slot[V]{hi: hi, lo: lo, port: port, used: true, v: v}
+		case owned && e.b.n < maxLoad(len(e.ctrl)):
+			e.ctrl[j], e.slots[j] = tag(h), slot[V]{hi: hi, lo: lo, port: port, v: v}
 			e.b.n++
 			t.n++
 			return old, false
@@ -263,18 +281,12 @@ func (t *exact[V]) put(hi, lo uint64, port uint16, v V) (old V, existed bool) {
 // del removes a key and returns its value. The table must be owned by the
 // current generation.
 func (t *exact[V]) del(hi, lo uint64, port uint16) (old V, existed bool) {
-	h := t.hash(hi, lo, port)
+	h := hash(hi, lo, port, t.s0, t.s1)
 	i := h >> t.shift
 	for {
 		e := t.dir[i]
-		m := uint64(len(e.slots) - 1)
-		j := h & m
-		for ; e.slots[j].used; j = (j + 1) & m {
-			if s := &e.slots[j]; s.hi == hi && s.lo == lo && s.port == port {
-				break
-			}
-		}
-		if !e.slots[j].used {
+		j, found := e.find(h, hi, lo, port)
+		if !found {
 			return old, false
 		}
 		if e.b.gen != t.gen {
@@ -283,24 +295,25 @@ func (t *exact[V]) del(hi, lo uint64, port uint16) (old V, existed bool) {
 			continue
 		}
 		old = e.slots[j].v
-		t.deleteSlot(e.slots, j)
+		t.remove(e.store, j)
 		e.b.n--
 		t.n--
 		return old, true
 	}
 }
 
-// deleteSlot empties slot j and shifts later entries of its probe run back,
-// so lookups never need tombstones.
-func (t *exact[V]) deleteSlot(s []slot[V], j uint64) {
-	m := uint64(len(s) - 1)
-	s[j] = slot[V]{}
-	for k := (j + 1) & m; s[k].used; k = (k + 1) & m {
-		home := t.hash(s[k].hi, s[k].lo, s[k].port) & m
+// remove empties slot j and shifts later entries of its probe run back, so
+// lookups never need tombstones.
+func (t *exact[V]) remove(s store[V], j uint64) {
+	m := uint64(len(s.ctrl) - 1)
+	s.ctrl[j], s.slots[j] = 0, slot[V]{}
+	for k := (j + 1) & m; s.ctrl[k] != 0; k = (k + 1) & m {
+		home := t.hash(&s.slots[k]) & m
 		// The entry at k may move to the hole at j unless its home lies
 		// cyclically within (j, k].
 		if (k > j && (home <= j || home > k)) || (k < j && home <= j && home > k) {
-			s[j], s[k] = s[k], slot[V]{}
+			s.ctrl[j], s.slots[j] = s.ctrl[k], s.slots[k]
+			s.ctrl[k], s.slots[k] = 0, slot[V]{}
 			j = k
 		}
 	}
@@ -310,8 +323,9 @@ func (t *exact[V]) deleteSlot(s []slot[V], j uint64) {
 func (t *exact[V]) all(yield func(hi, lo uint64, port uint16, v V) bool) bool {
 	for i := uint64(0); i < uint64(len(t.dir)); {
 		_, n := t.span(i)
-		for _, e := range t.dir[i].slots {
-			if e.used && !yield(e.hi, e.lo, e.port, e.v) {
+		s := &t.dir[i].store
+		for j, c := range s.ctrl {
+			if e := &s.slots[j]; c != 0 && !yield(e.hi, e.lo, e.port, e.v) {
 				return false
 			}
 		}

@@ -50,30 +50,34 @@ func (s *Snapshot) LookupBytes(dst *[16]byte) (*Route, bool) {
 
 func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 	rt := &s.routes
-	// Find every length's home slot first: the loads are independent, so
-	// the CPU overlaps their cache misses. Then compare, longest first.
-	var first [maxFast]*slot[*Route]
+	// Load every length's home control byte first: the loads are
+	// independent, so the CPU overlaps their cache misses. Then compare,
+	// longest first.
+	var ctrl [maxFast]uint8
+	var hs [maxFast]uint64
 	n := min(rt.nfast, maxFast)
 	for i := range n {
 		f := &rt.fast[i]
-		first[i] = home(f.dir, f.shift, hash(hi&f.mhi, lo&f.mlo, 0, rt.s0, rt.s1))
+		h := hash(hi&f.mhi, lo&f.mlo, 0, rt.s0, rt.s1)
+		c := f.dir[h>>f.shift].ctrl
+		hs[i], ctrl[i] = h, c[h&uint64(len(c)-1)]
 	}
 	for i := range n {
+		if ctrl[i] == 0 {
+			continue // the home slot is empty: not here
+		}
+		// Inline of store.find: generic calls do not inline here.
 		f := &rt.fast[i]
-		khi, klo := hi&f.mhi, lo&f.mlo
-		e := first[i]
-		if !e.used {
-			continue
-		}
-		r, ok := e.v, e.hi == khi && e.lo == klo
-		if !ok { // collision in the home slot: follow the probe run
-			r, ok = probe(f.dir, f.shift, hash(khi, klo, 0, rt.s0, rt.s1), khi, klo, 0)
-		}
-		if ok {
-			if int(f.bits) < rt.slowMax {
-				return s.lookupSlow(hi, lo, r)
+		khi, klo, h := hi&f.mhi, lo&f.mlo, hs[i]
+		st := &f.dir[h>>f.shift]
+		m, t := uint64(len(st.ctrl)-1), tag(h)
+		for j := h & m; st.ctrl[j] != 0; j = (j + 1) & m {
+			if e := &st.slots[j]; st.ctrl[j] == t && e.hi == khi && e.lo == klo {
+				if int(f.bits) < rt.slowMax {
+					return s.lookupSlow(hi, lo, e.v)
+				}
+				return e.v, true
 			}
-			return r, true
 		}
 	}
 	if rt.slowMax < 0 {
@@ -117,24 +121,27 @@ func (s *Snapshot) SourceAllowedBytes(port PortID, src *[16]byte) bool {
 
 func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 	st := &s.src
-	var first [maxFast]*slot[srcVal]
+	var ctrl [maxFast]uint8
+	var hs [maxFast]uint64
 	n := min(st.nfast, maxFast)
 	for i := range n {
 		f := &st.fast[i]
-		first[i] = home(f.dir, f.shift, hash(hi&f.mhi, lo&f.mlo, port, st.s0, st.s1))
+		h := hash(hi&f.mhi, lo&f.mlo, port, st.s0, st.s1)
+		c := f.dir[h>>f.shift].ctrl
+		hs[i], ctrl[i] = h, c[h&uint64(len(c)-1)]
 	}
 	for i := range n {
-		f := &st.fast[i]
-		khi, klo := hi&f.mhi, lo&f.mlo
-		e := first[i]
-		if !e.used {
+		if ctrl[i] == 0 {
 			continue
 		}
-		if e.hi == khi && e.lo == klo && e.port == port {
-			return true
-		}
-		if _, ok := probe(f.dir, f.shift, hash(khi, klo, port, st.s0, st.s1), khi, klo, port); ok {
-			return true
+		f := &st.fast[i]
+		khi, klo, h := hi&f.mhi, lo&f.mlo, hs[i]
+		d := &f.dir[h>>f.shift]
+		m, t := uint64(len(d.ctrl)-1), tag(h)
+		for j := h & m; d.ctrl[j] != 0; j = (j + 1) & m {
+			if e := &d.slots[j]; d.ctrl[j] == t && e.hi == khi && e.lo == klo && e.port == port {
+				return true
+			}
 		}
 	}
 	if st.slowMax >= 0 && int(port) < len(st.slow) && st.slow[port] != nil {

@@ -47,7 +47,7 @@ func TestLoadExample(t *testing.T) {
 			LoopPolicy:     LoopDrop,
 			AllowedSources: []netip.Prefix{netip.MustParsePrefix("2001:db8:200::/64")},
 		}},
-		Dataplane:      Dataplane{Mode: DataplaneXDPGeneric},
+		Dataplane:      Dataplane{Mode: DataplaneOff},
 		ReleaseRequest: ReleaseRequest{MessageType: 250, ReplyType: 251},
 		LogLevel:       slog.LevelInfo,
 	}

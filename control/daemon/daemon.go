@@ -38,6 +38,10 @@ func RunFile(ctx context.Context, path string, logOut io.Writer) error {
 
 // Run runs the relay described by cfg until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	if cfg.Dataplane.Mode != config.DataplaneOff {
+		// Refuse rather than run without the forwarding the operator asked for.
+		return fmt.Errorf("dataplane.mode %q: the AF_XDP forwarding plane is not built yet; use off", cfg.Dataplane.Mode)
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
 	}
