@@ -1,0 +1,62 @@
+package metrics
+
+import (
+	"io"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/relay"
+)
+
+// TestScrape drives a real engine and binding table and reads /metrics as
+// Prometheus would.
+func TestScrape(t *testing.T) {
+	eng, err := relay.NewEngine(relay.Config{
+		Ports:   []relay.Port{{Name: "dl0"}},
+		Servers: []netip.Addr{netip.MustParseAddr("2001:db8::547")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(&eng.Counters, []string{"dl0", "dl1"})
+
+	// One Solicit relayed up, one Relay-Reply from a stranger dropped.
+	solicit := []byte{1, 0, 0, 1, 0, 1, 0, 2, 0xab, 0xcd} // Solicit, xid 1, client-id "abcd"
+	if _, _, err := eng.HandleClient(time.Now(), relay.ClientPacket{Port: 0, Src: netip.MustParseAddr("fe80::2"), Payload: solicit}); err != nil {
+		t.Fatal(err)
+	}
+	eng.HandleServer(time.Now(), relay.ServerPacket{Src: netip.MustParseAddr("2001:db8::666"), Payload: []byte{13}})
+
+	// Two bindings added on dl0, one removed; one limit hit on dl1.
+	tab := binding.NewTable(binding.PortLimits{}, nil)
+	now := time.Now()
+	for i, p := range []string{"2001:db8:1::/56", "2001:db8:2::/56"} {
+		tab.Learn(now, binding.Learned{Key: binding.Key{Port: "dl0", DUID: "c", IAID: uint32(i), Prefix: netip.MustParsePrefix(p)}, Valid: time.Hour})
+	}
+	tab.Remove(binding.Key{Port: "dl0", DUID: "c", IAID: 1, Prefix: netip.MustParsePrefix("2001:db8:2::/56")}, binding.ReasonReleased)
+	m.Sink(tab.TakeChanges())
+	m.LimitHit("dl1", binding.ErrClientLimit)
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`pdrelay_dhcp_messages_total{direction="up",type="solicit"} 1`,
+		`pdrelay_dhcp_drops_total{reason="unknown_server"} 1`,
+		`pdrelay_dhcp_drops_total{reason="hop_limit"} 0`,
+		`pdrelay_bindings{interface="dl0"} 1`,
+		`pdrelay_bindings{interface="dl1"} 0`,
+		`pdrelay_binding_changes_total{op="added",reason=""} 2`,
+		`pdrelay_binding_changes_total{op="removed",reason="released"} 1`,
+		`pdrelay_limit_hits_total{interface="dl1",limit="max_per_client"} 1`,
+		`pdrelay_limit_hits_total{interface="dl0",limit="max_delegations"} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
