@@ -176,3 +176,32 @@ func BenchmarkLearn(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRemoveIA is the cost of removing one IA_PD (a Release, a
+// NoBinding) with 1M bindings in the table.
+func BenchmarkRemoveIA(b *testing.B) {
+	const n = 1_000_000
+	tb := NewTable(PortLimits{MaxPerClient: 8}, nil)
+	now := time.Unix(1_750_000_000, 0)
+	for i := range n {
+		if _, err := tb.Learn(now, genLearned(i)); err != nil {
+			b.Fatal(err)
+		}
+		if i%4096 == 0 {
+			tb.TakeChanges()
+		}
+	}
+	tb.TakeChanges()
+	runtime.GC()
+	b.ReportAllocs()
+	b.ResetTimer()
+	removed := 0
+	for i := range b.N {
+		l := genLearned(i % n) // an IA_PD of 1 or 2 prefixes, or one already gone
+		removed += tb.RemoveIA(l.Port, l.DUID, l.IAID, ReasonReleased)
+		tb.TakeChanges()
+	}
+	if removed == 0 {
+		b.Fatal("nothing removed")
+	}
+}

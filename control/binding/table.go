@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 )
@@ -90,7 +91,7 @@ type clientKey struct {
 type Table struct {
 	byKey     map[Key]*entry
 	byPrefix  map[netip.Prefix]*entry
-	perClient map[clientKey]int
+	perClient map[clientKey][]*entry // a client's bindings on a port
 	perPort   map[string]int
 	duidPorts map[string]map[string]int // duid -> port -> count
 	limits    map[string]PortLimits
@@ -110,7 +111,7 @@ func NewTable(def PortLimits, perPort map[string]PortLimits) *Table {
 	return &Table{
 		byKey:     make(map[Key]*entry),
 		byPrefix:  make(map[netip.Prefix]*entry),
-		perClient: make(map[clientKey]int),
+		perClient: make(map[clientKey][]*entry),
 		perPort:   make(map[string]int),
 		duidPorts: make(map[string]map[string]int),
 		limits:    perPort,
@@ -191,7 +192,7 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 	}
 	freesClient := old != nil && old.Port == l.Port && old.DUID == l.DUID
 	freesPort := old != nil && old.Port == l.Port
-	if lim.MaxPerClient > 0 && t.perClient[ck] >= lim.MaxPerClient && !freesClient {
+	if lim.MaxPerClient > 0 && len(t.perClient[ck]) >= lim.MaxPerClient && !freesClient {
 		return 0, ErrClientLimit
 	}
 	if lim.MaxDelegations > 0 && t.perPort[l.Port] >= lim.MaxDelegations && !freesPort {
@@ -227,7 +228,8 @@ var (
 func (t *Table) insert(e *entry) {
 	t.byKey[e.Key] = e
 	t.byPrefix[e.Prefix] = e
-	t.perClient[clientKey{e.Port, e.DUID}]++
+	ck := clientKey{e.Port, e.DUID}
+	t.perClient[ck] = append(t.perClient[ck], e)
 	t.perPort[e.Port]++
 	ports := t.duidPorts[e.DUID]
 	if ports == nil {
@@ -244,8 +246,16 @@ func (t *Table) remove(e *entry, reason string) {
 		delete(t.byPrefix, e.Prefix)
 	}
 	ck := clientKey{e.Port, e.DUID}
-	if t.perClient[ck]--; t.perClient[ck] <= 0 {
+	es := t.perClient[ck]
+	if i := slices.Index(es, e); i >= 0 {
+		last := len(es) - 1
+		es[i], es[last] = es[last], nil
+		es = es[:last]
+	}
+	if len(es) == 0 {
 		delete(t.perClient, ck)
+	} else {
+		t.perClient[ck] = es
 	}
 	if t.perPort[e.Port]--; t.perPort[e.Port] <= 0 {
 		delete(t.perPort, e.Port)
@@ -275,9 +285,18 @@ func (t *Table) Remove(k Key, reason string) bool {
 // RemoveIA removes every prefix of the IA_PD (port, duid, iaid) and returns
 // how many it removed.
 func (t *Table) RemoveIA(port, duid string, iaid uint32, reason string) int {
-	return t.RemoveWhere(func(b *Binding) bool {
-		return b.Port == port && b.DUID == duid && b.IAID == iaid
-	}, reason)
+	// The client's own bindings, not a walk of the whole table: a Release
+	// must not cost O(table) on the owner goroutine.
+	var victims []*entry
+	for _, e := range t.perClient[clientKey{port, duid}] {
+		if e.IAID == iaid {
+			victims = append(victims, e)
+		}
+	}
+	for _, e := range victims {
+		t.remove(e, reason)
+	}
+	return len(victims)
 }
 
 // RemoveWhere removes every binding match selects.

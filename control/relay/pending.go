@@ -21,6 +21,7 @@ type pending struct {
 	typ   dhcp6.MessageType
 	iaids []uint32
 	at    time.Time
+	seq   uint64 // of the put that stored it
 }
 
 // pendingTable is a bounded map of requests awaiting a Reply, aged out in
@@ -31,13 +32,14 @@ type pendingTable struct {
 	head  int
 	max   int
 	ttl   time.Duration
+	seq   uint64
 }
 
 // orderSlot is one insertion: a retransmission queues its key again, and
-// only the slot whose time matches the entry's ages it out.
+// only the slot of the entry's latest put ages it out.
 type orderSlot struct {
-	k  pendingKey
-	at time.Time
+	k   pendingKey
+	seq uint64
 }
 
 func (p *pendingTable) init(max int, ttl time.Duration) {
@@ -55,11 +57,12 @@ func (p *pendingTable) init(max int, ttl time.Duration) {
 // when the table is full of live requests.
 func (p *pendingTable) put(now time.Time, k pendingKey, v pending) bool {
 	p.age(now)
-	v.at = now
 	if _, ok := p.m[k]; !ok && len(p.m) >= p.max {
 		return false
 	}
-	p.order = append(p.order, orderSlot{k, now})
+	p.seq++
+	v.at, v.seq = now, p.seq
+	p.order = append(p.order, orderSlot{k, p.seq})
 	p.m[k] = v
 	return true
 }
@@ -77,7 +80,7 @@ func (p *pendingTable) take(now time.Time, k pendingKey) (pending, bool) {
 func (p *pendingTable) age(now time.Time) {
 	for p.head < len(p.order) {
 		s := p.order[p.head]
-		if v, ok := p.m[s.k]; ok && v.at.Equal(s.at) {
+		if v, ok := p.m[s.k]; ok && v.seq == s.seq {
 			if now.Sub(v.at) < p.ttl {
 				break
 			}

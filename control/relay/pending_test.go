@@ -99,3 +99,17 @@ func TestPendingOrderBounded(t *testing.T) {
 		t.Errorf("order queue len %d head %d cap %d", len(p.order), p.head, cap(p.order))
 	}
 }
+
+// Requests recorded with one and the same time (a batch read with one
+// clock reading) and retransmitted keep the order queue bounded.
+func TestPendingSameTimeRetransmissions(t *testing.T) {
+	var p pendingTable
+	p.init(0, time.Minute)
+	for i := range 200000 {
+		k := pendingKey{xid: [3]byte{0, byte(i >> 8), byte(i)}, duid: "x"} // 65536 keys, each put 3 times
+		p.put(t0, k, pending{})
+	}
+	if len(p.order)-p.head > 2*65536+1024 {
+		t.Errorf("order queue holds %d slots for %d requests", len(p.order)-p.head, p.len())
+	}
+}
