@@ -248,12 +248,17 @@ func restore(t *binding.Table, st *store.Store, log *slog.Logger) error {
 	now := time.Now()
 	var expired int
 	skipped, err := st.Load(func(b binding.Binding) error {
-		if !t.Restore(now, b) {
-			expired++
-			log.Info("binding removed", "port", b.Port, "client", b.DUIDHex(), "iaid", b.IAID,
-				"prefix", b.Prefix, "reason", binding.ReasonRestoreOld, "expired_at", b.Expires.Format(time.RFC3339))
-			st.Delete(b.Key)
+		if t.Restore(now, b) {
+			return nil
 		}
+		reason := binding.ReasonSuperseded // a newer record holds the prefix
+		if !b.Valid(now) {
+			reason = binding.ReasonRestoreOld
+			expired++
+		}
+		log.Info("binding removed", "port", b.Port, "client", b.DUIDHex(), "iaid", b.IAID,
+			"prefix", b.Prefix, "reason", reason, "valid_until", b.Expires.Format(time.RFC3339))
+		st.Delete(b.Key)
 		return nil
 	})
 	if err != nil {

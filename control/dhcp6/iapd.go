@@ -64,8 +64,8 @@ func ParseIAPrefix(data []byte) (IAPrefix, error) {
 	}, nil
 }
 
-// Status returns the status code in opts, Success when there is none or it
-// is malformed.
+// optionsStatus returns the status code in opts: Success when there is
+// none, UnspecFail when it is malformed (a failure is the safe reading).
 func optionsStatus(opts Options) uint16 {
 	data, ok := opts.Get(OptStatusCode)
 	if !ok {

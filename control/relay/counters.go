@@ -74,7 +74,7 @@ func (c *Counters) Drop(r Drop) { c.drops[r].Add(1) }
 
 func (c *Counters) snooped(e SnoopEvent) { c.snoop[e].Add(1) }
 
-// Each calls fn for every non-zero message counter.
+// EachMessage calls fn for every non-zero message counter.
 func (c *Counters) EachMessage(fn func(d Direction, t dhcp6.MessageType, n uint64)) {
 	for d := range c.msgs {
 		for t := range c.msgs[d] {

@@ -122,6 +122,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		}
 		e.byIfID[string(p.InterfaceID)] = i
 		if !p.LinkAddr.IsUnspecified() {
+			if j, dup := e.byLink[p.LinkAddr]; dup {
+				return nil, fmt.Errorf("relay: link-address %s used by ports %s and %s", p.LinkAddr, cfg.Ports[j].Name, p.Name)
+			}
 			e.byLink[p.LinkAddr] = i
 		}
 		e.ports = append(e.ports, p)
@@ -238,7 +241,7 @@ func (e *Engine) record(now time.Time, pkt ClientPacket, upd *binding.Update) {
 			}
 		}
 	}
-	if !e.pending.put(now, pendingKey{xid: m.XID, duid: string(duid)}, req) {
+	if !e.pending.put(now, pendingKey{port: pkt.Port, xid: m.XID, duid: string(duid)}, req) {
 		e.Counters.snooped(SnoopPendingFull)
 	}
 }
@@ -307,14 +310,12 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 		return
 	}
 	portName := e.ports[port].Name
-	req, matched := e.pending.take(now, pendingKey{xid: m.XID, duid: string(duid)})
+	// The port is the one the server's Relay-Reply names (our own
+	// Interface-ID echoed), where the message is delivered; a request
+	// from the same DUID on another port is another client (G-4).
+	req, matched := e.pending.take(now, pendingKey{port: port, xid: m.XID, duid: string(duid)})
 	if !matched {
 		e.Counters.snooped(SnoopUnmatched)
-	}
-	if matched && req.port != port {
-		// The server answered on another port than the client asked on:
-		// trust the port the request came in.
-		port, portName = req.port, e.ports[req.port].Name
 	}
 	if matched && (req.typ == dhcp6.MsgRelease || req.typ == dhcp6.MsgDecline) {
 		reason := binding.ReasonReleased

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -1041,19 +1042,45 @@ func TestSnoopPendingLimits(t *testing.T) {
 	}
 }
 
-// The request's port wins over the Relay-Reply's Interface-ID for the
-// binding; the message goes where the Relay-Reply says.
-func TestSnoopPortFromRequest(t *testing.T) {
+// The binding goes on the port the Relay-Reply names (the Interface-ID the
+// relay sent, echoed by the server), where the message is delivered. A
+// request from the same DUID on another port does not match it: that is
+// another client (G-4), whose MAC must not be taken.
+func TestSnoopPortFromReply(t *testing.T) {
 	h := newHarness(t, testConfig(), binding.PortLimits{}, nil)
 	c := newCPE(20)
 	req := c.msg(dhcpv6.MessageTypeRequest, 1, iapd(1, 0, 0))
-	h.up(0, c, req)
+	h.up(0, c, req) // asked on eth1 ...
 	rep := replyTo(req, iapd(1, 1, 2, iaprefix("2001:db8:a00::/56", 3, 4)))
 	out, _ := h.downRaw(rawRelayReply(netip.IPv6Unspecified(), c.ll, []byte("olt-7/1"), rep.ToBytes()))
-	if out.Port != 1 {
+	if out.Port != 1 { // ... answered for eth2
 		t.Errorf("out port %d", out.Port)
 	}
-	checkBindings(t, h.bindings(), h.want("eth1", c, 1, "2001:db8:a00::/56", 3, 4))
+	want := h.want("eth2", c, 1, "2001:db8:a00::/56", 3, 4)
+	want.MAC = [6]byte{} // unmatched: the MAC of eth1's request is not eth2's client's
+	checkBindings(t, h.bindings(), want)
+	if n := h.e.Counters.Snoops(relay.SnoopUnmatched); n != 1 {
+		t.Errorf("unmatched = %d, want 1", n)
+	}
+}
+
+// Two clients with the same DUID on two ports whose requests share a
+// transaction id: each Reply matches its own port's request and MAC.
+func TestSnoopSameDUIDSameXIDTwoPorts(t *testing.T) {
+	h := newHarness(t, testConfig(), binding.PortLimits{}, nil)
+	a, b := newCPE(30), newCPE(30)
+	b.mac[0] = 0x0a // same DUID, another box
+	reqA := a.msg(dhcpv6.MessageTypeRequest, 7, iapd(1, 0, 0))
+	reqB := b.msg(dhcpv6.MessageTypeRequest, 7, iapd(1, 0, 0))
+	fwA, _ := h.up(0, a, reqA)
+	fwB, _ := h.up(1, b, reqB)
+	h.down(fwB, replyTo(reqB, iapd(1, 1, 2, iaprefix("2001:db8:b00::/56", 3, 4))))
+	h.down(fwA, replyTo(reqA, iapd(1, 1, 2, iaprefix("2001:db8:a00::/56", 3, 4))))
+	wantB := h.want("eth2", b, 1, "2001:db8:b00::/56", 3, 4)
+	checkBindings(t, h.bindings(), h.want("eth1", a, 1, "2001:db8:a00::/56", 3, 4), wantB)
+	if n := h.e.Counters.Snoops(relay.SnoopUnmatched); n != 0 {
+		t.Errorf("unmatched = %d, want 0", n)
+	}
 }
 
 // A Reply the snooper cannot decode is still relayed.
@@ -1218,5 +1245,13 @@ func TestDropErrorText(t *testing.T) {
 	_, _, err = h.e.HandleClient(h.now, relay.ClientPacket{Port: 9, Payload: []byte{1}})
 	if err == nil || err.Error() != "dropped (unknown_port)" {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestEngineRefusesSharedLinkAddress(t *testing.T) {
+	cfg := testConfig()
+	cfg.Ports[1].LinkAddr = linkA // eth1's
+	if _, err := relay.NewEngine(cfg); err == nil || !strings.Contains(err.Error(), "link-address") {
+		t.Fatalf("NewEngine with a shared link-address: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 // pendingKey correlates a Reply with its request: transaction id and
 // client DUID (RFC 8415 section 16.10: a client matches them the same way).
 type pendingKey struct {
+	port int // the downlink: the same DUID may be active on several (G-4)
 	xid  [3]byte
 	duid string
 }
