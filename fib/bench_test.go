@@ -55,6 +55,7 @@ type fixture struct {
 	prefixes                      []netip.Prefix
 	hits                          []netip.Addr // 64k addresses inside random routes
 	misses                        []netip.Addr // 64k addresses inside the pools, outside all routes
+	foreign                       []netip.Addr // 64k addresses outside the pools (upstream traffic)
 	ports                         []PortID     // port of each hit
 	r                             *rand.Rand
 	fibBytes, srcBytes, bartBytes uint64
@@ -115,6 +116,7 @@ func getFixture(b *testing.B, n int) *fixture {
 		f.hits = append(f.hits, f.near(f.prefixes[i]))
 		f.ports = append(f.ports, PortID(i%64))
 		f.misses = append(f.misses, benchMiss(f.r, f.bt))
+		f.foreign = append(f.foreign, join128(0x2a000000<<32|f.r.Uint64()>>8, f.r.Uint64()))
 	}
 	b.Logf("fixture %d: built in %v", n, time.Since(start).Round(time.Millisecond))
 	fixtures[n] = f
@@ -133,11 +135,91 @@ var benchSizes = []struct {
 	n    int
 }{{"1k", 1_000}, {"100k", 100_000}, {"1M", 1_000_000}}
 
-var sinkRoute *Route
+var (
+	sinkPort PortID
+	sinkBool bool
+)
 
-// BenchmarkLookup compares Snapshot.Lookup with a plain bart.Table lookup
-// on the same prefixes and addresses (64k distinct addresses per case).
-func BenchmarkLookup(b *testing.B) {
+// lookupCases are the address sets of the lookup benchmarks.
+func lookupCases(f *fixture) []struct {
+	name  string
+	addrs []netip.Addr
+} {
+	return []struct {
+		name  string
+		addrs []netip.Addr
+	}{{"hit", f.hits}, {"miss", f.misses}, {"foreign", f.foreign}}
+}
+
+// BenchmarkLookup compares Snapshot.Lookup and LookupBytes with a plain
+// bart.Table lookup on the same prefixes and addresses. Each case cycles
+// through 64k random addresses, so at 1M routes most lookups miss the CPU
+// caches (memory-bound); BenchmarkLookupHot is the cache-resident case.
+// hit: inside a route; miss: inside the delegation pools but no route;
+// foreign: outside the pools (an upstream packet to the Internet).
+func BenchmarkLookup(b *testing.B) { benchLookup(b, 0xffff) }
+
+// BenchmarkLookupHot is BenchmarkLookup cycling through 16 addresses, as
+// bart's own benchmarks do: it measures the instructions, not the memory.
+func BenchmarkLookupHot(b *testing.B) { benchLookup(b, 15) }
+
+func benchLookup(b *testing.B, mask int) {
+	for _, c := range []string{"hit", "miss", "foreign"} {
+		for _, sz := range benchSizes {
+			b.Run(c+"/"+sz.name, func(b *testing.B) {
+				f := getFixture(b, sz.n)
+				var addrs []netip.Addr
+				for _, lc := range lookupCases(f) {
+					if lc.name == c {
+						addrs = lc.addrs
+					}
+				}
+				bytes := make([][16]byte, len(addrs))
+				for i, a := range addrs {
+					bytes[i] = a.As16()
+				}
+				s := f.snap
+				// Each lookup reads the port of the route it finds, as the
+				// dataplane would: a route not yet in cache costs the same
+				// to both tables.
+				b.Run("fib", func(b *testing.B) {
+					b.ReportAllocs()
+					var port PortID
+					for i := 0; b.Loop(); i++ {
+						if r, ok := s.Lookup(addrs[i&mask]); ok {
+							port += r.Port
+						}
+					}
+					sinkPort = port
+				})
+				b.Run("fib-bytes", func(b *testing.B) {
+					b.ReportAllocs()
+					var port PortID
+					for i := 0; b.Loop(); i++ {
+						if r, ok := s.LookupBytes(&bytes[i&mask]); ok {
+							port += r.Port
+						}
+					}
+					sinkPort = port
+				})
+				b.Run("bart", func(b *testing.B) {
+					b.ReportAllocs()
+					var port PortID
+					for i := 0; b.Loop(); i++ {
+						if r, ok := f.bt.Lookup(addrs[i&mask]); ok {
+							port += r.Port
+						}
+					}
+					sinkPort = port
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkSourceAllowed checks sources against the port's filter: hit is a
+// source inside a prefix of the port, miss a spoofed source inside the pools.
+func BenchmarkSourceAllowed(b *testing.B) {
 	for _, kind := range []string{"hit", "miss"} {
 		for _, sz := range benchSizes {
 			b.Run(kind+"/"+sz.name, func(b *testing.B) {
@@ -146,57 +228,11 @@ func BenchmarkLookup(b *testing.B) {
 				if kind == "miss" {
 					addrs = f.misses
 				}
-				bytes := make([][16]byte, len(addrs))
-				for i, a := range addrs {
-					bytes[i] = a.As16()
-				}
-				s := f.snap
-				b.Run("fib", func(b *testing.B) {
-					b.ReportAllocs()
-					var r *Route
-					for i := 0; b.Loop(); i++ {
-						r, _ = s.Lookup(addrs[i&0xffff])
-					}
-					sinkRoute = r
-				})
-				b.Run("fib-bytes", func(b *testing.B) {
-					b.ReportAllocs()
-					var r *Route
-					for i := 0; b.Loop(); i++ {
-						r, _ = s.LookupBytes(&bytes[i&0xffff])
-					}
-					sinkRoute = r
-				})
-				b.Run("bart", func(b *testing.B) {
-					b.ReportAllocs()
-					var r *Route
-					for i := 0; b.Loop(); i++ {
-						r, _ = f.bt.Lookup(addrs[i&0xffff])
-					}
-					sinkRoute = r
-				})
-			})
-		}
-	}
-}
-
-var sinkBool bool
-
-func BenchmarkSourceAllowed(b *testing.B) {
-	for _, kind := range []string{"hit", "miss"} {
-		for _, sz := range benchSizes {
-			b.Run(kind+"/"+sz.name, func(b *testing.B) {
-				f := getFixture(b, sz.n)
-				addrs := f.hits
-				ports := f.ports
-				if kind == "miss" { // the right port, a spoofed address
-					addrs = f.misses
-				}
 				s := f.snap
 				b.ReportAllocs()
 				var ok bool
 				for i := 0; b.Loop(); i++ {
-					ok = s.SourceAllowed(ports[i&0xffff], addrs[i&0xffff])
+					ok = s.SourceAllowed(f.ports[i&0xffff], addrs[i&0xffff])
 				}
 				sinkBool = ok
 			})
@@ -204,35 +240,41 @@ func BenchmarkSourceAllowed(b *testing.B) {
 	}
 }
 
-// BenchmarkPublish measures binding changes per second: each operation
-// ends batch/2 bindings and starts batch/2 new ones, each change being a
-// route and a source-filter update, and then publishes.
+// BenchmarkPublish measures changes published per second at a steady
+// table size: each operation makes batch changes and publishes once.
+// route: a change is one DeleteRoute or AddRoute (half end an old route,
+// half add a new one); binding: a change is a binding ending or starting,
+// that is a route and a source-filter change together.
 func BenchmarkPublish(b *testing.B) {
-	for _, sz := range benchSizes {
-		for _, batch := range []int{10, 1000} {
-			b.Run(fmt.Sprintf("%s/batch=%d", sz.name, batch), func(b *testing.B) {
-				f := getFixture(b, sz.n)
-				tb, r := f.tb, f.r
-				b.ReportAllocs()
-				start := time.Now()
-				for b.Loop() {
-					for range batch / 2 {
-						i := r.IntN(len(f.prefixes))
-						old, port := f.prefixes[i], PortID(i%64)
-						tb.DeleteRoute(old)
-						tb.DeleteSource(port, old)
-						p := benchPrefix(r)
-						if _, ok := tb.Route(p); ok {
-							p = old // taken: keep the old one
+	for _, kind := range []string{"route", "binding"} {
+		for _, sz := range benchSizes {
+			for _, batch := range []int{10, 1000} {
+				b.Run(fmt.Sprintf("%s/%s/batch=%d", kind, sz.name, batch), func(b *testing.B) {
+					f := getFixture(b, sz.n)
+					tb, r := f.tb, f.r
+					b.ReportAllocs()
+					start := time.Now()
+					for b.Loop() {
+						for range batch / 2 {
+							i := r.IntN(len(f.prefixes))
+							old, port := f.prefixes[i], PortID(i%64)
+							p := benchPrefix(r)
+							if _, ok := tb.Route(p); ok {
+								p = old // taken: put the old one back
+							}
+							tb.DeleteRoute(old)
+							tb.AddRoute(Route{Prefix: p, Port: port})
+							if kind == "binding" {
+								tb.DeleteSource(port, old)
+								tb.AddSource(port, p)
+							}
+							f.prefixes[i] = p
 						}
-						tb.AddRoute(Route{Prefix: p, Port: port})
-						tb.AddSource(port, p)
-						f.prefixes[i] = p
+						tb.Publish()
 					}
-					tb.Publish()
-				}
-				b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "changes/s")
-			})
+					b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "changes/s")
+				})
+			}
 		}
 	}
 }
@@ -250,6 +292,63 @@ func BenchmarkMemory(b *testing.B) {
 			b.ReportMetric(float64(f.fibBytes)/n, "fib-B/route")
 			b.ReportMetric(float64(f.srcBytes)/n, "src-B/entry")
 			b.ReportMetric(float64(f.bartBytes)/n, "bart-B/route")
+		})
+	}
+}
+
+// BenchmarkLookupOneLength is the plan where every delegation is a /56 (1M
+// of them in one /36): one hash probe per lookup. 16 addresses, as in
+// BenchmarkLookupHot; miss is inside the /36.
+func BenchmarkLookupOneLength(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	tb, bt := NewTable(), new(bart.Table[*Route])
+	var ps []netip.Prefix
+	for len(ps) < 1_000_000 {
+		p := netip.PrefixFrom(join128(0x20010db8_10000000|r.Uint64N(1<<20)<<8, 0), 56)
+		if _, ok := tb.Route(p); !ok {
+			tb.AddRoute(Route{Prefix: p, Port: 1})
+			ps = append(ps, p)
+		}
+	}
+	s := tb.Publish()
+	for r := range s.Routes() {
+		bt.Insert(r.Prefix, r)
+	}
+	for _, kind := range []string{"hit", "miss"} {
+		var addrs [16]netip.Addr
+		var bytes [16][16]byte
+		for i := range addrs {
+			for {
+				addrs[i] = join128(0x20010db8_10000000|r.Uint64()>>36, r.Uint64())
+				if kind == "hit" {
+					hi, _ := split128(ps[r.IntN(len(ps))].Addr())
+					addrs[i] = join128(hi|r.Uint64()&0xff, r.Uint64())
+				}
+				if _, ok := s.Lookup(addrs[i]); ok == (kind == "hit") {
+					break
+				}
+			}
+			bytes[i] = addrs[i].As16()
+		}
+		b.Run(kind+"/1M/fib-bytes", func(b *testing.B) {
+			b.ReportAllocs()
+			var port PortID
+			for i := 0; b.Loop(); i++ {
+				if r, ok := s.LookupBytes(&bytes[i&15]); ok {
+					port += r.Port
+				}
+			}
+			sinkPort = port
+		})
+		b.Run(kind+"/1M/bart", func(b *testing.B) {
+			b.ReportAllocs()
+			var port PortID
+			for i := 0; b.Loop(); i++ {
+				if r, ok := bt.Lookup(addrs[i&15]); ok {
+					port += r.Port
+				}
+			}
+			sinkPort = port
 		})
 	}
 }

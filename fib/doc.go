@@ -1,35 +1,47 @@
 // Package fib holds the forwarding tables of the relay's dataplane: routes
-// for the delegated prefixes (longest-prefix match on the destination) and
-// the per-port source filters (BCP 38; RFC 8987 R-3), plus the uplink
-// default route. It is pure Go and does no I/O.
+// for the delegated prefixes (longest-prefix match on the destination), the
+// per-port source filters (BCP 38; RFC 8987 R-3) and the uplink default
+// route. It is pure Go and does no I/O.
 //
 // A route and a source filter use exactly the delegated prefix length (RFC
 // 8987 ): a route for a /56 matches the addresses of that /56 and no
-// others, and a more specific delegated prefix wins over a shorter one.
+// others, and a longer delegated prefix inside it wins for its addresses.
+// Lookup does not fall back to the default route; the dataplane decides
+// when a packet may take it.
 //
 // # Concurrency
 //
 // The control plane owns a Table. It is not safe for concurrent use: one
 // goroutine applies binding changes (AddRoute, DeleteRoute, AddSource, ...)
 // and calls Publish after each batch. Publish builds the next Snapshot
-// copy-on-write (sharing everything the batch did not touch) and stores it
-// with an atomic pointer swap.
+// copy-on-write, sharing all that the batch did not touch, and stores it in
+// an atomic pointer.
 //
-// A Snapshot never changes after it is published and is safe for any number
-// of concurrent readers, which never lock: a dataplane worker calls
-// FIB.Load once per batch of packets and uses that one snapshot for the
-// batch, so it sees either all of a Publish or none of it. Lookups allocate
-// nothing. A nil *Snapshot (nothing published yet) finds no route and
-// allows no source: the dataplane fails closed.
+// A Snapshot never changes once published and is safe for any number of
+// concurrent readers, which never lock: a dataplane worker calls FIB.Load
+// once per batch of packets and uses that snapshot for the whole batch, so
+// it sees all of a Publish or none of it. Lookups allocate nothing. A nil
+// *Snapshot (nothing published yet) finds no route and allows no source:
+// the dataplane fails closed.
 //
 // # Structure
 //
-// The prefix lengths in heaviest use (up to six) each get an exact-match
-// hash table keyed by the masked address; a lookup probes them longest
-// first, so the usual delegation plan (all /56, or /48 and /56 and /64)
-// costs one to three hash probes. Prefixes of any further lengths live in a
-// persistent bart table (github.com/gaissmai/bart), consulted only when such
-// prefixes exist. The hash tables are extendible hash tables whose directory
-// and buckets are copied on first write per generation, so a Publish costs
-// in proportion to the changes in its batch, not to the table size.
+// Delegation plans use few prefix lengths (all /56, or /48 and /56 and
+// /64). Each of the up to six most used lengths gets an exact-match hash
+// table keyed by the masked address: a lookup probes them longest first, so
+// it costs one hash probe per length in use instead of a walk down a trie.
+// The probes are issued together, so their cache misses overlap. Prefixes of
+// any further lengths live in a persistent bart table
+// (github.com/gaissmai/bart), consulted only when such prefixes exist; a
+// length moves between the two as the counts change.
+//
+// In front of the tables, a short list of the /32s that hold prefixes, with
+// the lengths in use under each, ends a lookup for an address outside them
+// (most upstream traffic) at once and skips the lengths not in use.
+//
+// The hash tables are extendible hash tables (a directory of bucket
+// pointers, in chunks, indexed by the top bits of a seeded hash; buckets of
+// 32 slots with a control byte each that split when full) whose chunks and
+// buckets are copied on first write per generation, so a Publish costs in
+// proportion to the changes in its batch, not to the size of the table.
 package fib

@@ -6,26 +6,21 @@ import (
 	"testing"
 )
 
-type ekey struct {
-	hi, lo uint64
-	port   uint16
-}
-
 // checkExact compares an exact table with a map, entry by entry.
-func checkExact(t *testing.T, x *exact[int], want map[ekey]int) {
+func checkExact(t *testing.T, x *exact[*srcEnt], want map[key]uint32) {
 	t.Helper()
 	if x.n != len(want) {
 		t.Fatalf("n = %d, want %d", x.n, len(want))
 	}
 	for k, v := range want {
-		if got, ok := x.get(k.hi, k.lo, k.port); !ok || got != v {
-			t.Fatalf("get(%v) = %d %v, want %d", k, got, ok, v)
+		if e := x.get(&k); e == nil || e.refs != v {
+			t.Fatalf("get(%v) = %v, want %d", k, e, v)
 		}
 	}
 	n := 0
-	x.all(func(hi, lo uint64, port uint16, v int) bool {
-		if w, ok := want[ekey{hi, lo, port}]; !ok || w != v {
-			t.Fatalf("all yields %x %x %d = %d, want %d %v", hi, lo, port, v, w, ok)
+	x.all(func(e *srcEnt) bool {
+		if w, ok := want[e.key]; !ok || w != e.refs {
+			t.Fatalf("all yields %v, want %d %v", e, w, ok)
 		}
 		n++
 		return true
@@ -39,22 +34,30 @@ func checkExact(t *testing.T, x *exact[int], want map[ekey]int) {
 // directory doubling) and shrinkage across generations, checking each
 // frozen generation stays as it was.
 func TestExact(t *testing.T) {
+	size := 10000
+	if testing.Short() {
+		size = 3000
+	}
+	exactRun(t, 0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9, size)
+	// A degenerate hash: keys that differ only in hi all hash alike in their
+	// top 32 bits, so buckets overflow instead of splitting.
+	exactRun(t, 0, 1, size/10)
+}
+
+func exactRun(t *testing.T, s0, s1 uint64, size int) {
 	r := rand.New(rand.NewPCG(1, 2))
 	gen := uint64(1)
-	x := newExact[int](gen, r.Uint64(), r.Uint64()|1)
-	want := map[ekey]int{}
+	x := newExact[*srcEnt](gen, s0, s1)
+	want := map[key]uint32{}
 	type frozen struct {
-		x    *exact[int]
-		want map[ekey]int
+		x    *exact[*srcEnt]
+		want map[key]uint32
 	}
 	var old []frozen
-	size := 20000
-	if testing.Short() {
-		size = 5000
-	}
-	key := func() ekey {
-		// Sequential-looking /56 keys, with some /128 and ports mixed in.
-		k := ekey{hi: 0x20010db8<<32 | uint64(r.IntN(2*size))<<8}
+	most := 0
+	newKey := func() key {
+		// Consecutive-looking /56 keys, with some /128 and ports mixed in.
+		k := key{hi: 0x20010db8<<32 | uint64(r.IntN(2*size))<<8}
 		if r.IntN(8) == 0 {
 			k.lo = r.Uint64()
 		}
@@ -62,25 +65,25 @@ func TestExact(t *testing.T) {
 		return k
 	}
 	for step := range 6 * size {
-		grow := step < 3*size || step%3 == 0
-		if grow {
-			k := key()
+		if step < 3*size || step%3 == 0 {
+			k := newKey()
 			_, existed := want[k]
-			if _, ok := x.put(k.hi, k.lo, k.port, step); ok != existed {
-				t.Fatalf("put existed = %v, want %v", ok, existed)
+			if old := x.put(&srcEnt{k, uint32(step)}); (old != nil) != existed {
+				t.Fatalf("put replaced %v, want existed %v", old, existed)
 			}
-			want[k] = step
+			want[k] = uint32(step)
+			most = max(most, len(want))
 		} else {
-			var k ekey
+			var k key
 			for k = range want {
 				break
 			}
 			if r.IntN(4) == 0 {
-				k = key()
+				k = newKey()
 			}
 			v, existed := want[k]
-			if got, ok := x.del(k.hi, k.lo, k.port); ok != existed || ok && got != v {
-				t.Fatalf("del = %d %v, want %d %v", got, ok, v, existed)
+			if got := x.del(&k); (got != nil) != existed || existed && got.refs != v {
+				t.Fatalf("del = %v, want %d %v", got, v, existed)
 			}
 			delete(want, k)
 		}
@@ -95,57 +98,67 @@ func TestExact(t *testing.T) {
 	for _, f := range old {
 		checkExact(t, f.x, f.want)
 	}
-	// The hash spreads sequential keys: no bucket far above the split
-	// threshold, and a directory not much larger than needed.
-	var most int
-	for _, e := range x.dir {
-		most = max(most, e.b.n)
+	buckets, overflow := bucketStats(x)
+	t.Logf("seeds %x %x: %d entries, directory %d, %d buckets, %d overflow buckets",
+		s0, s1, x.n, 1<<x.depth, buckets, overflow)
+	if 1<<x.depth > 2*(most+chunkLen) {
+		t.Errorf("directory %d for at most %d entries", 1<<x.depth, most)
 	}
-	if most > maxLoad(maxSlots) {
-		t.Errorf("largest bucket holds %d entries", most)
-	}
-	t.Logf("%d entries, directory %d, largest bucket %d", x.n, len(x.dir), most)
 }
 
-// fill puts n consecutive /56 prefixes into a table with the given seeds
-// and returns the number of buckets.
-func fill(t *testing.T, s0, s1 uint64, n int) (*exact[int], int) {
-	x := newExact[int](1, s0, s1)
-	for i := range n {
-		x.put(0x20010db8<<32|uint64(i)<<8, 0, 0, i)
-	}
-	buckets := 0
-	for i := uint64(0); i < uint64(len(x.dir)); {
-		_, w := x.span(i)
+// bucketStats counts the distinct buckets of a table and their overflow.
+func bucketStats[P entry](x *exact[P]) (buckets, overflow int) {
+	for i := uint64(0); i < 1<<x.depth; {
+		b := x.bucket(i)
+		_, n := x.span(i, b)
 		buckets++
-		i += w
-	}
-	for i := range n {
-		if v, ok := x.get(0x20010db8<<32|uint64(i)<<8, 0, 0); !ok || v != i {
-			t.Fatalf("entry %d lost", i)
+		for b = b.next; b != nil; b = b.next {
+			overflow++
 		}
+		i += n
 	}
-	return x, buckets
+	return buckets, overflow
 }
 
 func TestHashSpread(t *testing.T) {
 	// Consecutive /56 prefixes, random seeds as NewTable draws them: the
-	// buckets should be about as many as the entries need.
+	// buckets should be about as many as the entries need, none overflowing.
 	const n = 1 << 16
-	ideal := n / maxLoad(maxSlots)
 	r := rand.New(rand.NewPCG(3, 4))
 	for range 3 {
-		x, buckets := fill(t, r.Uint64(), r.Uint64()|1, n)
-		if buckets > 4*ideal || len(x.dir) > 16*ideal {
-			t.Errorf("%d buckets, directory %d for %d entries (ideal %d buckets)", buckets, len(x.dir), n, ideal)
+		x := newExact[*srcEnt](1, r.Uint64(), r.Uint64()|1)
+		for i := range n {
+			x.put(&srcEnt{key{hi: 0x20010db8<<32 | uint64(i)<<8}, 1})
 		}
-		t.Logf("%d buckets, directory %d, depth %d", buckets, len(x.dir), x.depth)
+		buckets, overflow := bucketStats(x)
+		if ideal := n / bucketSlots; buckets > 3*ideal || 1<<x.depth > 16*ideal || overflow > 0 {
+			t.Errorf("%d buckets, %d overflow, directory %d for %d entries (ideal %d buckets)",
+				buckets, overflow, 1<<x.depth, n, ideal)
+		}
+		t.Logf("%d buckets, directory %d", buckets, 1<<x.depth)
 	}
-	// Degenerate seeds that leave the top hash bits constant: lookups get
-	// slower but the table stays correct and the directory stays bounded.
-	x, buckets := fill(t, 0, 1, n)
-	if len(x.dir) > 64+n/8 {
-		t.Errorf("degenerate hash: directory %d for %d entries", len(x.dir), n)
+}
+
+func TestMatchTag(t *testing.T) {
+	for _, tt := range []struct {
+		w    uint64
+		t    uint8
+		want uint64
+	}{
+		{0, 1, 0},
+		{0x0100000000000001, 1, 0x8000000000000080},
+		{0x0101010101010101, 1, msb},
+		{0x8001ff0001000000, 1, 0x0080000080000000}, // 0x01 above 0x00: no false match
+		{0x00000000000000ff, 0xff, 0x80},
+		{0xfefffefffefffeff, 0xff, 0x0080008000800080},
+	} {
+		if got := matchTag(tt.w, tt.t); got != tt.want {
+			t.Errorf("matchTag(%#x, %#x) = %#x, want %#x", tt.w, tt.t, got, tt.want)
+		}
 	}
-	t.Logf("degenerate: %d buckets, directory %d", buckets, len(x.dir))
+	for h := range uint64(1 << 12) {
+		if tag(h<<24) == 0 {
+			t.Fatalf("tag(%#x) = 0", h<<24)
+		}
+	}
 }

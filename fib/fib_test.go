@@ -274,3 +274,43 @@ func TestAllocs(t *testing.T) {
 		t.Errorf("Load: %v allocs", n)
 	}
 }
+
+// TestOuterFilter checks lookups as the /32 filter turns off (too many
+// /32s, or a prefix shorter than /32) and on again.
+func TestOuterFilter(t *testing.T) {
+	tb := NewTable()
+	in := func(i int) netip.Addr { return join128(uint64(0x20010000+i)<<32|0xab<<8, 1) }
+	p := func(i int) netip.Prefix { return netip.PrefixFrom(in(i), 56).Masked() }
+	check := func(n int, filter bool) {
+		t.Helper()
+		s := tb.Publish()
+		if s.routes.filter != filter {
+			t.Errorf("%d /32s: filter = %v, want %v", n, s.routes.filter, filter)
+		}
+		for i := range maxOuter + 10 {
+			if _, ok := s.Lookup(in(i)); ok != (i < n) {
+				t.Errorf("%d /32s: Lookup(%v) = %v", n, in(i), ok)
+			}
+		}
+		if _, ok := s.Lookup(addr("2a00::1")); ok {
+			t.Error("foreign address matched")
+		}
+	}
+	for i := range maxOuter {
+		mustAdd(t, tb, Route{Prefix: p(i)})
+		if i%2 == 0 { // and a second length in half of the /32s
+			mustAdd(t, tb, Route{Prefix: netip.PrefixFrom(in(i), 64).Masked()})
+		}
+	}
+	check(maxOuter, true)
+	mustAdd(t, tb, Route{Prefix: p(maxOuter)})
+	check(maxOuter+1, false)
+	tb.DeleteRoute(p(maxOuter))
+	check(maxOuter, true)
+	mustAdd(t, tb, Route{Prefix: pfx("2a00::/31")})
+	if _, ok := tb.Publish().Lookup(addr("2a00:1::1")); !ok || tb.Publish().routes.filter {
+		t.Error("a /31 route turned the filter off")
+	}
+	tb.DeleteRoute(pfx("2a00::/31"))
+	check(maxOuter, true)
+}

@@ -1,6 +1,7 @@
 package fib
 
 import (
+	"cmp"
 	"encoding/binary"
 	"net/netip"
 	"slices"
@@ -9,8 +10,8 @@ import (
 )
 
 // maxFast is how many prefix lengths get an exact-match table. Lookups probe
-// every one of them on a miss, so the number bounds the miss cost; the
-// lengths beyond it (rare in a real delegation plan) are served by bart.
+// every one of them, so the number bounds the lookup cost; the lengths
+// beyond it (rare in a real delegation plan) are served by bart.
 const maxFast = 6
 
 // swapSlack is the margin by which a slow length must outnumber twice the
@@ -19,26 +20,55 @@ var swapSlack = 64
 
 // fastLen is one exact-match table as a snapshot sees it: the length, its
 // masks, and the table's directory copied out of the writer's header so a
-// lookup touches one directory entry and one bucket.
-type fastLen[V any] struct {
+// lookup reads the directory and a bucket without the writer's header.
+type fastLen[P entry] struct {
 	mhi, mlo uint64
-	dir      []dirEnt[V]
+	top      []*chunk[P]
 	shift    uint
 	bits     uint8
-	t        *exact[V] // writer's table; its dir and shift are copied above on freeze
+	t        *exact[P] // the table; top and shift are copied from it on freeze
 }
 
 // lpm is one generation of a prefix table over (namespace, prefix) keys. The
 // namespace is the port for source filters and zero for routes. Prefixes of
 // the lengths in fast live in exact-match tables; all other prefixes live in
 // one persistent bart table per namespace, slow.
-type lpm[V any] struct {
-	fast    [maxFast]fastLen[V] // fast[:nfast], longest length first
+type lpm[P entry] struct {
+	fast    [maxFast]fastLen[P] // fast[:nfast], longest length first
 	nfast   int
 	slowMax int              // longest length held in slow, -1 if slow is empty
-	slow    []*bart.Table[V] // by namespace; nil or empty when unused
+	slow    []*bart.Table[P] // by namespace; nil where empty
 	n       int              // entries
 	s0, s1  uint64           // hash seeds
+
+	// outer lists the /32s that hold any entry, sorted, with the fast
+	// tables and whether bart holds entries under each, when filter is set.
+	// A lookup outside them (most upstream traffic) stops there, and one
+	// inside probes only the lengths in use under its /32. The filter is
+	// off while a prefix shorter than /32 is in use or the /32s are too
+	// many to scan quickly.
+	outer  []outerEnt
+	filter bool
+}
+
+// outerEnt is what the filter knows about one /32.
+type outerEnt struct {
+	top  uint32 // the /32: the top 32 bits of its addresses
+	fast uint8  // bit i set: fast[i] has entries under the /32
+	slow bool   // bart has entries under the /32
+}
+
+// maxOuter is the most /32s the outer filter lists.
+const maxOuter = 64
+
+// findOuter returns the filter entry of the /32 top, if any.
+func findOuter(outer []outerEnt, top uint32) (outerEnt, bool) {
+	for _, o := range outer {
+		if o.top == top {
+			return o, true
+		}
+	}
+	return outerEnt{}, false
 }
 
 // split128 returns an address as two big-endian words.
@@ -63,24 +93,38 @@ func masks(bits int) (mhi, mlo uint64) {
 	return ^uint64(0), ^uint64(0) << (128 - bits)
 }
 
+// keyOf returns the key of a masked prefix in namespace ns.
+func keyOf(p netip.Prefix, ns uint16) key {
+	hi, lo := split128(p.Addr())
+	return key{hi: hi, lo: lo, port: ns}
+}
+
+// prefixOf is the inverse of keyOf.
+func prefixOf(k *key, bits int) netip.Prefix {
+	return netip.PrefixFrom(join128(k.hi, k.lo), bits)
+}
+
 // lpmWriter is the writer's working copy of an lpm: it is changed in place,
 // copying on first write whatever the last published generation shares.
-type lpmWriter[V any] struct {
-	cur     lpm[V]
+type lpmWriter[P entry] struct {
+	cur     lpm[P]
 	counts  [129]int // entries by prefix length
 	slowGen uint64   // generation that owns cur.slow (the slice, not the tables)
 	moves   int      // migrations done, for tests
+
+	outer      map[uint32]*[129]int // entries by /32 and length, for the filter
+	outerDirty bool                 // outer or the fast lengths changed
 }
 
-func newLPMWriter[V any](s0, s1 uint64) *lpmWriter[V] {
-	w := &lpmWriter[V]{}
+func newLPMWriter[P entry](s0, s1 uint64) *lpmWriter[P] {
+	w := &lpmWriter[P]{outer: make(map[uint32]*[129]int)}
 	w.cur.s0, w.cur.s1 = s0, s1
 	w.cur.slowMax = -1
 	return w
 }
 
 // fastIndex returns the index in cur.fast of a prefix length, or -1.
-func (w *lpmWriter[V]) fastIndex(bits int) int {
+func (w *lpmWriter[P]) fastIndex(bits int) int {
 	for i := range w.cur.nfast {
 		if int(w.cur.fast[i].bits) == bits {
 			return i
@@ -90,7 +134,7 @@ func (w *lpmWriter[V]) fastIndex(bits int) int {
 }
 
 // own returns fast table i, copied first if a published snapshot shares it.
-func (w *lpmWriter[V]) own(i int, gen uint64) *exact[V] {
+func (w *lpmWriter[P]) own(i int, gen uint64) *exact[P] {
 	f := &w.cur.fast[i]
 	if f.t.gen != gen {
 		f.t = f.t.clone(gen)
@@ -98,29 +142,30 @@ func (w *lpmWriter[V]) own(i int, gen uint64) *exact[V] {
 	return f.t
 }
 
-// addFast makes bits a fast length with an empty table, keeping the fast
-// lengths sorted longest first.
-func (w *lpmWriter[V]) addFast(bits int, t *exact[V]) {
+// addFast makes bits a fast length served by t, keeping the fast lengths
+// sorted longest first.
+func (w *lpmWriter[P]) addFast(bits int, t *exact[P]) {
 	mhi, mlo := masks(bits)
-	f := fastLen[V]{mhi: mhi, mlo: mlo, bits: uint8(bits), t: t}
 	i := 0
 	for i < w.cur.nfast && int(w.cur.fast[i].bits) > bits {
 		i++
 	}
 	copy(w.cur.fast[i+1:w.cur.nfast+1], w.cur.fast[i:w.cur.nfast])
-	w.cur.fast[i] = f
+	w.cur.fast[i] = fastLen[P]{mhi: mhi, mlo: mlo, bits: uint8(bits), t: t}
 	w.cur.nfast++
+	w.outerDirty = true // the indices of the fast lengths moved
 }
 
 // removeFast drops fast table i.
-func (w *lpmWriter[V]) removeFast(i int) {
+func (w *lpmWriter[P]) removeFast(i int) {
 	copy(w.cur.fast[i:], w.cur.fast[i+1:w.cur.nfast])
 	w.cur.nfast--
-	w.cur.fast[w.cur.nfast] = fastLen[V]{}
+	w.cur.fast[w.cur.nfast] = fastLen[P]{}
+	w.outerDirty = true
 }
 
 // slowTable returns the bart table of a namespace, or nil.
-func (w *lpmWriter[V]) slowTable(ns uint16) *bart.Table[V] {
+func (w *lpmWriter[P]) slowTable(ns uint16) *bart.Table[P] {
 	if int(ns) < len(w.cur.slow) {
 		return w.cur.slow[ns]
 	}
@@ -129,7 +174,7 @@ func (w *lpmWriter[V]) slowTable(ns uint16) *bart.Table[V] {
 
 // setSlow replaces the bart table of a namespace, copying the slice of
 // tables first if a published snapshot shares it.
-func (w *lpmWriter[V]) setSlow(ns uint16, t *bart.Table[V], gen uint64) {
+func (w *lpmWriter[P]) setSlow(ns uint16, t *bart.Table[P], gen uint64) {
 	if t != nil && t.Size() == 0 {
 		t = nil
 	}
@@ -141,90 +186,137 @@ func (w *lpmWriter[V]) setSlow(ns uint16, t *bart.Table[V], gen uint64) {
 		if t == nil {
 			return
 		}
-		w.cur.slow = append(w.cur.slow, make([]*bart.Table[V], int(ns)+1-len(w.cur.slow))...)
+		w.cur.slow = append(w.cur.slow, make([]*bart.Table[P], int(ns)+1-len(w.cur.slow))...)
 	}
 	w.cur.slow[ns] = t
 }
 
-// get returns the value stored for exactly p (masked) in namespace ns.
-func (w *lpmWriter[V]) get(p netip.Prefix, ns uint16) (v V, ok bool) {
+// get returns the entry for exactly p (masked) in namespace ns, or the zero
+// P.
+func (w *lpmWriter[P]) get(p netip.Prefix, ns uint16) P {
 	if i := w.fastIndex(p.Bits()); i >= 0 {
-		hi, lo := split128(p.Addr())
-		return w.cur.fast[i].t.get(hi, lo, ns)
+		k := keyOf(p, ns)
+		return w.cur.fast[i].t.get(&k)
 	}
+	var e P
 	if t := w.slowTable(ns); t != nil {
-		return t.Get(p)
+		e, _ = t.Get(p)
 	}
-	return v, false
+	return e
 }
 
-// put stores v for p (masked) in namespace ns and returns the old value.
-func (w *lpmWriter[V]) put(p netip.Prefix, ns uint16, v V, gen uint64) (old V, existed bool) {
+// put stores e for p (masked) in namespace ns, where e's key is
+// keyOf(p, ns), and returns the entry it replaces.
+func (w *lpmWriter[P]) put(p netip.Prefix, ns uint16, e P, gen uint64) (old P) {
 	bits := p.Bits()
 	i := w.fastIndex(bits)
 	if i < 0 && w.counts[bits] == 0 && w.cur.nfast < maxFast {
 		// A length not in use yet takes a free fast table directly.
-		w.addFast(bits, newExact[V](gen, w.cur.s0, w.cur.s1))
+		w.addFast(bits, newExact[P](gen, w.cur.s0, w.cur.s1))
 		i = w.fastIndex(bits)
 	}
 	if i >= 0 {
-		hi, lo := split128(p.Addr())
-		old, existed = w.own(i, gen).put(hi, lo, ns, v)
+		old = w.own(i, gen).put(e)
 	} else {
 		t := w.slowTable(ns)
 		if t == nil {
-			t = new(bart.Table[V])
+			t = new(bart.Table[P])
 		}
-		old, existed = t.Get(p)
-		w.setSlow(ns, t.InsertPersist(p, v), gen)
+		old, _ = t.Get(p)
+		w.setSlow(ns, t.InsertPersist(p, e), gen)
 	}
-	if !existed {
+	if old == *new(P) {
 		w.counts[bits]++
 		w.cur.n++
+		w.count(p, 1)
 	}
-	return old, existed
+	return old
 }
 
-// del removes p (masked) from namespace ns and returns its value.
-func (w *lpmWriter[V]) del(p netip.Prefix, ns uint16, gen uint64) (old V, existed bool) {
+// count adds d to the entries under the /32 of p.
+func (w *lpmWriter[P]) count(p netip.Prefix, d int) {
+	if p.Bits() < 32 {
+		return // such prefixes turn the filter off
+	}
+	hi, _ := split128(p.Addr())
+	o := uint32(hi >> 32)
+	c := w.outer[o]
+	if c == nil {
+		c = new([129]int)
+		w.outer[o] = c
+	}
+	c[p.Bits()] += d
+	if c[p.Bits()] == 0 || c[p.Bits()] == d {
+		w.outerDirty = true // a length came into use under the /32 or went out
+	}
+	if c[p.Bits()] == 0 && *c == [129]int{} {
+		delete(w.outer, o)
+	}
+}
+
+// buildOuter returns the filter entries for the current fast lengths.
+func (w *lpmWriter[P]) buildOuter() []outerEnt {
+	out := make([]outerEnt, 0, len(w.outer))
+	for o, c := range w.outer {
+		e := outerEnt{top: o}
+		for b, n := range c {
+			if n == 0 {
+				continue
+			}
+			if i := w.fastIndex(b); i >= 0 {
+				e.fast |= 1 << i
+			} else {
+				e.slow = true
+			}
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b outerEnt) int { return cmp.Compare(a.top, b.top) })
+	return out
+}
+
+// del removes p (masked) from namespace ns and returns its entry, or the
+// zero P if there was none.
+func (w *lpmWriter[P]) del(p netip.Prefix, ns uint16, gen uint64) (old P) {
 	bits := p.Bits()
 	if i := w.fastIndex(bits); i >= 0 {
-		hi, lo := split128(p.Addr())
-		if _, ok := w.cur.fast[i].t.get(hi, lo, ns); !ok {
-			return old, false
+		k := keyOf(p, ns)
+		if old = w.cur.fast[i].t.get(&k); old == *new(P) {
+			return old
 		}
-		old, existed = w.own(i, gen).del(hi, lo, ns)
+		w.own(i, gen).del(&k)
 		if w.counts[bits] == 1 {
 			w.removeFast(i) // the length is out of use: free its table
 		}
 	} else {
 		t := w.slowTable(ns)
 		if t == nil {
-			return old, false
+			return old
 		}
-		if old, existed = t.Get(p); !existed {
-			return old, false
+		if old, _ = t.Get(p); old == *new(P) {
+			return old
 		}
 		w.setSlow(ns, t.DeletePersist(p), gen)
 	}
 	w.counts[bits]--
 	w.cur.n--
-	return old, true
+	w.count(p, -1)
+	return old
 }
 
 // rebalance moves prefix lengths between the exact tables and bart so that
 // the most used lengths are fast: a free fast table goes to the most used
 // slow length, and a slow length displaces the least used fast one once it
-// has more than twice its entries (the margin keeps lengths from flapping).
-// Moving rebuilds the slow tables, which costs time in proportion to the
-// entries moved and those left slow.
-func (w *lpmWriter[V]) rebalance(gen uint64) {
+// has more than twice its entries plus swapSlack (the margin keeps lengths
+// from flapping). Moving rebuilds the slow tables, which costs time in
+// proportion to the entries moved and those left slow.
+func (w *lpmWriter[P]) rebalance(gen uint64) {
 	var fast [129]bool
 	nfast := w.cur.nfast
 	for i := range nfast {
 		fast[w.cur.fast[i].bits] = true
 	}
-	promoted := false
+	moved := false
 	for {
 		best := -1
 		for b, c := range w.counts {
@@ -238,7 +330,7 @@ func (w *lpmWriter[V]) rebalance(gen uint64) {
 		if nfast < maxFast {
 			fast[best] = true
 			nfast++
-			promoted = true
+			moved = true
 			continue
 		}
 		worst := -1
@@ -251,81 +343,76 @@ func (w *lpmWriter[V]) rebalance(gen uint64) {
 			break
 		}
 		fast[best], fast[worst] = true, false
-		promoted = true
+		moved = true
 	}
-	if !promoted {
-		return
+	if moved {
+		w.migrate(fast, gen)
 	}
-	w.migrate(fast, gen)
 }
 
 // migrate rebuilds the tables so that exactly the lengths marked in fast
 // have exact tables.
-func (w *lpmWriter[V]) migrate(fast [129]bool, gen uint64) {
-	type entry struct {
-		p  netip.Prefix
-		ns uint16
-		v  V
-	}
+func (w *lpmWriter[P]) migrate(fast [129]bool, gen uint64) {
 	w.moves++
-	var toSlow []entry
-	tables := make(map[int]*exact[V])
-	// Keep the exact tables that stay; empty the ones that go slow.
+	type item struct {
+		p netip.Prefix
+		e P
+	}
+	var moving []item
+	tables := make(map[int]*exact[P])
+	// Keep the exact tables that stay; empty those that go.
 	for i := w.cur.nfast - 1; i >= 0; i-- {
 		f := w.cur.fast[i]
 		if fast[f.bits] {
 			tables[int(f.bits)] = f.t
 			continue
 		}
-		f.t.all(func(hi, lo uint64, ns uint16, v V) bool {
-			toSlow = append(toSlow, entry{netip.PrefixFrom(join128(hi, lo), int(f.bits)), ns, v})
+		f.t.all(func(e P) bool {
+			moving = append(moving, item{prefixOf(e.k(), int(f.bits)), e})
 			return true
 		})
 		w.removeFast(i)
 	}
 	// Rebuild the slow tables from scratch: the new tables are private
 	// until published, so plain (in-place) inserts are safe and fast.
-	var slow []*bart.Table[V]
-	for ns, t := range w.cur.slow {
-		if t == nil {
-			continue
-		}
-		for p, v := range t.All6() {
-			toSlow = append(toSlow, entry{p, uint16(ns), v})
+	for _, t := range w.cur.slow {
+		if t != nil {
+			for p, e := range t.All6() {
+				moving = append(moving, item{p, e})
+			}
 		}
 	}
-	for _, e := range toSlow {
-		b := e.p.Bits()
+	var slow []*bart.Table[P]
+	for _, it := range moving {
+		b := it.p.Bits()
 		if fast[b] {
 			t := tables[b]
 			if t == nil {
-				t = newExact[V](gen, w.cur.s0, w.cur.s1)
-				tables[b] = t
+				t = newExact[P](gen, w.cur.s0, w.cur.s1)
 				w.addFast(b, t)
-			}
-			hi, lo := split128(e.p.Addr())
-			if t.gen != gen {
+			} else if t.gen != gen {
 				t = t.clone(gen)
-				tables[b] = t
 				w.cur.fast[w.fastIndex(b)].t = t
 			}
-			t.put(hi, lo, e.ns, e.v)
+			tables[b] = t
+			t.put(it.e)
 			continue
 		}
-		if int(e.ns) >= len(slow) {
-			slow = append(slow, make([]*bart.Table[V], int(e.ns)+1-len(slow))...)
+		ns := int(it.e.k().port)
+		if ns >= len(slow) {
+			slow = append(slow, make([]*bart.Table[P], ns+1-len(slow))...)
 		}
-		if slow[e.ns] == nil {
-			slow[e.ns] = new(bart.Table[V])
+		if slow[ns] == nil {
+			slow[ns] = new(bart.Table[P])
 		}
-		slow[e.ns].Insert(e.p, e.v)
+		slow[ns].Insert(it.p, it.e)
 	}
 	w.cur.slow, w.slowGen = slow, gen
 }
 
 // freeze rebalances and returns the lpm as a snapshot sees it. After the
 // caller publishes it, it must move on to a new generation.
-func (w *lpmWriter[V]) freeze(gen uint64) lpm[V] {
+func (w *lpmWriter[P]) freeze(gen uint64) lpm[P] {
 	w.rebalance(gen)
 	w.cur.slowMax = -1
 	for b := 128; b >= 0; b-- {
@@ -336,7 +423,18 @@ func (w *lpmWriter[V]) freeze(gen uint64) lpm[V] {
 	}
 	for i := range w.cur.nfast {
 		f := &w.cur.fast[i]
-		f.dir, f.shift = f.t.dir, f.t.shift
+		f.top, f.shift = f.t.top, f.t.shift
 	}
+	short := false
+	for b := range 32 {
+		short = short || w.counts[b] > 0
+	}
+	w.cur.filter = !short && len(w.outer) <= maxOuter
+	if !w.cur.filter {
+		w.cur.outer = nil
+	} else if w.outerDirty || w.cur.outer == nil {
+		w.cur.outer = w.buildOuter() // a new slice: the published one stays as it is
+	}
+	w.outerDirty = false
 	return w.cur
 }

@@ -86,6 +86,12 @@ type gen struct {
 // mostly confined to a few positions.
 func (g *gen) addr() netip.Addr {
 	hi := uint64(0x20010db8) << 32
+	switch g.r.IntN(16) {
+	case 0: // anywhere
+		return join128(g.r.Uint64(), g.r.Uint64())
+	case 1, 2: // a neighbouring /32
+		hi += 1 << 32
+	}
 	for _, bit := range []uint{39, 41, 44, 47, 50, 52, 55, 58, 60, 63} {
 		if g.r.IntN(2) == 0 {
 			hi |= 1 << (63 - bit)

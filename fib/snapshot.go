@@ -3,26 +3,40 @@ package fib
 import (
 	"encoding/binary"
 	"iter"
+	"math/bits"
 	"net/netip"
 )
 
-// srcVal is the value of a source-filter entry: how many bindings allow the
-// prefix on the port (AddSource), plus srcConf if the port's configuration
-// allows it (SetAllowedSources). An entry exists while its value is non-zero.
-type srcVal uint32
+// routeEnt is a route as the tables hold it.
+type routeEnt struct {
+	key
+	Route
+}
+
+func (e *routeEnt) k() *key { return &e.key }
+
+// srcEnt is a source-filter entry: how many bindings allow the prefix on
+// the port (AddSource), plus srcConf if the port's configuration allows it
+// (SetAllowedSources). An entry exists while refs is non-zero.
+type srcEnt struct {
+	key
+	refs uint32
+}
 
 const (
-	srcConf    srcVal = 1 << 31
-	srcRefMask srcVal = srcConf - 1
+	srcConf    uint32 = 1 << 31
+	srcRefMask uint32 = srcConf - 1
 )
+
+func (e *srcEnt) k() *key { return &e.key }
 
 // Snapshot is one published, immutable generation of the forwarding tables.
 // All its methods are safe for concurrent use and allocate nothing. A nil
 // *Snapshot is the empty table: it finds no route and allows no source, so
 // a dataplane that has not been given a table drops everything.
 type Snapshot struct {
-	routes lpm[*Route]
-	src    lpm[srcVal]
+	routes lpm[*routeEnt]
+	src    lpm[*srcEnt]
 	def    *Route
 	gen    uint64
 }
@@ -48,51 +62,107 @@ func (s *Snapshot) LookupBytes(dst *[16]byte) (*Route, bool) {
 	return s.lookup(binary.BigEndian.Uint64(dst[:8]), binary.BigEndian.Uint64(dst[8:]))
 }
 
+// The lookups below are written out for their concrete types: calls to
+// generic functions are not inlined here.
+
 func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 	rt := &s.routes
-	// Load every length's home control byte first: the loads are
-	// independent, so the CPU overlaps their cache misses. Then compare,
-	// longest first.
-	var ctrl [maxFast]uint8
-	var hs [maxFast]uint64
+	fast, slowMax := uint8(1<<maxFast-1), rt.slowMax
+	if rt.filter {
+		o, ok := findOuter(rt.outer, uint32(hi>>32))
+		if !ok {
+			return nil, false
+		}
+		if fast = o.fast; !o.slow {
+			slowMax = -1
+		}
+	}
 	n := min(rt.nfast, maxFast)
+	// First find every length's bucket and whether any of its tags match:
+	// the loads are independent, so the CPU overlaps their cache misses.
+	// Then look at the candidates, longest length first.
+	var bs [maxFast]*bkt[*routeEnt]
+	var hs [maxFast]uint64
+	var cand [maxFast]bool
 	for i := range n {
+		if fast&(1<<i) == 0 {
+			continue
+		}
 		f := &rt.fast[i]
 		h := hash(hi&f.mhi, lo&f.mlo, 0, rt.s0, rt.s1)
-		c := f.dir[h>>f.shift].ctrl
-		hs[i], ctrl[i] = h, c[h&uint64(len(c)-1)]
+		x := h >> f.shift
+		b := f.top[x>>chunkBits][x&chunkMask]
+		w := ctrlWord(&b.ctrl, home(h))
+		// A candidate if a tag in the home group matches or the group is
+		// full, so that the key may lie further on.
+		bs[i], hs[i] = b, h
+		cand[i] = matchTag(w, tag(h)) != 0 || matchTag(w, ctrlEmpty) == 0
 	}
 	for i := range n {
-		if ctrl[i] == 0 {
-			continue // the home slot is empty: not here
+		if !cand[i] {
+			continue
 		}
-		// Inline of store.find: generic calls do not inline here.
 		f := &rt.fast[i]
-		khi, klo, h := hi&f.mhi, lo&f.mlo, hs[i]
-		st := &f.dir[h>>f.shift]
-		m, t := uint64(len(st.ctrl)-1), tag(h)
-		for j := h & m; st.ctrl[j] != 0; j = (j + 1) & m {
-			if e := &st.slots[j]; st.ctrl[j] == t && e.hi == khi && e.lo == klo {
-				if int(f.bits) < rt.slowMax {
-					return s.lookupSlow(hi, lo, e.v)
-				}
-				return e.v, true
+		if e := findRoute(bs[i], hs[i], hi&f.mhi, lo&f.mlo); e != nil {
+			if int(f.bits) < slowMax {
+				return s.lookupSlow(hi, lo, &e.Route)
 			}
+			return &e.Route, true
 		}
 	}
-	if rt.slowMax < 0 {
+	if slowMax < 0 {
 		return nil, false
 	}
 	return s.lookupSlow(hi, lo, nil)
+}
+
+// findRoute is bkt.find for routes.
+func findRoute(b *bkt[*routeEnt], h, hi, lo uint64) *routeEnt {
+	tg, g0 := tag(h), home(h)
+	for ; b != nil; b = b.next {
+		for i := range groups {
+			g := (g0 + i) & (groups - 1)
+			w := ctrlWord(&b.ctrl, g)
+			for m := matchTag(w, tg); m != 0; m &= m - 1 {
+				if e := b.slots[8*g+bits.TrailingZeros64(m)>>3]; e.hi == hi && e.lo == lo {
+					return e
+				}
+			}
+			if matchTag(w, ctrlEmpty) != 0 {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// findSource is bkt.find for source-filter entries.
+func findSource(b *bkt[*srcEnt], h, hi, lo uint64, port uint16) bool {
+	tg, g0 := tag(h), home(h)
+	for ; b != nil; b = b.next {
+		for i := range groups {
+			g := (g0 + i) & (groups - 1)
+			w := ctrlWord(&b.ctrl, g)
+			for m := matchTag(w, tg); m != 0; m &= m - 1 {
+				if e := b.slots[8*g+bits.TrailingZeros64(m)>>3]; e.hi == hi && e.lo == lo && e.port == port {
+					return true
+				}
+			}
+			if matchTag(w, ctrlEmpty) != 0 {
+				return false
+			}
+		}
+	}
+	return false
 }
 
 // lookupSlow completes a lookup in the bart table of the lengths without an
 // exact table; best is the fast match, if any.
 func (s *Snapshot) lookupSlow(hi, lo uint64, best *Route) (*Route, bool) {
 	if len(s.routes.slow) > 0 && s.routes.slow[0] != nil {
-		r, ok := s.routes.slow[0].Lookup(join128(hi, lo))
-		if ok && (best == nil || r.Prefix.Bits() > best.Prefix.Bits()) {
-			return r, true
+		e, ok := s.routes.slow[0].Lookup(join128(hi, lo))
+		if ok && (best == nil || e.Prefix.Bits() > best.Prefix.Bits()) {
+			return &e.Route, true
 		}
 	}
 	return best, best != nil
@@ -121,30 +191,40 @@ func (s *Snapshot) SourceAllowedBytes(port PortID, src *[16]byte) bool {
 
 func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 	st := &s.src
-	var ctrl [maxFast]uint8
-	var hs [maxFast]uint64
-	n := min(st.nfast, maxFast)
-	for i := range n {
-		f := &st.fast[i]
-		h := hash(hi&f.mhi, lo&f.mlo, port, st.s0, st.s1)
-		c := f.dir[h>>f.shift].ctrl
-		hs[i], ctrl[i] = h, c[h&uint64(len(c)-1)]
+	fast, slow := uint8(1<<maxFast-1), st.slowMax >= 0
+	if st.filter {
+		o, ok := findOuter(st.outer, uint32(hi>>32))
+		if !ok {
+			return false
+		}
+		fast, slow = o.fast, o.slow
 	}
+	n := min(st.nfast, maxFast)
+	var bs [maxFast]*bkt[*srcEnt]
+	var hs [maxFast]uint64
+	var cand [maxFast]bool
 	for i := range n {
-		if ctrl[i] == 0 {
+		if fast&(1<<i) == 0 {
 			continue
 		}
 		f := &st.fast[i]
-		khi, klo, h := hi&f.mhi, lo&f.mlo, hs[i]
-		d := &f.dir[h>>f.shift]
-		m, t := uint64(len(d.ctrl)-1), tag(h)
-		for j := h & m; d.ctrl[j] != 0; j = (j + 1) & m {
-			if e := &d.slots[j]; d.ctrl[j] == t && e.hi == khi && e.lo == klo && e.port == port {
-				return true
-			}
+		h := hash(hi&f.mhi, lo&f.mlo, port, st.s0, st.s1)
+		x := h >> f.shift
+		b := f.top[x>>chunkBits][x&chunkMask]
+		w := ctrlWord(&b.ctrl, home(h))
+		bs[i], hs[i] = b, h
+		cand[i] = matchTag(w, tag(h)) != 0 || matchTag(w, ctrlEmpty) == 0
+	}
+	for i := range n {
+		if !cand[i] {
+			continue
+		}
+		f := &st.fast[i]
+		if findSource(bs[i], hs[i], hi&f.mhi, lo&f.mlo, port) {
+			return true
 		}
 	}
-	if st.slowMax >= 0 && int(port) < len(st.slow) && st.slow[port] != nil {
+	if slow && int(port) < len(st.slow) && st.slow[port] != nil {
 		return st.slow[port].Contains(join128(hi, lo))
 	}
 	return false
@@ -191,8 +271,8 @@ func (s *Snapshot) Routes() iter.Seq[*Route] {
 			return
 		}
 		for i := range s.routes.nfast {
-			ok := s.routes.fast[i].t.all(func(_, _ uint64, _ uint16, r *Route) bool {
-				return yield(r)
+			ok := s.routes.fast[i].t.all(func(e *routeEnt) bool {
+				return yield(&e.Route)
 			})
 			if !ok {
 				return
@@ -202,8 +282,8 @@ func (s *Snapshot) Routes() iter.Seq[*Route] {
 			if t == nil {
 				continue
 			}
-			for _, r := range t.All6() {
-				if !yield(r) {
+			for _, e := range t.All6() {
+				if !yield(&e.Route) {
 					return
 				}
 			}

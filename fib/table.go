@@ -33,8 +33,8 @@ func (f *FIB) Load() *Snapshot {
 type Table struct {
 	fib    FIB
 	gen    uint64 // generation being built; published snapshots are older
-	routes *lpmWriter[*Route]
-	src    *lpmWriter[srcVal]
+	routes *lpmWriter[*routeEnt]
+	src    *lpmWriter[*srcEnt]
 	conf   map[PortID][]netip.Prefix // configured allowed sources by port
 	def    *Route
 }
@@ -44,8 +44,8 @@ type Table struct {
 func NewTable() *Table {
 	return &Table{
 		gen:    1,
-		routes: newLPMWriter[*Route](rand.Uint64(), rand.Uint64()|1),
-		src:    newLPMWriter[srcVal](rand.Uint64(), rand.Uint64()|1),
+		routes: newLPMWriter[*routeEnt](rand.Uint64(), rand.Uint64()|1),
+		src:    newLPMWriter[*srcEnt](rand.Uint64(), rand.Uint64()|1),
 		conf:   make(map[PortID][]netip.Prefix),
 	}
 }
@@ -80,7 +80,7 @@ func (t *Table) AddRoute(r Route) error {
 	if err != nil {
 		return fmt.Errorf("add route: %w", err)
 	}
-	t.routes.put(r.Prefix, 0, &r, t.gen)
+	t.routes.put(r.Prefix, 0, &routeEnt{keyOf(r.Prefix, 0), r}, t.gen)
 	return nil
 }
 
@@ -91,8 +91,7 @@ func (t *Table) DeleteRoute(p netip.Prefix) bool {
 	if err != nil {
 		return false
 	}
-	_, ok := t.routes.del(p, 0, t.gen)
-	return ok
+	return t.routes.del(p, 0, t.gen) != nil
 }
 
 // DeleteRouteIf removes the route for exactly prefix p if it points out of
@@ -113,11 +112,11 @@ func (t *Table) Route(p netip.Prefix) (Route, bool) {
 	if err != nil {
 		return Route{}, false
 	}
-	r, ok := t.routes.get(p, 0)
-	if !ok {
+	e := t.routes.get(p, 0)
+	if e == nil {
 		return Route{}, false
 	}
-	return *r, true
+	return e.Route, true
 }
 
 // Len returns the number of pending routes.
@@ -131,11 +130,11 @@ func (t *Table) AddSource(port PortID, p netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("add source on port %d: %w", port, err)
 	}
-	v, _ := t.src.get(p, uint16(port))
+	v := t.srcRefs(port, p)
 	if v&srcRefMask == srcRefMask {
 		return fmt.Errorf("add source %v on port %d: reference count overflow", p, port)
 	}
-	t.src.put(p, uint16(port), v+1, t.gen)
+	t.setSrc(port, p, v+1)
 	return nil
 }
 
@@ -147,20 +146,29 @@ func (t *Table) DeleteSource(port PortID, p netip.Prefix) bool {
 	if err != nil {
 		return false
 	}
-	v, ok := t.src.get(p, uint16(port))
-	if !ok || v&srcRefMask == 0 {
+	v := t.srcRefs(port, p)
+	if v&srcRefMask == 0 {
 		return false
 	}
 	t.setSrc(port, p, v-1)
 	return true
 }
 
-// setSrc stores a source entry's value, deleting the entry at zero.
-func (t *Table) setSrc(port PortID, p netip.Prefix, v srcVal) {
-	if v == 0 {
+// srcRefs returns the references held on a source entry.
+func (t *Table) srcRefs(port PortID, p netip.Prefix) uint32 {
+	if e := t.src.get(p, uint16(port)); e != nil {
+		return e.refs
+	}
+	return 0
+}
+
+// setSrc stores a source entry's references, deleting the entry at zero.
+// Entries are immutable once stored, so a new count is a new entry.
+func (t *Table) setSrc(port PortID, p netip.Prefix, refs uint32) {
+	if refs == 0 {
 		t.src.del(p, uint16(port), t.gen)
 	} else {
-		t.src.put(p, uint16(port), v, t.gen)
+		t.src.put(p, uint16(port), &srcEnt{keyOf(p, uint16(port)), refs}, t.gen)
 	}
 }
 
@@ -182,14 +190,12 @@ func (t *Table) SetAllowedSources(port PortID, prefixes []netip.Prefix) error {
 	prev := t.conf[port]
 	for _, p := range prev {
 		if _, found := slices.BinarySearchFunc(next, p, netip.Prefix.Compare); !found {
-			v, _ := t.src.get(p, uint16(port))
-			t.setSrc(port, p, v&^srcConf)
+			t.setSrc(port, p, t.srcRefs(port, p)&^srcConf)
 		}
 	}
 	for _, p := range next {
 		if _, found := slices.BinarySearchFunc(prev, p, netip.Prefix.Compare); !found {
-			v, _ := t.src.get(p, uint16(port))
-			t.setSrc(port, p, v|srcConf)
+			t.setSrc(port, p, t.srcRefs(port, p)|srcConf)
 		}
 	}
 	if len(next) == 0 {
