@@ -3,6 +3,7 @@ package binding
 import (
 	"container/heap"
 	"errors"
+	"iter"
 	"net/netip"
 	"slices"
 	"sort"
@@ -81,6 +82,13 @@ type Learned struct {
 	ServerDUID string
 }
 
+// portCount is how many bindings a DUID has on one port. A DUID is almost
+// always on one port, so a short slice beats a map per DUID.
+type portCount struct {
+	port string
+	n    int
+}
+
 type clientKey struct {
 	port string
 	duid string
@@ -93,11 +101,12 @@ type Table struct {
 	byPrefix  map[netip.Prefix]*entry
 	perClient map[clientKey][]*entry // a client's bindings on a port
 	perPort   map[string]int
-	duidPorts map[string]map[string]int // duid -> port -> count
+	duidPorts map[string][]portCount // duid -> ports it is bound on (unique_client)
 	limits    map[string]PortLimits
 	deflimits PortLimits
 	exp       expiryHeap
 	changes   []Change
+	bulk      bool // between BeginRestore and EndRestore: exp is unordered
 }
 
 type entry struct {
@@ -113,7 +122,7 @@ func NewTable(def PortLimits, perPort map[string]PortLimits) *Table {
 		byPrefix:  make(map[netip.Prefix]*entry),
 		perClient: make(map[clientKey][]*entry),
 		perPort:   make(map[string]int),
-		duidPorts: make(map[string]map[string]int),
+		duidPorts: make(map[string][]portCount),
 		limits:    perPort,
 		deflimits: def,
 	}
@@ -184,8 +193,8 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 	lim := t.limitsFor(l.Port)
 	ck := clientKey{l.Port, l.DUID}
 	if lim.UniqueClient {
-		for p := range t.duidPorts[l.DUID] {
-			if p != l.Port {
+		for _, pc := range t.duidPorts[l.DUID] {
+			if pc.port != l.Port {
 				return 0, ErrDuplicateDUID
 			}
 		}
@@ -231,13 +240,33 @@ func (t *Table) insert(e *entry) {
 	ck := clientKey{e.Port, e.DUID}
 	t.perClient[ck] = append(t.perClient[ck], e)
 	t.perPort[e.Port]++
-	ports := t.duidPorts[e.DUID]
-	if ports == nil {
-		ports = make(map[string]int, 1)
-		t.duidPorts[e.DUID] = ports
+	t.addDUIDPort(e.DUID, e.Port)
+	if t.bulk {
+		e.idx = len(t.exp)
+		t.exp = append(t.exp, e)
+		return
 	}
-	ports[e.Port]++
 	heap.Push(&t.exp, e)
+}
+
+// BeginRestore prepares an empty table for n restored bindings: maps are
+// sized once, and the expiry heap is ordered once by EndRestore instead of
+// on every insert. Between the two only Restore may be called.
+func (t *Table) BeginRestore(n int) {
+	if len(t.byKey) == 0 && n > 0 {
+		t.byKey = make(map[Key]*entry, n)
+		t.byPrefix = make(map[netip.Prefix]*entry, n)
+		t.perClient = make(map[clientKey][]*entry, n/2)
+		t.duidPorts = make(map[string][]portCount, n/2)
+		t.exp = make(expiryHeap, 0, n)
+	}
+	t.bulk = true
+}
+
+// EndRestore orders the expiry heap after BeginRestore.
+func (t *Table) EndRestore() {
+	t.bulk = false
+	heap.Init(&t.exp)
 }
 
 func (t *Table) remove(e *entry, reason string) {
@@ -260,16 +289,49 @@ func (t *Table) remove(e *entry, reason string) {
 	if t.perPort[e.Port]--; t.perPort[e.Port] <= 0 {
 		delete(t.perPort, e.Port)
 	}
-	if ports := t.duidPorts[e.DUID]; ports != nil {
-		if ports[e.Port]--; ports[e.Port] <= 0 {
-			delete(ports, e.Port)
+	t.dropDUIDPort(e.DUID, e.Port)
+	if t.bulk { // unordered: swap the last entry in
+		last := len(t.exp) - 1
+		if e.idx != last {
+			t.exp[e.idx] = t.exp[last]
+			t.exp[e.idx].idx = e.idx
 		}
-		if len(ports) == 0 {
-			delete(t.duidPorts, e.DUID)
+		t.exp[last] = nil
+		t.exp = t.exp[:last]
+	} else {
+		heap.Remove(&t.exp, e.idx)
+	}
+	t.changes = append(t.changes, Change{Op: Removed, Binding: e.Binding, Reason: reason, RouteChanged: true})
+}
+
+func (t *Table) addDUIDPort(duid, port string) {
+	pcs := t.duidPorts[duid]
+	for i := range pcs {
+		if pcs[i].port == port {
+			pcs[i].n++
+			return
 		}
 	}
-	heap.Remove(&t.exp, e.idx)
-	t.changes = append(t.changes, Change{Op: Removed, Binding: e.Binding, Reason: reason, RouteChanged: true})
+	t.duidPorts[duid] = append(pcs, portCount{port, 1})
+}
+
+func (t *Table) dropDUIDPort(duid, port string) {
+	pcs := t.duidPorts[duid]
+	for i := range pcs {
+		if pcs[i].port != port {
+			continue
+		}
+		if pcs[i].n--; pcs[i].n > 0 {
+			return
+		}
+		pcs = append(pcs[:i], pcs[i+1:]...)
+		if len(pcs) == 0 {
+			delete(t.duidPorts, duid)
+		} else {
+			t.duidPorts[duid] = pcs
+		}
+		return
+	}
 }
 
 // Remove removes the binding with key k, if any.
@@ -336,27 +398,51 @@ func (t *Table) NextExpiry() (time.Time, bool) {
 // installed (the caller logs them); limits are not applied, because the
 // bindings were accepted under the limits in force when learned. It
 // reports whether the binding was installed.
+//
+// A restored binding is not a change: nothing is recorded for it (at 1M
+// bindings the records alone cost seconds), so the caller builds its sinks'
+// state from All once the store is read. Bindings a newer record
+// supersedes are recorded as removed, for the store to delete.
 func (t *Table) Restore(now time.Time, b Binding) bool {
+	return t.RestoreRef(now, b) != nil
+}
+
+// RestoreRef is Restore returning the installed binding, or nil. The
+// binding it points to does not change until the table is next modified
+// by anything other than Restore, so it may be handed to another
+// goroutine during a restore.
+func (t *Table) RestoreRef(now time.Time, b Binding) *Binding {
 	b.Prefix = b.Prefix.Masked()
 	if !b.Valid(now) || !b.Prefix.IsValid() {
-		return false
+		return nil
 	}
 	if old, ok := t.byKey[b.Key]; ok {
 		if !old.Updated.Before(b.Updated) {
-			return false // the newer record wins for the same key too
+			return nil // the newer record wins for the same key too
 		}
 		t.remove(old, ReasonSuperseded)
 	}
 	if old, ok := t.byPrefix[b.Prefix]; ok {
 		if !old.Updated.Before(b.Updated) {
-			return false
+			return nil
 		}
 		t.remove(old, ReasonSuperseded)
 	}
 	e := &entry{Binding: b}
 	t.insert(e)
-	t.changes = append(t.changes, Change{Op: Added, Binding: b, RouteChanged: true})
-	return true
+	return &e.Binding
+}
+
+// All yields every binding, in no order. The table must not change while
+// it runs.
+func (t *Table) All() iter.Seq[*Binding] {
+	return func(yield func(*Binding) bool) {
+		for _, e := range t.byKey {
+			if !yield(&e.Binding) {
+				return
+			}
+		}
+	}
 }
 
 // List returns all bindings sorted by port, prefix.

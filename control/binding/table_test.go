@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -396,8 +397,18 @@ func TestRestore(t *testing.T) {
 	if got, ok := tb.Get(b.Key); !ok || got != b {
 		t.Fatalf("Get = %+v", got)
 	}
-	if ch := tb.TakeChanges(); len(ch) != 1 || ch[0].Op != Added || !ch[0].RouteChanged {
-		t.Errorf("changes %+v", ch)
+	if ch := tb.TakeChanges(); len(ch) != 0 {
+		t.Errorf("a restore recorded changes %+v", ch)
+	}
+	n := 0
+	for got := range tb.All() {
+		if *got != b {
+			t.Errorf("All yields %+v", got)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Errorf("All yields %d bindings", n)
 	}
 
 	expired := b
@@ -649,5 +660,42 @@ func TestTableAgainstModel(t *testing.T) {
 		if got, ok := tb.NextExpiry(); ok != (len(md.m) > 0) || ok && got != next {
 			t.Fatalf("step %d: NextExpiry %v, model %v", i, got, next)
 		}
+	}
+}
+
+// A bulk restore (BeginRestore .. EndRestore) with superseded and expired
+// records must leave the same table, and the same expiry order, as
+// restoring one by one.
+func TestBulkRestoreMatchesSingle(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	var bs []Binding
+	for i := range 500 {
+		p := netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, byte(i % 300)}), 56)
+		bs = append(bs, Binding{
+			Key:     Key{Port: "dl" + strconv.Itoa(i%3), DUID: "d" + strconv.Itoa(i%50), IAID: uint32(i), Prefix: p},
+			Expires: now.Add(time.Duration(i%97-5) * time.Second), // some already expired
+			Updated: now.Add(time.Duration(i) * time.Millisecond), // later records supersede earlier
+		})
+	}
+	single := NewTable(PortLimits{}, nil)
+	for _, b := range bs {
+		single.Restore(now, b)
+	}
+	bulk := NewTable(PortLimits{}, nil)
+	bulk.BeginRestore(len(bs))
+	for _, b := range bs {
+		bulk.Restore(now, b)
+	}
+	bulk.EndRestore()
+	if !slices.Equal(single.List(), bulk.List()) {
+		t.Fatal("bulk restore differs from single restores")
+	}
+	for at := now; single.Len() > 0; at = at.Add(time.Second) {
+		if a, b := single.Expire(at), bulk.Expire(at); a != b {
+			t.Fatalf("at %v single expired %d, bulk %d", at, a, b)
+		}
+	}
+	if bulk.Len() != 0 {
+		t.Fatalf("bulk kept %d", bulk.Len())
 	}
 }

@@ -79,16 +79,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	met := metrics.New(&eng.Counters, names)
 
 	table := binding.NewTable(binding.PortLimits{MaxPerClient: config.DefaultMaxPerClient, MaxDelegations: config.DefaultMaxDelegations}, cfg.PortLimits())
-	if err := restore(table, st, log); err != nil {
+	// Restored bindings are not changes: restore builds the FIB beside the
+	// table, and the gauges are read from it.
+	if err := restore(table, st, fs, log); err != nil {
 		return err
 	}
-	// The restored bindings go to the FIB and the gauges, not back to
-	// the store they came from.
-	restored := table.TakeChanges()
-	fs.Sink(restored)
-	met.Sink(restored)
+	met.Load(table.PortCount)
+	toStore := storeSink(st)
 
-	mgr := binding.NewManager(table, nil, log, storeSink(st), fs.Sink, met.Sink)
+	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink)
 	mgr.OnLimit = met.LimitHit
 
 	conn, err := relay.Listen(eng, relay.ConnConfig{
@@ -242,13 +241,47 @@ func newDUID(ifname string, now time.Time) []byte {
 	return append(b, u...)
 }
 
-// restore loads the store into the table; bindings whose valid lifetime
-// ended while the relay was down are dropped, logged and deleted.
-func restore(t *binding.Table, st *store.Store, log *slog.Logger) error {
+// restore loads the store into the table, dropping (and deleting) what
+// expired while the relay was down, and builds the FIB from the restored
+// bindings as they come: a second goroutine applies them to fs in table
+// order, so at 1M bindings the two halves of a restart overlap on two cores.
+func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger) error {
 	now := time.Now()
+	n, err := st.Len()
+	if err != nil {
+		return fmt.Errorf("load bindings: %w", err)
+	}
+	t.BeginRestore(n)
+	defer t.EndRestore()
+
+	feed := make(chan []fibOp, 4)
+	built := make(chan struct{})
+	go func() {
+		defer close(built)
+		for ops := range feed {
+			for _, op := range ops {
+				if op.removed != nil {
+					fs.remove(op.removed)
+				} else {
+					fs.add(op.add, true)
+				}
+			}
+		}
+	}()
+	const batchLen = 4096
+	batch := make([]fibOp, 0, batchLen)
 	var expired int
 	skipped, err := st.Load(func(b binding.Binding) error {
-		if t.Restore(now, b) {
+		ref := t.RestoreRef(now, b)
+		for _, c := range t.TakeChanges() { // an older record of the same prefix or key
+			batch = append(batch, fibOp{removed: &c.Binding})
+			st.Delete(c.Binding.Key)
+		}
+		if ref != nil {
+			if batch = append(batch, fibOp{add: ref}); len(batch) == batchLen {
+				feed <- batch
+				batch = make([]fibOp, 0, batchLen)
+			}
 			return nil
 		}
 		reason := binding.ReasonSuperseded // a newer record holds the prefix
@@ -261,6 +294,10 @@ func restore(t *binding.Table, st *store.Store, log *slog.Logger) error {
 		st.Delete(b.Key)
 		return nil
 	})
+	feed <- batch
+	close(feed)
+	<-built
+	fs.t.Publish()
 	if err != nil {
 		return fmt.Errorf("load bindings: %w", err)
 	}
@@ -269,6 +306,12 @@ func restore(t *binding.Table, st *store.Store, log *slog.Logger) error {
 	}
 	log.Info("bindings restored", "count", t.Len(), "expired", expired)
 	return nil
+}
+
+// fibOp is one step of the FIB build during a restore.
+type fibOp struct {
+	add     *binding.Binding
+	removed *binding.Binding
 }
 
 // storeSink writes every change behind (at most one flush interval).

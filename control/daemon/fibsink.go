@@ -16,6 +16,33 @@ type fibSink struct {
 	log   *slog.Logger
 }
 
+func (s *fibSink) add(b *binding.Binding, withSource bool) {
+	port, ok := s.ports[b.Port]
+	if !ok {
+		return // a port no longer configured: the binding stays, unrouted
+	}
+	if err := s.t.AddRoute(fib.Route{Prefix: b.Prefix, Port: port, NextHop: b.NextHop, MAC: b.MAC}); err != nil {
+		s.log.Error("fib add route", "prefix", b.Prefix, "err", err)
+		return
+	}
+	if !withSource {
+		return // a new next hop or MAC: the source entry stands
+	}
+	if err := s.t.AddSource(port, b.Prefix); err != nil {
+		s.log.Error("fib add source", "prefix", b.Prefix, "err", err)
+	}
+}
+
+// remove drops a binding's route (unless a newer binding's route for the
+// prefix leaves by another port) and its source filter reference.
+func (s *fibSink) remove(b *binding.Binding) {
+	if port, ok := s.ports[b.Port]; ok {
+		s.t.DeleteRouteIf(b.Prefix, port)
+		s.t.DeleteSource(port, b.Prefix)
+	}
+}
+
+// Sink applies a batch of changes and publishes once if forwarding changed.
 func (s *fibSink) Sink(changes []binding.Change) {
 	dirty := false
 	for _, c := range changes {
@@ -23,26 +50,15 @@ func (s *fibSink) Sink(changes []binding.Change) {
 			continue
 		}
 		b := &c.Binding
-		port, ok := s.ports[b.Port]
-		if !ok {
+		if _, ok := s.ports[b.Port]; !ok {
 			continue // a port no longer configured: the binding stays, unrouted
 		}
 		dirty = true
 		if c.Op == binding.Removed {
-			s.t.DeleteRouteIf(b.Prefix, port)
-			s.t.DeleteSource(port, b.Prefix)
+			s.remove(b)
 			continue
 		}
-		if err := s.t.AddRoute(fib.Route{Prefix: b.Prefix, Port: port, NextHop: b.NextHop, MAC: b.MAC}); err != nil {
-			s.log.Error("fib add route", "prefix", b.Prefix, "err", err)
-			continue
-		}
-		if c.Op != binding.Added {
-			continue // a new next hop or MAC: the source entry stands
-		}
-		if err := s.t.AddSource(port, b.Prefix); err != nil {
-			s.log.Error("fib add source", "prefix", b.Prefix, "err", err)
-		}
+		s.add(b, c.Op == binding.Added)
 	}
 	if dirty {
 		s.t.Publish()

@@ -27,6 +27,7 @@ type Metrics struct {
 	changes   *prometheus.CounterVec
 	limitHits *prometheus.CounterVec
 
+	ports   []string
 	mu      sync.Mutex
 	perPort map[string]int
 }
@@ -45,6 +46,7 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 			Name: "pdrelay_limit_hits_total", Help: "Bindings refused by a limit (max_per_client, max_delegations, unique_client).",
 		}, []string{"interface", "limit"}),
 		perPort: make(map[string]int),
+		ports:   ports,
 	}
 	for _, p := range ports {
 		m.bindings.WithLabelValues(p).Set(0)
@@ -74,6 +76,17 @@ func (m *Metrics) Sink(changes []binding.Change) {
 		m.changes.WithLabelValues(c.Op.String(), c.Reason).Inc()
 	}
 	for p := range touched {
+		m.bindings.WithLabelValues(p).Set(float64(m.perPort[p]))
+	}
+}
+
+// Load sets the per-port gauges of the configured ports from count (the
+// binding table's PortCount after a restore).
+func (m *Metrics) Load(count func(port string) int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.ports {
+		m.perPort[p] = count(p)
 		m.bindings.WithLabelValues(p).Set(float64(m.perPort[p]))
 	}
 }

@@ -383,6 +383,17 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 	return err
 }
 
+// Len returns the number of stored binding records (committed ones), so a
+// caller can size its tables before Load.
+func (s *Store) Len() (int, error) {
+	var n int
+	err := s.view(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketBindings).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
 // Load calls fn for every stored binding, in key order, after committing
 // what is queued. Expired bindings are returned too: their lifetimes are
 // absolute times, and the caller drops those that ended while the relay
