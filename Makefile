@@ -28,8 +28,12 @@ race: deps ## unit tests under the race detector
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
-bench: ## benchmarks of the relay path, bindings, store and FIB
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./control/... ./fib/...
+bench: ## benchmarks: relay path, bindings at 1M, store, restart, FIB (README has the figures)
+	$(GO) test -run '^$$' -bench 'RelayPair' -benchmem -cpu 1 ./control/relay/
+	$(GO) test -run '^$$' -bench 'TableMemory1M' -benchtime 1x -cpu 1 ./control/binding/
+	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
+	$(GO) test -run '^$$' -bench 'Restart1M' -benchtime 3x ./control/daemon/
+	$(GO) test -run '^$$' -bench 'Lookup|Publish|Memory' -benchmem ./fib/
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

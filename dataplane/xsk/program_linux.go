@@ -1,0 +1,497 @@
+package xsk
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// XDP verdicts (enum xdp_action) the program returns.
+const (
+	xdpPass     = 2
+	xdpRedirect = 4
+)
+
+// Offsets into an untagged Ethernet frame carrying IPv6.
+const (
+	offEtherType = 12
+	offIP6       = 14
+	offPayLen    = offIP6 + 4
+	offNextHdr   = offIP6 + 6
+	offHopLimit  = offIP6 + 7
+	offDst       = offIP6 + 24
+	offL4        = offIP6 + 40 // 54: first byte after the fixed header
+)
+
+// struct xdp_md field offsets.
+const (
+	mdData         = 0
+	mdDataEnd      = 4
+	mdRxQueueIndex = 16
+)
+
+// programInsns returns the XDP program. Every frame goes to the kernel
+// (XDP_PASS) except IPv6 that the dataplane forwards, which goes to the
+// AF_XDP socket registered for the receiving queue:
+//
+//	not IPv6 (incl. VLAN-tagged) ............................ pass
+//	shorter than its IPv6 payload length says ................ pass
+//	dst ff00::/8 or fe80::/10 ................................ pass
+//	next header hop-by-hop (MLD, router alert) ............... pass
+//	ICMPv6 type 133..137 (RS, RA, NS, NA, Redirect) .......... pass
+//	UDP with source or destination port 546 or 547 ........... pass
+//	ICMPv6 or UDP header cut short by the payload length ..... pass
+//	hop limit <= 1 (the kernel sends Time Exceeded) .......... pass
+//	dst in the local-address map (the relay itself) .......... pass
+//	otherwise ........ bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)
+//
+// The XDP_PASS in the redirect's flags makes a queue with no socket
+// registered fall back to the kernel. Other next headers (TCP, other
+// extension headers) are redirected without looking further: the
+// dataplane forwards by addresses.
+//
+// Registers: r6 ctx, r2 data, r3 data_end, r9 payload length, r7 next
+// header, r8 hop limit; r4 and r5 scratch.
+func programInsns(xsks, locals *ebpf.Map) asm.Instructions {
+	const pass = "pass"
+	// need jumps to pass unless data+n <= data_end; it is the bounds
+	// check the verifier wants before any load below data+n. sym labels
+	// its first instruction, if not empty.
+	need := func(n int32, sym string) asm.Instructions {
+		first := asm.Mov.Reg(asm.R4, asm.R2)
+		if sym != "" {
+			first = first.WithSymbol(sym)
+		}
+		return asm.Instructions{
+			first,
+			asm.Add.Imm(asm.R4, n),
+			asm.JGT.Reg(asm.R4, asm.R3, pass),
+		}
+	}
+	var p asm.Instructions
+	add := func(is ...asm.Instruction) { p = append(p, is...) }
+	add(
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R2, asm.R6, mdData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.Word),
+	)
+	// Ethernet: type 0x86dd, read in network order.
+	add(need(offIP6, "")...)
+	add(
+		asm.LoadMem(asm.R5, asm.R2, offEtherType, asm.Half),
+		asm.HostTo(asm.BE, asm.R5, asm.Half),
+		asm.JNE.Imm(asm.R5, 0x86dd, pass),
+	)
+	// The fixed IPv6 header, then the frame must hold the payload its
+	// payload length announces (a truncated frame is the kernel's to
+	// drop and count). Ethernet padding may make it longer, never
+	// shorter.
+	add(need(offL4, "")...)
+	add(
+		asm.LoadMem(asm.R9, asm.R2, offPayLen, asm.Half),
+		asm.HostTo(asm.BE, asm.R9, asm.Half),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Reg(asm.R4, asm.R9),
+		asm.Add.Imm(asm.R4, offL4),
+		asm.JGT.Reg(asm.R4, asm.R3, pass),
+	)
+	// Destination scope: multicast ff00::/8, link-local fe80::/10.
+	add(
+		asm.LoadMem(asm.R5, asm.R2, offDst, asm.Byte),
+		asm.JEq.Imm(asm.R5, 0xff, pass),
+		asm.JNE.Imm(asm.R5, 0xfe, "nexthdr"),
+		asm.LoadMem(asm.R5, asm.R2, offDst+1, asm.Byte),
+		asm.And.Imm(asm.R5, 0xc0),
+		asm.JEq.Imm(asm.R5, 0x80, pass),
+	)
+	// Next header, checked only when it directly follows the fixed
+	// header. The ICMPv6 and UDP fields read must lie within the payload
+	// length (r9), not in Ethernet padding, and within the frame (the
+	// verifier's check).
+	add(
+		asm.LoadMem(asm.R7, asm.R2, offNextHdr, asm.Byte).WithSymbol("nexthdr"),
+		asm.JEq.Imm(asm.R7, 0, pass), // hop-by-hop options
+		asm.JEq.Imm(asm.R7, unix.IPPROTO_ICMPV6, "icmp6"),
+		asm.JEq.Imm(asm.R7, unix.IPPROTO_UDP, "udp"),
+		asm.Ja.Label("hoplimit"),
+	)
+	// ICMPv6: neighbour discovery and router messages stay in the kernel.
+	add(need(offL4+1, "icmp6")...)
+	add(
+		asm.JLT.Imm(asm.R9, 1, pass),
+		asm.LoadMem(asm.R5, asm.R2, offL4, asm.Byte),
+		asm.JLT.Imm(asm.R5, 133, "hoplimit"),
+		asm.JGT.Imm(asm.R5, 137, "hoplimit"),
+		asm.Ja.Label(pass),
+	)
+	// UDP: DHCPv6 (546 client, 547 server/relay) either way.
+	add(need(offL4+4, "udp")...)
+	add(asm.JLT.Imm(asm.R9, 4, pass))
+	for _, off := range []int16{offL4, offL4 + 2} {
+		add(
+			asm.LoadMem(asm.R5, asm.R2, off, asm.Half),
+			asm.HostTo(asm.BE, asm.R5, asm.Half),
+			asm.JEq.Imm(asm.R5, 546, pass),
+			asm.JEq.Imm(asm.R5, 547, pass),
+		)
+	}
+	// Hop limit <= 1: the kernel answers with Time Exceeded.
+	add(
+		asm.LoadMem(asm.R8, asm.R2, offHopLimit, asm.Byte).WithSymbol("hoplimit"),
+		asm.JLE.Imm(asm.R8, 1, pass),
+	)
+	// Local addresses: copy the destination to the stack as the key.
+	// (data+38 is 8-byte aligned under NET_IP_ALIGN, so even strict
+	// alignment accepts these loads.)
+	add(
+		asm.LoadMem(asm.R5, asm.R2, offDst, asm.DWord),
+		asm.StoreMem(asm.RFP, -16, asm.R5, asm.DWord),
+		asm.LoadMem(asm.R5, asm.R2, offDst+8, asm.DWord),
+		asm.StoreMem(asm.RFP, -8, asm.R5, asm.DWord),
+		asm.LoadMapPtr(asm.R1, locals.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -16),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, pass),
+	)
+	// To the socket of this queue, or to the kernel if it has none.
+	add(
+		asm.LoadMapPtr(asm.R1, xsks.FD()),
+		asm.LoadMem(asm.R2, asm.R6, mdRxQueueIndex, asm.Word),
+		asm.Mov.Imm(asm.R3, xdpPass),
+		asm.FnRedirectMap.Call(),
+		asm.Return(),
+	)
+	add(
+		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol(pass),
+		asm.Return(),
+	)
+	return p
+}
+
+// LocalAddrs is the BPF hash map of the relay's own addresses: frames to
+// them go to the kernel. One LocalAddrs may serve the programs of every
+// port. Its methods are safe for concurrent use (each is one system
+// call).
+type LocalAddrs struct {
+	m *ebpf.Map
+}
+
+// NewLocalAddrs creates an empty map of up to max addresses (0:
+// DefaultLocalMax).
+func NewLocalAddrs(max int) (*LocalAddrs, error) {
+	if max <= 0 {
+		max = DefaultLocalMax
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "pdr_local",
+		Type:       ebpf.Hash,
+		KeySize:    16,
+		ValueSize:  1,
+		MaxEntries: uint32(max),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xsk: create local-address map: %w", explainBPF(err))
+	}
+	return &LocalAddrs{m: m}, nil
+}
+
+func addrKey(a netip.Addr) ([16]byte, error) {
+	if !a.Is6() || a.Is4In6() {
+		return [16]byte{}, fmt.Errorf("xsk: local address %s is not IPv6", a)
+	}
+	return a.As16(), nil
+}
+
+// Add puts a into the map (its zone, if any, is ignored).
+func (l *LocalAddrs) Add(a netip.Addr) error {
+	k, err := addrKey(a)
+	if err != nil {
+		return err
+	}
+	if err := l.m.Put(k, uint8(1)); err != nil {
+		return fmt.Errorf("xsk: add local address %s: %w", a, err)
+	}
+	return nil
+}
+
+// Delete removes a; removing an absent address is not an error.
+func (l *LocalAddrs) Delete(a netip.Addr) error {
+	k, err := addrKey(a)
+	if err != nil {
+		return err
+	}
+	if err := l.m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("xsk: delete local address %s: %w", a, err)
+	}
+	return nil
+}
+
+// Contains reports whether a is in the map.
+func (l *LocalAddrs) Contains(a netip.Addr) (bool, error) {
+	k, err := addrKey(a)
+	if err != nil {
+		return false, err
+	}
+	var v uint8
+	err = l.m.Lookup(k, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Close frees the map (once no program uses it: programs hold their own
+// reference).
+func (l *LocalAddrs) Close() error { return l.m.Close() }
+
+// Program is the XDP program of one port with its XSKMAP. The XSKMAP is
+// indexed by receive queue, and queue numbers are per interface, so each
+// interface gets its own Program; they may share one LocalAddrs.
+//
+// Attach, Detach, Register, Unregister and Close must not race each
+// other; Register and Unregister are safe while traffic flows.
+type Program struct {
+	prog      *ebpf.Program
+	xsks      *ebpf.Map
+	locals    *LocalAddrs
+	ownLocals bool
+	queues    int
+
+	link    link.Link
+	ifindex int
+	mode    Mode
+}
+
+// NewProgram loads the XDP program. It needs CAP_BPF and CAP_NET_ADMIN
+// (root).
+func NewProgram(cfg ProgramConfig) (*Program, error) {
+	q := cfg.Queues
+	if q <= 0 {
+		q = DefaultQueues
+	}
+	xsks, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "pdr_xsks",
+		Type:       ebpf.XSKMap,
+		KeySize:    4,
+		ValueSize:  4,
+		MaxEntries: uint32(q),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xsk: create xskmap: %w", explainBPF(err))
+	}
+	p := &Program{xsks: xsks, locals: cfg.Locals, queues: q}
+	if p.locals == nil {
+		if p.locals, err = NewLocalAddrs(0); err != nil {
+			xsks.Close()
+			return nil, err
+		}
+		p.ownLocals = true
+	}
+	p.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "pdr_xdp",
+		Type:         ebpf.XDP,
+		License:      "Dual BSD/GPL", // bpf_redirect_map is not GPL-only; any string would do
+		Instructions: programInsns(xsks, p.locals.m),
+	})
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("xsk: load xdp program: %w", explainBPF(err))
+	}
+	return p, nil
+}
+
+// Locals returns the program's local-address map.
+func (p *Program) Locals() *LocalAddrs { return p.locals }
+
+// Attach attaches the program to an interface (in the calling thread's
+// network namespace) and returns the mode it got. ModeAuto tries native
+// and falls back to generic (not after a permission error, or when
+// another program holds the interface). On error the mode returned is
+// ModeAuto. The attachment is a BPF link: it holds
+// while this process holds it, and ends with Detach, Close or the
+// process. The error names the cause (permission, driver, another
+// program already there).
+func (p *Program) Attach(ifindex int, mode Mode) (Mode, error) {
+	if p.prog == nil {
+		return ModeAuto, ErrClosed
+	}
+	if p.link != nil {
+		return ModeAuto, fmt.Errorf("xsk: program already attached to %s", ifName(p.ifindex))
+	}
+	// The kernel answers EINVAL, not ENODEV, for a missing interface.
+	if _, err := net.InterfaceByIndex(ifindex); err != nil {
+		return ModeAuto, fmt.Errorf("xsk: attach xdp to ifindex %d: no such interface in this network namespace: %w", ifindex, err)
+	}
+	try := func(m Mode) error {
+		flags := link.XDPDriverMode
+		if m == ModeGeneric {
+			flags = link.XDPGenericMode
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: p.prog, Interface: ifindex, Flags: flags})
+		if err != nil {
+			return fmt.Errorf("xsk: attach xdp to %s in %s mode: %w", ifName(ifindex), m, explainAttach(err, m))
+		}
+		p.link, p.ifindex, p.mode = l, ifindex, m
+		return nil
+	}
+	switch mode {
+	case ModeNative, ModeGeneric:
+		if err := try(mode); err != nil {
+			return ModeAuto, err
+		}
+		return mode, nil
+	case ModeAuto:
+		nerr := try(ModeNative)
+		if nerr == nil {
+			return ModeNative, nil
+		}
+		if errors.Is(nerr, os.ErrPermission) || errors.Is(nerr, unix.EBUSY) {
+			return ModeAuto, nerr
+		}
+		if gerr := try(ModeGeneric); gerr != nil {
+			return ModeAuto, fmt.Errorf("%w; and %w", nerr, gerr)
+		}
+		return ModeGeneric, nil
+	}
+	return ModeAuto, fmt.Errorf("xsk: bad attach mode %v", mode)
+}
+
+// Mode returns the mode of the current attachment (ModeAuto if none).
+func (p *Program) Mode() Mode {
+	if p.link == nil {
+		return ModeAuto
+	}
+	return p.mode
+}
+
+// Ifindex returns the interface attached to, 0 if none.
+func (p *Program) Ifindex() int {
+	if p.link == nil {
+		return 0
+	}
+	return p.ifindex
+}
+
+// Detach removes the program from its interface by closing the BPF
+// link: synchronous in both modes, and idempotent. Sockets stay
+// registered and the program can be attached again.
+func (p *Program) Detach() error {
+	if p.link == nil {
+		return nil
+	}
+	err := p.link.Close()
+	p.link, p.ifindex = nil, 0
+	if err != nil {
+		return fmt.Errorf("xsk: detach xdp: %w", err)
+	}
+	return nil
+}
+
+// Register makes frames the program redirects on queue go to s. s must
+// be bound to this program's interface and that queue: the kernel drops
+// (does not pass) a redirected frame whose socket is bound elsewhere.
+func (p *Program) Register(queue int, s *Socket) error {
+	if p.xsks == nil {
+		return ErrClosed
+	}
+	if s.fd < 0 {
+		return ErrClosed
+	}
+	if queue < 0 || queue >= p.queues {
+		return fmt.Errorf("xsk: register queue %d: xskmap has %d slots", queue, p.queues)
+	}
+	if s.info.Queue != queue || (p.link != nil && s.info.Ifindex != p.ifindex) {
+		return fmt.Errorf("xsk: register socket of ifindex %d queue %d on queue %d of ifindex %d",
+			s.info.Ifindex, s.info.Queue, queue, p.ifindex)
+	}
+	if err := p.xsks.Put(uint32(queue), uint32(s.fd)); err != nil {
+		return fmt.Errorf("xsk: register socket on queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// Unregister sends queue's frames back to the kernel. Closing a socket
+// unregisters it by itself.
+func (p *Program) Unregister(queue int) error {
+	if p.xsks == nil {
+		return ErrClosed
+	}
+	if err := p.xsks.Delete(uint32(queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("xsk: unregister queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// Close detaches the program and frees it, its XSKMAP and its own
+// LocalAddrs (not one given in ProgramConfig). Idempotent.
+func (p *Program) Close() error {
+	err := p.Detach()
+	if p.prog != nil {
+		p.prog.Close()
+		p.prog = nil
+	}
+	if p.xsks != nil {
+		p.xsks.Close()
+		p.xsks = nil
+	}
+	if p.ownLocals && p.locals != nil {
+		p.locals.Close()
+	}
+	p.locals = nil
+	return err
+}
+
+// run test-runs the program on one frame (BPF_PROG_TEST_RUN) and returns
+// its verdict. The kernel refuses frames shorter than 14 bytes.
+func (p *Program) run(frame []byte) (uint32, error) {
+	return p.prog.Run(&ebpf.RunOptions{Data: frame})
+}
+
+func ifName(ifindex int) string {
+	if ifi, err := net.InterfaceByIndex(ifindex); err == nil {
+		return fmt.Sprintf("%s (ifindex %d)", ifi.Name, ifindex)
+	}
+	return fmt.Sprintf("ifindex %d", ifindex)
+}
+
+func explainBPF(err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("permission denied (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
+	}
+	return err
+}
+
+func explainAttach(err error, m Mode) error {
+	var hint string
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		hint = "permission denied (needs root, or CAP_BPF and CAP_NET_ADMIN)"
+	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, ebpf.ErrNotSupported):
+		if m == ModeNative {
+			hint = "the driver does not support native XDP (use generic mode)"
+		} else {
+			hint = "XDP not supported"
+		}
+	case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST):
+		hint = "another XDP program is already attached to the interface"
+	case errors.Is(err, unix.ENODEV):
+		hint = "no such interface in this network namespace"
+	case errors.Is(err, unix.ERANGE):
+		hint = "MTU too large for native XDP on this driver (veth: about 3500 with 4 KiB pages)"
+	case errors.Is(err, unix.ENOSPC) && m == ModeNative:
+		hint = "the driver refused native XDP (veth: fewer rx queues than its peer has tx queues)"
+	case errors.Is(err, unix.EINVAL) && m == ModeNative:
+		hint = "the driver refused native XDP"
+	default:
+		return err
+	}
+	return fmt.Errorf("%s: %w", hint, err)
+}
