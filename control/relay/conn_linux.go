@@ -78,6 +78,12 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (*Conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("udp pktinfo: %w", err)
 	}
+	// A site-scoped server group (ff05::1:3) is usually routers away; the
+	// default multicast hop limit of 1 would keep it on the uplink.
+	if err := c.udp.SetMulticastHopLimit(dhcp6.HopCountLimit); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("udp multicast hop limit: %w", err)
+	}
 	group := &net.UDPAddr{IP: net.IP(dhcp6.AllRelayAgentsAndServers.AsSlice())}
 	for i, p := range eng.Ports() {
 		ifi, err := net.InterfaceByName(p.Name)
