@@ -12,7 +12,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing$missing"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null
+# As root a failed install fails the build: the end-to-end tests would
+# otherwise skip and a green run would mean nothing.
+apt-get update -q >/dev/null || { echo "apt-get update failed" >&2; exit 1; }
+apt-get install -y -q $missing >/dev/null || { echo "apt-get install$missing failed" >&2; exit 1; }
 # The packages start their own daemons; the tests run their own instances.
 for s in kea-dhcp6-server kea-dhcp4-server kea-ctrl-agent kea-dhcp-ddns-server isc-dhcp-relay; do
 	systemctl disable --now "$s" >/dev/null 2>&1 || true
