@@ -3,6 +3,7 @@
 //	pdrelay run -c FILE
 //	pdrelay bindings [--json] [-s|--socket PATH]
 //	pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
+//	pdrelay stats [--json] [-s|--socket PATH]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
 // commands in control/api.
@@ -25,6 +26,7 @@ const usage = `usage:
   pdrelay run -c FILE
   pdrelay bindings [--json] [-s|--socket PATH]
   pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
+  pdrelay stats [--json] [-s|--socket PATH]
 `
 
 func main() {
@@ -43,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return api.RunBindings(args[1:], stdout, stderr)
 	case "clear":
 		return api.RunClear(args[1:], stdout, stderr)
+	case "stats":
+		return api.RunStats(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

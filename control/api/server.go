@@ -41,6 +41,8 @@ type Server struct {
 	Releaser Releaser
 	// Now is the clock remaining lifetimes are counted from.
 	Now func() time.Time
+	// Stats serves GET /v1/stats; nil when the forwarding plane is off.
+	Stats StatsSource
 }
 
 // maxBody bounds a request body.
@@ -57,6 +59,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	}
 	s.mux.HandleFunc("GET /v1/bindings", s.bindings)
 	s.mux.HandleFunc("POST /v1/clear", s.clear)
+	s.mux.HandleFunc("GET /v1/stats", s.stats)
 	return s
 }
 

@@ -24,6 +24,10 @@ const (
 	DefaultLinkType       = PointToPoint
 	DefaultLoopPolicy     = LoopDrop
 	DefaultDataplaneMode  = DataplaneOff
+	DefaultNoRoute        = NoRoutePass
+	DefaultQueues         = 1    // AF_XDP queues per port
+	DefaultFrameSize      = 2048 // UMEM frame bytes
+	DefaultICMPRate       = 100  // ICMPv6 errors per second per port
 	DefaultLogLevel       = slog.LevelInfo
 	DefaultReleaseRequest = dhcp6.MessageType(250) // experimental, unassigned
 	DefaultReleaseReply   = dhcp6.MessageType(251) // experimental, unassigned
@@ -34,6 +38,13 @@ const (
 // multi-access one, and low enough that one port cannot exhaust the relay
 // (RFC 8987 section 6). 0 in the config means unlimited.
 const DefaultMaxDelegations = 4096
+
+// Upper bounds of dataplane keys: far above any real setting, low enough
+// that a typo cannot make the relay try to allocate the machine away.
+const (
+	MaxQueues   = 1024
+	MaxICMPRate = 1_000_000
+)
 
 // LastAssignedMessageType is the highest DHCPv6 message type IANA has
 // assigned (37, RFC 9686); the RELEASE-REQUEST types must lie above it.
@@ -65,6 +76,9 @@ type Uplink struct {
 	// Addr when not configured. A link-local gateway carries the uplink's
 	// interface as zone.
 	Gateway netip.Addr
+	// NoRoute says what becomes of traffic arriving on the uplink for an
+	// address no delegated route covers.
+	NoRoute NoRoutePolicy
 }
 
 // Downlink is a port towards subscribers.
@@ -86,6 +100,42 @@ type Downlink struct {
 	// AllowedSources are source prefixes accepted from the port besides
 	// its delegated prefixes; masked, IPv6.
 	AllowedSources []netip.Prefix
+	// LoopOverrides replace LoopPolicy for some clients or destinations
+	// (RFC 8987 R-5); LoopPolicyFor applies them. No two name the same
+	// client, nor the same prefix.
+	LoopOverrides []LoopOverride
+}
+
+// LoopOverride is a loop policy for one client or one destination prefix
+// on a downlink. Exactly one of Client and Prefix is set.
+type LoopOverride struct {
+	Client []byte       // a client DUID; nil for a prefix override
+	Prefix netip.Prefix // masked, IPv6; the zero Prefix for a client override
+	Policy LoopPolicy
+}
+
+// LoopPolicyFor returns the loop policy for traffic routed to the
+// delegated prefix of client on the port: that of the longest prefix
+// override covering the whole delegated prefix, else that of the client's
+// override, else the port's LoopPolicy. A prefix override longer than the
+// delegated prefix does not apply, as routes carry one policy each.
+func (d Downlink) LoopPolicyFor(client []byte, delegated netip.Prefix) LoopPolicy {
+	best, bits := LoopPolicy(""), -1
+	for _, o := range d.LoopOverrides {
+		if o.Prefix.IsValid() && o.Prefix.Bits() > bits && o.Prefix.Bits() <= delegated.Bits() &&
+			o.Prefix.Contains(delegated.Addr()) {
+			best, bits = o.Policy, o.Prefix.Bits()
+		}
+	}
+	if best != "" {
+		return best
+	}
+	for _, o := range d.LoopOverrides {
+		if o.Client != nil && bytes.Equal(o.Client, client) {
+			return o.Policy
+		}
+	}
+	return d.LoopPolicy
 }
 
 // Limits returns the port's binding limits.
@@ -109,7 +159,12 @@ func (c *Config) PortLimits() map[string]binding.PortLimits {
 
 // Dataplane configures the AF_XDP forwarding plane.
 type Dataplane struct {
-	Mode DataplaneMode
+	Mode      DataplaneMode
+	Queues    int // AF_XDP queues (and sockets) per port, 1..MaxQueues
+	FrameSize int // UMEM frame size in bytes: 2048 or 4096
+	// ICMPRate bounds the ICMPv6 errors the dataplane sends per second
+	// per port; 0 sends none.
+	ICMPRate int
 }
 
 // ReleaseRequest holds the message types of the relay-initiated-release
@@ -136,6 +191,16 @@ type LoopPolicy string
 const (
 	LoopDrop    LoopPolicy = "drop"
 	LoopForward LoopPolicy = "forward"
+)
+
+// NoRoutePolicy says what the dataplane does with a packet from the uplink
+// whose destination no delegated route covers.
+type NoRoutePolicy string
+
+// No-route policies.
+const (
+	NoRoutePass NoRoutePolicy = "pass" // hand it to the kernel's stack
+	NoRouteDrop NoRoutePolicy = "drop" // drop and count it
 )
 
 // DataplaneMode selects how the forwarding plane attaches.

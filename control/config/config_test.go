@@ -29,7 +29,7 @@ func TestLoadExample(t *testing.T) {
 			netip.MustParseAddr("ff05::1:3"),
 		},
 		ServerPort: 547,
-		Uplink:     Uplink{Interface: "eth0", Gateway: netip.MustParseAddr("fe80::1%eth0")},
+		Uplink:     Uplink{Interface: "eth0", Gateway: netip.MustParseAddr("fe80::1%eth0"), NoRoute: NoRoutePass},
 		Downlinks: []Downlink{{
 			Interface:      "eth1",
 			LinkAddress:    netip.MustParseAddr("2001:db8:100::1"),
@@ -46,8 +46,13 @@ func TestLoadExample(t *testing.T) {
 			MaxPerClient:   8,
 			LoopPolicy:     LoopDrop,
 			AllowedSources: []netip.Prefix{netip.MustParsePrefix("2001:db8:200::/64")},
+			LoopOverrides: []LoopOverride{
+				{Client: []byte{0x00, 0x01, 0x00, 0x01, 0x5f, 0x00, 0x00, 0x01, 0x02, 0x00, 0x5e, 0x00, 0x53, 0x02}, Policy: LoopForward},
+				{Prefix: netip.MustParsePrefix("2001:db8:2400::/40"), Policy: LoopForward},
+				{Prefix: netip.MustParsePrefix("2001:db8:2400:ff00::/56"), Policy: LoopDrop},
+			},
 		}},
-		Dataplane:      Dataplane{Mode: DataplaneOff},
+		Dataplane:      Dataplane{Mode: DataplaneOff, Queues: 1, FrameSize: 2048, ICMPRate: 100},
 		ReleaseRequest: ReleaseRequest{MessageType: 250, ReplyType: 251},
 		LogLevel:       slog.LevelInfo,
 	}
@@ -78,9 +83,9 @@ func TestDefaults(t *testing.T) {
 		APISocket:      DefaultAPISocket,
 		Servers:        []netip.Addr{netip.MustParseAddr("fe80::547%up0")}, // zone from the uplink
 		ServerPort:     DefaultServerPort,
-		Uplink:         Uplink{Interface: "up0"},
+		Uplink:         Uplink{Interface: "up0", NoRoute: NoRoutePass},
 		Downlinks:      []Downlink{{Interface: "down0", InterfaceID: "down0", LinkType: PointToPoint, MaxDelegations: DefaultMaxDelegations, MaxPerClient: 8, LoopPolicy: LoopDrop}},
-		Dataplane:      Dataplane{Mode: DataplaneOff},
+		Dataplane:      Dataplane{Mode: DataplaneOff, Queues: DefaultQueues, FrameSize: DefaultFrameSize, ICMPRate: DefaultICMPRate},
 		ReleaseRequest: ReleaseRequest{MessageType: 250, ReplyType: 251},
 		LogLevel:       slog.LevelInfo,
 	}
@@ -111,6 +116,28 @@ func TestValid(t *testing.T) {
 			func(c *Config) bool { return c.LogLevel == slog.LevelDebug }},
 		{"release types above the assigned range", minimal + "release_request: {message_type: 38, reply_type: 255}\n",
 			func(c *Config) bool { return c.ReleaseRequest == ReleaseRequest{38, 255} }},
+		{"no_route drop", strings.Replace(minimal, "{interface: up0}", "{interface: up0, no_route: drop}", 1),
+			func(c *Config) bool { return c.Uplink.NoRoute == NoRouteDrop }},
+		{"dataplane sizes", minimal + "dataplane: {mode: xdp, queues: 4, frame_size: 4096, icmp_rate: 0}\n",
+			func(c *Config) bool {
+				return c.Dataplane == Dataplane{Mode: DataplaneXDP, Queues: 4, FrameSize: 4096, ICMPRate: 0}
+			}},
+		{"dataplane keys left empty are the defaults", minimal + "dataplane: {queues: , frame_size: , icmp_rate: }\n",
+			func(c *Config) bool {
+				return c.Dataplane == Dataplane{Mode: DataplaneOff, Queues: 1, FrameSize: 2048, ICMPRate: 100}
+			}},
+		{"loop overrides", minimal + "    loop_overrides:\n      - {client: 00:01:aa:bb, policy: forward}\n      - {prefix: 2001:db8::/32, policy: drop}\n      - {prefix: '2001:db8::/48', client: , policy: forward}\n",
+			func(c *Config) bool {
+				return reflect.DeepEqual(c.Downlinks[0].LoopOverrides, []LoopOverride{
+					{Client: []byte{0, 1, 0xaa, 0xbb}, Policy: LoopForward},
+					{Prefix: netip.MustParsePrefix("2001:db8::/32"), Policy: LoopDrop},
+					{Prefix: netip.MustParsePrefix("2001:db8::/48"), Policy: LoopForward},
+				})
+			}},
+		{"same client on two ports", base + "    loop_overrides: [{client: '0001', policy: forward}]\n  - interface: d2\n    loop_overrides: [{client: '00:01', policy: drop}]\n",
+			func(c *Config) bool {
+				return len(c.Downlinks[1].LoopOverrides) == 1 && len(c.Downlinks[2].LoopOverrides) == 1
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml))
@@ -251,6 +278,48 @@ func TestErrors(t *testing.T) {
 			`config: downlinks[1].allowed_sources[0]: "2001:db8::1/64" has bits set past the prefix length; did you mean 2001:db8::/64?`},
 		{"socket path too long", base + "api_socket: /" + strings.Repeat("s", 107) + "\n",
 			`config: api_socket: "/` + strings.Repeat("s", 107) + `" is longer than a unix socket path may be (107 bytes)`},
+		{"bad no_route", strings.Replace(base, "interface: up0", "interface: up0\n  no_route: kernel", 1),
+			`config: uplink.no_route: "kernel" is not one of pass, drop`},
+		{"zero queues", base + "dataplane: {queues: 0}\n",
+			`config: dataplane.queues: 0 is not a number of queues (1..1024)`},
+		{"too many queues", base + "dataplane: {queues: 1025}\n",
+			`config: dataplane.queues: 1025 is not a number of queues (1..1024)`},
+		{"queues not a number", base + "dataplane: {queues: all}\n",
+			`config: dataplane.queues: "all" is not an integer`},
+		{"bad frame_size", base + "dataplane: {frame_size: 3000}\n",
+			`config: dataplane.frame_size: 3000 is not one of 2048, 4096`},
+		{"negative icmp_rate", base + "dataplane: {icmp_rate: -1}\n",
+			`config: dataplane.icmp_rate: -1 is not a rate of 0..1000000 per second (0 sends none)`},
+		{"huge icmp_rate", base + "dataplane: {icmp_rate: 1000001}\n",
+			`config: dataplane.icmp_rate: 1000001 is not a rate of 0..1000000 per second`},
+		{"unknown dataplane key", base + "dataplane: {queue: 2}\n",
+			`config: dataplane.queue: unknown key (known keys: frame_size, icmp_rate, mode, queues)`},
+		{"override with neither", base + "    loop_overrides: [{client: '0001', policy: drop}, {policy: drop}]\n",
+			`config: downlinks[1].loop_overrides[1]: needs exactly one of client, prefix`},
+		{"override with both", base + "    loop_overrides: [{client: '0001', prefix: 2001:db8::/32, policy: drop}]\n",
+			`config: downlinks[1].loop_overrides[0]: needs exactly one of client, prefix`},
+		{"override policy missing", base + "    loop_overrides: [{prefix: 2001:db8::/32}]\n",
+			`config: downlinks[1].loop_overrides[0].policy: required: drop or forward`},
+		{"override policy bad", base + "    loop_overrides: [{prefix: 2001:db8::/32, policy: maybe}]\n",
+			`config: downlinks[1].loop_overrides[0].policy: "maybe" is not one of drop, forward`},
+		{"override client not hex", base + "    loop_overrides: [{client: 00:0g, policy: drop}]\n",
+			`config: downlinks[1].loop_overrides[0].client: "00:0g" is not a DUID in hex: "0g" is not a hex byte`},
+		{"override client empty", base + "    loop_overrides: [{client: '', policy: drop}]\n",
+			`config: downlinks[1].loop_overrides[0].client: "" is not a DUID in hex: 0 bytes; a DUID is 2 to 130`},
+		{"override client repeated", base + "    loop_overrides: [{client: '000100', policy: drop}, {client: '00:01:00', policy: forward}]\n",
+			`config: downlinks[1].loop_overrides[1].client: "00:01:00" is also loop_overrides[0].client`},
+		{"override prefix not a prefix", base + "    loop_overrides: [{prefix: 2001:db8::1, policy: drop}]\n",
+			`config: downlinks[1].loop_overrides[0].prefix: "2001:db8::1" is not an IPv6 prefix`},
+		{"override prefix IPv4", base + "    loop_overrides: [{prefix: 192.0.2.0/24, policy: drop}]\n",
+			`config: downlinks[1].loop_overrides[0].prefix: "192.0.2.0/24" is not an IPv6 prefix`},
+		{"override prefix not masked", base + "    loop_overrides: [{prefix: 2001:db8::1/56, policy: drop}]\n",
+			`config: downlinks[1].loop_overrides[0].prefix: "2001:db8::1/56" has bits set past the prefix length; did you mean 2001:db8::/56?`},
+		{"override prefix repeated", base + "    loop_overrides: [{prefix: 2001:db8::/56, policy: drop}, {client: '0001', policy: drop}, {prefix: '2001:db8:0::/56', policy: forward}]\n",
+			`config: downlinks[1].loop_overrides[2].prefix: "2001:db8:0::/56" is also loop_overrides[0].prefix`},
+		{"unknown override key", base + "    loop_overrides: [{prefix: 2001:db8::/56, policy: drop, icmp: true}]\n",
+			`config: downlinks[1].loop_overrides[0].icmp: unknown key (known keys: client, policy, prefix)`},
+		{"overrides not a list", base + "    loop_overrides: {prefix: 2001:db8::/56, policy: drop}\n",
+			`config: downlinks[1].loop_overrides: expected a list, got a mapping`},
 		{"two documents", base + "---\nstate_dir: /x\n",
 			`config: more than one YAML document (line 8)`},
 		{"not a mapping", "- a\n- b\n",
@@ -346,5 +415,38 @@ func TestAliasBlowUp(t *testing.T) {
 	}
 	if n := strings.Count(err.Error(), "\n"); n > maxErrors {
 		t.Errorf("%d error lines", n)
+	}
+}
+
+func TestLoopPolicyFor(t *testing.T) {
+	p := netip.MustParsePrefix
+	alice, bob := []byte{0, 1, 0xa1}, []byte{0, 1, 0xb0}
+	d := Downlink{
+		LoopPolicy: LoopDrop,
+		LoopOverrides: []LoopOverride{
+			{Client: alice, Policy: LoopForward},
+			{Prefix: p("2001:db8:2400::/40"), Policy: LoopForward},
+			{Prefix: p("2001:db8:2400:ff00::/56"), Policy: LoopDrop},
+			{Prefix: p("2001:db8:3000::/64"), Policy: LoopForward},
+		},
+	}
+	for _, tc := range []struct {
+		client    []byte
+		delegated string
+		want      LoopPolicy
+	}{
+		{bob, "2001:db8:1::/56", LoopDrop},           // nothing matches: the port's policy
+		{alice, "2001:db8:1::/56", LoopForward},      // the client's override
+		{bob, "2001:db8:2400:100::/56", LoopForward}, // inside the /40
+		{bob, "2001:db8:2400:ff00::/56", LoopDrop},   // the longer /56 wins over the /40
+		{alice, "2001:db8:2400:ff00::/56", LoopDrop}, // a prefix override wins over the client's
+		{bob, "2001:db8:2400::/40", LoopForward},     // equal length applies
+		{bob, "2001:db8:2400::/36", LoopDrop},        // the override covers only part of it
+		{bob, "2001:db8:3000::/56", LoopDrop},        // the /64 is longer than the delegation
+		{nil, "2001:db8:1::/56", LoopDrop},           // no client known
+	} {
+		if got := d.LoopPolicyFor(tc.client, p(tc.delegated)); got != tc.want {
+			t.Errorf("LoopPolicyFor(%x, %s) = %s, want %s", tc.client, tc.delegated, got, tc.want)
+		}
 	}
 }

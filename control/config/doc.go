@@ -22,7 +22,10 @@
 //	                 ff05::1:3). A link-local address (fe80::/10 or ff02::/16)
 //	                 without a zone is given the uplink's interface as zone.
 //	server_port      default 547
-//	uplink           interface (required), gateway (optional IPv6 address)
+//	uplink           interface (required), gateway (optional IPv6 address),
+//	                 no_route: pass (default) or drop, for traffic arriving on
+//	                 the uplink for an address no delegated prefix covers; pass
+//	                 hands it to the kernel, drop drops and counts it
 //	downlinks        at least one; each:
 //	  interface              required, unique, a Linux interface name
 //	  link_address           optional global IPv6 address, sent as the
@@ -37,13 +40,26 @@
 //	  unique_client          default false: a DUID may hold bindings on several
 //	                         ports (G-4); true refuses a DUID bound on another
 //	  loop_policy            drop (default) or forward
+//	  loop_overrides         loop policies per client or per destination (RFC
+//	                         8987 R-5); default none. Each entry has exactly one
+//	                         of client (a client DUID in hex, as relay_id) and
+//	                         prefix (a masked IPv6 prefix), and policy (drop or
+//	                         forward, required). No client and no prefix twice
+//	                         on a port. Downlink.LoopPolicyFor applies them: the
+//	                         longest prefix override covering the delegated
+//	                         prefix, else the client's override, else
+//	                         loop_policy
 //	  loop_icmp              default false
 //	  trust_release_request  default false: RELEASE-REQUESTs arriving on the
 //	                         port are dropped
 //	  allowed_sources        extra IPv6 source prefixes accepted from the port
 //	                         besides its delegated prefixes; default none
-//	dataplane.mode   xdp, xdp-generic or off; default off (control plane only,
-//	                 the kernel forwards)
+//	dataplane        mode: xdp, xdp-generic or off; default off (control plane
+//	                 only, the kernel forwards)
+//	                 queues: AF_XDP queues (sockets) per port, 1..1024; default 1
+//	                 frame_size: UMEM frame bytes, 2048 (default) or 4096
+//	                 icmp_rate: ICMPv6 errors sent per second per port,
+//	                 0..1000000; default 100; 0 sends none
 //	release_request  message_type (default 250) and reply_type (default 251):
 //	                 EXPERIMENTAL values from the unassigned range, because the
 //	                 relay-initiated-release draft has no IANA numbers; each

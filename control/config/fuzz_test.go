@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,6 +19,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte(base + "  - <<: {interface: d2}\n    link_type: p2p\n"))
 	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte(base + "    loop_overrides: [{client: '0001', policy: forward}, {prefix: 2001:db8::/48, policy: drop}]\n" +
+		"dataplane: {queues: 2, frame_size: 4096, icmp_rate: 10}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {
@@ -35,6 +38,33 @@ func FuzzParse(f *testing.F) {
 			if d.MaxDelegations < 0 || d.MaxPerClient < 0 {
 				t.Fatalf("accepted a negative limit: %+v", d)
 			}
+			clients, prefixes := map[string]bool{}, map[netip.Prefix]bool{}
+			for _, o := range d.LoopOverrides {
+				if (o.Client == nil) == !o.Prefix.IsValid() {
+					t.Fatalf("accepted an override with not exactly one of client, prefix: %+v", o)
+				}
+				if o.Policy != LoopDrop && o.Policy != LoopForward {
+					t.Fatalf("accepted an override policy %q", o.Policy)
+				}
+				if o.Prefix.IsValid() && (o.Prefix != o.Prefix.Masked() || !o.Prefix.Addr().Is6()) {
+					t.Fatalf("accepted an override prefix %v", o.Prefix)
+				}
+				if clients[string(o.Client)] || prefixes[o.Prefix] {
+					t.Fatalf("accepted a repeated override %+v", o)
+				}
+				if o.Client != nil {
+					clients[string(o.Client)] = true
+				} else {
+					prefixes[o.Prefix] = true
+				}
+			}
+		}
+		if dp := c.Dataplane; dp.Queues < 1 || dp.Queues > MaxQueues || (dp.FrameSize != 2048 && dp.FrameSize != 4096) ||
+			dp.ICMPRate < 0 || dp.ICMPRate > MaxICMPRate {
+			t.Fatalf("accepted dataplane settings %+v", dp)
+		}
+		if nr := c.Uplink.NoRoute; nr != NoRoutePass && nr != NoRouteDrop {
+			t.Fatalf("accepted uplink.no_route %q", nr)
 		}
 		if rr := c.ReleaseRequest; rr.MessageType <= LastAssignedMessageType || rr.ReplyType <= LastAssignedMessageType {
 			t.Fatalf("accepted an assigned release type: %+v", rr)

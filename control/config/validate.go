@@ -33,24 +33,37 @@ type rawConfig struct {
 type rawUplink struct {
 	Interface string `yaml:"interface"`
 	Gateway   string `yaml:"gateway"`
+	NoRoute   string `yaml:"no_route"`
 }
 
 type rawDownlink struct {
-	Interface           string   `yaml:"interface"`
-	LinkAddress         string   `yaml:"link_address"`
-	InterfaceID         *string  `yaml:"interface_id"`
-	LinkType            string   `yaml:"link_type"`
-	MaxDelegations      *int     `yaml:"max_delegations"`
-	MaxPerClient        *int     `yaml:"max_per_client"`
-	UniqueClient        bool     `yaml:"unique_client"`
-	LoopPolicy          string   `yaml:"loop_policy"`
-	LoopICMP            bool     `yaml:"loop_icmp"`
-	TrustReleaseRequest bool     `yaml:"trust_release_request"`
-	AllowedSources      []string `yaml:"allowed_sources"`
+	Interface           string            `yaml:"interface"`
+	LinkAddress         string            `yaml:"link_address"`
+	InterfaceID         *string           `yaml:"interface_id"`
+	LinkType            string            `yaml:"link_type"`
+	MaxDelegations      *int              `yaml:"max_delegations"`
+	MaxPerClient        *int              `yaml:"max_per_client"`
+	UniqueClient        bool              `yaml:"unique_client"`
+	LoopPolicy          string            `yaml:"loop_policy"`
+	LoopICMP            bool              `yaml:"loop_icmp"`
+	TrustReleaseRequest bool              `yaml:"trust_release_request"`
+	AllowedSources      []string          `yaml:"allowed_sources"`
+	LoopOverrides       []rawLoopOverride `yaml:"loop_overrides"`
+}
+
+// rawLoopOverride takes pointers so that a key given empty (client: "")
+// counts as given, and is refused as a bad value.
+type rawLoopOverride struct {
+	Client *string `yaml:"client"`
+	Prefix *string `yaml:"prefix"`
+	Policy string  `yaml:"policy"`
 }
 
 type rawDataplane struct {
-	Mode string `yaml:"mode"`
+	Mode      string `yaml:"mode"`
+	Queues    *int   `yaml:"queues"`
+	FrameSize *int   `yaml:"frame_size"`
+	ICMPRate  *int   `yaml:"icmp_rate"`
 }
 
 type rawRelease struct {
@@ -138,6 +151,30 @@ func (r *rawConfig) validate() (*Config, error) {
 			errs.add("dataplane.mode", "%q is not one of xdp, xdp-generic, off", r.Dataplane.Mode)
 		}
 	}
+	c.Dataplane.Queues = DefaultQueues
+	if q := r.Dataplane.Queues; q != nil {
+		if *q < 1 || *q > MaxQueues {
+			errs.add("dataplane.queues", "%d is not a number of queues (1..%d)", *q, MaxQueues)
+		} else {
+			c.Dataplane.Queues = *q
+		}
+	}
+	c.Dataplane.FrameSize = DefaultFrameSize
+	if f := r.Dataplane.FrameSize; f != nil {
+		if *f != 2048 && *f != 4096 {
+			errs.add("dataplane.frame_size", "%d is not one of 2048, 4096", *f)
+		} else {
+			c.Dataplane.FrameSize = *f
+		}
+	}
+	c.Dataplane.ICMPRate = DefaultICMPRate
+	if n := r.Dataplane.ICMPRate; n != nil {
+		if *n < 0 || *n > MaxICMPRate {
+			errs.add("dataplane.icmp_rate", "%d is not a rate of 0..%d per second (0 sends none)", *n, MaxICMPRate)
+		} else {
+			c.Dataplane.ICMPRate = *n
+		}
+	}
 
 	c.ReleaseRequest.MessageType = releaseType("release_request.message_type", r.ReleaseRequest.MessageType, DefaultReleaseRequest, &errs)
 	c.ReleaseRequest.ReplyType = releaseType("release_request.reply_type", r.ReleaseRequest.ReplyType, DefaultReleaseReply, &errs)
@@ -161,8 +198,15 @@ func (r *rawConfig) validate() (*Config, error) {
 }
 
 func (u *rawUplink) validate(errs *errList) Uplink {
-	out := Uplink{Interface: u.Interface}
+	out := Uplink{Interface: u.Interface, NoRoute: DefaultNoRoute}
 	checkIfName("uplink.interface", u.Interface, errs)
+	switch nr := NoRoutePolicy(u.NoRoute); nr {
+	case "":
+	case NoRoutePass, NoRouteDrop:
+		out.NoRoute = nr
+	default:
+		errs.add("uplink.no_route", "%q is not one of pass, drop", u.NoRoute)
+	}
 	if u.Gateway == "" {
 		return out
 	}
@@ -306,7 +350,73 @@ func validateDownlinks(raws []rawDownlink, uplink string, errs *errList) []Downl
 				d.AllowedSources = append(d.AllowedSources, p)
 			}
 		}
+		d.LoopOverrides = loopOverrides(key("loop_overrides"), r.LoopOverrides, errs)
 		out = append(out, d)
+	}
+	return out
+}
+
+// loopOverrides validates the loop_overrides of one downlink, at key.
+func loopOverrides(key string, raws []rawLoopOverride, errs *errList) []LoopOverride {
+	var out []LoopOverride
+	byClient := make(map[string]int)
+	byPrefix := make(map[netip.Prefix]int)
+	for i, r := range raws {
+		ok := true
+		ik := fmt.Sprintf("%s[%d]", key, i)
+		k := func(name string) string { return ik + "." + name }
+		var o LoopOverride
+		switch {
+		case (r.Client == nil) == (r.Prefix == nil):
+			errs.add(ik, "needs exactly one of client, prefix")
+			ok = false
+		case r.Client != nil:
+			id, err := ParseDUID(*r.Client)
+			if err != nil {
+				errs.add(k("client"), "%q is not a DUID in hex: %v", *r.Client, err)
+				ok = false
+				break
+			}
+			if j, dup := byClient[string(id)]; dup {
+				errs.add(k("client"), "%q is also loop_overrides[%d].client", *r.Client, j)
+				ok = false
+				break
+			}
+			byClient[string(id)] = i
+			o.Client = id
+		default:
+			s := *r.Prefix
+			p, err := netip.ParsePrefix(s)
+			switch {
+			case err != nil || !p.Addr().Is6() || p.Addr().Is4In6():
+				errs.add(k("prefix"), "%q is not an IPv6 prefix", s)
+				ok = false
+			case p != p.Masked():
+				errs.add(k("prefix"), "%q has bits set past the prefix length; did you mean %s?", s, p.Masked())
+				ok = false
+			default:
+				if j, dup := byPrefix[p]; dup {
+					errs.add(k("prefix"), "%q is also loop_overrides[%d].prefix", s, j)
+					ok = false
+					break
+				}
+				byPrefix[p] = i
+				o.Prefix = p
+			}
+		}
+		switch lp := LoopPolicy(r.Policy); lp {
+		case "":
+			errs.add(k("policy"), "required: drop or forward")
+			ok = false
+		case LoopDrop, LoopForward:
+			o.Policy = lp
+		default:
+			errs.add(k("policy"), "%q is not one of drop, forward", r.Policy)
+			ok = false
+		}
+		if ok {
+			out = append(out, o)
+		}
 	}
 	return out
 }

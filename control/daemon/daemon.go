@@ -38,10 +38,6 @@ func RunFile(ctx context.Context, path string, logOut io.Writer) error {
 
 // Run runs the relay described by cfg until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	if cfg.Dataplane.Mode != config.DataplaneOff {
-		// Refuse rather than run without the forwarding the operator asked for.
-		return fmt.Errorf("dataplane.mode %q: the AF_XDP forwarding plane is not built yet; use off", cfg.Dataplane.Mode)
-	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
 	}
@@ -66,7 +62,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return fmt.Errorf("downlinks %s allowed_sources: %w", d.Interface, err)
 		}
 	}
-	fs := &fibSink{t: ft, ports: ports, log: log}
+	fs := &fibSink{t: ft, ports: ports, log: log, loop: clientLoopPolicies(cfg)}
 
 	var names []string
 	for _, d := range cfg.Downlinks {
@@ -89,6 +85,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink)
 	mgr.OnLimit = met.LimitHit
+
+	// The forwarding plane: an attach failure stops the start with its
+	// cause (dataplane.mode xdp asks for forwarding; running without it
+	// would be a silent failure).
+	fwd, err := startForwarding(cfg, ports, log)
+	if err != nil {
+		return err
+	}
+	if fwd != nil {
+		met.Registry.MustRegister(fwd)
+	}
 
 	conn, err := relay.Listen(eng, relay.ConnConfig{
 		Uplink: cfg.Uplink.Interface, Servers: cfg.Servers, ServerPort: int(cfg.ServerPort),
@@ -114,8 +121,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}()
 	}
 	spawn("bindings", func() error { return mgr.Run(ctx) })
+	if fwd != nil {
+		spawn("dataplane", func() error { return fwd.run(ctx, ft.FIB()) })
+		spawn("gateway", func() error { return watchGateway(ctx, cfg, mgr, ft, log) })
+	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
 	apiSrv := api.NewServer(mgr, log)
+	if fwd != nil {
+		apiSrv.Stats = fwd.stats
+	}
 	spawn("api", func() error { return apiSrv.Serve(ctx, cfg.APISocket) })
 	if cfg.MetricsListen != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsListen)

@@ -14,6 +14,9 @@ type fibSink struct {
 	t     *fib.Table
 	ports map[string]fib.PortID
 	log   *slog.Logger
+	// loop gives a client's own loop policy (per-client override, R-5),
+	// LoopDefault for none; nil: none configured.
+	loop func(port, duid string) fib.LoopPolicy
 }
 
 func (s *fibSink) add(b *binding.Binding, withSource bool) {
@@ -21,7 +24,11 @@ func (s *fibSink) add(b *binding.Binding, withSource bool) {
 	if !ok {
 		return // a port no longer configured: the binding stays, unrouted
 	}
-	if err := s.t.AddRoute(fib.Route{Prefix: b.Prefix, Port: port, NextHop: b.NextHop, MAC: b.MAC}); err != nil {
+	r := fib.Route{Prefix: b.Prefix, Port: port, NextHop: b.NextHop, MAC: b.MAC}
+	if s.loop != nil {
+		r.Loop = s.loop(b.Port, b.DUID)
+	}
+	if err := s.t.AddRoute(r); err != nil {
 		s.log.Error("fib add route", "prefix", b.Prefix, "err", err)
 		return
 	}

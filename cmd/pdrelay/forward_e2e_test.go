@@ -1,0 +1,213 @@
+package main
+
+// End-to-end test of the forwarding plane: kernel forwarding is OFF in the
+// relay namespace, so every packet between the client's delegated prefix
+// and the upstream host crosses pdrelay's AF_XDP plane or nothing.
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pdrelay/pdrelay/bench/lab"
+)
+
+// metric returns the value of the first /metrics sample matching name and
+// labels (a regexp fragment), or 0.
+func metric(t *testing.T, r *lab.Pdrelay, addr, series string) float64 {
+	t.Helper()
+	m, err := r.Metrics(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+]+)$`)
+	sub := re.FindStringSubmatch(m)
+	if sub == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(sub[1], 64)
+	return v
+}
+
+// echoExpectUnreach sends an echo request from src to dst in ns and
+// returns the ICMPv6 type and code of the first answer that is not an
+// echo reply to something else, or an error on timeout.
+func echoAnswer(l *lab.Lab, ns string, src, dst netip.Addr) (typ, code byte, from netip.Addr, err error) {
+	var c *net.IPConn
+	err = l.InNS(ns, func() error {
+		var e error
+		c, e = net.ListenIP("ip6:ipv6-icmp", &net.IPAddr{IP: src.AsSlice()})
+		return e
+	})
+	if err != nil {
+		return 0, 0, from, err
+	}
+	defer c.Close()
+	req := []byte{128, 0, 0, 0, 0x12, 0x34, 0, 1, 'l', 'o', 'o', 'p'}
+	if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		return 0, 0, from, err
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 1500)
+	for {
+		n, a, err := c.ReadFrom(buf)
+		if err != nil {
+			return 0, 0, from, err
+		}
+		if n < 4 || buf[0] == 128 { // our own request looped back is not an answer
+			continue
+		}
+		from, _ = netip.AddrFromSlice(a.(*net.IPAddr).IP)
+		return buf[0], buf[1], from, nil
+	}
+}
+
+func TestEndToEndForwarding(t *testing.T) {
+	lab.Require(t, "kea-dhcp6", "dhclient", "ethtool")
+	bin := buildRelay(t)
+	l := lab.NewT(t, lab.Config{Clients: 1})
+	if on, err := l.Forwarding(); err != nil || on {
+		t.Fatalf("kernel forwarding in the relay namespace must be off: %v %v", on, err)
+	}
+	if err := l.PrepareTraffic(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.StartKea(lab.KeaOptions{ValidLifetime: 300, PreferredLifetime: 200, RenewTimer: 100, RebindTimer: 150}); err != nil {
+		t.Fatalf("kea: %v", err)
+	}
+	const metricsAddr = "127.0.0.1:9548"
+	cfg := l.PdrelayConfig("metrics_listen: "+metricsAddr+"\ndataplane:\n  mode: xdp\n",
+		"    loop_icmp: true\n")
+	r, err := l.StartPdrelay(bin, cfg)
+	if err != nil {
+		t.Fatalf("pdrelay: %v", err)
+	}
+	c, err := l.StartDhclient(0, lab.ClientOptions{})
+	if err != nil {
+		t.Fatalf("dhclient: %v", err)
+	}
+	ps, err := c.WaitPrefix(20 * time.Second)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
+	}
+	p := ps[0]
+	waitBindings(t, r, 1)
+	host := p.Addr().Next() // P::1
+	if err := l.AddClientAddr(0, host); err != nil {
+		t.Fatal(err)
+	}
+	dl := l.Downlinks[0].Name
+	fwd := func(port string) float64 {
+		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="forwarded"}`, port))
+	}
+
+	// Up and down through the relay: ping the upstream host from the
+	// delegated address, and the client from upstream.
+	if err := l.Ping(l.ClientNS[0], host, lab.UpstreamAddr, 5*time.Second); err != nil {
+		t.Fatalf("client -> upstream through pdrelay: %v\n%s", err, r.Proc.Log())
+	}
+	if err := l.Ping(l.ServerNS, lab.UpstreamAddr, host, 5*time.Second); err != nil {
+		t.Fatalf("upstream -> client through pdrelay: %v", err)
+	}
+	if fwd(dl) < 1 || fwd(l.Uplink.Name) < 1 {
+		t.Fatalf("forwarded counters did not move: %s %v, %s %v", dl, fwd(dl), l.Uplink.Name, fwd(l.Uplink.Name))
+	}
+	// UDP too.
+	udp := func() error {
+		srv, err := l.ListenUDP(l.ServerNS, netip.AddrPortFrom(lab.UpstreamAddr, 9999))
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		cl, err := l.ListenUDP(l.ClientNS[0], netip.AddrPortFrom(host, 0))
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		for i := 0; i < 10; i++ {
+			cl.WriteToUDPAddrPort([]byte("hello"), netip.AddrPortFrom(lab.UpstreamAddr, 9999))
+			srv.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			buf := make([]byte, 64)
+			n, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err == nil && string(buf[:n]) == "hello" && from.Addr() == host {
+				return nil
+			}
+		}
+		return fmt.Errorf("no UDP datagram from %s reached the upstream host", host)
+	}
+	if err := udp(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A spoofed source gets nothing, and is counted (R-3).
+	spoof := netip.MustParseAddr("2001:db8:ff00::66")
+	if err := l.AddClientAddr(0, spoof); err != nil {
+		t.Fatal(err)
+	}
+	spoofed := func() float64 {
+		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="spoofed"}`, dl))
+	}
+	before := spoofed()
+	if err := l.Ping(l.ClientNS[0], spoof, lab.UpstreamAddr, time.Second); err == nil {
+		t.Fatal("a spoofed source reached the upstream host")
+	}
+	if spoofed() <= before {
+		t.Fatal("spoofed counter did not move")
+	}
+
+	// To its own delegated prefix the client loops (point-to-point, R-5):
+	// dropped, and answered with ICMPv6 Destination Unreachable 1/6.
+	loops := func() float64 {
+		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="loop"}`, dl))
+	}
+	before = loops()
+	typ, code, from, err := echoAnswer(l, l.ClientNS[0], host, host.Next()) // P::2, not configured on the client
+	if err != nil {
+		t.Fatalf("no answer to a looping packet: %v", err)
+	}
+	if typ != 1 || code != 6 {
+		t.Fatalf("looping packet answered with type %d code %d from %s, want 1/6", typ, code, from)
+	}
+	if loops() <= before {
+		t.Fatal("loop counter did not move")
+	}
+
+	// After a restart traffic flows again with no client action (S-1).
+	if err := r.Restart(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ping(l.ServerNS, lab.UpstreamAddr, host, 5*time.Second); err != nil {
+		t.Fatalf("after restart, upstream -> client: %v\n%s", err, r.Proc.Log())
+	}
+
+	// After the client releases, traffic to the prefix stops (R-1).
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	waitBindings(t, r, 0)
+	if err := l.Ping(l.ServerNS, lab.UpstreamAddr, host, time.Second); err == nil {
+		t.Fatal("traffic to a released prefix still flows")
+	}
+	if !strings.Contains(r.Proc.Log(), "reason=released") {
+		t.Errorf("no release logged")
+	}
+}
+
+func waitBindings(t *testing.T, r *lab.Pdrelay, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		bs, err := r.Bindings()
+		if err == nil && len(bs) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bindings %v (err %v), want %d", bs, err, n)
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pdrelay/pdrelay/control/api"
+	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/config"
+	"github.com/pdrelay/pdrelay/control/neigh"
+	"github.com/pdrelay/pdrelay/dataplane"
+	"github.com/pdrelay/pdrelay/dataplane/plane"
+	"github.com/pdrelay/pdrelay/dataplane/xsk"
+	"github.com/pdrelay/pdrelay/fib"
+)
+
+// forwarding is the running forwarding plane and what reads its counters.
+type forwarding struct {
+	fwd   *dataplane.Forwarder
+	plane *plane.Plane
+	names map[fib.PortID]string
+}
+
+func loopPolicy(p config.LoopPolicy) fib.LoopPolicy {
+	if p == config.LoopForward {
+		return fib.LoopForward
+	}
+	return fib.LoopDrop
+}
+
+// startForwarding builds the Forwarder from the config and the ports'
+// addresses, attaches the XDP program and opens the AF_XDP sockets. With
+// dataplane.mode off it returns nil.
+func startForwarding(cfg *config.Config, ports map[string]fib.PortID, log *slog.Logger) (*forwarding, error) {
+	var mode xsk.Mode
+	switch cfg.Dataplane.Mode {
+	case config.DataplaneOff:
+		return nil, nil
+	case config.DataplaneXDP:
+		mode = xsk.ModeNative
+	case config.DataplaneXDPGeneric:
+		mode = xsk.ModeGeneric
+	}
+	f := &forwarding{names: map[fib.PortID]string{}}
+	dc := dataplane.Config{ICMPRate: cfg.Dataplane.ICMPRate}
+	pc := plane.Config{Mode: mode, Queues: cfg.Dataplane.Queues, FrameSize: cfg.Dataplane.FrameSize}
+	addPort := func(name string, p dataplane.PortConfig) error {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return fmt.Errorf("dataplane: %w", err)
+		}
+		if len(ifi.HardwareAddr) != 6 {
+			return fmt.Errorf("dataplane: %s has no Ethernet address", name)
+		}
+		p.ID = ports[name]
+		p.MAC = [6]byte(ifi.HardwareAddr)
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || !ip.Is6() || ip.Is4In6() {
+				continue
+			}
+			pc.Locals = append(pc.Locals, ip)
+			if ip.IsLinkLocalUnicast() && !p.LinkLocal.IsValid() {
+				p.LinkLocal = ip
+			}
+		}
+		dc.Ports = append(dc.Ports, p)
+		pc.Ports = append(pc.Ports, plane.Port{Name: name, Ifindex: ifi.Index, ID: p.ID})
+		f.names[p.ID] = name
+		return nil
+	}
+	if err := addPort(cfg.Uplink.Interface, dataplane.PortConfig{
+		Uplink: true, NoRoutePass: cfg.Uplink.NoRoute == config.NoRoutePass,
+	}); err != nil {
+		return nil, err
+	}
+	for _, d := range cfg.Downlinks {
+		if err := addPort(d.Interface, dataplane.PortConfig{
+			MultiAccess: d.LinkType == config.MultiAccess,
+			Loop:        loopPolicy(d.LoopPolicy),
+			LoopICMP:    d.LoopICMP,
+		}); err != nil {
+			return nil, err
+		}
+		for _, o := range d.LoopOverrides {
+			if o.Prefix.IsValid() {
+				dc.LoopOverrides = append(dc.LoopOverrides, dataplane.LoopOverride{Prefix: o.Prefix, Policy: loopPolicy(o.Policy)})
+			}
+		}
+	}
+	fwd, err := dataplane.New(dc)
+	if err != nil {
+		return nil, err
+	}
+	f.fwd = fwd
+	if f.plane, err = plane.Start(pc, log); err != nil {
+		return nil, err // names the cause: privilege, driver, interface
+	}
+	log.Info("forwarding plane attached", "mode", f.plane.Mode(), "ports", len(pc.Ports), "queues", max(pc.Queues, 1))
+	return f, nil
+}
+
+// run forwards until ctx ends; each worker gets its own Forwarder.
+func (f *forwarding) run(ctx context.Context, fibs *fib.FIB) error {
+	first := true
+	return f.plane.Run(ctx, fibs, func() plane.Decider {
+		if first {
+			first = false
+			return decider{f.fwd}
+		}
+		return decider{f.fwd.Clone()}
+	})
+}
+
+// decider adapts a Forwarder to the plane. Frames for the kernel (hop
+// limit, no route with no_route: pass) cannot go back once an AF_XDP
+// socket holds them: the XDP program passes those it can recognise
+// (hop limit <= 1, the relay's own addresses) before they get here, and
+// the rest are counted under their reason and dropped.
+type decider struct{ f *dataplane.Forwarder }
+
+func (d decider) Decide(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (fib.PortID, int, bool) {
+	v, _, out, n := d.f.Forward(snap, in, frame, now)
+	return out, n, v == dataplane.Forward || v == dataplane.ICMPReply
+}
+
+func (d decider) TxFull(port fib.PortID, n int) {
+	for range n {
+		d.f.Count(port, dataplane.TxRingFull)
+	}
+}
+
+func (d decider) Flush() { d.f.Flush() }
+
+var descPackets = prometheus.NewDesc("pdrelay_dataplane_packets_total",
+	"Frames the forwarding plane handled, by port and verdict reason: forwarded counts on the egress port, every other reason on the ingress port.",
+	[]string{"interface", "reason"}, nil)
+
+// Describe and Collect make the plane's counters a Prometheus collector.
+func (f *forwarding) Describe(ch chan<- *prometheus.Desc) { ch <- descPackets }
+
+func (f *forwarding) Collect(ch chan<- prometheus.Metric) {
+	f.fwd.Each(func(port fib.PortID, r dataplane.Reason, n uint64) {
+		name, ok := f.names[port]
+		if !ok {
+			name = "none"
+		}
+		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(n), name, r.String())
+	})
+}
+
+// clientLoopPolicies returns the per-client loop policy lookup of the
+// config's loop_overrides (client entries), or nil when there are none.
+func clientLoopPolicies(cfg *config.Config) func(port, duid string) fib.LoopPolicy {
+	type key struct{ port, duid string }
+	m := map[key]fib.LoopPolicy{}
+	for _, d := range cfg.Downlinks {
+		for _, o := range d.LoopOverrides {
+			if o.Client != nil {
+				m[key{d.Interface, string(o.Client)}] = loopPolicy(o.Policy)
+			}
+		}
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return func(port, duid string) fib.LoopPolicy { return m[key{port, duid}] }
+}
+
+// watchGateway keeps the FIB's default route on the uplink gateway's
+// current MAC, from the kernel's neighbour table. Updates go through the
+// binding manager's goroutine, the FIB's only writer.
+func watchGateway(ctx context.Context, cfg *config.Config, mgr *binding.Manager, ft *fib.Table, log *slog.Logger) error {
+	return neigh.Watch(ctx, cfg.Uplink.Interface, cfg.Uplink.Gateway, log, func(gw neigh.Gateway, ok bool) {
+		mgr.Post(func(*binding.Table) {
+			var r *fib.Route
+			if ok {
+				r = &fib.Route{Port: 0, NextHop: gw.Addr.WithZone(""), MAC: gw.MAC}
+			}
+			if err := ft.SetDefault(r); err != nil {
+				log.Error("fib default route", "err", err)
+				return
+			}
+			ft.Publish()
+			log.Info("uplink gateway", "addr", gw.Addr, "mac", binding.MACString(gw.MAC), "usable", ok)
+		})
+	})
+}
+
+// stats gives `pdrelay stats` the plane's counters by port.
+func (f *forwarding) stats() []api.PortStatsJSON {
+	var out []api.PortStatsJSON
+	for id := range f.names {
+		st, ok := f.fwd.Counters(id)
+		if !ok {
+			continue
+		}
+		p := api.PortStatsJSON{Interface: f.names[id], RxPackets: st.RxPackets, RxBytes: st.RxBytes,
+			TxBytes: st.ForwardedBytes, Packets: map[string]uint64{}}
+		for r, n := range st.ByReason {
+			p.Packets[dataplane.Reason(r).String()] = n
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Interface < out[j].Interface })
+	return out
+}

@@ -1,0 +1,214 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pdrelay/pdrelay/fib"
+)
+
+// The benchmark network: 1M delegated /56s out of 2001:db8:1000::/36,
+// alternately on the point-to-point downlink A and the multi-access
+// downlink B, each also an allowed source on its port, and the default
+// route to the gateway on U.
+const benchRoutes = 1_000_000
+
+type benchNet struct {
+	snap     *fib.Snapshot
+	prefixes [2][]uint64 // top 64 bits of the /56s on A and on B
+}
+
+var (
+	benchOnce sync.Once
+	benchFIB  benchNet
+)
+
+func benchBuild(b *testing.B) *benchNet {
+	benchOnce.Do(func() {
+		start := time.Now()
+		r := rand.New(rand.NewPCG(1, 2))
+		tb := fib.NewTable()
+		perm := r.Perm(1 << 20)
+		for i, x := range perm[:benchRoutes] {
+			hi := uint64(0x20010db8_10000000) | uint64(x)<<8
+			var a [16]byte
+			binary.BigEndian.PutUint64(a[:], hi)
+			p := netip.PrefixFrom(netip.AddrFrom16(a), 56)
+			port, mac := portA, [6]byte{0x0c, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+			if i%2 == 1 {
+				port = portB
+			}
+			if err := tb.AddRoute(fib.Route{Prefix: p, Port: port, MAC: mac}); err != nil {
+				b.Fatal(err)
+			}
+			if err := tb.AddSource(port, p); err != nil {
+				b.Fatal(err)
+			}
+			benchFIB.prefixes[i%2] = append(benchFIB.prefixes[i%2], hi)
+		}
+		if err := tb.SetDefault(&fib.Route{Port: portU, MAC: macGW}); err != nil {
+			b.Fatal(err)
+		}
+		benchFIB.snap = tb.Publish()
+		b.Logf("1M routes and sources built in %v", time.Since(start).Round(time.Millisecond))
+	})
+	return &benchFIB
+}
+
+// benchFrame is a frame as a worker gets it: in a 2 KiB UMEM-like slot.
+type benchFrame struct {
+	in  fib.PortID
+	buf []byte
+}
+
+// benchFrames builds n 110-byte UDP frames of one kind in a slab of 2 KiB
+// slots: down (uplink to a random client), up (client to a random
+// Internet address), spoofed (on A from a source of B), loop (on A to
+// another prefix of A).
+func benchFrames(b *testing.B, bn *benchNet, kind string, n int) []benchFrame {
+	r := rand.New(rand.NewPCG(3, uint64(n)))
+	in := func(side int) uint64 { // a random address inside a random prefix of A (0) or B (1)
+		ps := bn.prefixes[side]
+		return ps[r.IntN(len(ps))] | r.Uint64N(256)
+	}
+	foreign := func() uint64 { return 0x2a00_0000_0000_0000 | r.Uint64()>>12 }
+	tmpl := fromU("2001:db8:a:100::1").frame(b) // 54 + 8 + 20 bytes
+	slab := make([]byte, n*benchStride)
+	frames := make([]benchFrame, n)
+	for i := range frames {
+		buf := slab[i*benchStride : i*benchStride+len(tmpl) : (i+1)*benchStride]
+		copy(buf, tmpl)
+		var src, dst uint64
+		port, mac := portU, macGW
+		switch kind {
+		case "down":
+			src, dst = foreign(), in(i%2)
+		case "up":
+			side := i % 2
+			port, mac = []fib.PortID{portA, portB}[side], [6]byte{0x0c, 0, 0, 0, 0, 1}
+			src, dst = in(side), foreign()
+		case "spoofed":
+			port, src, dst = portA, in(1), foreign()
+		case "loop":
+			port, src, dst = portA, in(0), in(0)
+		}
+		copy(buf[offSrcMAC:], mac[:])
+		binary.BigEndian.PutUint64(buf[offSrc:], src)
+		binary.BigEndian.PutUint64(buf[offSrc+8:], r.Uint64())
+		binary.BigEndian.PutUint64(buf[offDst:], dst)
+		binary.BigEndian.PutUint64(buf[offDst+8:], r.Uint64())
+		frames[i] = benchFrame{port, buf}
+	}
+	return frames
+}
+
+var benchWant = map[string]struct {
+	v Verdict
+	r Reason
+}{
+	"down": {Forward, Forwarded}, "up": {Forward, Forwarded},
+	"spoofed": {Drop, Spoofed}, "loop": {Drop, Loop},
+}
+
+var sinkN int
+
+// BenchmarkForward is the whole per-packet path with 1M bindings in the
+// FIB: parse, source check, route lookup, loop check, MAC and hop limit
+// rewrite, counting, and a Flush every 64 frames as a worker does per
+// batch. down: uplink to a client; up: client to the Internet (default
+// route); spoofed: a client using another port's source; loop: a client
+// sending to another prefix of its own point-to-point port (drop). Each
+// case cycles through 4096 frames with random addresses (the FIB does not
+// stay in cache); "-hot" cycles through 16.
+func BenchmarkForward(b *testing.B) {
+	bn := benchBuild(b)
+	for _, kind := range []string{"down", "up", "spoofed", "loop"} {
+		for _, v := range []struct {
+			name string
+			n    int
+		}{{kind + "/1M", 4096}, {kind + "-hot/1M", 16}} {
+			b.Run(v.name, func(b *testing.B) {
+				frames := benchFrames(b, bn, kind, v.n)
+				f := newForwarder(b, testConfig(false))
+				snap := bn.snap
+				for _, fr := range frames {
+					fr.buf[offHopLimit] = 64
+					if got, r, _, _ := f.Forward(snap, fr.in, fr.buf, 0); got != benchWant[kind].v || r != benchWant[kind].r {
+						b.Fatalf("%s: %v %v", kind, got, r)
+					}
+				}
+				mask := v.n - 1
+				n := 0
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					fr := &frames[i&mask]
+					fr.buf[offHopLimit] = 64
+					_, _, _, m := f.Forward(snap, fr.in, fr.buf, 0)
+					n += m
+					if i&63 == 63 {
+						f.Flush()
+					}
+				}
+				sinkN = n
+			})
+		}
+	}
+}
+
+// BenchmarkParse is the header check alone, over 16 frames.
+func BenchmarkParse(b *testing.B) {
+	var frames [16][]byte
+	for i := range frames {
+		frames[i] = fromU("2001:db8:a:100::1").frame(b)
+	}
+	b.ReportAllocs()
+	var bad int
+	for i := 0; b.Loop(); i++ {
+		if parse(frames[i&15]) != Forwarded {
+			bad++
+		}
+	}
+	sinkN = bad
+}
+
+// BenchmarkFIBParts is the FIB's share of BenchmarkForward: the same 4096
+// (or 16) frames, only the lookups Forward makes for them. route: the
+// destination lookup of "down"; source: the source check of "up".
+func BenchmarkFIBParts(b *testing.B) {
+	bn := benchBuild(b)
+	for _, n := range []int{4096, 16} {
+		name := "/1M"
+		if n == 16 {
+			name = "-hot/1M"
+		}
+		b.Run("route"+name, func(b *testing.B) {
+			frames := benchFrames(b, bn, "down", n)
+			snap, mask, hits := bn.snap, n-1, 0
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if rt, ok := snap.LookupBytes((*[16]byte)(frames[i&mask].buf[offDst:])); ok {
+					hits += int(rt.Port)
+				}
+			}
+			sinkN = hits
+		})
+		b.Run("source"+name, func(b *testing.B) {
+			frames := benchFrames(b, bn, "up", n)
+			snap, mask, hits := bn.snap, n-1, 0
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				fr := &frames[i&mask]
+				if snap.SourceAllowedBytes(fr.in, (*[16]byte)(fr.buf[offSrc:])) {
+					hits++
+				}
+			}
+			sinkN = hits
+		})
+	}
+}
+
+const benchStride = 2048 // bytes per frame slot, as in a UMEM

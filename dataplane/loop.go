@@ -1,0 +1,105 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+
+	"github.com/gaissmai/bart"
+	"github.com/pdrelay/pdrelay/fib"
+)
+
+// isLoop reports whether a frame that came in on p and is routed by rt back
+// out of p is a looping packet (RFC 8987 R-5): always on a point-to-point
+// link; on a multi-access link only when the frame comes from the very
+// next hop it would go back to (its source MAC is the route's MAC). A
+// client sending to another client on the same segment is not a loop: the
+// relay forwards the frame back out of the port, to the other client.
+func (p *port) isLoop(frame []byte, rt *fib.Route) bool {
+	return !p.multiAccess || *(*[6]byte)(frame[offSrcMAC : offSrcMAC+6]) == rt.MAC
+}
+
+// loopPolicy returns what to do with a looping packet to dst that rt
+// routes back out of p, the most specific setting winning: the longest
+// per-destination override, then the client's (rt.Loop), then the port's.
+// It allocates nothing.
+func (s *shared) loopPolicy(p *port, rt *fib.Route, dst *[16]byte) fib.LoopPolicy {
+	if pol, ok := s.overrides.lookup(dst); ok {
+		return pol
+	}
+	if rt.Loop != fib.LoopDefault {
+		return rt.Loop
+	}
+	return p.loop
+}
+
+// overrides holds the per-destination loop policies: a short list is
+// scanned longest prefix first (a few ns), a long one goes to a bart
+// table.
+type overrides struct {
+	list []override
+	tbl  *bart.Table[fib.LoopPolicy]
+}
+
+// maxOverrideList is the most overrides kept as a list.
+const maxOverrideList = 16
+
+type override struct {
+	hi, lo   uint64 // masked prefix
+	mhi, mlo uint64 // mask
+	bits     int
+	pol      fib.LoopPolicy
+}
+
+// newOverrides builds the lookup for checked, masked, distinct overrides.
+func newOverrides(os []LoopOverride) overrides {
+	if len(os) > maxOverrideList {
+		t := new(bart.Table[fib.LoopPolicy])
+		for _, o := range os {
+			t.Insert(o.Prefix, o.Policy)
+		}
+		return overrides{tbl: t}
+	}
+	var l []override
+	for _, o := range os {
+		a := o.Prefix.Addr().As16()
+		mhi, mlo := mask128(o.Prefix.Bits())
+		l = append(l, override{
+			hi: binary.BigEndian.Uint64(a[:8]), lo: binary.BigEndian.Uint64(a[8:]),
+			mhi: mhi, mlo: mlo, bits: o.Prefix.Bits(), pol: o.Policy,
+		})
+	}
+	slices.SortStableFunc(l, func(a, b override) int { return b.bits - a.bits })
+	return overrides{list: l}
+}
+
+// mask128 returns the mask of a prefix length as two halves.
+func mask128(bits int) (hi, lo uint64) {
+	switch {
+	case bits <= 0:
+		return 0, 0
+	case bits < 64:
+		return ^uint64(0) << (64 - bits), 0
+	case bits < 128:
+		return ^uint64(0), ^uint64(0) << (128 - bits)
+	}
+	return ^uint64(0), ^uint64(0)
+}
+
+// lookup returns the policy of the longest override holding dst.
+func (o *overrides) lookup(dst *[16]byte) (fib.LoopPolicy, bool) {
+	if o.tbl != nil {
+		return o.tbl.Lookup(netip.AddrFrom16(*dst))
+	}
+	if len(o.list) == 0 {
+		return fib.LoopDefault, false
+	}
+	hi, lo := binary.BigEndian.Uint64(dst[:8]), binary.BigEndian.Uint64(dst[8:])
+	for i := range o.list {
+		e := &o.list[i]
+		if hi&e.mhi == e.hi && lo&e.mlo == e.lo {
+			return e.pol, true
+		}
+	}
+	return fib.LoopDefault, false
+}

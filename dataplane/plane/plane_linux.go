@@ -1,0 +1,262 @@
+//go:build linux
+
+package plane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pdrelay/pdrelay/dataplane/xsk"
+	"github.com/pdrelay/pdrelay/fib"
+)
+
+// Decider decides frames for one worker goroutine.
+type Decider interface {
+	// Decide decides one frame that arrived on port in: send it
+	// (rewritten in place to length n) out of port out, or not (dropped
+	// and counted by the decider). frame has room up to its capacity for
+	// building a reply in place.
+	Decide(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (out fib.PortID, n int, send bool)
+	// TxFull counts n frames an egress ring of port had no room for.
+	TxFull(port fib.PortID, n int)
+	// Flush publishes the worker's counts; called after every busy batch
+	// and before the worker blocks.
+	Flush()
+}
+
+// Port is one interface the plane forwards between.
+type Port struct {
+	Name    string
+	Ifindex int
+	ID      fib.PortID
+}
+
+// Config configures the plane.
+type Config struct {
+	Ports     []Port
+	Mode      xsk.Mode // attach mode: auto, native or generic
+	Queues    int      // queues per port (default 1)
+	FrameSize int      // UMEM frame size (default 2048)
+	Locals    []netip.Addr
+}
+
+// Plane is the running forwarding plane.
+type Plane struct {
+	cfg     Config
+	log     *slog.Logger
+	progs   []*xsk.Program
+	locals  *xsk.LocalAddrs
+	workers []*worker
+	mode    xsk.Mode
+}
+
+const batch = 64
+
+// Start attaches the XDP program to every port and opens the sockets. An
+// attach failure (privilege, driver) is returned with its cause, and
+// nothing is left attached.
+func Start(cfg Config, log *slog.Logger) (p *Plane, err error) {
+	if cfg.Queues <= 0 {
+		cfg.Queues = 1
+	}
+	if cfg.FrameSize == 0 {
+		cfg.FrameSize = 2048
+	}
+	p = &Plane{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if p.locals, err = xsk.NewLocalAddrs(1024); err != nil {
+		return nil, fmt.Errorf("local address map: %w", err)
+	}
+	for _, a := range cfg.Locals {
+		if err := p.locals.Add(a); err != nil {
+			return nil, fmt.Errorf("local address %s: %w", a, err)
+		}
+	}
+	for _, port := range cfg.Ports {
+		prog, err := xsk.NewProgram(xsk.ProgramConfig{Queues: cfg.Queues, Locals: p.locals})
+		if err != nil {
+			return nil, fmt.Errorf("xdp program for %s: %w", port.Name, err)
+		}
+		p.progs = append(p.progs, prog)
+		mode, err := prog.Attach(port.Ifindex, cfg.Mode)
+		if err != nil {
+			return nil, fmt.Errorf("attach xdp to %s: %w", port.Name, err)
+		}
+		p.mode = mode
+	}
+	for q := 0; q < cfg.Queues; q++ {
+		w, err := p.newWorker(q)
+		if err != nil {
+			return nil, err
+		}
+		p.workers = append(p.workers, w)
+	}
+	return p, nil
+}
+
+// Mode is the attach mode the kernel accepted (native or generic).
+func (p *Plane) Mode() xsk.Mode { return p.mode }
+
+// Info returns the sockets' bind facts (copy or zero-copy, shared UMEM).
+func (p *Plane) Info() []xsk.Info {
+	var out []xsk.Info
+	for _, w := range p.workers {
+		for _, s := range w.socks {
+			out = append(out, s.Info())
+		}
+	}
+	return out
+}
+
+// Run runs the workers, each with its own Decider from newDecider, until
+// ctx ends, then closes the plane.
+func (p *Plane) Run(ctx context.Context, fibs *fib.FIB, newDecider func() Decider) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(p.workers))
+	for _, w := range p.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.run(ctx, fibs, newDecider()); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	p.Close()
+	return <-errc
+}
+
+// Close detaches the programs and closes the sockets. Idempotent.
+func (p *Plane) Close() error {
+	var errs []error
+	for _, w := range p.workers {
+		errs = append(errs, w.umem.Close())
+	}
+	p.workers = nil
+	for _, prog := range p.progs {
+		errs = append(errs, prog.Close())
+	}
+	p.progs = nil
+	if p.locals != nil {
+		p.locals.Close()
+		p.locals = nil
+	}
+	return errors.Join(errs...)
+}
+
+// worker moves frames between the ports' sockets of one queue index.
+type worker struct {
+	queue  int
+	umem   *xsk.UMEM
+	socks  []*xsk.Socket // by port index
+	ids    []fib.PortID
+	byID   map[fib.PortID]int
+	poller *xsk.Poller
+
+	rx    []xsk.Desc
+	tx    [][]xsk.Desc // per egress port
+	addrs []uint64
+}
+
+func (p *Plane) newWorker(q int) (*worker, error) {
+	frames := 4096 * len(p.cfg.Ports)
+	u, err := xsk.NewUMEM(xsk.UMEMConfig{Frames: frames, FrameSize: p.cfg.FrameSize})
+	if err != nil {
+		return nil, fmt.Errorf("umem for queue %d: %w", q, err)
+	}
+	w := &worker{queue: q, umem: u, byID: map[fib.PortID]int{},
+		rx: make([]xsk.Desc, batch), addrs: make([]uint64, 4*batch)}
+	for i, port := range p.cfg.Ports {
+		s, err := xsk.NewSocket(u, xsk.SocketConfig{Ifindex: port.Ifindex, Queue: q})
+		if err != nil {
+			u.Close()
+			return nil, fmt.Errorf("af_xdp socket on %s queue %d: %w", port.Name, q, err)
+		}
+		if err := p.progs[i].Register(q, s); err != nil {
+			u.Close()
+			return nil, fmt.Errorf("register socket of %s queue %d: %w", port.Name, q, err)
+		}
+		s.FillFromUMEM(2048)
+		w.socks = append(w.socks, s)
+		w.ids = append(w.ids, port.ID)
+		w.byID[port.ID] = i
+		w.tx = append(w.tx, make([]xsk.Desc, 0, batch*len(p.cfg.Ports)))
+		info := s.Info()
+		p.log.Info("af_xdp socket", "port", port.Name, "queue", q, "zero_copy", info.ZeroCopy,
+			"shared_umem", info.SharedUMEM, "need_wakeup", info.NeedWakeup)
+	}
+	w.poller = xsk.NewPoller(w.socks...)
+	return w, nil
+}
+
+func (w *worker) run(ctx context.Context, fibs *fib.FIB, d Decider) error {
+	defer d.Flush()
+	idle := 0
+	for ctx.Err() == nil {
+		if idle > 0 {
+			d.Flush()
+			if _, err := w.poller.Wait(50 * time.Millisecond); err != nil && !errors.Is(err, xsk.ErrClosed) {
+				return fmt.Errorf("queue %d: %w", w.queue, err)
+			}
+		}
+		if w.step(fibs.Load(), d) == 0 {
+			idle++
+		} else {
+			idle = 0
+		}
+	}
+	return nil
+}
+
+// step runs one batch on every port and returns how many frames it moved.
+func (w *worker) step(snap *fib.Snapshot, d Decider) int {
+	now := time.Now().UnixNano()
+	moved := 0
+	for i, s := range w.socks {
+		n := s.Receive(w.rx)
+		for _, desc := range w.rx[:n] {
+			buf := w.umem.Buffer(desc.Addr)
+			out, ln, send := d.Decide(snap, w.ids[i], buf[:desc.Len], now)
+			j, ok := w.byID[out]
+			if !send || !ok || ln <= 0 || ln > len(buf) {
+				w.addrs = append(w.addrs[:0], desc.Addr)
+				w.umem.Free(w.addrs)
+				continue
+			}
+			w.tx[j] = append(w.tx[j], xsk.Desc{Addr: desc.Addr, Len: uint32(ln)})
+		}
+		moved += n
+	}
+	for j, s := range w.socks {
+		if len(w.tx[j]) > 0 {
+			k := s.Transmit(w.tx[j])
+			if k < len(w.tx[j]) {
+				w.umem.FreeDescs(w.tx[j][k:])
+				d.TxFull(w.ids[j], len(w.tx[j])-k)
+			}
+			w.tx[j] = w.tx[j][:0]
+		} else if s.TxQueued() > 0 {
+			s.Transmit(nil)
+		}
+		for {
+			c := s.Complete(w.addrs[:cap(w.addrs)])
+			if c == 0 {
+				break
+			}
+			w.umem.Free(w.addrs[:c])
+		}
+		s.FillFromUMEM(batch * 2)
+	}
+	return moved
+}
