@@ -61,6 +61,9 @@ func BenchmarkVethForwarding(b *testing.B) {
 	const d = 3 * time.Second
 	b.ResetTimer()
 	relayPPS, sent1 := blast(b, l, src, d)
+	if out, err := r.CLI("stats"); err == nil {
+		b.Logf("pdrelay stats after the run:\n%s", out)
+	}
 
 	// Linux forwarding in the same namespaces: pdrelay gone (its XDP
 	// program detaches), the kernel routes the prefix to the client.

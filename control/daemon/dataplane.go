@@ -71,8 +71,13 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, log *slog.
 				continue
 			}
 			pc.Locals = append(pc.Locals, ip)
-			if ip.IsLinkLocalUnicast() && !p.LinkLocal.IsValid() {
+			switch {
+			case ip.IsLinkLocalUnicast() && !p.LinkLocal.IsValid():
 				p.LinkLocal = ip
+			case ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() && !p.ICMPSource.IsValid():
+				// Errors must reach hosts behind a client router, which
+				// will not forward a link-local source (RFC 4291 2.5.6).
+				p.ICMPSource = ip
 			}
 		}
 		dc.Ports = append(dc.Ports, p)

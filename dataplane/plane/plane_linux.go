@@ -163,6 +163,7 @@ type worker struct {
 	ids    []fib.PortID
 	byID   map[fib.PortID]int
 	poller *xsk.Poller
+	start  time.Time
 
 	rx    []xsk.Desc
 	tx    [][]xsk.Desc // per egress port
@@ -202,6 +203,7 @@ func (p *Plane) newWorker(q int) (*worker, error) {
 
 func (w *worker) run(ctx context.Context, fibs *fib.FIB, d Decider) error {
 	defer d.Flush()
+	w.start = time.Now() // now is monotonic nanoseconds since then
 	idle := 0
 	for ctx.Err() == nil {
 		if idle > 0 {
@@ -221,7 +223,7 @@ func (w *worker) run(ctx context.Context, fibs *fib.FIB, d Decider) error {
 
 // step runs one batch on every port and returns how many frames it moved.
 func (w *worker) step(snap *fib.Snapshot, d Decider) int {
-	now := time.Now().UnixNano()
+	now := int64(time.Since(w.start))
 	moved := 0
 	for i, s := range w.socks {
 		n := s.Receive(w.rx)
