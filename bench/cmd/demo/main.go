@@ -1,13 +1,16 @@
 // Command demo runs pdrelay on its built-in lab: network namespaces with
 // Kea as the server and ISC dhclient as a prefix-delegation client, pdrelay
-// relaying between them. It prints what the client was delegated and
-// `pdrelay bindings`, then tears everything down (at once, or on Ctrl-C
-// with -wait). `make demo` runs it as root.
+// relaying between them and forwarding (kernel forwarding off). It prints
+// what the client was delegated and `pdrelay bindings`, pings through the
+// relay both ways and from a spoofed source, prints `pdrelay stats`, then
+// tears everything down (at once, or on Ctrl-C with -wait). `make demo`
+// runs it as root.
 package main
 
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -31,7 +34,7 @@ func run(bin string, wait bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
 	}
-	if err := lab.Available("kea-dhcp6", "dhclient"); err != nil {
+	if err := lab.Available("kea-dhcp6", "dhclient", "ethtool"); err != nil {
 		return err
 	}
 	bin, err := filepath.Abs(bin) // the lab runs processes in its own directory
@@ -46,10 +49,15 @@ func run(bin string, wait bool) error {
 	interrupted := make(chan os.Signal, 1)
 	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
 
+	if err := l.PrepareTraffic(); err != nil {
+		return err
+	}
 	if _, err := l.StartKea(lab.KeaOptions{}); err != nil {
 		return err
 	}
-	r, err := l.StartPdrelay(bin, l.PdrelayConfig("", ""))
+	// Kernel forwarding is off in the relay namespace: only pdrelay's
+	// AF_XDP plane can carry the client's traffic.
+	r, err := l.StartPdrelay(bin, l.PdrelayConfig("dataplane:\n  mode: xdp\n", "    loop_icmp: true\n"))
 	if err != nil {
 		return err
 	}
@@ -71,6 +79,33 @@ func run(bin string, wait bool) error {
 	}
 	out, err := r.CLI("bindings")
 	fmt.Printf("$ pdrelay bindings\n%s\n", out)
+	if err != nil {
+		return err
+	}
+	// The client uses an address of its first prefix and pings the
+	// upstream host through pdrelay, then a spoofed source tries.
+	host := ps[0].Addr().Next()
+	if err := l.AddClientAddr(0, host); err != nil {
+		return err
+	}
+	if err := l.Ping(l.ClientNS[0], host, lab.UpstreamAddr, 5*time.Second); err != nil {
+		return fmt.Errorf("ping through pdrelay: %w", err)
+	}
+	fmt.Printf("$ ping -I %s %s   (from the client, through pdrelay): answered\n", host, lab.UpstreamAddr)
+	if err := l.Ping(l.ServerNS, lab.UpstreamAddr, host, 5*time.Second); err != nil {
+		return fmt.Errorf("ping through pdrelay: %w", err)
+	}
+	fmt.Printf("$ ping -I %s %s   (from upstream, through pdrelay): answered\n", lab.UpstreamAddr, host)
+	spoof := netip.MustParseAddr("2001:db8:ff00::66")
+	if err := l.AddClientAddr(0, spoof); err != nil {
+		return err
+	}
+	if l.Ping(l.ClientNS[0], spoof, lab.UpstreamAddr, time.Second) == nil {
+		return fmt.Errorf("a spoofed source got through")
+	}
+	fmt.Printf("$ ping -I %s %s   (spoofed source): no answer\n\n", spoof, lab.UpstreamAddr)
+	out, err = r.CLI("stats")
+	fmt.Printf("$ pdrelay stats\n%s\n", out)
 	if err != nil {
 		return err
 	}
