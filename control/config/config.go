@@ -114,30 +114,6 @@ type LoopOverride struct {
 	Policy LoopPolicy
 }
 
-// LoopPolicyFor returns the loop policy for traffic routed to the
-// delegated prefix of client on the port: that of the longest prefix
-// override covering the whole delegated prefix, else that of the client's
-// override, else the port's LoopPolicy. A prefix override longer than the
-// delegated prefix does not apply, as routes carry one policy each.
-func (d Downlink) LoopPolicyFor(client []byte, delegated netip.Prefix) LoopPolicy {
-	best, bits := LoopPolicy(""), -1
-	for _, o := range d.LoopOverrides {
-		if o.Prefix.IsValid() && o.Prefix.Bits() > bits && o.Prefix.Bits() <= delegated.Bits() &&
-			o.Prefix.Contains(delegated.Addr()) {
-			best, bits = o.Policy, o.Prefix.Bits()
-		}
-	}
-	if best != "" {
-		return best
-	}
-	for _, o := range d.LoopOverrides {
-		if o.Client != nil && bytes.Equal(o.Client, client) {
-			return o.Policy
-		}
-	}
-	return d.LoopPolicy
-}
-
 // Limits returns the port's binding limits.
 func (d Downlink) Limits() binding.PortLimits {
 	return binding.PortLimits{

@@ -417,36 +417,3 @@ func TestAliasBlowUp(t *testing.T) {
 		t.Errorf("%d error lines", n)
 	}
 }
-
-func TestLoopPolicyFor(t *testing.T) {
-	p := netip.MustParsePrefix
-	alice, bob := []byte{0, 1, 0xa1}, []byte{0, 1, 0xb0}
-	d := Downlink{
-		LoopPolicy: LoopDrop,
-		LoopOverrides: []LoopOverride{
-			{Client: alice, Policy: LoopForward},
-			{Prefix: p("2001:db8:2400::/40"), Policy: LoopForward},
-			{Prefix: p("2001:db8:2400:ff00::/56"), Policy: LoopDrop},
-			{Prefix: p("2001:db8:3000::/64"), Policy: LoopForward},
-		},
-	}
-	for _, tc := range []struct {
-		client    []byte
-		delegated string
-		want      LoopPolicy
-	}{
-		{bob, "2001:db8:1::/56", LoopDrop},           // nothing matches: the port's policy
-		{alice, "2001:db8:1::/56", LoopForward},      // the client's override
-		{bob, "2001:db8:2400:100::/56", LoopForward}, // inside the /40
-		{bob, "2001:db8:2400:ff00::/56", LoopDrop},   // the longer /56 wins over the /40
-		{alice, "2001:db8:2400:ff00::/56", LoopDrop}, // a prefix override wins over the client's
-		{bob, "2001:db8:2400::/40", LoopForward},     // equal length applies
-		{bob, "2001:db8:2400::/36", LoopDrop},        // the override covers only part of it
-		{bob, "2001:db8:3000::/56", LoopDrop},        // the /64 is longer than the delegation
-		{nil, "2001:db8:1::/56", LoopDrop},           // no client known
-	} {
-		if got := d.LoopPolicyFor(tc.client, p(tc.delegated)); got != tc.want {
-			t.Errorf("LoopPolicyFor(%x, %s) = %s, want %s", tc.client, tc.delegated, got, tc.want)
-		}
-	}
-}

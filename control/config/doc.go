@@ -45,10 +45,10 @@
 //	                         of client (a client DUID in hex, as relay_id) and
 //	                         prefix (a masked IPv6 prefix), and policy (drop or
 //	                         forward, required). No client and no prefix twice
-//	                         on a port. Downlink.LoopPolicyFor applies them: the
-//	                         longest prefix override covering the delegated
-//	                         prefix, else the client's override, else
-//	                         loop_policy
+//	                         on a port. The forwarding plane applies them per
+//	                         looping packet: the longest prefix override
+//	                         holding its destination, else the client's
+//	                         override, else loop_policy
 //	  loop_icmp              default false
 //	  trust_release_request  default false: RELEASE-REQUESTs arriving on the
 //	                         port are dropped

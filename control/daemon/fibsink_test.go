@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/config"
 	"github.com/pdrelay/pdrelay/fib"
 )
 
@@ -85,5 +86,29 @@ func TestRenewalDoesNotPublish(t *testing.T) {
 	s.Sink(tab.TakeChanges())
 	if ft.Load() != before {
 		t.Fatal("a renewal republished the FIB")
+	}
+}
+
+// TestClientLoopPolicyOnRoutes checks that a client's loop_overrides entry
+// becomes its routes' loop policy (R-5 per client) and that other clients'
+// routes leave it to the port.
+func TestClientLoopPolicyOnRoutes(t *testing.T) {
+	cfg := &config.Config{Downlinks: []config.Downlink{{
+		Interface:     "dl1",
+		LoopOverrides: []config.LoopOverride{{Client: []byte("vip"), Policy: config.LoopForward}},
+	}}}
+	ft := fib.NewTable()
+	s := &fibSink{t: ft, ports: map[string]fib.PortID{"dl1": 1}, log: slog.New(slog.DiscardHandler), loop: clientLoopPolicies(cfg)}
+	tab := binding.NewTable(binding.PortLimits{}, nil)
+	now := time.Unix(1_000_000, 0)
+	for duid, p := range map[string]string{"vip": "2001:db8:1::/56", "other": "2001:db8:2::/56"} {
+		tab.Learn(now, binding.Learned{Key: binding.Key{Port: "dl1", DUID: duid, IAID: 1, Prefix: netip.MustParsePrefix(p)}, Valid: time.Hour})
+	}
+	s.Sink(tab.TakeChanges())
+	if r, _ := ft.Load().Lookup(netip.MustParseAddr("2001:db8:1::1")); r == nil || r.Loop != fib.LoopForward {
+		t.Fatalf("vip route %+v, want loop forward", r)
+	}
+	if r, _ := ft.Load().Lookup(netip.MustParseAddr("2001:db8:2::1")); r == nil || r.Loop != fib.LoopDefault {
+		t.Fatalf("other route %+v, want the port's policy", r)
 	}
 }
