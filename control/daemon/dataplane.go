@@ -43,7 +43,7 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, log *slog.
 	case config.DataplaneOff:
 		return nil, nil
 	case config.DataplaneXDP:
-		mode = xsk.ModeNative
+		mode = xsk.ModeAuto // native, else generic; neither: the start fails with the cause
 	case config.DataplaneXDPGeneric:
 		mode = xsk.ModeGeneric
 	}
