@@ -118,7 +118,15 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bo
 // RunBindings implements `pdrelay bindings`; args follow the subcommand.
 // It returns the exit code.
 func RunBindings(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bindings", bindingsUsage, stderr)
+	return runQuery("bindings", bindingsUsage, args, stdout, stderr, (*Client).Bindings, printBindings)
+}
+
+// runQuery runs a read-only operator command: --json and the socket
+// flags, one API call, then the answer as JSON (an empty list, never
+// null) or as the command's table.
+func runQuery[T any](name, usage string, args []string, stdout, stderr io.Writer,
+	get func(*Client, context.Context) ([]T, error), table func(io.Writer, []T)) int {
+	fs := newFlagSet(name, usage, stderr)
 	asJSON := fs.Bool("json", false, "")
 	var sock socketFlags
 	sock.register(fs)
@@ -127,29 +135,29 @@ func RunBindings(args []string, stdout, stderr io.Writer) int {
 	}
 	path, err := sock.path()
 	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay bindings: %v\n", err)
+		fmt.Fprintf(stderr, "pdrelay %s: %v\n", name, err)
 		return ExitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
 	defer cancel()
-	bs, err := Dial(path).Bindings(ctx)
+	v, err := get(Dial(path), ctx)
 	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay bindings: %v\n", err)
+		fmt.Fprintf(stderr, "pdrelay %s: %v\n", name, err)
 		return ExitError
 	}
-	if *asJSON {
-		if bs == nil {
-			bs = []BindingJSON{}
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(bs); err != nil {
-			fmt.Fprintf(stderr, "pdrelay bindings: %v\n", err)
-			return ExitError
-		}
+	if !*asJSON {
+		table(stdout, v)
 		return ExitOK
 	}
-	printBindings(stdout, bs)
+	if v == nil {
+		v = []T{}
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintf(stderr, "pdrelay %s: %v\n", name, err)
+		return ExitError
+	}
 	return ExitOK
 }
 

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,38 +44,16 @@ const statsUsage = `usage: pdrelay stats [--json] [-s|--socket PATH | -c|--confi
 // RunStats implements `pdrelay stats`: the forwarding plane's counters by
 // port and reason.
 func RunStats(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("stats", statsUsage, stderr)
-	asJSON := fs.Bool("json", false, "")
-	var sock socketFlags
-	sock.register(fs)
-	if code, done := parse(fs, args, stderr); done {
-		return code
-	}
-	path, err := sock.path()
-	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay stats: %v\n", err)
-		return ExitUsage
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
-	defer cancel()
-	st, err := Dial(path).Stats(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay stats: %v\n", err)
-		return ExitError
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
-			return ExitError
-		}
-		return ExitOK
-	}
+	return runQuery("stats", statsUsage, args, stdout, stderr, (*Client).Stats, printStats)
+}
+
+// printStats prints the human table of `pdrelay stats`.
+func printStats(w io.Writer, st []PortStatsJSON) {
 	if len(st) == 0 {
-		fmt.Fprintln(stdout, "forwarding plane off (dataplane.mode: off)")
-		return ExitOK
+		fmt.Fprintln(w, "forwarding plane off (dataplane.mode: off)")
+		return
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tRX-PACKETS\tRX-BYTES\tREASON\tPACKETS")
 	for _, p := range st {
 		reasons := make([]string, 0, len(p.Packets))
@@ -92,5 +69,4 @@ func RunStats(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	tw.Flush()
-	return ExitOK
 }
