@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	if fwd != nil {
 		met.Registry.MustRegister(fwd)
+		defer fwd.plane.Close() // detach on every way out; Run closes it too
 	}
 
 	conn, err := relay.Listen(eng, relay.ConnConfig{
@@ -109,7 +110,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8) // room for every part below: none may block on it
 	spawn := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
