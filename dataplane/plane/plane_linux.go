@@ -29,15 +29,16 @@ const batch = 64
 // Start attaches the XDP program to every port and opens the sockets. An
 // attach failure (privilege, driver) is returned with its cause, and
 // nothing is left attached.
-func Start(cfg Config, log *slog.Logger) (p *Plane, err error) {
+func Start(cfg Config, log *slog.Logger) (_ *Plane, err error) {
 	if cfg.Queues <= 0 {
 		cfg.Queues = 1
 	}
 	if cfg.FrameSize == 0 {
 		cfg.FrameSize = 2048
 	}
-	p = &Plane{cfg: cfg, log: log}
+	p := &Plane{cfg: cfg, log: log}
 	defer func() {
+		// p, not the result: "return nil, err" has cleared that by now.
 		if err != nil {
 			p.Close()
 		}
