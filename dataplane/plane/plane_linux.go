@@ -90,6 +90,8 @@ func (p *Plane) Info() []xsk.Info {
 // Run runs the workers, each with its own Decider from newDecider, until
 // ctx ends, then closes the plane.
 func (p *Plane) Run(ctx context.Context, fibs *fib.FIB, newDecider func() Decider) error {
+	ctx, cancel := context.WithCancel(ctx) // one failing worker stops them all
+	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(p.workers))
 	for _, w := range p.workers {
@@ -98,6 +100,7 @@ func (p *Plane) Run(ctx context.Context, fibs *fib.FIB, newDecider func() Decide
 			defer wg.Done()
 			if err := w.run(ctx, fibs, newDecider()); err != nil {
 				errc <- err
+				cancel()
 			}
 		}()
 	}
@@ -149,7 +152,10 @@ func (p *Plane) newWorker(q int) (*worker, error) {
 	w := &worker{queue: q, umem: u, byID: map[fib.PortID]int{},
 		rx: make([]xsk.Desc, batch), addrs: make([]uint64, 4*batch)}
 	for i, port := range p.cfg.Ports {
-		s, err := xsk.NewSocket(u, xsk.SocketConfig{Ifindex: port.Ifindex, Queue: q})
+		// The worker moves descriptors between its sockets, so they must
+		// share its UMEM: a socket the kernel would give a private one is
+		// refused rather than read and freed in the wrong memory.
+		s, err := xsk.NewSocket(u, xsk.SocketConfig{Ifindex: port.Ifindex, Queue: q, NoShareFallback: true})
 		if err != nil {
 			u.Close()
 			return nil, fmt.Errorf("af_xdp socket on %s queue %d: %w", port.Name, q, err)
@@ -186,6 +192,7 @@ func (w *worker) run(ctx context.Context, fibs *fib.FIB, d Decider) error {
 			idle++
 		} else {
 			idle = 0
+			d.Flush()
 		}
 	}
 	return nil
