@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"net/netip"
 
 	"github.com/pdrelay/pdrelay/control/binding"
 	"github.com/pdrelay/pdrelay/fib"
@@ -17,6 +18,16 @@ type fibSink struct {
 	// loop gives a client's own loop policy (per-client override, R-5),
 	// LoopDefault for none; nil: none configured.
 	loop func(port, duid string) fib.LoopPolicy
+	// mirror, when set, follows the routed prefixes: the uplink's XDP
+	// program passes destinations outside them to the kernel
+	// (uplink.no_route: pass).
+	mirror prefixSet
+}
+
+// prefixSet is a set of prefixes kept outside the FIB; *xsk.Routes is one.
+type prefixSet interface {
+	Add(netip.Prefix) error
+	Delete(netip.Prefix) error
 }
 
 func (s *fibSink) add(b *binding.Binding, withSource bool) {
@@ -32,6 +43,11 @@ func (s *fibSink) add(b *binding.Binding, withSource bool) {
 		s.log.Error("fib add route", "prefix", b.Prefix, "err", err)
 		return
 	}
+	if s.mirror != nil {
+		if err := s.mirror.Add(b.Prefix); err != nil {
+			s.log.Error("xdp route map add", "prefix", b.Prefix, "err", err)
+		}
+	}
 	if !withSource {
 		return // a new next hop or MAC: the source entry stands
 	}
@@ -44,7 +60,11 @@ func (s *fibSink) add(b *binding.Binding, withSource bool) {
 // prefix leaves by another port) and its source filter reference.
 func (s *fibSink) remove(b *binding.Binding) {
 	if port, ok := s.ports[b.Port]; ok {
-		s.t.DeleteRouteIf(b.Prefix, port)
+		if s.t.DeleteRouteIf(b.Prefix, port) && s.mirror != nil {
+			if err := s.mirror.Delete(b.Prefix); err != nil {
+				s.log.Error("xdp route map delete", "prefix", b.Prefix, "err", err)
+			}
+		}
 		s.t.DeleteSource(port, b.Prefix)
 	}
 }

@@ -112,3 +112,38 @@ func TestClientLoopPolicyOnRoutes(t *testing.T) {
 		t.Fatalf("other route %+v, want the port's policy", r)
 	}
 }
+
+// setMirror records what the FIB sink mirrors.
+type setMirror map[netip.Prefix]bool
+
+func (m setMirror) Add(p netip.Prefix) error    { m[p] = true; return nil }
+func (m setMirror) Delete(p netip.Prefix) error { delete(m, p); return nil }
+
+// TestMirrorFollowsRoutes checks the prefix set the uplink's XDP program
+// uses for no_route: pass: exactly the routed prefixes, and a prefix that
+// moved to another port stays when its old binding ends.
+func TestMirrorFollowsRoutes(t *testing.T) {
+	ft := fib.NewTable()
+	m := setMirror{}
+	s := &fibSink{t: ft, ports: map[string]fib.PortID{"dl1": 1, "dl2": 2}, log: slog.New(slog.DiscardHandler), mirror: m}
+	tab := binding.NewTable(binding.PortLimits{}, nil)
+	now := time.Unix(1_000_000, 0)
+	p := netip.MustParsePrefix("2001:db8:1::/56")
+	learn := func(port, duid string, at time.Time) {
+		tab.Learn(at, binding.Learned{Key: binding.Key{Port: port, DUID: duid, IAID: 1, Prefix: p}, Valid: time.Hour})
+		s.Sink(tab.TakeChanges())
+	}
+	learn("dl1", "a", now)
+	if !m[p] || len(m) != 1 {
+		t.Fatalf("mirror %v after learn", m)
+	}
+	learn("dl2", "b", now.Add(time.Second)) // re-delegated to another port: supersedes
+	if !m[p] {
+		t.Fatal("prefix left the mirror while routed on its new port")
+	}
+	tab.Expire(now.Add(2 * time.Hour))
+	s.Sink(tab.TakeChanges())
+	if len(m) != 0 {
+		t.Fatalf("mirror %v after expiry", m)
+	}
+}
