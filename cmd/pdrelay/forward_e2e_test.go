@@ -145,6 +145,43 @@ func TestEndToEndForwarding(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// uplink.no_route: pass (the default): upstream traffic to an address
+	// no prefix is delegated from reaches the relay's kernel (which, with
+	// forwarding off, counts it in Ip6InAddrErrors) and never pdrelay's
+	// no_route counter: the XDP program passed it before any socket.
+	addrErrors := func() int {
+		out, err := l.Run(l.RelayNS, "cat", "/proc/net/snmp6")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^Ip6InAddrErrors\s+(\d+)$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no Ip6InAddrErrors in snmp6:\n%s", out)
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	noRoute := func() float64 {
+		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="no_route"}`, l.Uplink.Name))
+	}
+	kernelBefore, noRouteBefore := addrErrors(), noRoute()
+	stray, err := l.ListenUDP(l.ServerNS, netip.AddrPortFrom(lab.UpstreamAddr, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		stray.WriteToUDPAddrPort([]byte("nobody"), netip.MustParseAddrPort("[2001:db8:ff00::1]:9"))
+	}
+	stray.Close()
+	for deadline := time.Now().Add(3 * time.Second); addrErrors() < kernelBefore+5; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the relay's kernel saw %d of 5 non-delegated datagrams", addrErrors()-kernelBefore)
+		}
+	}
+	if n := noRoute(); n != noRouteBefore {
+		t.Fatalf("no_route counter moved %v -> %v: the frames reached pdrelay instead of the kernel", noRouteBefore, n)
+	}
+
 	// A spoofed source gets nothing, and is counted (R-3).
 	spoof := netip.MustParseAddr("2001:db8:ff00::66")
 	if err := l.AddClientAddr(0, spoof); err != nil {

@@ -63,6 +63,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}
 	fs := &fibSink{t: ft, ports: ports, log: log, loop: clientLoopPolicies(cfg)}
+	routes, err := newRouteMirror(cfg)
+	if err != nil {
+		return err
+	}
+	if routes != nil {
+		defer routes.Close()
+		fs.mirror = routes
+	}
 
 	var names []string
 	for _, d := range cfg.Downlinks {
@@ -89,7 +97,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// The forwarding plane: an attach failure stops the start with its
 	// cause (dataplane.mode xdp asks for forwarding; running without it
 	// would be a silent failure).
-	fwd, err := startForwarding(cfg, ports, log)
+	fwd, err := startForwarding(cfg, ports, routes, log)
 	if err != nil {
 		return err
 	}

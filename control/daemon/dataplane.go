@@ -37,7 +37,7 @@ func loopPolicy(p config.LoopPolicy) fib.LoopPolicy {
 // startForwarding builds the Forwarder from the config and the ports'
 // addresses, attaches the XDP program and opens the AF_XDP sockets. With
 // dataplane.mode off it returns nil.
-func startForwarding(cfg *config.Config, ports map[string]fib.PortID, log *slog.Logger) (*forwarding, error) {
+func startForwarding(cfg *config.Config, ports map[string]fib.PortID, routes *xsk.Routes, log *slog.Logger) (*forwarding, error) {
 	var mode xsk.Mode
 	switch cfg.Dataplane.Mode {
 	case config.DataplaneOff:
@@ -50,7 +50,7 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, log *slog.
 	f := &forwarding{names: map[fib.PortID]string{}}
 	dc := dataplane.Config{ICMPRate: cfg.Dataplane.ICMPRate}
 	pc := plane.Config{Mode: mode, Queues: cfg.Dataplane.Queues, FrameSize: cfg.Dataplane.FrameSize}
-	addPort := func(name string, p dataplane.PortConfig) error {
+	addPort := func(name string, p dataplane.PortConfig, routes *xsk.Routes) error {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return fmt.Errorf("dataplane: %w", err)
@@ -81,13 +81,13 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, log *slog.
 			}
 		}
 		dc.Ports = append(dc.Ports, p)
-		pc.Ports = append(pc.Ports, plane.Port{Name: name, Ifindex: ifi.Index, ID: p.ID})
+		pc.Ports = append(pc.Ports, plane.Port{Name: name, Ifindex: ifi.Index, ID: p.ID, Routes: routes})
 		f.names[p.ID] = name
 		return nil
 	}
 	if err := addPort(cfg.Uplink.Interface, dataplane.PortConfig{
 		Uplink: true, NoRoutePass: cfg.Uplink.NoRoute == config.NoRoutePass,
-	}); err != nil {
+	}, routes); err != nil {
 		return nil, err
 	}
 	for _, d := range cfg.Downlinks {
@@ -95,7 +95,7 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, log *slog.
 			MultiAccess: d.LinkType == config.MultiAccess,
 			Loop:        loopPolicy(d.LoopPolicy),
 			LoopICMP:    d.LoopICMP,
-		}); err != nil {
+		}, nil); err != nil {
 			return nil, err
 		}
 		for _, o := range d.LoopOverrides {
@@ -163,6 +163,30 @@ func (f *forwarding) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(n), name, r.String())
 	})
+}
+
+// newRouteMirror returns the delegated-prefix map the uplink's XDP program
+// consults for uplink.no_route: pass (a destination outside every
+// delegated prefix goes to the kernel before an AF_XDP socket takes it),
+// or nil when the plane is off or no_route is drop. It holds as many
+// prefixes as the downlinks' max_delegations allow (4M when unlimited).
+func newRouteMirror(cfg *config.Config) (*xsk.Routes, error) {
+	if cfg.Dataplane.Mode == config.DataplaneOff || cfg.Uplink.NoRoute != config.NoRoutePass {
+		return nil, nil
+	}
+	size := 0
+	for _, d := range cfg.Downlinks {
+		if d.MaxDelegations == 0 {
+			size = 4 << 20
+			break
+		}
+		size += d.MaxDelegations
+	}
+	r, err := xsk.NewRoutes(size)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: delegated prefix map for uplink.no_route pass: %w", err)
+	}
+	return r, nil
 }
 
 // clientLoopPolicies returns the per-client loop policy lookup of the

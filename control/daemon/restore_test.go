@@ -11,6 +11,7 @@ import (
 
 	"github.com/pdrelay/pdrelay/control/binding"
 	"github.com/pdrelay/pdrelay/control/store"
+	"github.com/pdrelay/pdrelay/dataplane/xsk"
 	"github.com/pdrelay/pdrelay/fib"
 )
 
@@ -128,22 +129,49 @@ func BenchmarkRestart1M(b *testing.B) {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	runtime.GC()
-	b.ResetTimer()
-	for range b.N {
-		st, err := store.Open(path, log)
-		if err != nil {
-			b.Fatal(err)
+	run := func(b *testing.B, mirror func() (prefixSet, func())) {
+		runtime.GC()
+		b.ResetTimer()
+		for range b.N {
+			st, err := store.Open(path, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tab := binding.NewTable(binding.PortLimits{}, nil)
+			ft := fib.NewTable()
+			fs := testFIBSink(ft)
+			var done func()
+			if mirror != nil {
+				fs.mirror, done = mirror()
+			}
+			if err := restore(tab, st, fs, log); err != nil {
+				b.Fatal(err)
+			}
+			if ft.Load().Len() != 1_000_000 {
+				b.Fatalf("fib has %d routes", ft.Load().Len())
+			}
+			st.Close()
+			if done != nil {
+				b.StopTimer()
+				done()
+				b.StartTimer()
+			}
 		}
-		tab := binding.NewTable(binding.PortLimits{}, nil)
-		ft := fib.NewTable()
-		if err := restore(tab, st, testFIBSink(ft), log); err != nil {
-			b.Fatal(err)
-		}
-		if ft.Load().Len() != 1_000_000 {
-			b.Fatalf("fib has %d routes", ft.Load().Len())
-		}
-		st.Close()
+		b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/restart")
 	}
-	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/restart")
+	b.Run("fib", func(b *testing.B) { run(b, nil) })
+	// With the forwarding plane on and uplink.no_route: pass, every
+	// prefix also goes into the uplink XDP program's LPM map.
+	b.Run("fib+xdp-map", func(b *testing.B) {
+		if _, err := xsk.NewRoutes(1); err != nil {
+			b.Skipf("no BPF maps here: %v", err)
+		}
+		run(b, func() (prefixSet, func()) {
+			r, err := xsk.NewRoutes(1 << 21)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return r, func() { r.Close() }
+		})
+	})
 }

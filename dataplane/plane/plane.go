@@ -26,6 +26,10 @@ type Port struct {
 	Name    string
 	Ifindex int
 	ID      fib.PortID
+	// Routes, when set, makes the port's XDP program pass destinations
+	// outside these prefixes to the kernel (the uplink with no_route:
+	// pass); the caller keeps it current and closes it.
+	Routes *xsk.Routes
 }
 
 // Config configures the plane.

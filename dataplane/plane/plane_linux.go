@@ -52,7 +52,7 @@ func Start(cfg Config, log *slog.Logger) (_ *Plane, err error) {
 		}
 	}
 	for _, port := range cfg.Ports {
-		prog, err := xsk.NewProgram(xsk.ProgramConfig{Queues: cfg.Queues, Locals: p.locals})
+		prog, err := xsk.NewProgram(xsk.ProgramConfig{Queues: cfg.Queues, Locals: p.locals, Routes: port.Routes})
 		if err != nil {
 			return nil, fmt.Errorf("xdp program for %s: %w", port.Name, err)
 		}

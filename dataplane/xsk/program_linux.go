@@ -1,11 +1,13 @@
 package xsk
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -50,7 +52,12 @@ const (
 //	ICMPv6 or UDP header cut short by the payload length ..... pass
 //	hop limit <= 1 (the kernel sends Time Exceeded) .......... pass
 //	dst in the local-address map (the relay itself) .......... pass
+//	routes set and dst in none of its prefixes ............... pass
 //	otherwise ........ bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)
+//
+// routes (a Routes' LPM trie) may be nil: the program then has no route
+// lookup at all (downlink ports). With it, a destination no delegated
+// prefix holds goes to the kernel (the uplink's no_route: pass).
 //
 // The XDP_PASS in the redirect's flags makes a queue with no socket
 // registered fall back to the kernel. Other next headers (TCP, other
@@ -59,7 +66,7 @@ const (
 //
 // Registers: r6 ctx, r2 data, r3 data_end, r9 payload length, r7 next
 // header, r8 hop limit; r4 and r5 scratch.
-func programInsns(xsks, locals *ebpf.Map) asm.Instructions {
+func programInsns(xsks, locals, routes *ebpf.Map) asm.Instructions {
 	const pass = "pass"
 	// need jumps to pass unless data+n <= data_end; it is the bounds
 	// check the verifier wants before any load below data+n. sym labels
@@ -161,6 +168,19 @@ func programInsns(xsks, locals *ebpf.Map) asm.Instructions {
 		asm.FnMapLookupElem.Call(),
 		asm.JNE.Imm(asm.R0, 0, pass),
 	)
+	// Delegated prefixes: the LPM key (struct bpf_lpm_trie_key: u32
+	// prefixlen, then the address) is prefixlen 128 at fp-20 followed by
+	// the destination already at fp-16. A miss goes to the kernel.
+	if routes != nil {
+		add(
+			asm.StoreImm(asm.RFP, -20, 128, asm.Word),
+			asm.LoadMapPtr(asm.R1, routes.FD()),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -20),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, pass),
+		)
+	}
 	// To the socket of this queue, or to the kernel if it has none.
 	add(
 		asm.LoadMapPtr(asm.R1, xsks.FD()),
@@ -252,6 +272,122 @@ func (l *LocalAddrs) Contains(a netip.Addr) (bool, error) {
 // reference).
 func (l *LocalAddrs) Close() error { return l.m.Close() }
 
+// Routes is the BPF LPM trie of the prefixes the relay routes (the
+// delegated prefixes). A program given one (ProgramConfig.Routes)
+// passes frames whose destination none of them holds to the kernel. One
+// Routes may serve several programs. Its methods are safe for
+// concurrent use.
+type Routes struct {
+	m  *ebpf.Map
+	mu sync.Mutex // serializes Add and Delete, so that n is exact
+	n  int
+}
+
+// lpmKeySize is sizeof(struct bpf_lpm_trie_key) with 16 bytes of data.
+const lpmKeySize = 4 + 16
+
+// NewRoutes creates an empty route map of up to max prefixes (0:
+// DefaultRouteMax).
+func NewRoutes(max int) (*Routes, error) {
+	if max <= 0 {
+		max = DefaultRouteMax
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "pdr_routes",
+		Type:       ebpf.LPMTrie,
+		KeySize:    lpmKeySize,
+		ValueSize:  1,
+		MaxEntries: uint32(max),
+		Flags:      unix.BPF_F_NO_PREALLOC, // required for LPM tries
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xsk: create route map: %w", explainBPF(err))
+	}
+	return &Routes{m: m}, nil
+}
+
+func lpmKey(a netip.Addr, bits int) [lpmKeySize]byte {
+	var k [lpmKeySize]byte
+	binary.NativeEndian.PutUint32(k[:4], uint32(bits))
+	a16 := a.As16()
+	copy(k[4:], a16[:])
+	return k
+}
+
+func prefixKey(p netip.Prefix) ([lpmKeySize]byte, error) {
+	switch {
+	case !p.IsValid():
+		return [lpmKeySize]byte{}, fmt.Errorf("xsk: invalid route prefix %s", p)
+	case !p.Addr().Is6():
+		return [lpmKeySize]byte{}, fmt.Errorf("xsk: route prefix %s is not IPv6", p)
+	case p.Masked() != p:
+		return [lpmKeySize]byte{}, fmt.Errorf("xsk: route prefix %s has host bits set (want %s)", p, p.Masked())
+	}
+	return lpmKey(p.Addr(), p.Bits()), nil
+}
+
+// Add puts p, an IPv6 prefix with no host bits set, into the map.
+// Adding a prefix already there is not an error. A full map fails.
+func (r *Routes) Add(p netip.Prefix) error {
+	k, err := prefixKey(p)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err = r.m.Update(k, uint8(1), ebpf.UpdateNoExist)
+	switch {
+	case err == nil:
+		r.n++
+	case errors.Is(err, ebpf.ErrKeyExist):
+	default:
+		return fmt.Errorf("xsk: add route %s: %w", p, err)
+	}
+	return nil
+}
+
+// Delete removes p (exactly that prefix, not the prefixes inside it);
+// removing an absent prefix is not an error.
+func (r *Routes) Delete(p netip.Prefix) error {
+	k, err := prefixKey(p)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err = r.m.Delete(k)
+	switch {
+	case err == nil:
+		r.n--
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+	default:
+		return fmt.Errorf("xsk: delete route %s: %w", p, err)
+	}
+	return nil
+}
+
+// Contains reports whether a prefix in the map holds a: the lookup the
+// program makes, done from user space. False for a non-IPv6 address or
+// when the lookup fails.
+func (r *Routes) Contains(a netip.Addr) bool {
+	if !a.Is6() {
+		return false
+	}
+	var v uint8
+	return r.m.Lookup(lpmKey(a, 128), &v) == nil
+}
+
+// Len returns the number of prefixes in the map.
+func (r *Routes) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// Close frees the map (once no program uses it: programs hold their own
+// reference).
+func (r *Routes) Close() error { return r.m.Close() }
+
 // Program is the XDP program of one port with its XSKMAP. The XSKMAP is
 // indexed by receive queue, and queue numbers are per interface, so each
 // interface gets its own Program; they may share one LocalAddrs.
@@ -263,6 +399,7 @@ type Program struct {
 	xsks      *ebpf.Map
 	locals    *LocalAddrs
 	ownLocals bool
+	routes    *Routes
 	queues    int
 
 	link    link.Link
@@ -287,7 +424,7 @@ func NewProgram(cfg ProgramConfig) (*Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xsk: create xskmap: %w", explainBPF(err))
 	}
-	p := &Program{xsks: xsks, locals: cfg.Locals, queues: q}
+	p := &Program{xsks: xsks, locals: cfg.Locals, routes: cfg.Routes, queues: q}
 	if p.locals == nil {
 		if p.locals, err = NewLocalAddrs(0); err != nil {
 			xsks.Close()
@@ -295,11 +432,15 @@ func NewProgram(cfg ProgramConfig) (*Program, error) {
 		}
 		p.ownLocals = true
 	}
+	var routes *ebpf.Map
+	if p.routes != nil {
+		routes = p.routes.m
+	}
 	p.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "pdr_xdp",
 		Type:         ebpf.XDP,
 		License:      "Dual BSD/GPL", // bpf_redirect_map is not GPL-only; any string would do
-		Instructions: programInsns(xsks, p.locals.m),
+		Instructions: programInsns(xsks, p.locals.m, routes),
 	})
 	if err != nil {
 		p.Close()
@@ -310,6 +451,9 @@ func NewProgram(cfg ProgramConfig) (*Program, error) {
 
 // Locals returns the program's local-address map.
 func (p *Program) Locals() *LocalAddrs { return p.locals }
+
+// Routes returns the route map given in ProgramConfig, nil if none.
+func (p *Program) Routes() *Routes { return p.routes }
 
 // Attach attaches the program to an interface (in the calling thread's
 // network namespace) and returns the mode it got. ModeAuto tries native
@@ -446,6 +590,7 @@ func (p *Program) Close() error {
 		p.locals.Close()
 	}
 	p.locals = nil
+	p.routes = nil
 	return err
 }
 

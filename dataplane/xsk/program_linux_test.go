@@ -158,8 +158,15 @@ func verdictCases(t testing.TB) []verdictCase {
 
 func newTestProgram(t testing.TB) *Program {
 	t.Helper()
+	return newTestProgramRoutes(t, nil)
+}
+
+// newTestProgramRoutes is newTestProgram with ProgramConfig.Routes set
+// to routes (nil: none).
+func newTestProgramRoutes(t testing.TB, routes *Routes) *Program {
+	t.Helper()
 	requireRoot(t)
-	p, err := NewProgram(ProgramConfig{Queues: 4})
+	p, err := NewProgram(ProgramConfig{Queues: 4, Routes: routes})
 	if err != nil {
 		t.Fatalf("NewProgram: %v", err)
 	}
@@ -266,8 +273,9 @@ func TestProgramVerdicts(t *testing.T) {
 
 // modelRedirect is the program's rule list written plainly in Go: true
 // if the frame goes to the socket. The BPF program is checked against
-// it over random frames.
-func modelRedirect(f []byte, local netip.Addr) bool {
+// it over random frames. routes is nil for a program without a Routes
+// map; otherwise the prefixes in it (possibly none).
+func modelRedirect(f []byte, local netip.Addr, routes *[]netip.Prefix) bool {
 	if len(f) < 54 || f[12] != 0x86 || f[13] != 0xdd {
 		return false
 	}
@@ -299,32 +307,52 @@ func modelRedirect(f []byte, local netip.Addr) bool {
 	if f[21] <= 1 {
 		return false
 	}
-	return dst != local
+	if dst == local {
+		return false
+	}
+	if routes == nil {
+		return true
+	}
+	for _, p := range *routes {
+		if p.Contains(dst) {
+			return true
+		}
+	}
+	return false
 }
 
 // programVsModel runs the program on frame (with a socket registered, so
-// redirect shows as XDP_REDIRECT) and compares with the model.
-func programVsModel(t testing.TB, p *Program, frame []byte) {
+// redirect shows as XDP_REDIRECT) and compares with the model. routes is
+// the model of p's Routes (nil if it has none). It reports whether the
+// frame was redirected.
+func programVsModel(t testing.TB, p *Program, routes *[]netip.Prefix, frame []byte) bool {
 	if len(frame) < 14 || len(frame) > 3000 {
-		return // refused by test-run (ETH_HLEN .. about a page)
+		return false // refused by test-run (ETH_HLEN .. about a page)
 	}
 	got, err := p.run(frame)
 	if err != nil {
 		t.Fatalf("run(% x): %v", frame, err)
 	}
 	want := uint32(xdpPass)
-	if modelRedirect(frame, localAddr) {
+	if modelRedirect(frame, localAddr, routes) {
 		want = xdpRedirect
 	}
 	if got != want {
-		t.Fatalf("verdict %d, model says %d, for frame of %d bytes:\n% x", got, want, len(frame), frame)
+		t.Fatalf("verdict %d, model says %d (routes %v), for frame of %d bytes:\n% x", got, want, routes != nil, len(frame), frame)
 	}
+	return got == xdpRedirect
 }
 
 // programWithSocket is newTestProgram with a bound socket registered for
 // queue 0.
 func programWithSocket(t testing.TB) *Program {
-	p := newTestProgram(t)
+	return programWithSocketRoutes(t, nil)
+}
+
+// programWithSocketRoutes is programWithSocket with ProgramConfig.Routes
+// set to routes (nil: none).
+func programWithSocketRoutes(t testing.TB, routes *Routes) *Program {
+	p := newTestProgramRoutes(t, routes)
 	ns := newNS(t, "prog")
 	veth(t, ns, "p0", "02:00:00:00:01:01", ns, "p1", "02:00:00:00:01:02")
 	idx := ifindex(t, ns, "p0")
@@ -347,12 +375,17 @@ func programWithSocket(t testing.TB) *Program {
 // TestProgramMatchesModel mutates the table's frames at the offsets the
 // program reads (and anywhere else), truncates and pads them, and
 // checks every verdict against the model.
+//
+// Every frame also runs through a program with a Routes map holding
+// modelRoutes, against the model with those routes.
 func TestProgramMatchesModel(t *testing.T) {
 	p := programWithSocket(t)
+	pr, routes := routedProgram(t)
 	rng := rand.New(rand.NewPCG(1, 2))
-	hot := []int{12, 13, 18, 19, 20, 21, 38, 39, 53, 54, 55, 56, 57}
+	hot := []int{12, 13, 18, 19, 20, 21, 38, 39, 43, 44, 45, 53, 54, 55, 56, 57}
 	interesting := []byte{0, 1, 2, 0x02, 0x11, 0x22, 0x23, 0x3a, 0x80, 0x84, 0x85, 0x86, 0x87, 0x89, 0xbf, 0xc0, 0xdd, 0xfe, 0xff}
 	cases := verdictCases(t)
+	var routed, unrouted int
 	for i := 0; i < 20000; i++ {
 		f := append([]byte(nil), cases[rng.IntN(len(cases))].frame...)
 		for range 1 + rng.IntN(3) {
@@ -374,38 +407,90 @@ func TestProgramMatchesModel(t *testing.T) {
 		case 1:
 			f = append(f, make([]byte, rng.IntN(64))...)
 		}
-		programVsModel(t, p, f)
+		if programVsModel(t, p, nil, f) {
+			if programVsModel(t, pr, &routes, f) {
+				routed++
+			} else {
+				unrouted++
+			}
+		} else {
+			programVsModel(t, pr, &routes, f)
+		}
 	}
+	// Both outcomes of the route check must have been exercised.
+	if routed < 100 || unrouted < 100 {
+		t.Errorf("route check hit %d times, missed %d times: mutate more destinations", routed, unrouted)
+	}
+	t.Logf("redirectable frames: %d routed, %d unrouted", routed, unrouted)
 }
 
-// FuzzProgram compares the XDP program with the model on any frame.
+// modelRoutes are the prefixes of routedProgram: nested ones, a /128,
+// and prefixes the table's destinations reach with one or two bytes
+// changed (at offsets 38, 39, 43..45).
+var modelRoutes = []netip.Prefix{
+	netip.MustParsePrefix("2001:db8:b::/48"),     // globalDst
+	netip.MustParsePrefix("2001:db8:b:1::/64"),   // inside the /48
+	netip.MustParsePrefix("2001:db8:b:2::2/128"), // inside the /48 too
+	netip.MustParsePrefix("2001:db8:c::2/128"),   // globalDst with byte 43 = 0x0c
+	netip.MustParsePrefix("2001:db8:a::/48"),     // holds localAddr (still passes)
+	netip.MustParsePrefix("fec0::/10"),
+	netip.MustParsePrefix("3000::/4"),
+}
+
+// routedProgram is programWithSocket with a Routes map holding
+// modelRoutes; it returns a copy of them for the model.
+func routedProgram(t testing.TB) (*Program, []netip.Prefix) {
+	t.Helper()
+	requireRoot(t)
+	r, err := NewRoutes(0)
+	if err != nil {
+		t.Fatalf("NewRoutes: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	for _, pfx := range modelRoutes {
+		if err := r.Add(pfx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return programWithSocketRoutes(t, r), append([]netip.Prefix(nil), modelRoutes...)
+}
+
+// FuzzProgram compares the XDP program with the model on any frame, both
+// without a Routes map and with one holding modelRoutes.
 // Needs root (BPF_PROG_TEST_RUN).
 func FuzzProgram(f *testing.F) {
 	for _, c := range verdictCases(f) {
 		f.Add(c.frame)
 	}
 	p := programWithSocket(f)
+	pr, routes := routedProgram(f)
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		programVsModel(t, p, frame)
+		programVsModel(t, p, nil, frame)
+		programVsModel(t, pr, &routes, frame)
 	})
 }
 
 // BenchmarkProgram times the XDP program per frame in the kernel
 // (BPF_PROG_TEST_RUN with repeat), by verdict path.
+// The routed-* cases use a program with a Routes map (modelRoutes).
 func BenchmarkProgram(b *testing.B) {
 	p := programWithSocket(b)
+	pr, _ := routedProgram(b)
 	for _, c := range []struct {
 		name  string
+		p     *Program
 		frame []byte
 	}{
-		{"redirect", udpFrame(b, globalDst, 64, 40000, 53)},
-		{"pass-ipv4", verdictCases(b)[0].frame},
-		{"pass-dhcpv6", udpFrame(b, globalDst, 64, 546, 547)},
-		{"pass-local", udpFrame(b, net.IP(localAddr.AsSlice()), 64, 40000, 53)},
+		{"redirect", p, udpFrame(b, globalDst, 64, 40000, 53)},
+		{"pass-ipv4", p, verdictCases(b)[0].frame},
+		{"pass-dhcpv6", p, udpFrame(b, globalDst, 64, 546, 547)},
+		{"pass-local", p, udpFrame(b, net.IP(localAddr.AsSlice()), 64, 40000, 53)},
+		{"routed-redirect", pr, udpFrame(b, globalDst, 64, 40000, 53)},
+		{"routed-pass-noroute", pr, udpFrame(b, net.ParseIP("2001:db8:d::2"), 64, 40000, 53)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
-			_, per, err := p.prog.Benchmark(c.frame, b.N, nil)
+			_, per, err := c.p.prog.Benchmark(c.frame, b.N, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -79,6 +79,7 @@ const (
 	DefaultRingSize  = 2048
 	DefaultQueues    = 64
 	DefaultLocalMax  = 1024
+	DefaultRouteMax  = 1024
 )
 
 // Errors. Failures of system calls are returned wrapped around their
@@ -228,4 +229,9 @@ type ProgramConfig struct {
 	// Locals is the local-address map to use; nil creates one that the
 	// program owns (see Program.Locals).
 	Locals *LocalAddrs
+	// Routes, if not nil, is the map of routed (delegated) prefixes: the
+	// program then passes frames to a destination none of them holds to
+	// the kernel instead of redirecting them (the uplink's no_route:
+	// pass). The caller keeps ownership. Nil: no route check (downlinks).
+	Routes *Routes
 }

@@ -72,6 +72,7 @@ func (*Program) Detach() error                  { return nil }
 func (*Program) Register(int, *Socket) error    { return ErrUnsupported }
 func (*Program) Unregister(int) error           { return ErrUnsupported }
 func (*Program) Locals() *LocalAddrs            { return nil }
+func (*Program) Routes() *Routes                { return nil }
 func (*Program) Close() error                   { return nil }
 
 // LocalAddrs is the map of the relay's own addresses (Linux only).
@@ -84,3 +85,15 @@ func (*LocalAddrs) Add(netip.Addr) error              { return ErrUnsupported }
 func (*LocalAddrs) Delete(netip.Addr) error           { return ErrUnsupported }
 func (*LocalAddrs) Contains(netip.Addr) (bool, error) { return false, ErrUnsupported }
 func (*LocalAddrs) Close() error                      { return nil }
+
+// Routes is the map of routed prefixes (Linux only).
+type Routes struct{}
+
+// NewRoutes returns ErrUnsupported.
+func NewRoutes(int) (*Routes, error) { return nil, ErrUnsupported }
+
+func (*Routes) Add(netip.Prefix) error    { return ErrUnsupported }
+func (*Routes) Delete(netip.Prefix) error { return ErrUnsupported }
+func (*Routes) Contains(netip.Addr) bool  { return false }
+func (*Routes) Len() int                  { return 0 }
+func (*Routes) Close() error              { return nil }
