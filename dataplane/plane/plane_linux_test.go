@@ -361,7 +361,7 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // waiting after each burst until the plane has decided all but one burst
 // of what was sent. A veth with a native XDP program on its peer queues at
 // most 256 frames in its ptr_ring and drops the rest without pushing back
-// on the sender, and R's RX ring holds 2048: pacing on the plane's
+// on the sender, and R's RX ring holds ringSize frames: pacing on the plane's
 // progress keeps both from overflowing, so no frame is lost on the way to
 // R. Returns how many Decide calls the phase saw.
 func sendPaced(t *testing.T, src *net.UDPConn, c *counts, tag byte, n int) int64 {
@@ -473,7 +473,7 @@ func TestForwardDropRecycle(t *testing.T) {
 	frames := umem.Frames()
 	// Idle, every frame is on a fill ring (full: one default-sized ring
 	// per port) or on the free list.
-	wantFree := int64(frames - len(cfg.Ports)*xsk.DefaultRingSize)
+	wantFree := int64(frames - len(cfg.Ports)*ringSize)
 
 	var c counts
 	c.free.Store(-1)
