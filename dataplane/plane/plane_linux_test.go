@@ -2,235 +2,34 @@ package plane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
 	"github.com/pdrelay/pdrelay/dataplane/xsk"
 	"github.com/pdrelay/pdrelay/fib"
 )
 
-// The netns helpers below are small copies of dataplane/xsk's test
-// helpers (netns_linux_test.go): test namespaces are named
-// plane-<pid>-<random>-<role>, and TestMain sweeps those of test binaries
-// that died before their cleanup ran.
+// Test namespaces are named plane-<pid>-<random>-<role>. TestMain sweeps
+// those of test binaries that died before their cleanup ran.
 const nsPrefix = "plane-"
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 {
-		sweepStale()
+		nstest.SweepStale(nsPrefix)
 	}
 	os.Exit(m.Run())
-}
-
-func sweepStale() {
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-		rest, ok := strings.CutPrefix(name, nsPrefix)
-		if !ok {
-			continue
-		}
-		pidStr, _, _ := strings.Cut(rest, "-")
-		if pid, err := strconv.Atoi(pidStr); err != nil || pid == os.Getpid() {
-			continue
-		}
-		if _, err := os.Stat("/proc/" + pidStr); errors.Is(err, os.ErrNotExist) {
-			_ = exec.Command("ip", "netns", "del", name).Run()
-		}
-	}
-}
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("plane: needs root (network namespaces, BPF, AF_XDP); skipping")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("plane: needs ip(8) from iproute2; skipping")
-	}
-}
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// newNS creates a namespace that is deleted when the test ends (also on
-// failure), with lo up, DAD off and forwarding off.
-func newNS(t testing.TB, role string) string {
-	t.Helper()
-	name := fmt.Sprintf("%s%d-%s-%s", nsPrefix, os.Getpid(), randHex(3), role)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Logf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	mustInNS(t, name, func() error {
-		for _, kv := range [][2]string{
-			{"net/ipv6/conf/all/accept_dad", "0"},
-			{"net/ipv6/conf/default/accept_dad", "0"},
-			{"net/ipv6/conf/all/forwarding", "0"},
-			{"net/ipv6/conf/default/accept_ra", "0"},
-		} {
-			if err := os.WriteFile("/proc/sys/"+kv[0], []byte(kv[1]), 0); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
-// inNS runs fn on an OS thread switched into namespace ns. Sockets, BPF
-// links and sysctl files fn opens belong to ns. fn must not start
-// goroutines that expect to be in ns.
-func inNS(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-func mustInNS(t testing.TB, ns string, fn func() error) {
-	t.Helper()
-	if err := inNS(ns, fn); err != nil {
-		t.Fatalf("in %s: %v", ns, err)
-	}
-}
-
-func ifindex(t testing.TB, ns, name string) int {
-	t.Helper()
-	var idx int
-	mustInNS(t, ns, func() error {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return err
-		}
-		idx = ifi.Index
-		return nil
-	})
-	return idx
-}
-
-// veth creates a veth pair a (in nsA) — b (in nsB) with the given MACs,
-// both up.
-func veth(t testing.TB, nsA, a, macA, nsB, b, macB string) {
-	t.Helper()
-	run(t, "ip", "link", "add", a, "netns", nsA, "address", macA,
-		"type", "veth", "peer", "name", b, "netns", nsB, "address", macB)
-	run(t, "ip", "-n", nsA, "link", "set", a, "up")
-	run(t, "ip", "-n", nsB, "link", "set", b, "up")
-}
-
-// txCsumOff turns off tx checksum offload on dev in ns, like `ethtool -K
-// dev tx off` (legacy ETHTOOL_STXCSUM ioctl). Without it the hosts'
-// stacks leave UDP checksums unfinished (CHECKSUM_PARTIAL), XDP sees the
-// frames as they are, and B would drop what R forwards.
-func txCsumOff(t testing.TB, ns, dev string) {
-	t.Helper()
-	mustInNS(t, ns, func() error {
-		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		const ethtoolSTXCSUM = 0x17
-		ev := struct{ cmd, data uint32 }{ethtoolSTXCSUM, 0}
-		var ifr struct {
-			name [unix.IFNAMSIZ]byte
-			data unsafe.Pointer
-			_    [16]byte
-		}
-		copy(ifr.name[:], dev)
-		ifr.data = unsafe.Pointer(&ev)
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); e != 0 {
-			return fmt.Errorf("ETHTOOL_STXCSUM %s: %w", dev, e)
-		}
-		return nil
-	})
-}
-
-// xdpShown returns the xdp part of `ip -d link show dev` ("" if no
-// program is attached).
-func xdpShown(t testing.TB, ns, dev string) string {
-	t.Helper()
-	out := run(t, "ip", "-n", ns, "-d", "link", "show", dev)
-	for _, l := range strings.Split(out, "\n") {
-		if i := strings.Index(l, "xdp"); i >= 0 && (strings.Contains(l, "prog/xdp") || strings.Contains(l, "xdpgeneric") ||
-			strings.Contains(l, "xdp/id") || strings.Contains(l, "xdpdrv")) {
-			return strings.TrimSpace(l[i:])
-		}
-	}
-	return ""
-}
-
-func mustMAC(s string) net.HardwareAddr {
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		panic(err)
-	}
-	return m
 }
 
 // topo is A —veth— R —veth— B. R holds rA (port 1) and rB (port 2) and
@@ -254,22 +53,24 @@ const (
 
 func newTopo(t testing.TB) *topo {
 	t.Helper()
-	tp := &topo{a: newNS(t, "a"), r: newNS(t, "r"), b: newNS(t, "b"),
-		macRB: mustMAC("02:00:00:00:0b:01"), macVB: mustMAC("02:00:00:00:0b:02")}
+	tp := &topo{
+		a: nstest.NewNS(t, nsPrefix, "a"), r: nstest.NewNS(t, nsPrefix, "r"), b: nstest.NewNS(t, nsPrefix, "b"),
+		macRB: nstest.MustMAC("02:00:00:00:0b:01"), macVB: nstest.MustMAC("02:00:00:00:0b:02"),
+	}
 	const macVA, macRA = "02:00:00:00:0a:02", "02:00:00:00:0a:01"
-	veth(t, tp.a, "vA", macVA, tp.r, "rA", macRA)
-	veth(t, tp.r, "rB", tp.macRB.String(), tp.b, "vB", tp.macVB.String())
-	run(t, "ip", "-n", tp.a, "addr", "add", addrVA+"/64", "dev", "vA", "nodad")
-	run(t, "ip", "-n", tp.a, "-6", "route", "add", "default", "via", addrRA, "dev", "vA")
-	run(t, "ip", "-n", tp.a, "-6", "neigh", "replace", addrRA, "lladdr", macRA, "dev", "vA", "nud", "permanent")
-	run(t, "ip", "-n", tp.r, "addr", "add", addrRA+"/64", "dev", "rA", "nodad")
-	run(t, "ip", "-n", tp.r, "addr", "add", addrRB+"/64", "dev", "rB", "nodad")
-	run(t, "ip", "-n", tp.b, "addr", "add", addrVB+"/64", "dev", "vB", "nodad")
-	run(t, "ip", "-n", tp.b, "-6", "route", "add", "default", "via", addrRB, "dev", "vB")
-	txCsumOff(t, tp.a, "vA")
-	txCsumOff(t, tp.b, "vB")
-	tp.rA = ifindex(t, tp.r, "rA")
-	tp.rB = ifindex(t, tp.r, "rB")
+	nstest.Veth(t, tp.a, "vA", macVA, tp.r, "rA", macRA)
+	nstest.Veth(t, tp.r, "rB", tp.macRB.String(), tp.b, "vB", tp.macVB.String())
+	nstest.Run(t, "ip", "-n", tp.a, "addr", "add", addrVA+"/64", "dev", "vA", "nodad")
+	nstest.Run(t, "ip", "-n", tp.a, "-6", "route", "add", "default", "via", addrRA, "dev", "vA")
+	nstest.Run(t, "ip", "-n", tp.a, "-6", "neigh", "replace", addrRA, "lladdr", macRA, "dev", "vA", "nud", "permanent")
+	nstest.Run(t, "ip", "-n", tp.r, "addr", "add", addrRA+"/64", "dev", "rA", "nodad")
+	nstest.Run(t, "ip", "-n", tp.r, "addr", "add", addrRB+"/64", "dev", "rB", "nodad")
+	nstest.Run(t, "ip", "-n", tp.b, "addr", "add", addrVB+"/64", "dev", "vB", "nodad")
+	nstest.Run(t, "ip", "-n", tp.b, "-6", "route", "add", "default", "via", addrRB, "dev", "vB")
+	nstest.TxCsumOff(t, tp.a, "vA")
+	nstest.TxCsumOff(t, tp.b, "vB")
+	tp.rA = nstest.Ifindex(t, tp.r, "rA")
+	tp.rB = nstest.Ifindex(t, tp.r, "rB")
 	return tp
 }
 
@@ -277,7 +78,7 @@ func newTopo(t testing.TB) *topo {
 func udpIn(t testing.TB, ns, laddr string) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	mustInNS(t, ns, func() (err error) {
+	nstest.MustInNS(t, ns, func() (err error) {
 		c, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(laddr)))
 		return err
 	})
@@ -416,7 +217,7 @@ func socketStats(p *Plane) string {
 //  3. forward again: the plane still forwards everything afterwards;
 //  4. cancel: Run returns nil and no XDP program is left on rA or rB.
 func TestForwardDropRecycle(t *testing.T) {
-	requireRoot(t)
+	nstest.RequireRoot(t)
 	tp := newTopo(t)
 
 	dst := udpIn(t, tp.b, "["+addrVB+"]:9000")
@@ -438,7 +239,7 @@ func TestForwardDropRecycle(t *testing.T) {
 		Locals: []netip.Addr{netip.MustParseAddr(addrRA), netip.MustParseAddr(addrRB)},
 	}
 	var p *Plane
-	mustInNS(t, tp.r, func() (err error) {
+	nstest.MustInNS(t, tp.r, func() (err error) {
 		p, err = Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return err
 	})
@@ -459,7 +260,7 @@ func TestForwardDropRecycle(t *testing.T) {
 		}
 	}
 	for _, dev := range []string{"rA", "rB"} {
-		if xdpShown(t, tp.r, dev) == "" {
+		if nstest.XDPShown(t, tp.r, dev) == "" {
 			t.Fatalf("no XDP program on %s after Start", dev)
 		}
 	}
@@ -573,7 +374,7 @@ func TestForwardDropRecycle(t *testing.T) {
 		t.Fatalf("Run did not return within 3s of cancel")
 	}
 	for _, dev := range []string{"rA", "rB"} {
-		if x := xdpShown(t, tp.r, dev); x != "" {
+		if x := nstest.XDPShown(t, tp.r, dev); x != "" {
 			t.Errorf("after Run returned, %s still has an XDP program: %s", dev, x)
 		}
 	}
@@ -587,17 +388,17 @@ func TestForwardDropRecycle(t *testing.T) {
 // exist fails with an error naming that port, and leaves nothing attached
 // to the ports before it.
 func TestStartNoSuchInterface(t *testing.T) {
-	requireRoot(t)
-	ns := newNS(t, "ghost")
-	veth(t, ns, "d0", "02:00:00:00:0c:01", ns, "d1", "02:00:00:00:0c:02")
-	d0 := ifindex(t, ns, "d0")
+	nstest.RequireRoot(t)
+	ns := nstest.NewNS(t, nsPrefix, "ghost")
+	nstest.Veth(t, ns, "d0", "02:00:00:00:0c:01", ns, "d1", "02:00:00:00:0c:02")
+	d0 := nstest.Ifindex(t, ns, "d0")
 	cfg := Config{Ports: []Port{
 		{Name: "d0", Ifindex: d0, ID: 1},
 		{Name: "ghost0", Ifindex: 1 << 30, ID: 2},
 	}}
 	var p *Plane
 	var err error
-	mustInNS(t, ns, func() error {
+	nstest.MustInNS(t, ns, func() error {
 		defer func() {
 			// Keep a panic in Start from killing the test binary (and
 			// leaving this thread in ns).
@@ -622,7 +423,7 @@ func TestStartNoSuchInterface(t *testing.T) {
 		t.Errorf("Start error %q does not name the port ghost0", err)
 	}
 	t.Logf("Start: %v", err)
-	if x := xdpShown(t, ns, "d0"); x != "" {
+	if x := nstest.XDPShown(t, ns, "d0"); x != "" {
 		t.Errorf("after failed Start, d0 still has an XDP program: %s", x)
 	}
 }
