@@ -34,6 +34,8 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, FIB (README ha
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
 	$(GO) test -run '^$$' -bench 'Restart1M' -benchtime 3x ./control/daemon/
 	$(GO) test -run '^$$' -bench 'Lookup|Publish|Memory' -benchmem ./fib/
+	$(GO) test -run '^$$' -bench 'Forward|Parse' -benchmem ./dataplane/
+	$(GO) test -run '^$$' -bench VethForwarding -benchtime 1x ./bench/  # as root: namespaces
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
