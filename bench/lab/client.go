@@ -49,8 +49,11 @@ type ClientOptions struct {
 // Client is a DHCPv6 client running in a client namespace, on eth0.
 type Client struct {
 	*Proc
-	Kind  string
-	Port  int    // downlink index; the client runs in ClientNS[Port]
+	Kind string
+	// Port is the client index: the client runs in ClientNS[Port],
+	// behind relay port ClientLinks[Port].Name (dl<Port>, or dl0 for
+	// every client with Config.SharedSegment).
+	Port  int
 	Iface string // "eth0"
 	Dir   string // the client's private directory
 
@@ -92,7 +95,7 @@ func (o *ClientOptions) n() int {
 }
 
 // StartDhclient runs `dhclient -6 -P [-P ...] -d` on eth0 of client
-// namespace port, with -sf /bin/true (no script: nothing on the machine is
+// namespace port (client index, see Client.Port), with -sf /bin/true (no script: nothing on the machine is
 // reconfigured) and its lease, pid and config files in its own directory.
 func (l *Lab) StartDhclient(port int, opts ClientOptions) (*Client, error) {
 	bin, err := lookBin("dhclient")

@@ -9,7 +9,25 @@
 //	ns <id>-c1  eth0 ──veth── dl1 ┼─ ns <id>-rly  up0 ──veth── eth0  ns <id>-srv
 //	   ...                    ... ┘   (relay)                        (Kea; upstream host)
 //
-// Namespace names are "pdl-<pid>-<random>-<role>" (roles srv, rly, c0,
+// With Config.SharedSegment every client shares ONE multi-access port,
+// dl0, through a Linux bridge (br0, no STP, no MLD snooping, no IPv6 of
+// its own) in an extra namespace <id>-sw:
+//
+//	ns <id>-c0  eth0 ──veth── c0 ┐
+//	ns <id>-c1  eth0 ──veth── c1 ┼ br0 (ns <id>-sw) rly ──veth── dl0  ns <id>-rly ...
+//	   ...                   ... ┘
+//
+// Then Lab.Downlinks holds only dl0 (its Peer* fields are client 0's),
+// Kea's default config has one subnet (DownlinkPrefix(0), pool
+// DefaultPDPool(0)), and Lab.ClientLinks tells each client apart: entry i
+// is the relay port client i is behind (always dl0 here) with client i's
+// eth0 as its peer (PeerNS, PeerMAC, PeerLinkLocal, PeerIndex). Without
+// SharedSegment ClientLinks equals Downlinks. Client indexes (StartDhclient
+// and StartDhcpcd's port, AddClientAddr's i, Client.Port) always index
+// ClientNS. PdrelayConfigWith's default link_type is multi-access in
+// this mode.
+//
+// Namespace names are "pdl-<pid>-<random>-<role>" (roles srv, rly, sw, c0,
 // c1, ...), so labs of parallel tests never collide, and SweepStale (run
 // by New) can remove labs whose test binary died before Close.
 //

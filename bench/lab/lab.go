@@ -69,6 +69,12 @@ type Config struct {
 	// NoDownlinkAddrs leaves the relay's downlink ports with link-local
 	// addresses only (fe80::1 and the EUI-64 one).
 	NoDownlinkAddrs bool
+	// SharedSegment puts every client on ONE multi-access downlink, dl0:
+	// a Linux bridge (br0) in an extra switch namespace joins a veth to
+	// the relay's dl0 and one veth per client's eth0. Downlinks then holds
+	// only dl0, and ClientLinks says which port each client is behind.
+	// False (the default) gives each client its own point-to-point port.
+	SharedSegment bool
 	// Dir is where configuration, leases and logs go. Empty: a new
 	// directory /tmp/lab-*, removed by Close unless KeepDir is set.
 	Dir string
@@ -108,7 +114,15 @@ type Lab struct {
 	RelayNS   string   // the relay under test runs here
 	ClientNS  []string // one per downlink
 	Uplink    Link     // relay up0 <-> server eth0
-	Downlinks []Link   // relay dl<i> <-> client<i> eth0
+	Downlinks []Link   // relay dl<i> <-> client<i> eth0; only dl0 with SharedSegment
+	// ClientLinks has one entry per client namespace: the relay port the
+	// client is behind (Name, Index, MAC, LinkLocal, Addr of that port)
+	// and the client's eth0 as the peer (PeerNS == ClientNS[i], PeerMAC,
+	// PeerLinkLocal, PeerIndex). Without SharedSegment it equals
+	// Downlinks; with it every entry names dl0.
+	ClientLinks []Link
+	// SwitchNS is the namespace of the bridge with SharedSegment, else "".
+	SwitchNS string
 
 	cfg      Config
 	ownDir   bool
@@ -120,9 +134,14 @@ type Lab struct {
 
 const nsPrefix = "pdl-"
 
-// Namespaces returns every namespace of the Lab: server, relay, clients.
+// Namespaces returns every namespace of the Lab: server, relay, clients,
+// and the switch namespace with SharedSegment.
 func (l *Lab) Namespaces() []string {
-	return append([]string{l.ServerNS, l.RelayNS}, l.ClientNS...)
+	ns := append([]string{l.ServerNS, l.RelayNS}, l.ClientNS...)
+	if l.SwitchNS != "" {
+		ns = append(ns, l.SwitchNS)
+	}
+	return ns
 }
 
 // New builds the topology. On error everything created so far is removed.
@@ -163,6 +182,9 @@ func New(cfg Config) (*Lab, error) {
 	l.RelayNS = nsPrefix + l.ID + "-rly"
 	for i := 0; i < cfg.Clients; i++ {
 		l.ClientNS = append(l.ClientNS, fmt.Sprintf("%s%s-c%d", nsPrefix, l.ID, i))
+	}
+	if cfg.SharedSegment {
+		l.SwitchNS = nsPrefix + l.ID + "-sw"
 	}
 	start := time.Now()
 	if err := l.build(); err != nil {
@@ -231,11 +253,17 @@ func (l *Lab) build() error {
 		if ns == l.RelayNS && l.cfg.Forwarding {
 			fwd = "1"
 		}
+		// The switch is a plain layer-2 bridge: no IPv6 of its own, so
+		// it sends no RS or MLD onto the segment.
+		v6off := "0"
+		if ns == l.SwitchNS {
+			v6off = "1"
+		}
 		_, err := l.Run(ns, "sysctl", "-q", "-w",
 			"net.ipv6.conf.all.accept_dad=0",
 			"net.ipv6.conf.default.accept_dad=0",
-			"net.ipv6.conf.all.disable_ipv6=0",
-			"net.ipv6.conf.default.disable_ipv6=0",
+			"net.ipv6.conf.all.disable_ipv6="+v6off,
+			"net.ipv6.conf.default.disable_ipv6="+v6off,
 			"net.ipv6.conf.all.forwarding="+fwd,
 			"net.ipv6.conf.default.forwarding="+fwd,
 		)
@@ -255,16 +283,44 @@ func (l *Lab) build() error {
 	fmt.Fprintf(&rly, "link add up0 address %s type veth peer name eth0 address %s netns %s\n", l.Uplink.MAC, l.Uplink.PeerMAC, l.ServerNS)
 	fmt.Fprintf(&rly, "link set up0 up\n")
 	fmt.Fprintf(&rly, "addr add %s dev up0 nodad\n", l.Uplink.Addr)
+	var sw strings.Builder
+	if l.SwitchNS != "" {
+		// One port dl0; the relay end of the switch is "rly", the
+		// clients' ends "c<i>", all enslaved to br0 (no STP, no MLD
+		// snooping: every port forwards at once and floods multicast).
+		fmt.Fprintf(&sw, "link set lo up\n")
+		fmt.Fprintf(&sw, "link add br0 type bridge stp_state 0 mcast_snooping 0\n")
+		fmt.Fprintf(&sw, "link set br0 up\n")
+		fmt.Fprintf(&sw, "link set rly master br0\n")
+		fmt.Fprintf(&sw, "link set rly up\n")
+	}
 	for i, cns := range l.ClientNS {
 		d := Link{
 			Name: fmt.Sprintf("dl%d", i), MAC: mac(i+1, 0x01),
 			PeerNS: cns, PeerName: "eth0", PeerMAC: mac(i+1, 0x02),
 		}
+		if l.SwitchNS != "" {
+			d.Name, d.MAC = "dl0", mac(1, 0x01)
+		}
 		if !l.cfg.NoDownlinkAddrs {
-			p := DownlinkPrefix(i)
+			p := DownlinkPrefix(0)
+			if l.SwitchNS == "" {
+				p = DownlinkPrefix(i)
+			}
 			d.Addr = netip.PrefixFrom(p.Addr().Next(), 64)
 		}
-		fmt.Fprintf(&rly, "link add %s address %s type veth peer name eth0 address %s netns %s\n", d.Name, d.MAC, d.PeerMAC, cns)
+		l.ClientLinks = append(l.ClientLinks, d)
+		if l.SwitchNS != "" {
+			fmt.Fprintf(&sw, "link add c%d type veth peer name eth0 address %s netns %s\n", i, d.PeerMAC, cns)
+			fmt.Fprintf(&sw, "link set c%d master br0\n", i)
+			fmt.Fprintf(&sw, "link set c%d up\n", i)
+			if i > 0 {
+				continue
+			}
+			fmt.Fprintf(&rly, "link add %s address %s type veth peer name rly netns %s\n", d.Name, d.MAC, l.SwitchNS)
+		} else {
+			fmt.Fprintf(&rly, "link add %s address %s type veth peer name eth0 address %s netns %s\n", d.Name, d.MAC, d.PeerMAC, cns)
+		}
 		fmt.Fprintf(&rly, "link set %s up\n", d.Name)
 		fmt.Fprintf(&rly, "addr add %s/64 dev %s nodad\n", DownlinkGateway, d.Name)
 		if d.Addr.IsValid() {
@@ -276,6 +332,11 @@ func (l *Lab) build() error {
 	if err := l.ipBatch(l.RelayNS, rly.String()); err != nil {
 		return err
 	}
+	if l.SwitchNS != "" {
+		if err := l.ipBatch(l.SwitchNS, sw.String()); err != nil {
+			return err
+		}
+	}
 
 	batches := map[string]string{}
 	var srv strings.Builder
@@ -284,7 +345,7 @@ func (l *Lab) build() error {
 	fmt.Fprintf(&srv, "addr add %s dev eth0 nodad\n", l.Uplink.PeerAddr)
 	fmt.Fprintf(&srv, "addr add %s/128 dev lo\n", UpstreamAddr)
 	fmt.Fprintf(&srv, "route add %s via %s dev eth0\n", DelegatedSpace, RelayUplinkAddr)
-	for i := range l.ClientNS {
+	for i := range l.Downlinks {
 		fmt.Fprintf(&srv, "route add %s via %s dev eth0\n", DownlinkPrefix(i), RelayUplinkAddr)
 	}
 	batches[l.ServerNS] = srv.String()
@@ -320,12 +381,20 @@ func (l *Lab) build() error {
 	l.Uplink.LinkLocal = eui64(l.Uplink.MAC)
 	l.Uplink.PeerLinkLocal = eui64(l.Uplink.PeerMAC)
 	l.Uplink.PeerIndex = peerIdx[l.ServerNS]
-	for i := range l.Downlinks {
-		d := &l.Downlinks[i]
+	for i := range l.ClientLinks {
+		d := &l.ClientLinks[i]
 		d.Index = idx[d.Name]
 		d.LinkLocal = eui64(d.MAC)
 		d.PeerLinkLocal = eui64(d.PeerMAC)
 		d.PeerIndex = peerIdx[d.PeerNS]
+	}
+	// Downlinks: one per port. With SharedSegment dl0's peer fields are
+	// client 0's.
+	l.Downlinks = nil
+	for _, d := range l.ClientLinks {
+		if len(l.Downlinks) == 0 || l.Downlinks[len(l.Downlinks)-1].Name != d.Name {
+			l.Downlinks = append(l.Downlinks, d)
+		}
 	}
 	return nil
 }

@@ -30,15 +30,42 @@ type Pdrelay struct {
 // up0 as uplink, every dl<i> as a point-to-point downlink, state and socket
 // under $DIR (StartPdrelay's directory). extra is YAML appended at the top
 // level (for example metrics_listen), and perPort is appended inside every
-// downlink entry (indented by the caller, 4 spaces).
+// downlink entry (indented by the caller, 4 spaces). It is
+// PdrelayConfigWith with LinkType point-to-point.
 func (l *Lab) PdrelayConfig(extra, perPort string) string {
+	return l.PdrelayConfigWith(PdrelayConfigOptions{Extra: extra, PerPort: perPort, LinkType: "point-to-point"})
+}
+
+// PdrelayConfigOptions parameterises PdrelayConfigWith.
+type PdrelayConfigOptions struct {
+	// Extra is YAML appended at the top level (for example metrics_listen).
+	Extra string
+	// PerPort is appended inside every downlink entry (indented by the
+	// caller, 4 spaces); it must not set link_type.
+	PerPort string
+	// LinkType is every downlink's link_type: "point-to-point" or
+	// "multi-access". Empty: multi-access if the Lab has SharedSegment,
+	// else point-to-point.
+	LinkType string
+}
+
+// PdrelayConfigWith is PdrelayConfig with the downlinks' link_type chosen
+// by o.LinkType.
+func (l *Lab) PdrelayConfigWith(o PdrelayConfigOptions) string {
+	lt := o.LinkType
+	if lt == "" {
+		lt = "point-to-point"
+		if l.cfg.SharedSegment {
+			lt = "multi-access"
+		}
+	}
 	var b strings.Builder
 	b.WriteString("state_dir: $DIR/state\napi_socket: $DIR/api.sock\nlog_level: debug\n")
 	fmt.Fprintf(&b, "servers: [%s]\nuplink:\n  interface: %s\ndownlinks:\n", ServerAddr, l.Uplink.Name)
 	for _, d := range l.Downlinks {
-		fmt.Fprintf(&b, "  - interface: %s\n    link_type: point-to-point\n%s", d.Name, perPort)
+		fmt.Fprintf(&b, "  - interface: %s\n    link_type: %s\n%s", d.Name, lt, o.PerPort)
 	}
-	b.WriteString(extra)
+	b.WriteString(o.Extra)
 	return b.String()
 }
 
