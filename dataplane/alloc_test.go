@@ -41,6 +41,28 @@ func TestForwardAllocs(t *testing.T) {
 			t.Errorf("%s: %v allocations per Forward", c.name, n)
 		}
 	}
+	// ForwardBatch, over a batch of all the cases above but no table.
+	var frames, origs [][]byte
+	for range 3 {
+		for _, p := range []pkt{fromU("2001:db8:a:100::1"), fromA(clientA1, internet), fromA(clientB1, internet), fromU("2001:db8:dead::1"), loopA(1400), fromU(internet)} {
+			orig := p.frame(t)
+			origs = append(origs, orig)
+			frames = append(frames, make([]byte, len(orig), 2048))
+		}
+	}
+	res := make([]Result, len(frames))
+	for _, in := range []fib.PortID{portU, portA} {
+		n := testing.AllocsPerRun(200, func() {
+			for i := range frames {
+				frames[i] = append(frames[i][:0], origs[i]...)
+			}
+			now += 1e9
+			f.ForwardBatch(snap, in, frames, now, res)
+		})
+		if n != 0 {
+			t.Errorf("ForwardBatch on port %d: %v allocations per batch", in, n)
+		}
+	}
 	if n := testing.AllocsPerRun(100, f.Flush); n != 0 {
 		t.Errorf("Flush: %v allocations", n)
 	}

@@ -46,6 +46,7 @@ type Forwarder struct {
 	sh      *shared
 	counts  []counts // unflushed, by port index; the last is NoPort
 	flushed int64    // the now of the last automatic Flush
+	batch   batchScratch
 }
 
 // Forward decides one frame that arrived on port in, using snap (nil:
@@ -69,6 +70,82 @@ type Forwarder struct {
 // cover the hop limit). Forward allocates nothing, and counts the frame
 // (see Reason) in this Forwarder until Flush.
 func (f *Forwarder) Forward(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (v Verdict, r Reason, out fib.PortID, n int) {
+	ii, p, c, res, done := f.head(snap, in, frame, now)
+	if done {
+		return res.Verdict, res.Reason, res.Port, res.Len
+	}
+	dst := (*[16]byte)(frame[offDst : offDst+16])
+	srcOK := p.uplink || snap.SourceAllowedBytes(p.id, (*[16]byte)(frame[offSrc:offSrc+16]))
+	rt, _ := snap.LookupBytes(dst)
+	res = f.tail(snap, ii, p, c, frame, now, srcOK, rt)
+	return res.Verdict, res.Reason, res.Port, res.Len
+}
+
+// Result is Forward's answer for one frame of a batch.
+type Result struct {
+	Verdict Verdict
+	Reason  Reason
+	Port    fib.PortID // the port to send on
+	Len     int        // the length of the frame to send
+}
+
+// batchMax is how many frames ForwardBatch looks up together.
+const batchMax = 64
+
+// ForwardBatch decides frames that arrived together on port in, each as
+// Forward would, and stores the answers in res, which must be at least as
+// long as frames. It looks up the sources and destinations of up to 64
+// frames at a time with the FIB's batch lookups, whose cache misses
+// overlap: with a FIB larger than the CPU caches a batch costs much less
+// than its frames one by one. It allocates nothing.
+func (f *Forwarder) ForwardBatch(snap *fib.Snapshot, in fib.PortID, frames [][]byte, now int64, res []Result) {
+	res = res[:len(frames)]
+	b := &f.batch
+	for len(frames) > 0 {
+		n := min(len(frames), batchMax)
+		var p *port // the ingress port, once a frame needs lookups
+		var c *counts
+		ii := 0
+		for i, frame := range frames[:n] {
+			b.src[i], b.dst[i] = nil, nil
+			fi, fp, fc, r, done := f.head(snap, in, frame, now)
+			res[i] = r
+			if done {
+				continue
+			}
+			ii, p, c = fi, fp, fc
+			b.dst[i] = (*[16]byte)(frame[offDst : offDst+16])
+			if !p.uplink {
+				b.src[i] = (*[16]byte)(frame[offSrc : offSrc+16])
+			}
+		}
+		if p != nil {
+			if !p.uplink {
+				snap.SourceAllowedBatch(p.id, b.src[:n], b.srcOK[:n])
+			}
+			snap.LookupBatch(b.dst[:n], b.rt[:n])
+			for i, frame := range frames[:n] {
+				if b.dst[i] != nil {
+					res[i] = f.tail(snap, ii, p, c, frame, now, p.uplink || b.srcOK[i], b.rt[i])
+				}
+			}
+		}
+		frames, res = frames[n:], res[n:]
+	}
+}
+
+// batchScratch is ForwardBatch's working set, kept in the Forwarder so
+// that a batch allocates nothing.
+type batchScratch struct {
+	src, dst [batchMax]*[16]byte
+	srcOK    [batchMax]bool
+	rt       [batchMax]*fib.Route
+}
+
+// head counts a frame in and makes the checks that need no lookup. It
+// returns the index and state of the ingress port and the frame's counts,
+// and done with the answer if the checks settled it.
+func (f *Forwarder) head(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (ii int, p *port, c *counts, res Result, done bool) {
 	if now-f.flushed >= FlushInterval {
 		f.Flush()
 		f.flushed = now
@@ -78,80 +155,89 @@ func (f *Forwarder) Forward(snap *fib.Snapshot, in fib.PortID, frame []byte, now
 	if !ok {
 		ii = len(s.ports)
 	}
-	c := &f.counts[ii]
+	c = &f.counts[ii]
 	c[cRxPackets]++
 	c[cRxBytes] += uint64(len(frame))
 	if !ok {
 		c[UnknownPort]++
-		return Drop, UnknownPort, in, 0
+		return ii, nil, c, Result{Drop, UnknownPort, in, 0}, true
 	}
 	if r := parse(frame); r != Forwarded {
 		c[r]++
-		return Drop, r, in, 0
+		return ii, nil, c, Result{Drop, r, in, 0}, true
 	}
 	if snap == nil {
 		c[NoTable]++
-		return Drop, NoTable, in, 0
+		return ii, nil, c, Result{Drop, NoTable, in, 0}, true
 	}
-	p := &s.ports[ii]
-	src := (*[16]byte)(frame[offSrc : offSrc+16])
 	dst := (*[16]byte)(frame[offDst : offDst+16])
 	if linkScope(dst) || frame[offNextHdr] == protoHopByHop {
 		c[Local]++
-		return ToKernel, Local, in, len(frame)
+		return ii, nil, c, Result{ToKernel, Local, in, len(frame)}, true
 	}
-	var rt *fib.Route
+	return ii, &s.ports[ii], c, Result{}, false
+}
+
+// tail finishes the decision for a frame head did not settle, given
+// whether its source is allowed on the port (downlinks) and the route of
+// its destination (nil: none).
+func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame []byte, now int64, srcOK bool, rt *fib.Route) Result {
+	s, in := f.sh, p.id
+	src := (*[16]byte)(frame[offSrc : offSrc+16])
 	if p.uplink {
 		// From the operator network: no source filter, but never forward
 		// what no router may (RFC 4291 2.5.6).
 		if badSource(src) {
 			c[Spoofed]++
-			return Drop, Spoofed, in, 0
+			return Result{Drop, Spoofed, in, 0}
 		}
 		if frame[offHopLimit] <= 1 {
 			c[HopLimit]++
-			return ToKernel, HopLimit, in, len(frame)
+			return Result{ToKernel, HopLimit, in, len(frame)}
 		}
-		if rt, ok = snap.LookupBytes(dst); !ok {
+		if rt == nil {
 			c[NoRoute]++
 			if p.noRoutePass {
-				return ToKernel, NoRoute, in, len(frame)
+				return Result{ToKernel, NoRoute, in, len(frame)}
 			}
-			return Drop, NoRoute, in, 0
+			return Result{Drop, NoRoute, in, 0}
 		}
 	} else {
 		// From a client: the source must lie in what the port allows
 		// (RFC 8987 R-3).
-		if !snap.SourceAllowedBytes(p.id, src) {
+		if !srcOK {
 			c[Spoofed]++
-			return Drop, Spoofed, in, 0
+			return Result{Drop, Spoofed, in, 0}
 		}
 		if frame[offHopLimit] <= 1 {
 			c[HopLimit]++
-			return ToKernel, HopLimit, in, len(frame)
+			return Result{ToKernel, HopLimit, in, len(frame)}
 		}
-		if rt, ok = snap.LookupBytes(dst); !ok {
+		if rt == nil {
+			var ok bool
 			if rt, ok = snap.DefaultRoute(); !ok {
 				c[NoRoute]++
-				return Drop, NoRoute, in, 0
+				return Result{Drop, NoRoute, in, 0}
 			}
 		}
 	}
 	oi, ok := s.index(rt.Port)
 	if !ok {
 		c[UnknownPort]++
-		return Drop, UnknownPort, in, 0
+		return Result{Drop, UnknownPort, in, 0}
 	}
+	dst := (*[16]byte)(frame[offDst : offDst+16])
 	if oi == ii && p.isLoop(frame, rt) && s.loopPolicy(p, rt, dst) != fib.LoopForward {
 		c[Loop]++
 		if p.loopICMP {
-			return f.reject(p, c, frame, now)
+			v, r, out, n := f.reject(p, c, frame, now)
+			return Result{v, r, out, n}
 		}
-		return Drop, Loop, in, 0
+		return Result{Drop, Loop, in, 0}
 	}
 	if rt.MAC == ([6]byte{}) {
 		c[NoNeighbor]++
-		return Drop, NoNeighbor, in, 0
+		return Result{Drop, NoNeighbor, in, 0}
 	}
 	*(*[6]byte)(frame[offDstMAC : offDstMAC+6]) = rt.MAC
 	*(*[6]byte)(frame[offSrcMAC : offSrcMAC+6]) = s.ports[oi].mac
@@ -159,5 +245,5 @@ func (f *Forwarder) Forward(snap *fib.Snapshot, in fib.PortID, frame []byte, now
 	oc := &f.counts[oi]
 	oc[Forwarded]++
 	oc[cFwdBytes] += uint64(len(frame))
-	return Forward, Forwarded, rt.Port, len(frame)
+	return Result{Forward, Forwarded, rt.Port, len(frame)}
 }

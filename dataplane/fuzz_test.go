@@ -25,7 +25,8 @@ func FuzzForward(f *testing.F) {
 	f.Add(fromU("2001:db8:b:100::1").frame(f), uint8(0), uint16(0))
 	f.Add([]byte{}, uint8(1), uint16(0))
 	snap := testSnapshot(f, true)
-	fw := newForwarder(f, testConfig(true))
+	fw, fwb := newForwarder(f, testConfig(true)), newForwarder(f, testConfig(true))
+	var res [1]Result
 	var now int64
 	f.Fuzz(func(t *testing.T, data []byte, port uint8, room uint16) {
 		const guard = 64
@@ -41,6 +42,13 @@ func FuzzForward(f *testing.F) {
 			copy(frame, data)
 			now += int64(port) * 1e6
 			v, r, out, n := fw.Forward(snap, in, frame, now)
+			// ForwardBatch must answer and rewrite the same.
+			bbuf := make([]byte, len(data), cap(frame))
+			copy(bbuf, data)
+			fwb.ForwardBatch(snap, in, [][]byte{bbuf}, now, res[:])
+			if want := (Result{v, r, out, n}); res[0] != want || !bytes.Equal(bbuf[:max(n, len(data))], buf[:max(n, len(data))]) {
+				t.Fatalf("port %d: ForwardBatch %+v, Forward %+v, or frames differ", in, res[0], want)
+			}
 			if n < 0 || n > cap(frame) {
 				t.Fatalf("port %d: n = %d, cap %d", in, n, cap(frame))
 			}

@@ -130,6 +130,9 @@ func (f *fixture) near(p netip.Prefix) netip.Addr {
 	return join128(hi|f.r.Uint64()&^mhi, lo|f.r.Uint64()&^mlo)
 }
 
+// benchBatch is the batch size of the batch benchmarks: the plane's.
+const benchBatch = 64
+
 var benchSizes = []struct {
 	name string
 	n    int
@@ -202,6 +205,30 @@ func benchLookup(b *testing.B, mask int) {
 					}
 					sinkPort = port
 				})
+				// fib-batch: LookupBatch over batches of 64, as a worker
+				// holds them; ns/op is per lookup.
+				b.Run("fib-batch", func(b *testing.B) {
+					ptrs := make([]*[16]byte, len(bytes))
+					for i := range ptrs {
+						ptrs[i] = &bytes[i&mask]
+					}
+					var routes [benchBatch]*Route
+					b.ReportAllocs()
+					var port PortID
+					for i := 0; b.Loop(); i++ {
+						if i%benchBatch != 0 {
+							continue
+						}
+						k := i & (len(ptrs) - 1)
+						s.LookupBatch(ptrs[k:k+benchBatch], routes[:])
+						for _, r := range routes {
+							if r != nil {
+								port += r.Port
+							}
+						}
+					}
+					sinkPort = port
+				})
 				b.Run("bart", func(b *testing.B) {
 					b.ReportAllocs()
 					var port PortID
@@ -229,12 +256,41 @@ func BenchmarkSourceAllowed(b *testing.B) {
 					addrs = f.misses
 				}
 				s := f.snap
-				b.ReportAllocs()
-				var ok bool
-				for i := 0; b.Loop(); i++ {
-					ok = s.SourceAllowed(f.ports[i&0xffff], addrs[i&0xffff])
-				}
-				sinkBool = ok
+				b.Run("single", func(b *testing.B) {
+					b.ReportAllocs()
+					var ok bool
+					for i := 0; b.Loop(); i++ {
+						ok = s.SourceAllowed(f.ports[i&0xffff], addrs[i&0xffff])
+					}
+					sinkBool = ok
+				})
+				// batch: SourceAllowedBatch over batches of 64 from one
+				// port, as a worker holds them; ns/op is per check.
+				b.Run("batch", func(b *testing.B) {
+					var ports [64][]*[16]byte // the addresses by port
+					for i, a := range addrs {
+						b := a.As16()
+						ports[f.ports[i]] = append(ports[f.ports[i]], &b)
+					}
+					var ok [benchBatch]bool
+					b.ReportAllocs()
+					n := 0
+					for i := 0; b.Loop(); i++ {
+						if i%benchBatch != 0 {
+							continue
+						}
+						port := (i / benchBatch) % 64
+						ps := ports[port]
+						k := (i / benchBatch / 64 * benchBatch) % (len(ps) - benchBatch)
+						s.SourceAllowedBatch(PortID(port), ps[k:k+benchBatch], ok[:])
+						for _, y := range ok {
+							if y {
+								n++
+							}
+						}
+					}
+					sinkBool = n > 0
+				})
 			})
 		}
 	}

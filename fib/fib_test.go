@@ -2,7 +2,9 @@ package fib
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -275,8 +277,8 @@ func TestAllocs(t *testing.T) {
 	}
 }
 
-// TestOuterFilter checks lookups as the /32 filter turns off (too many
-// /32s, or a prefix shorter than /32) and on again.
+// TestOuterFilter checks lookups as the region filter turns off (too
+// many ranges) and on again, and with a prefix shorter than a region.
 func TestOuterFilter(t *testing.T) {
 	tb := NewTable()
 	in := func(i int) netip.Addr { return join128(uint64(0x20010000+i)<<32|0xab<<8, 1) }
@@ -285,7 +287,7 @@ func TestOuterFilter(t *testing.T) {
 		t.Helper()
 		s := tb.Publish()
 		if s.routes.filter != filter {
-			t.Errorf("%d /32s: filter = %v, want %v", n, s.routes.filter, filter)
+			t.Errorf("%d ranges: filter = %v, want %v", n, s.routes.filter, filter)
 		}
 		for i := range maxOuter + 10 {
 			if _, ok := s.Lookup(in(i)); ok != (i < n) {
@@ -313,4 +315,70 @@ func TestOuterFilter(t *testing.T) {
 	}
 	tb.DeleteRoute(pfx("2a00::/31"))
 	check(maxOuter, true)
+}
+
+// TestOuterRanges checks the region filter's ranges against a region by
+// region account, over random prefixes crowded into a few /40s so that
+// regions hold several lengths, adjoin, and lie under shorter prefixes.
+func TestOuterRanges(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	base := uint64(0x20010db8_00000000)
+	for round := range 200 {
+		tb := NewTable()
+		var ps []netip.Prefix
+		for range 1 + r.IntN(40) {
+			bits := []int{32, 38, 40, 44, 46, 48, 56, 64, 128}[r.IntN(9)]
+			hi := base | r.Uint64N(1<<12)<<20 | r.Uint64()&(1<<20-1) // inside 2001:db8::/32, 4096 regions
+			p := netip.PrefixFrom(join128(hi, r.Uint64()), bits).Masked()
+			ps = append(ps, p)
+			mustAdd(t, tb, Route{Prefix: p})
+		}
+		for _, p := range ps[:r.IntN(len(ps))] { // and take some out again
+			tb.DeleteRoute(p)
+		}
+		s := tb.Publish()
+		if !s.routes.filter {
+			t.Fatalf("round %d: filter off", round)
+		}
+		want := map[uint64][129]bool{} // lengths in use by region
+		for rt := range s.Routes() {
+			hi, _ := split128(rt.Prefix.Addr())
+			lo := region(hi)
+			n := uint64(1)
+			if rt.Prefix.Bits() < regionBits {
+				n = 1 << (regionBits - rt.Prefix.Bits())
+			}
+			for x := lo; x < lo+n; x++ {
+				m := want[x]
+				m[rt.Prefix.Bits()] = true
+				want[x] = m
+			}
+		}
+		for x := region(base) - 2; x < region(base)+1<<12+2; x++ {
+			o, ok := findOuter(s.routes.outer, x)
+			m, wok := want[x]
+			if ok != wok {
+				t.Fatalf("round %d: region %#x: in filter %v, want %v (%v)", round, x, ok, wok, s.routes.outer)
+			}
+			var wfast uint8
+			wslow := false
+			for bits, in := range m {
+				i := slices.IndexFunc(s.routes.fast[:s.routes.nfast], func(f fastLen[*routeEnt]) bool { return int(f.bits) == bits })
+				switch {
+				case in && i >= 0:
+					wfast |= 1 << i
+				case in:
+					wslow = true
+				}
+			}
+			if o.fast != wfast || o.slow != wslow {
+				t.Fatalf("round %d: region %#x: fast %b slow %v, want %b %v", round, x, o.fast, o.slow, wfast, wslow)
+			}
+		}
+		for i := 1; i < len(s.routes.outer); i++ {
+			if a, b := s.routes.outer[i-1], s.routes.outer[i]; a.hi >= b.lo || a.hi+1 == b.lo && a.fast == b.fast && a.slow == b.slow {
+				t.Fatalf("round %d: ranges %v and %v overlap or should have merged", round, a, b)
+			}
+		}
+	}
 }

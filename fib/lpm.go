@@ -1,7 +1,6 @@
 package fib
 
 import (
-	"cmp"
 	"encoding/binary"
 	"net/netip"
 	"slices"
@@ -41,34 +40,9 @@ type lpm[P entry] struct {
 	n       int              // entries
 	s0, s1  uint64           // hash seeds
 
-	// outer lists the /32s that hold any entry, sorted, with the fast
-	// tables and whether bart holds entries under each, when filter is set.
-	// A lookup outside them (most upstream traffic) stops there, and one
-	// inside probes only the lengths in use under its /32. The filter is
-	// off while a prefix shorter than /32 is in use or the /32s are too
-	// many to scan quickly.
+	// outer is the region filter (see outer.go), when filter is set.
 	outer  []outerEnt
 	filter bool
-}
-
-// outerEnt is what the filter knows about one /32.
-type outerEnt struct {
-	top  uint32 // the /32: the top 32 bits of its addresses
-	fast uint8  // bit i set: fast[i] has entries under the /32
-	slow bool   // bart has entries under the /32
-}
-
-// maxOuter is the most /32s the outer filter lists.
-const maxOuter = 64
-
-// findOuter returns the filter entry of the /32 top, if any.
-func findOuter(outer []outerEnt, top uint32) (outerEnt, bool) {
-	for _, o := range outer {
-		if o.top == top {
-			return o, true
-		}
-	}
-	return outerEnt{}, false
 }
 
 // split128 returns an address as two big-endian words.
@@ -112,12 +86,13 @@ type lpmWriter[P entry] struct {
 	slowGen uint64   // generation that owns cur.slow (the slice, not the tables)
 	moves   int      // migrations done, for tests
 
-	outer      map[uint32]*[129]int // entries by /32 and length, for the filter
-	outerDirty bool                 // outer or the fast lengths changed
+	regions    map[uint64]int32       // entries by region<<8 | length, lengths >= regionBits
+	short      map[netip.Prefix]int32 // entries of lengths < regionBits, by prefix
+	outerDirty bool                   // the filter may have changed
 }
 
 func newLPMWriter[P entry](s0, s1 uint64) *lpmWriter[P] {
-	w := &lpmWriter[P]{outer: make(map[uint32]*[129]int)}
+	w := &lpmWriter[P]{regions: make(map[uint64]int32), short: make(map[netip.Prefix]int32)}
 	w.cur.s0, w.cur.s1 = s0, s1
 	w.cur.slowMax = -1
 	return w
@@ -231,48 +206,6 @@ func (w *lpmWriter[P]) put(p netip.Prefix, ns uint16, e P, gen uint64) (old P) {
 		w.count(p, 1)
 	}
 	return old
-}
-
-// count adds d to the entries under the /32 of p.
-func (w *lpmWriter[P]) count(p netip.Prefix, d int) {
-	if p.Bits() < 32 {
-		return // such prefixes turn the filter off
-	}
-	hi, _ := split128(p.Addr())
-	o := uint32(hi >> 32)
-	c := w.outer[o]
-	if c == nil {
-		c = new([129]int)
-		w.outer[o] = c
-	}
-	c[p.Bits()] += d
-	if c[p.Bits()] == 0 || c[p.Bits()] == d {
-		w.outerDirty = true // a length came into use under the /32 or went out
-	}
-	if c[p.Bits()] == 0 && *c == [129]int{} {
-		delete(w.outer, o)
-	}
-}
-
-// buildOuter returns the filter entries for the current fast lengths.
-func (w *lpmWriter[P]) buildOuter() []outerEnt {
-	out := make([]outerEnt, 0, len(w.outer))
-	for o, c := range w.outer {
-		e := outerEnt{top: o}
-		for b, n := range c {
-			if n == 0 {
-				continue
-			}
-			if i := w.fastIndex(b); i >= 0 {
-				e.fast |= 1 << i
-			} else {
-				e.slow = true
-			}
-		}
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b outerEnt) int { return cmp.Compare(a.top, b.top) })
-	return out
 }
 
 // del removes p (masked) from namespace ns and returns its entry, or the
@@ -425,15 +358,9 @@ func (w *lpmWriter[P]) freeze(gen uint64) lpm[P] {
 		f := &w.cur.fast[i]
 		f.top, f.shift = f.t.top, f.t.shift
 	}
-	short := false
-	for b := range 32 {
-		short = short || w.counts[b] > 0
-	}
-	w.cur.filter = !short && len(w.outer) <= maxOuter
-	if !w.cur.filter {
-		w.cur.outer = nil
-	} else if w.outerDirty || w.cur.outer == nil {
-		w.cur.outer = w.buildOuter() // a new slice: the published one stays as it is
+	if w.outerDirty {
+		// A new slice: the published one stays as it is.
+		w.cur.outer, w.cur.filter = w.buildOuter()
 	}
 	w.outerDirty = false
 	return w.cur

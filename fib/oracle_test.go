@@ -261,12 +261,17 @@ func (g *gen) check(t *testing.T, s *Snapshot, o *oracle, queries int) {
 	for k := range o.srcs {
 		prefixes = append(prefixes, k.p)
 	}
+	addrs := make([]*[16]byte, queries) // for the batch lookups, with a few nil
 	for i := range queries {
 		var a netip.Addr
 		if len(prefixes) > 0 && i%2 == 0 {
 			a = g.near(prefixes[g.r.IntN(len(prefixes))])
 		} else {
 			a = g.addr()
+		}
+		if i%23 != 22 {
+			b := a.As16()
+			addrs[i] = &b
 		}
 		want, wok := lookupSorted(rs, a)
 		got, ok := s.Lookup(a)
@@ -283,6 +288,37 @@ func (g *gen) check(t *testing.T, s *Snapshot, o *oracle, queries int) {
 		}
 		if s.SourceAllowedBytes(port, &b) != s.SourceAllowed(port, a) {
 			t.Fatalf("gen %d: SourceAllowedBytes(%d, %v) differs", s.Gen(), port, a)
+		}
+	}
+	checkBatch(t, s, addrs)
+}
+
+// checkBatch checks that the batch lookups answer as the single ones, and
+// a nil address as no address.
+func checkBatch(t *testing.T, s *Snapshot, addrs []*[16]byte) {
+	t.Helper()
+	routes := make([]*Route, len(addrs)+1)
+	routes[len(addrs)] = &Route{} // past the batch: must stay as it is
+	s.LookupBatch(addrs, routes)
+	for i, a := range addrs {
+		want, ok := s.LookupBytes(a)
+		if !ok {
+			want = nil
+		}
+		if routes[i] != want {
+			t.Fatalf("gen %d: LookupBatch [%d] %v = %v, want %v", s.Gen(), i, a, routes[i], want)
+		}
+	}
+	if routes[len(addrs)] == nil {
+		t.Fatalf("gen %d: LookupBatch wrote past its batch", s.Gen())
+	}
+	ok := make([]bool, len(addrs))
+	for port := range PortID(5) {
+		s.SourceAllowedBatch(port, addrs, ok)
+		for i, a := range addrs {
+			if want := s.SourceAllowedBytes(port, a); ok[i] != want {
+				t.Fatalf("gen %d: SourceAllowedBatch(%d) [%d] %v = %v, want %v", s.Gen(), port, i, a, ok[i], want)
+			}
 		}
 	}
 }

@@ -69,7 +69,7 @@ func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 	rt := &s.routes
 	fast, slowMax := uint8(1<<maxFast-1), rt.slowMax
 	if rt.filter {
-		o, ok := findOuter(rt.outer, uint32(hi>>32))
+		o, ok := findOuter(rt.outer, region(hi))
 		if !ok {
 			return nil, false
 		}
@@ -193,7 +193,7 @@ func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 	st := &s.src
 	fast, slow := uint8(1<<maxFast-1), st.slowMax >= 0
 	if st.filter {
-		o, ok := findOuter(st.outer, uint32(hi>>32))
+		o, ok := findOuter(st.outer, region(hi))
 		if !ok {
 			return false
 		}
