@@ -122,9 +122,9 @@ func (f *forwarding) run(ctx context.Context, fibs *fib.FIB) error {
 	return f.plane.Run(ctx, fibs, func() plane.Decider {
 		if first {
 			first = false
-			return decider{f.fwd}
+			return newDecider(f.fwd)
 		}
-		return decider{f.fwd.Clone()}
+		return newDecider(f.fwd.Clone())
 	})
 }
 
@@ -133,11 +133,21 @@ func (f *forwarding) run(ctx context.Context, fibs *fib.FIB) error {
 // socket holds them: the XDP program passes those it can recognise
 // (hop limit <= 1, the relay's own addresses) before they get here, and
 // the rest are counted under their reason and dropped.
-type decider struct{ f *dataplane.Forwarder }
+type decider struct {
+	f   *dataplane.Forwarder
+	res []dataplane.Result // one batch
+}
 
-func (d decider) Decide(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (fib.PortID, int, bool) {
-	v, _, out, n := d.f.Forward(snap, in, frame, now)
-	return out, n, v == dataplane.Forward || v == dataplane.ICMPReply
+func newDecider(f *dataplane.Forwarder) decider {
+	return decider{f, make([]dataplane.Result, plane.BatchSize)}
+}
+
+func (d decider) Decide(snap *fib.Snapshot, in fib.PortID, frames [][]byte, now int64, out []plane.Decision) {
+	res := d.res[:len(frames)]
+	d.f.ForwardBatch(snap, in, frames, now, res)
+	for i, r := range res {
+		out[i] = plane.Decision{Port: r.Port, Len: r.Len, Send: r.Verdict == dataplane.Forward || r.Verdict == dataplane.ICMPReply}
+	}
 }
 
 func (d decider) TxFull(port fib.PortID, n int) {

@@ -139,7 +139,14 @@ type mqDecider struct {
 	srcMAC, dstMAC net.HardwareAddr
 }
 
-func (d *mqDecider) Decide(_ *fib.Snapshot, in fib.PortID, fr []byte, _ int64) (fib.PortID, int, bool) {
+func (d *mqDecider) Decide(_ *fib.Snapshot, in fib.PortID, frames [][]byte, _ int64, out []Decision) {
+	for i, fr := range frames {
+		port, n, send := d.decide(in, fr)
+		out[i] = Decision{Port: port, Len: n, Send: send}
+	}
+}
+
+func (d *mqDecider) decide(in fib.PortID, fr []byte) (fib.PortID, int, bool) {
 	q := d.s.queueOf(fr)
 	if q < 0 || (d.q >= 0 && q != d.q) {
 		d.s.stray.Add(1)

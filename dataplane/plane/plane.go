@@ -9,16 +9,29 @@ import (
 
 // Decider decides frames for one worker goroutine.
 type Decider interface {
-	// Decide decides one frame that arrived on port in: send it
-	// (rewritten in place to length n) out of port out, or not (dropped
-	// and counted by the decider). frame has room up to its capacity for
-	// building a reply in place.
-	Decide(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (out fib.PortID, n int, send bool)
+	// Decide decides the frames of one batch, all arrived on port in,
+	// and stores the decision for frames[i] in out[i] (as long as
+	// frames). A frame to send has been rewritten in place; it has room
+	// up to its capacity for building a reply. A frame not sent has been
+	// counted by the decider.
+	Decide(snap *fib.Snapshot, in fib.PortID, frames [][]byte, now int64, out []Decision)
 	// TxFull counts n frames an egress ring of port had no room for.
 	TxFull(port fib.PortID, n int)
 	// Flush publishes the worker's counts; called after every busy batch
 	// and before the worker blocks.
 	Flush()
+}
+
+// BatchSize is the most frames a worker takes from a socket at once: a
+// Decider gets batches of 1 to BatchSize frames.
+const BatchSize = 64
+
+// Decision is what a Decider made of one frame: send its first Len bytes
+// out of Port, or not.
+type Decision struct {
+	Port fib.PortID
+	Len  int
+	Send bool
 }
 
 // Port is one interface the plane forwards between.

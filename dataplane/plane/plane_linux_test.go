@@ -89,6 +89,7 @@ func udpIn(t testing.TB, ns, laddr string) *net.UDPConn {
 // counts is what the test deciders of all workers report.
 type counts struct {
 	decide, forwarded, dropped atomic.Int64
+	batches                    atomic.Int64 // Decide calls
 	txFull, flush              atomic.Int64
 	drop                       atomic.Bool // drop everything instead of forwarding
 
@@ -106,7 +107,15 @@ type testDecider struct {
 	srcMAC, dstMAC net.HardwareAddr
 }
 
-func (d *testDecider) Decide(_ *fib.Snapshot, in fib.PortID, fr []byte, _ int64) (fib.PortID, int, bool) {
+func (d *testDecider) Decide(_ *fib.Snapshot, in fib.PortID, frames [][]byte, _ int64, out []Decision) {
+	d.c.batches.Add(1)
+	for i, fr := range frames {
+		port, n, send := d.decide(in, fr)
+		out[i] = Decision{Port: port, Len: n, Send: send}
+	}
+}
+
+func (d *testDecider) decide(in fib.PortID, fr []byte) (fib.PortID, int, bool) {
 	d.c.decide.Add(1)
 	if d.c.drop.Load() || in != 1 || len(fr) < 54 || fr[12] != 0x86 || fr[13] != 0xdd || fr[21] <= 1 {
 		d.c.dropped.Add(1)
@@ -381,7 +390,13 @@ func TestForwardDropRecycle(t *testing.T) {
 	if c.bad.Load() != 0 {
 		t.Errorf("%d bad frees", c.bad.Load())
 	}
-	t.Logf("total %v; Decide %d, Flush %d", time.Since(start).Round(time.Millisecond), c.decide.Load(), c.flush.Load())
+	// The bursts queue frames faster than one at a time: the deciders
+	// must have been given batches, not single frames.
+	if c.decide.Load() <= c.batches.Load() {
+		t.Errorf("%d frames in %d Decide calls: never a batch", c.decide.Load(), c.batches.Load())
+	}
+	t.Logf("total %v; %d frames in %d Decide calls, Flush %d", time.Since(start).Round(time.Millisecond),
+		c.decide.Load(), c.batches.Load(), c.flush.Load())
 }
 
 // TestStartNoSuchInterface: Start with a port whose ifindex does not
