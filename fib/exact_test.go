@@ -4,6 +4,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // checkExact compares an exact table with a map, entry by entry.
@@ -160,5 +161,22 @@ func TestMatchTag(t *testing.T) {
 		if tag(h<<24) == 0 {
 			t.Fatalf("tag(%#x) = 0", h<<24)
 		}
+	}
+}
+
+// TestEntryLayout: the batch lookups read an entry's key through a plain
+// pointer to its first field, and routes are 128 bytes so that the key
+// and the fields the packet path reads share a cache line.
+func TestEntryLayout(t *testing.T) {
+	var r routeEnt
+	var s srcEnt
+	if unsafe.Offsetof(r.key) != 0 || unsafe.Offsetof(s.key) != 0 {
+		t.Fatal("key is not the first field of the entries")
+	}
+	if unsafe.Sizeof(r) != 128 {
+		t.Fatalf("routeEnt is %d bytes", unsafe.Sizeof(r))
+	}
+	if end := unsafe.Offsetof(r.Route) + unsafe.Offsetof(r.Route.Loop) + 1; end > 64 {
+		t.Fatalf("Port, MAC and Loop end at byte %d of the entry", end)
 	}
 }

@@ -42,11 +42,13 @@ func (p LoopPolicy) String() string {
 // Routes held by a Snapshot are shared and immutable; a *Route returned by a
 // lookup must not be modified.
 type Route struct {
-	Prefix  netip.Prefix // delegated prefix, exactly as delegated (masked)
+	// The fields the packet path reads come first: in the FIB's entries
+	// they share a cache line with the key a lookup compares.
 	Port    PortID       // egress port
-	NextHop netip.Addr   // the client's address (relay peer-address); may be the zero Addr
 	MAC     [6]byte      // the client's link-layer address
 	Loop    LoopPolicy   // loop handling for packets routed back out of their ingress port
+	Prefix  netip.Prefix // delegated prefix, exactly as delegated (masked)
+	NextHop netip.Addr   // the client's address (relay peer-address); may be the zero Addr
 }
 
 var (

@@ -80,7 +80,7 @@ func (t *Table) AddRoute(r Route) error {
 	if err != nil {
 		return fmt.Errorf("add route: %w", err)
 	}
-	t.routes.put(r.Prefix, 0, &routeEnt{keyOf(r.Prefix, 0), r}, t.gen)
+	t.routes.put(r.Prefix, 0, &routeEnt{key: keyOf(r.Prefix, 0), Route: r}, t.gen)
 	return nil
 }
 

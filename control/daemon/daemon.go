@@ -67,9 +67,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var mir *mirror
 	if routes != nil {
 		defer routes.Close()
-		fs.mirror = routes
+		mir = &mirror{set: routes}
+		if err := mir.beginFill(); err != nil {
+			return fmt.Errorf("xdp route map: %w", err)
+		}
 	}
 
 	var names []string
@@ -89,6 +93,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	met.Load(table.PortCount)
+	restored := ft.Load()
+	if mir != nil {
+		fs.mirror = mir // from now on binding changes go to the map too
+	}
 	toStore := storeSink(st)
 
 	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink)
@@ -133,6 +141,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if fwd != nil {
 		spawn("dataplane", func() error { return fwd.run(ctx, ft.FIB()) })
 		spawn("gateway", func() error { return watchGateway(ctx, cfg, mgr, ft, log) })
+	}
+	if mir != nil {
+		spawn("xdp route map", func() error {
+			start := time.Now()
+			n, err := mir.fill(ctx, restored.Routes())
+			switch {
+			case err == nil:
+				log.Info("xdp route map filled", "routes", n, "took", time.Since(start).Round(time.Millisecond))
+			case ctx.Err() == nil:
+				// Not fatal: forwarding works; only transit traffic for
+				// the kernel (no_route: pass) is dropped while ::/0 stays.
+				log.Error("xdp route map fill failed: the uplink hands the kernel no transit traffic", "routes", n, "err", err)
+			}
+			return nil
+		})
 	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
 	apiSrv := api.NewServer(mgr, log)
