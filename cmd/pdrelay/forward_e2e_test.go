@@ -164,23 +164,27 @@ func TestEndToEndForwarding(t *testing.T) {
 	noRoute := func() float64 {
 		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="no_route"}`, l.Uplink.Name))
 	}
-	kernelBefore, noRouteBefore := addrErrors(), noRoute()
-	stray, err := l.ListenUDP(l.ServerNS, netip.AddrPortFrom(lab.UpstreamAddr, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 5 {
-		stray.WriteToUDPAddrPort([]byte("nobody"), netip.MustParseAddrPort("[2001:db8:ff00::1]:9"))
-	}
-	stray.Close()
-	for deadline := time.Now().Add(3 * time.Second); addrErrors() < kernelBefore+5; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the relay's kernel saw %d of 5 non-delegated datagrams", addrErrors()-kernelBefore)
+	toKernel := func(when string) {
+		t.Helper()
+		kernelBefore, noRouteBefore := addrErrors(), noRoute()
+		stray, err := l.ListenUDP(l.ServerNS, netip.AddrPortFrom(lab.UpstreamAddr, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			stray.WriteToUDPAddrPort([]byte("nobody"), netip.MustParseAddrPort("[2001:db8:ff00::1]:9"))
+		}
+		stray.Close()
+		for deadline := time.Now().Add(3 * time.Second); addrErrors() < kernelBefore+5; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the relay's kernel saw %d of 5 non-delegated datagrams", when, addrErrors()-kernelBefore)
+			}
+		}
+		if n := noRoute(); n != noRouteBefore {
+			t.Fatalf("%s: no_route counter moved %v -> %v: the frames reached pdrelay instead of the kernel", when, noRouteBefore, n)
 		}
 	}
-	if n := noRoute(); n != noRouteBefore {
-		t.Fatalf("no_route counter moved %v -> %v: the frames reached pdrelay instead of the kernel", noRouteBefore, n)
-	}
+	toKernel("first start")
 
 	// A spoofed source gets nothing, and is counted (R-3).
 	spoof := netip.MustParseAddr("2001:db8:ff00::66")
@@ -222,6 +226,14 @@ func TestEndToEndForwarding(t *testing.T) {
 	if err := l.Ping(l.ServerNS, lab.UpstreamAddr, host, 5*time.Second); err != nil {
 		t.Fatalf("after restart, upstream -> client: %v\n%s", err, r.Proc.Log())
 	}
+	// The uplink's route map is refilled beside the running relay; once
+	// it is, non-delegated traffic goes to the kernel again.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(r.Proc.Log(), `msg="xdp route map filled" routes=1 `); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("route map not refilled after the restart:\n%s", r.Proc.Log())
+		}
+	}
+	toKernel("after restart")
 
 	// After the client releases, traffic to the prefix stops (R-1).
 	if err := c.Release(); err != nil {
