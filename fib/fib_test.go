@@ -277,8 +277,9 @@ func TestAllocs(t *testing.T) {
 	}
 }
 
-// TestOuterFilter checks lookups as the region filter turns off (too
-// many ranges) and on again, and with a prefix shorter than a region.
+// TestOuterFilter checks lookups as the region filter outgrows maxOuter
+// ranges (they coalesce) and shrinks again, with a prefix shorter than a
+// region, and as too many such prefixes turn the filter off.
 func TestOuterFilter(t *testing.T) {
 	tb := NewTable()
 	in := func(i int) netip.Addr { return join128(uint64(0x20010000+i)<<32|0xab<<8, 1) }
@@ -286,12 +287,15 @@ func TestOuterFilter(t *testing.T) {
 	check := func(n int, filter bool) {
 		t.Helper()
 		s := tb.Publish()
-		if s.routes.filter != filter {
-			t.Errorf("%d ranges: filter = %v, want %v", n, s.routes.filter, filter)
+		if s.routes.filter != filter || len(s.routes.outer) > maxOuter {
+			t.Errorf("%d routed /32s: filter = %v with %d ranges, want %v", n, s.routes.filter, len(s.routes.outer), filter)
 		}
 		for i := range maxOuter + 10 {
 			if _, ok := s.Lookup(in(i)); ok != (i < n) {
 				t.Errorf("%d /32s: Lookup(%v) = %v", n, in(i), ok)
+			}
+			if _, ok := s.Lookup(in(i).Next().Next()); ok != (i < n) { // a second length, or the /56 again
+				t.Errorf("%d /32s: Lookup(%v) = %v", n, in(i).Next().Next(), ok)
 			}
 		}
 		if _, ok := s.Lookup(addr("2a00::1")); ok {
@@ -305,15 +309,37 @@ func TestOuterFilter(t *testing.T) {
 		}
 	}
 	check(maxOuter, true)
+	if n := len(tb.Publish().routes.outer); n != maxOuter {
+		t.Fatalf("%d ranges for %d separate regions", n, maxOuter)
+	}
 	mustAdd(t, tb, Route{Prefix: p(maxOuter)})
-	check(maxOuter+1, false)
+	check(maxOuter+1, true) // coalesced
 	tb.DeleteRoute(p(maxOuter))
 	check(maxOuter, true)
 	mustAdd(t, tb, Route{Prefix: pfx("2a00::/31")})
-	if _, ok := tb.Publish().Lookup(addr("2a00:1::1")); !ok || tb.Publish().routes.filter {
-		t.Error("a /31 route turned the filter off")
+	if _, ok := tb.Publish().Lookup(addr("2a00:1::1")); !ok || !tb.Publish().routes.filter {
+		t.Error("a /31 route: not found, or the filter is off")
 	}
 	tb.DeleteRoute(pfx("2a00::/31"))
+	check(maxOuter, true)
+	// More prefixes shorter than a region than the filter lays over.
+	var short []netip.Prefix
+	for i := range maxShort + 1 {
+		short = append(short, netip.PrefixFrom(join128(uint64(0x2a000000+i)<<32, 0), 40))
+		mustAdd(t, tb, Route{Prefix: short[i]})
+	}
+	s := tb.Publish()
+	if s.routes.filter {
+		t.Errorf("filter on with %d prefixes shorter than a region", maxShort+1)
+	}
+	for _, p := range short {
+		if _, ok := s.Lookup(p.Addr().Next()); !ok {
+			t.Errorf("filter off: %v not found", p)
+		}
+	}
+	for _, p := range short {
+		tb.DeleteRoute(p)
+	}
 	check(maxOuter, true)
 }
 
@@ -323,6 +349,12 @@ func TestOuterFilter(t *testing.T) {
 func TestOuterRanges(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	base := uint64(0x20010db8_00000000)
+	coalesced := 0
+	defer func() {
+		if coalesced < 5 {
+			t.Errorf("only %d rounds had more regions than ranges allowed", coalesced)
+		}
+	}()
 	for round := range 200 {
 		tb := NewTable()
 		var ps []netip.Prefix
@@ -332,6 +364,17 @@ func TestOuterRanges(t *testing.T) {
 			p := netip.PrefixFrom(join128(hi, r.Uint64()), bits).Masked()
 			ps = append(ps, p)
 			mustAdd(t, tb, Route{Prefix: p})
+		}
+		if round%10 == 9 { // spread: more regions than ranges allowed
+			for range maxOuter + r.IntN(maxOuter) {
+				hi := base | r.Uint64N(1<<12)<<20 | r.Uint64()&(1<<20-1)
+				bits := []int{48, 56, 64}[r.IntN(3)]
+				p := netip.PrefixFrom(join128(hi, 0), bits).Masked()
+				ps = append(ps, p)
+				if err := tb.AddRoute(Route{Prefix: p}); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		for _, p := range ps[:r.IntN(len(ps))] { // and take some out again
 			tb.DeleteRoute(p)
@@ -354,9 +397,34 @@ func TestOuterRanges(t *testing.T) {
 				want[x] = m
 			}
 		}
+		if len(want) > maxOuter {
+			coalesced++
+		}
 		for x := region(base) - 2; x < region(base)+1<<12+2; x++ {
 			o, ok := findOuter(s.routes.outer, x)
 			m, wok := want[x]
+			if coalesced := len(want) > maxOuter; coalesced {
+				// Ranges may cover gaps and more lengths than a region
+				// has, never fewer.
+				if !wok {
+					continue
+				}
+				var need uint8
+				needSlow := false
+				for bits, in := range m {
+					i := slices.IndexFunc(s.routes.fast[:s.routes.nfast], func(f fastLen[*routeEnt]) bool { return int(f.bits) == bits })
+					switch {
+					case in && i >= 0:
+						need |= 1 << i
+					case in:
+						needSlow = true
+					}
+				}
+				if !ok || o.fast&need != need || needSlow && !o.slow {
+					t.Fatalf("round %d: region %#x: in filter %v fast %b slow %v, want at least %b %v", round, x, ok, o.fast, o.slow, need, needSlow)
+				}
+				continue
+			}
 			if ok != wok {
 				t.Fatalf("round %d: region %#x: in filter %v, want %v (%v)", round, x, ok, wok, s.routes.outer)
 			}
@@ -374,6 +442,9 @@ func TestOuterRanges(t *testing.T) {
 			if o.fast != wfast || o.slow != wslow {
 				t.Fatalf("round %d: region %#x: fast %b slow %v, want %b %v", round, x, o.fast, o.slow, wfast, wslow)
 			}
+		}
+		if len(s.routes.outer) > maxOuter {
+			t.Fatalf("round %d: %d ranges", round, len(s.routes.outer))
 		}
 		for i := 1; i < len(s.routes.outer); i++ {
 			if a, b := s.routes.outer[i-1], s.routes.outer[i]; a.hi >= b.lo || a.hi+1 == b.lo && a.fast == b.fast && a.slow == b.slow {

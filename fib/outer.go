@@ -17,9 +17,10 @@ import (
 // exact tables of the lengths in use in that range, usually one.
 //
 // Prefixes shorter than a region (a /40 delegation, an allowed /32 of
-// sources) are laid over the regions they cover. The filter is off (every
-// lookup probes every length) while it would have more than maxOuter
-// ranges or maxShort such prefixes.
+// sources) are laid over the regions they cover. Past maxOuter ranges,
+// neighbouring ranges merge across their gaps (see coalesce). The filter
+// is off (every lookup probes every length) only while there are more
+// than maxShort prefixes shorter than a region.
 
 const (
 	regionBits = 44   // a region is a /44
@@ -116,9 +117,38 @@ func (w *lpmWriter[P]) buildOuter() ([]outerEnt, bool) {
 		out = mergeOuter(overlay(out, outerEnt{lo: lo, hi: lo | (1<<(regionBits-p.Bits()) - 1), fast: f, slow: s}))
 	}
 	if len(out) > maxOuter {
-		return nil, false
+		out = coalesce(out)
 	}
 	return out, true
+}
+
+// coalesce merges neighbouring ranges, gaps and all, until at most
+// maxOuter remain: first those with the same lengths, then those under
+// the same /40, /36, ... with the lengths of both. A lookup in a gap
+// taken in probes tables and misses, as it would without the filter.
+func coalesce(out []outerEnt) []outerEnt {
+	out = mergeGaps(out, func(a, b *outerEnt) bool { return a.fast == b.fast && a.slow == b.slow })
+	for shift := 4; len(out) > maxOuter; shift += 4 {
+		out = mergeGaps(out, func(a, b *outerEnt) bool { return a.lo>>shift == b.lo>>shift })
+	}
+	return out
+}
+
+// mergeGaps merges, in place, each range into the one before it when
+// join says so.
+func mergeGaps(out []outerEnt, join func(a, b *outerEnt) bool) []outerEnt {
+	k := 0
+	for i := 1; i < len(out); i++ {
+		if join(&out[k], &out[i]) {
+			out[k].hi = out[i].hi
+			out[k].fast |= out[i].fast
+			out[k].slow = out[k].slow || out[i].slow
+			continue
+		}
+		k++
+		out[k] = out[i]
+	}
+	return out[:min(k+1, len(out))]
 }
 
 // mergeOuter merges, in place, the entries of a sorted list that are the
