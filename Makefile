@@ -21,6 +21,9 @@ deps: ## install Go modules and (as root) the Debian packages the tests use
 test: deps build ## everything CI runs: vet, unit tests, fuzz seeds, end-to-end tests in namespaces
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 12m $(PKGS)
+	# The FIB's concurrent readers and oracle, and the packet path, under
+	# the race detector too.
+	$(GO) test -race -count=1 -short ./fib/ ./dataplane/
 
 race: deps ## unit tests under the race detector
 	$(GO) test -race -count=1 -short $(PKGS)
@@ -33,8 +36,8 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, FIB (README ha
 	$(GO) test -run '^$$' -bench 'TableMemory1M' -benchtime 1x -cpu 1 ./control/binding/
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
 	$(GO) test -run '^$$' -bench 'Restart1M' -benchtime 3x ./control/daemon/
-	$(GO) test -run '^$$' -bench 'Lookup|Publish|Memory' -benchmem ./fib/
-	$(GO) test -run '^$$' -bench 'Forward|Parse' -benchmem ./dataplane/
+	$(GO) test -run '^$$' -bench 'Lookup|SourceAllowed|Publish|Memory|DRAM' -benchmem ./fib/
+	$(GO) test -run '^$$' -bench 'Forward|Parse|FIBParts' -benchmem ./dataplane/
 	$(GO) test -run '^$$' -bench VethForwarding -benchtime 1x ./bench/  # as root: namespaces
 
 lint: ## gofmt and go vet

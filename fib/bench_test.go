@@ -408,3 +408,33 @@ func BenchmarkLookupOneLength(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDRAM is the machine's memory as the cold lookups meet it, for
+// reading the figures above: chase is one dependent load after another
+// (each waits for the last: the latency of a miss), independent is loads
+// whose addresses are known in advance (the CPU overlaps them: the
+// throughput of misses), both over 256 MiB at random.
+func BenchmarkDRAM(b *testing.B) {
+	const n = 1 << 25 // uint64s: 256 MiB
+	next := make([]uint64, n)
+	perm := rand.New(rand.NewPCG(9, 9)).Perm(n)
+	for i := range n {
+		next[perm[i]] = uint64(perm[(i+1)%n]) // one cycle through all
+	}
+	b.ResetTimer()
+	b.Run("chase", func(b *testing.B) {
+		x := uint64(0)
+		for b.Loop() {
+			x = next[x]
+		}
+		sinkPort = PortID(x)
+	})
+	b.Run("independent", func(b *testing.B) {
+		idx := perm[:1<<16]
+		s := uint64(0)
+		for i := 0; b.Loop(); i++ {
+			s += next[idx[i&(1<<16-1)]]
+		}
+		sinkPort = PortID(s)
+	})
+}
