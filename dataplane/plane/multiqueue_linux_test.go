@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
@@ -46,27 +45,8 @@ const (
 // by a thread pinned to cpus[i] reaches R's plane on queue i.
 func newMQTopo(t *testing.T, cpus []int) *topo {
 	t.Helper()
-	tp := &topo{
-		a: nstest.NewNS(t, nsPrefix, "a"), r: nstest.NewNS(t, nsPrefix, "r"), b: nstest.NewNS(t, nsPrefix, "b"),
-		macRB: nstest.MustMAC("02:00:00:00:0b:01"), macVB: nstest.MustMAC("02:00:00:00:0b:02"),
-	}
 	q := fmt.Sprint(mqQueues)
-	queues := []string{"numtxqueues", q, "numrxqueues", q}
-	const macVA, macRA = "02:00:00:00:0a:02", "02:00:00:00:0a:01"
-	nstest.Veth(t, tp.a, "vA", macVA, tp.r, "rA", macRA, queues...)
-	nstest.Veth(t, tp.r, "rB", tp.macRB.String(), tp.b, "vB", tp.macVB.String(), queues...)
-	nstest.Run(t, "ip", "-n", tp.a, "addr", "add", addrVA+"/64", "dev", "vA", "nodad")
-	nstest.Run(t, "ip", "-n", tp.a, "-6", "route", "add", "default", "via", addrRA, "dev", "vA")
-	nstest.Run(t, "ip", "-n", tp.a, "-6", "neigh", "replace", addrRA, "lladdr", macRA, "dev", "vA", "nud", "permanent")
-	nstest.Run(t, "ip", "-n", tp.r, "addr", "add", addrRA+"/64", "dev", "rA", "nodad")
-	nstest.Run(t, "ip", "-n", tp.r, "addr", "add", addrRB+"/64", "dev", "rB", "nodad")
-	nstest.Run(t, "ip", "-n", tp.b, "addr", "add", addrVB+"/64", "dev", "vB", "nodad")
-	nstest.Run(t, "ip", "-n", tp.b, "-6", "route", "add", "default", "via", addrRB, "dev", "vB")
-	// Tx checksum offload off also turns TSO off, which a veth needs to
-	// hand UDP frames to its peer's XDP program at all (else they skip
-	// the peer's NAPI and its native XDP).
-	nstest.TxCsumOff(t, tp.a, "vA")
-	nstest.TxCsumOff(t, tp.b, "vB")
+	tp := newTopo(t, "numtxqueues", q, "numrxqueues", q)
 	// Without XPS a veth picks the tx queue by flow hash: how the flows
 	// split over the queues changes from boot to boot (the hash is
 	// seeded at random). sysfs shows the namespace of whoever mounted
@@ -75,8 +55,6 @@ func newMQTopo(t *testing.T, cpus []int) *topo {
 		nstest.Run(t, "ip", "netns", "exec", tp.a, "sh", "-c",
 			fmt.Sprintf("echo %s > /sys/class/net/vA/queues/tx-%d/xps_cpus", cpuMask(cpu), i))
 	}
-	tp.rA = nstest.Ifindex(t, tp.r, "rA")
-	tp.rB = nstest.Ifindex(t, tp.r, "rB")
 	return tp
 }
 
@@ -200,16 +178,11 @@ type mqReceiver struct {
 }
 
 func (r *mqReceiver) run(c *net.UDPConn) {
-	buf := make([]byte, 2048)
-	for {
-		n, _, err := c.ReadFromUDP(buf)
-		if err != nil {
-			return // closed at cleanup
+	receive(c, func(b []byte) {
+		if len(b) >= 2 && b[1] < mqQueues {
+			r.got[b[0]][b[1]].Add(1)
 		}
-		if n >= 2 && buf[1] < mqQueues {
-			r.got[buf[0]][buf[1]].Add(1)
-		}
-	}
+	})
 }
 
 // mqSend sends n datagrams tagged tag from sender i's sockets in turn,
@@ -303,26 +276,7 @@ func TestMultiQueue(t *testing.T) {
 		}
 	}
 
-	cfg := Config{
-		Ports: []Port{
-			{Name: "rA", Ifindex: tp.rA, ID: 1},
-			{Name: "rB", Ifindex: tp.rB, ID: 2},
-		},
-		Queues: mqQueues,
-		Locals: []netip.Addr{netip.MustParseAddr(addrRA), netip.MustParseAddr(addrRB)},
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var p *Plane
-	nstest.MustInNS(t, tp.r, func() (err error) {
-		p, err = Start(cfg, quiet)
-		return err
-	})
-	closed := false
-	t.Cleanup(func() {
-		if !closed {
-			p.Close()
-		}
-	})
+	p, cfg, closed := startPlane(t, tp, mqQueues)
 
 	// 1. Sockets and workers.
 	info := p.Info()
@@ -382,7 +336,7 @@ func TestMultiQueue(t *testing.T) {
 		})
 	}()
 	t.Cleanup(func() {
-		if closed {
+		if *closed {
 			return
 		}
 		cancel()
@@ -522,20 +476,7 @@ func TestMultiQueue(t *testing.T) {
 
 	// 5. Cancel: Run returns nil, closes the plane and detaches.
 	cancel()
-	select {
-	case err := <-runErr:
-		closed = true
-		if err != nil {
-			t.Errorf("Run returned %v after cancel, want nil", err)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatalf("Run did not return within 3s of cancel")
-	}
-	for _, dev := range []string{"rA", "rB"} {
-		if x := nstest.XDPShown(t, tp.r, dev); x != "" {
-			t.Errorf("after Run returned, %s still has an XDP program: %s", dev, x)
-		}
-	}
+	*closed = stopped(t, tp, runErr)
 	if n := s.deciders.Load(); n != mqQueues {
 		t.Errorf("Run made %d deciders, want %d", n, mqQueues)
 	}
@@ -552,7 +493,7 @@ func TestMultiQueue(t *testing.T) {
 	}
 	// Every queue is free again: a new plane binds all four sockets.
 	nstest.MustInNS(t, tp.r, func() error {
-		p2, err := Start(cfg, quiet)
+		p2, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			return fmt.Errorf("Start again after Run returned: %w", err)
 		}

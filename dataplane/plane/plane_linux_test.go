@@ -32,7 +32,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// topo is A —veth— R —veth— B. R holds rA (port 1) and rB (port 2) and
+// topo is A —veth— R —veth— B (vethArgs: more `ip link add` arguments
+// for every veth end). R holds rA (port 1) and rB (port 2) and
 // does not forward in its kernel: only the plane can carry a frame from
 // A to B.
 //
@@ -51,15 +52,15 @@ const (
 	addrVB = "2001:db8:b::2"
 )
 
-func newTopo(t testing.TB) *topo {
+func newTopo(t testing.TB, vethArgs ...string) *topo {
 	t.Helper()
 	tp := &topo{
 		a: nstest.NewNS(t, nsPrefix, "a"), r: nstest.NewNS(t, nsPrefix, "r"), b: nstest.NewNS(t, nsPrefix, "b"),
 		macRB: nstest.MustMAC("02:00:00:00:0b:01"), macVB: nstest.MustMAC("02:00:00:00:0b:02"),
 	}
 	const macVA, macRA = "02:00:00:00:0a:02", "02:00:00:00:0a:01"
-	nstest.Veth(t, tp.a, "vA", macVA, tp.r, "rA", macRA)
-	nstest.Veth(t, tp.r, "rB", tp.macRB.String(), tp.b, "vB", tp.macVB.String())
+	nstest.Veth(t, tp.a, "vA", macVA, tp.r, "rA", macRA, vethArgs...)
+	nstest.Veth(t, tp.r, "rB", tp.macRB.String(), tp.b, "vB", tp.macVB.String(), vethArgs...)
 	nstest.Run(t, "ip", "-n", tp.a, "addr", "add", addrVA+"/64", "dev", "vA", "nodad")
 	nstest.Run(t, "ip", "-n", tp.a, "-6", "route", "add", "default", "via", addrRA, "dev", "vA")
 	nstest.Run(t, "ip", "-n", tp.a, "-6", "neigh", "replace", addrRA, "lladdr", macRA, "dev", "vA", "nud", "permanent")
@@ -67,6 +68,9 @@ func newTopo(t testing.TB) *topo {
 	nstest.Run(t, "ip", "-n", tp.r, "addr", "add", addrRB+"/64", "dev", "rB", "nodad")
 	nstest.Run(t, "ip", "-n", tp.b, "addr", "add", addrVB+"/64", "dev", "vB", "nodad")
 	nstest.Run(t, "ip", "-n", tp.b, "-6", "route", "add", "default", "via", addrRB, "dev", "vB")
+	// Tx checksum offload off also turns TSO off, which a veth needs to
+	// hand UDP frames to its peer's XDP program at all (else they skip
+	// the peer's NAPI and its native XDP).
 	nstest.TxCsumOff(t, tp.a, "vA")
 	nstest.TxCsumOff(t, tp.b, "vB")
 	tp.rA = nstest.Ifindex(t, tp.r, "rA")
@@ -143,15 +147,22 @@ type receiver struct {
 }
 
 func (r *receiver) run(c *net.UDPConn) {
+	receive(c, func(b []byte) {
+		if len(b) > 0 {
+			r.got[b[0]].Add(1)
+		}
+	})
+}
+
+// receive hands got every datagram c reads, until c is closed.
+func receive(c *net.UDPConn, got func([]byte)) {
 	buf := make([]byte, 2048)
 	for {
 		n, _, err := c.ReadFromUDP(buf)
 		if err != nil {
 			return // closed at cleanup
 		}
-		if n > 0 {
-			r.got[buf[0]].Add(1)
-		}
+		got(buf[:n])
 	}
 }
 
@@ -240,24 +251,7 @@ func TestForwardDropRecycle(t *testing.T) {
 	go rcv.run(dst)
 	src := udpIn(t, tp.a, "["+addrVA+"]:0")
 
-	cfg := Config{
-		Ports: []Port{
-			{Name: "rA", Ifindex: tp.rA, ID: 1},
-			{Name: "rB", Ifindex: tp.rB, ID: 2},
-		},
-		Locals: []netip.Addr{netip.MustParseAddr(addrRA), netip.MustParseAddr(addrRB)},
-	}
-	var p *Plane
-	nstest.MustInNS(t, tp.r, func() (err error) {
-		p, err = Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		return err
-	})
-	closed := false
-	t.Cleanup(func() {
-		if !closed {
-			p.Close()
-		}
-	})
+	p, cfg, closed := startPlane(t, tp, 1)
 	info := p.Info()
 	t.Logf("attach mode %v; sockets %+v", p.Mode(), info)
 	if len(info) != 2 {
@@ -297,7 +291,7 @@ func TestForwardDropRecycle(t *testing.T) {
 		})
 	}()
 	t.Cleanup(func() {
-		if closed {
+		if *closed {
 			return // Run returned: its value was taken below
 		}
 		cancel()
@@ -373,9 +367,53 @@ func TestForwardDropRecycle(t *testing.T) {
 
 	// 4. Cancel: Run returns nil, closes the plane and detaches.
 	cancel()
+	*closed = stopped(t, tp, runErr)
+	if c.bad.Load() != 0 {
+		t.Errorf("%d bad frees", c.bad.Load())
+	}
+	// The bursts queue frames faster than one at a time: the deciders
+	// must have been given batches, not single frames.
+	if c.decide.Load() <= c.batches.Load() {
+		t.Errorf("%d frames in %d Decide calls: never a batch", c.decide.Load(), c.batches.Load())
+	}
+	t.Logf("total %v; %d frames in %d Decide calls, Flush %d", time.Since(start).Round(time.Millisecond),
+		c.decide.Load(), c.batches.Load(), c.flush.Load())
+}
+
+// startPlane starts a plane in R over rA (port 1) and rB (port 2) with
+// queues queues per port. It closes the plane at cleanup unless the test
+// sets *closed.
+func startPlane(t *testing.T, tp *topo, queues int) (*Plane, Config, *bool) {
+	t.Helper()
+	cfg := Config{
+		Ports: []Port{
+			{Name: "rA", Ifindex: tp.rA, ID: 1},
+			{Name: "rB", Ifindex: tp.rB, ID: 2},
+		},
+		Queues: queues,
+		Locals: []netip.Addr{netip.MustParseAddr(addrRA), netip.MustParseAddr(addrRB)},
+	}
+	var p *Plane
+	nstest.MustInNS(t, tp.r, func() (err error) {
+		p, err = Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return err
+	})
+	closed := new(bool)
+	t.Cleanup(func() {
+		if !*closed {
+			p.Close()
+		}
+	})
+	return p, cfg, closed
+}
+
+// stopped waits for Run to return after its context ended: it must
+// return nil within 3 s and leave no XDP program on R's ports. It returns
+// true once Run has returned.
+func stopped(t *testing.T, tp *topo, runErr <-chan error) bool {
+	t.Helper()
 	select {
 	case err := <-runErr:
-		closed = true
 		if err != nil {
 			t.Errorf("Run returned %v after cancel, want nil", err)
 		}
@@ -387,16 +425,7 @@ func TestForwardDropRecycle(t *testing.T) {
 			t.Errorf("after Run returned, %s still has an XDP program: %s", dev, x)
 		}
 	}
-	if c.bad.Load() != 0 {
-		t.Errorf("%d bad frees", c.bad.Load())
-	}
-	// The bursts queue frames faster than one at a time: the deciders
-	// must have been given batches, not single frames.
-	if c.decide.Load() <= c.batches.Load() {
-		t.Errorf("%d frames in %d Decide calls: never a batch", c.decide.Load(), c.batches.Load())
-	}
-	t.Logf("total %v; %d frames in %d Decide calls, Flush %d", time.Since(start).Round(time.Millisecond),
-		c.decide.Load(), c.batches.Load(), c.flush.Load())
+	return true
 }
 
 // TestStartNoSuchInterface: Start with a port whose ifindex does not
