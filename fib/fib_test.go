@@ -444,3 +444,33 @@ func lengthMask(t *lpm[*routeEnt], m [129]bool) (fast uint8, slow bool) {
 	}
 	return fast, slow
 }
+
+// TestCoalesce: coalesce brings any sorted range list to at most maxOuter
+// ranges, sorted and disjoint, each covering what it replaced with at
+// least its lengths.
+func TestCoalesce(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	for _, n := range []int{maxOuter + 1, 3000, 20000} {
+		var in []outerEnt
+		x := uint64(1000)
+		for range n {
+			x += 1 + r.Uint64N(3) // adjacent or with a gap
+			in = append(in, outerEnt{lo: x, hi: x, fast: uint8(1 << r.IntN(3)), slow: r.IntN(50) == 0})
+		}
+		out := coalesce(slices.Clone(in))
+		if len(out) > maxOuter {
+			t.Fatalf("%d ranges: %d after coalesce", n, len(out))
+		}
+		for i := 1; i < len(out); i++ {
+			if out[i-1].hi >= out[i].lo {
+				t.Fatalf("%d ranges: %v and %v overlap", n, out[i-1], out[i])
+			}
+		}
+		for _, e := range in {
+			o, ok := findOuter(out, e.lo)
+			if !ok || o.fast&e.fast != e.fast || e.slow && !o.slow {
+				t.Fatalf("%d ranges: %v is covered by %v %v", n, e, o, ok)
+			}
+		}
+	}
+}
