@@ -121,9 +121,9 @@ func (f *Forwarder) ForwardBatch(snap *fib.Snapshot, in fib.PortID, frames [][]b
 		}
 		if p != nil {
 			if !p.uplink {
-				snap.SourceAllowedBatch(p.id, b.src[:n], b.srcOK[:n])
+				b.fib.SourceAllowedBatch(snap, p.id, b.src[:n], b.srcOK[:n])
 			}
-			snap.LookupBatch(b.dst[:n], b.rt[:n])
+			b.fib.LookupBatch(snap, b.dst[:n], b.rt[:n])
 			for i, frame := range frames[:n] {
 				if b.dst[i] != nil {
 					res[i] = f.tail(snap, ii, p, c, frame, now, p.uplink || b.srcOK[i], b.rt[i])
@@ -140,6 +140,7 @@ type batchScratch struct {
 	src, dst [batchMax]*[16]byte
 	srcOK    [batchMax]bool
 	rt       [batchMax]*fib.Route
+	fib      fib.Batch
 }
 
 // head counts a frame in and makes the checks that need no lookup. It

@@ -189,14 +189,50 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int) {
 // routes[i], nil where none; a nil dsts[i] is looked up as no address. It
 // overlaps the cache misses of the lookups, so that in a table larger
 // than the caches a batch costs much less than its lookups one by one.
-// It allocates nothing, and panics if routes is shorter than dsts.
+// It allocates nothing, and panics if routes is shorter than dsts. A
+// caller making many batch lookups should keep a Batch and use its
+// methods, which spare setting up the working state each time.
 func (s *Snapshot) LookupBatch(dsts []*[16]byte, routes []*Route) {
+	var st batchState[*routeEnt]
+	s.lookupBatch(&st, dsts, routes)
+}
+
+// SourceAllowedBatch does SourceAllowedBytes(port, srcs[i]) for each
+// srcs[i] and stores the answer in ok[i]; a nil srcs[i] is not allowed. Like
+// LookupBatch it overlaps the cache misses of the checks, allocates
+// nothing, and panics if ok is shorter than srcs.
+func (s *Snapshot) SourceAllowedBatch(port PortID, srcs []*[16]byte, ok []bool) {
+	var st batchState[*srcEnt]
+	s.sourceAllowedBatch(&st, port, srcs, ok)
+}
+
+// Batch is the working state of batch lookups (a few KiB), for a caller
+// that makes many, such as a dataplane worker: its methods are
+// Snapshot.LookupBatch and SourceAllowedBatch without setting the state up
+// each time. The zero Batch is ready to use. A Batch is not safe for
+// concurrent use; between calls it keeps pointers to up to a batch of
+// entries of the last snapshot it looked in.
+type Batch struct {
+	routes batchState[*routeEnt]
+	srcs   batchState[*srcEnt]
+}
+
+// LookupBatch is s.LookupBatch(dsts, routes).
+func (b *Batch) LookupBatch(s *Snapshot, dsts []*[16]byte, routes []*Route) {
+	s.lookupBatch(&b.routes, dsts, routes)
+}
+
+// SourceAllowedBatch is s.SourceAllowedBatch(port, srcs, ok).
+func (b *Batch) SourceAllowedBatch(s *Snapshot, port PortID, srcs []*[16]byte, ok []bool) {
+	s.sourceAllowedBatch(&b.srcs, port, srcs, ok)
+}
+
+func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, routes []*Route) {
 	routes = routes[:len(dsts)]
 	if s == nil {
 		clear(routes)
 		return
 	}
-	var st batchState[*routeEnt]
 	t := &s.routes
 	for len(dsts) > 0 {
 		n := min(len(dsts), batchStride)
@@ -221,17 +257,12 @@ func (s *Snapshot) LookupBatch(dsts []*[16]byte, routes []*Route) {
 	}
 }
 
-// SourceAllowedBatch does SourceAllowedBytes(port, srcs[i]) for each
-// srcs[i] and stores the answer in ok[i]; a nil srcs[i] is not allowed. Like
-// LookupBatch it overlaps the cache misses of the checks, allocates
-// nothing, and panics if ok is shorter than srcs.
-func (s *Snapshot) SourceAllowedBatch(port PortID, srcs []*[16]byte, ok []bool) {
+func (s *Snapshot) sourceAllowedBatch(st *batchState[*srcEnt], port PortID, srcs []*[16]byte, ok []bool) {
 	ok = ok[:len(srcs)]
 	if s == nil {
 		clear(ok)
 		return
 	}
-	var st batchState[*srcEnt]
 	t := &s.src
 	ns := uint16(port)
 	for len(srcs) > 0 {
