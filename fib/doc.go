@@ -35,9 +35,15 @@
 // (github.com/gaissmai/bart), consulted only when such prefixes exist; a
 // length moves between the two as the counts change.
 //
-// In front of the tables, a short list of the /32s that hold prefixes, with
-// the lengths in use under each, ends a lookup for an address outside them
-// (most upstream traffic) at once and skips the lengths not in use.
+// In front of the tables, a region filter (outer.go): sorted ranges of the
+// /44s that hold prefixes, with the lengths in use in each. A binary search
+// ends a lookup for an address outside them (most upstream traffic) at
+// once, and one inside probes only the lengths in use there: in a pool of
+// one delegated length, one table.
+//
+// The packet path looks up a batch of addresses at a time (LookupBatch,
+// SourceAllowedBatch, Batch; batch.go): the lookups advance a step at a
+// time together, so that the cache misses of a batch overlap.
 //
 // The hash tables are extendible hash tables (a directory of bucket
 // pointers, in chunks, indexed by the top bits of a seeded hash; buckets of
