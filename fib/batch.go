@@ -47,15 +47,25 @@ type probe[P entry] struct {
 	i      uint8 // the fast length's index
 }
 
+// dprobe is one (address, fast length) pair of a batch whose length has
+// a dense block there (dense.go).
+type dprobe[P entry] struct {
+	ds *P // the slot, nil if its chunk does not exist
+	e  P
+	j  uint8 // the address's index in the batch
+	i  uint8 // the fast length's index
+}
+
 // batchState is the per-stride working set of a batch lookup.
 type batchState[P entry] struct {
-	probes [batchStride * maxFast]probe[P]
-	hi, lo [batchStride]uint64
-	fast   [batchStride]uint8 // fast lengths to probe per address
-	slow   [batchStride]bool  // bart may hold a match
-	best   [batchStride]int8  // fast index of the longest match, -1 if none
-	bestE  [batchStride]P
-	sink   uint64 // what the touching loops read, so that they stay
+	probes  [batchStride * maxFast]probe[P]
+	dprobes [batchStride * maxFast]dprobe[P]
+	hi, lo  [batchStride]uint64
+	fast    [batchStride]uint8 // fast lengths to probe per address
+	slow    [batchStride]bool  // bart may hold a match
+	best    [batchStride]int8  // fast index of the longest match, -1 if none
+	bestE   [batchStride]P
+	sink    uint64 // what the touching loops read, so that they stay
 }
 
 // load reads the addresses and applies the outer filter: it sets fast,
@@ -79,14 +89,25 @@ func (st *batchState[P]) load(t *lpm[P], addrs []*[16]byte) {
 }
 
 // probeAll finds the longest fast match of each loaded address in
-// namespace ns: best[j] and bestE[j].
-func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int) {
-	// Step 1: hash, and read the directory entry of every probe.
-	np := 0
+// namespace ns: best[j] and bestE[j]. With entries, it touches the matched
+// entries too (the caller is going to read them).
+func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
+	// Step 1: find the dense block or hash, and read the directory entry
+	// of every probe.
+	np, nd := 0, 0
+	dense := len(t.dense.slots) > 0
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)
 			f := &t.fast[i]
+			if dense && denseLen(int(f.bits)) {
+				k, x := blockOf(st.hi[j], int(f.bits), ns)
+				if b := t.dense.find(k); b != nil {
+					st.dprobes[nd] = dprobe[P]{ds: b.slot(x), j: uint8(j), i: uint8(i)}
+					nd++
+					continue
+				}
+			}
 			p := &st.probes[np]
 			np++
 			p.hi, p.lo = st.hi[j]&f.mhi, st.lo[j]&f.mlo
@@ -96,7 +117,23 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int) {
 			p.j, p.i = uint8(j), uint8(i)
 		}
 	}
-	probes := st.probes[:np]
+	probes, dprobes := st.probes[:np], st.dprobes[:nd]
+	// Dense probes: read the slots (and, for routes, touch the entries)
+	// in loops of their own, small so that their misses overlap.
+	var zero P
+	for k := range dprobes {
+		if d := &dprobes[k]; d.ds != nil {
+			d.e = *d.ds
+		}
+	}
+	var touchD uint64
+	if entries {
+		for k := range dprobes {
+			if d := &dprobes[k]; d.e != zero {
+				touchD ^= (*key)(*(*unsafe.Pointer)(unsafe.Pointer(&d.e))).hi
+			}
+		}
+	}
 	// Read the directory entries in a loop of their own: small, so that
 	// their misses overlap.
 	for k := range probes {
@@ -154,9 +191,8 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int) {
 			touchE ^= (*key)(*(*unsafe.Pointer)(unsafe.Pointer(&p.e))).hi
 		}
 	}
-	st.sink = uint64(touch) ^ touchE
+	st.sink = uint64(touch) ^ touchE ^ touchD
 	// Step 4: compare the keys; search where step 2 could not settle.
-	var zero P
 	for k := range probes {
 		p := &probes[k]
 		want := key{hi: p.hi, lo: p.lo, port: ns}
@@ -177,11 +213,21 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int) {
 			}
 		}
 		if p.state == probeFound {
-			// Probes of an address come longest length first.
-			if b := st.best[p.j]; b < 0 || int8(p.i) < b {
-				st.best[p.j], st.bestE[p.j] = int8(p.i), p.e
-			}
+			st.found(p.j, p.i, p.e)
 		}
+	}
+	for k := range dprobes {
+		if d := &dprobes[k]; d.e != zero {
+			st.found(d.j, d.i, d.e)
+		}
+	}
+}
+
+// found records e, of fast length i, as a match for address j: the best
+// if its length is the longest yet (fast lengths are longest first).
+func (st *batchState[P]) found(j, i uint8, e P) {
+	if b := st.best[j]; b < 0 || int8(i) < b {
+		st.best[j], st.bestE[j] = int8(i), e
 	}
 }
 
@@ -237,7 +283,7 @@ func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, rout
 	for len(dsts) > 0 {
 		n := min(len(dsts), batchStride)
 		st.load(t, dsts[:n])
-		st.probeAll(t, 0, n)
+		st.probeAll(t, 0, n, true)
 		for j := range n {
 			var best *Route
 			if b := st.best[j]; b >= 0 {
@@ -268,7 +314,7 @@ func (s *Snapshot) sourceAllowedBatch(st *batchState[*srcEnt], port PortID, srcs
 	for len(srcs) > 0 {
 		n := min(len(srcs), batchStride)
 		st.load(t, srcs[:n])
-		st.probeAll(t, ns, n)
+		st.probeAll(t, ns, n, false)
 		for j := range n {
 			switch {
 			case st.best[j] >= 0:

@@ -41,6 +41,11 @@
 // once, and one inside probes only the lengths in use there: in a pool of
 // one delegated length, one table.
 //
+// Where a length's prefixes are dense (a busy pool), blocks (dense.go)
+// index them by number as well: 4096 slots per block, so a lookup there is
+// one array access instead of a hash probe, and a source check needs no
+// more.
+//
 // The packet path looks up a batch of addresses at a time (LookupBatch,
 // SourceAllowedBatch, Batch; batch.go): the lookups advance a step at a
 // time together, so that the cache misses of a batch overlap.

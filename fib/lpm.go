@@ -43,6 +43,8 @@ type lpm[P entry] struct {
 	// outer is the region filter (see outer.go), when filter is set.
 	outer  []outerEnt
 	filter bool
+
+	dense denseIndex[P] // the dense blocks (dense.go)
 }
 
 // split128 returns an address as two big-endian words.
@@ -89,10 +91,12 @@ type lpmWriter[P entry] struct {
 	regions    map[uint64]int32       // entries by region<<8 | length, lengths >= regionBits
 	short      map[netip.Prefix]int32 // entries of lengths < regionBits, by prefix
 	outerDirty bool                   // the filter may have changed
+
+	dense denseWriter[P]
 }
 
 func newLPMWriter[P entry](s0, s1 uint64) *lpmWriter[P] {
-	w := &lpmWriter[P]{regions: make(map[uint64]int32), short: make(map[netip.Prefix]int32)}
+	w := &lpmWriter[P]{regions: make(map[uint64]int32), short: make(map[netip.Prefix]int32), dense: newDenseWriter[P]()}
 	w.cur.s0, w.cur.s1 = s0, s1
 	w.cur.slowMax = -1
 	return w
@@ -200,11 +204,14 @@ func (w *lpmWriter[P]) put(p netip.Prefix, ns uint16, e P, gen uint64) (old P) {
 		old, _ = t.Get(p)
 		w.setSlow(ns, t.InsertPersist(p, e), gen)
 	}
+	added := int32(0)
 	if old == *new(P) {
 		w.counts[bits]++
 		w.cur.n++
 		w.count(p, 1)
+		added = 1
 	}
+	w.dense.update(p, ns, e, added, gen)
 	return old
 }
 
@@ -234,6 +241,7 @@ func (w *lpmWriter[P]) del(p netip.Prefix, ns uint16, gen uint64) (old P) {
 	w.counts[bits]--
 	w.cur.n--
 	w.count(p, -1)
+	w.dense.update(p, ns, *new(P), -1, gen)
 	return old
 }
 
@@ -362,6 +370,7 @@ func (w *lpmWriter[P]) freeze(gen uint64) lpm[P] {
 		// A new slice: the published one stays as it is.
 		w.cur.outer, w.cur.filter = w.buildOuter()
 	}
+	w.cur.dense = w.freezeDense(gen)
 	w.outerDirty = false
 	return w.cur
 }

@@ -1,6 +1,7 @@
 package fib
 
 import (
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -291,6 +292,45 @@ func (g *gen) check(t *testing.T, s *Snapshot, o *oracle, queries int) {
 		}
 	}
 	checkBatch(t, s, addrs)
+	checkDense(t, s, o, g.r)
+}
+
+// checkDense compares a few dense blocks of a snapshot, slot by slot, with
+// the oracle: a slot holds the entry of its prefix, or nothing if the
+// prefix has none.
+func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
+	t.Helper()
+	prefix := func(k blockKey, j int) netip.Prefix {
+		return netip.PrefixFrom(join128(k.id<<(64-int(k.bits)+blockBits)|uint64(j)<<(64-int(k.bits)), 0), int(k.bits))
+	}
+	// One block of each kind, at random.
+	pick := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return r.IntN(n)
+	}
+	if i := pick(len(s.routes.dense.slots)); i >= 0 && s.routes.dense.slots[i] != nil {
+		b := s.routes.dense.slots[i]
+		for j := range blockSlots {
+			p := prefix(b.key, j)
+			want, ok := o.routes[p]
+			if e := b.get(j); (e != nil) != ok || ok && e.Route != want {
+				t.Fatalf("gen %d: route block %+v slot %d (%v) holds %v, want %v %v", s.Gen(), b.key, j, p, e, want, ok)
+			}
+		}
+	}
+	if i := pick(len(s.src.dense.slots)); i >= 0 && s.src.dense.slots[i] != nil {
+		b := s.src.dense.slots[i]
+		port := PortID(b.key.ns)
+		for j := range blockSlots {
+			p := prefix(b.key, j)
+			want := o.srcs[srcKey{port, p}] > 0 || slices.Contains(o.conf[port], p)
+			if e := b.get(j); (e != nil) != want {
+				t.Fatalf("gen %d: source block %+v slot %d (%v) holds %v, want %v", s.Gen(), b.key, j, p, e, want)
+			}
+		}
+	}
 }
 
 // checkBatch checks that the batch lookups answer as the single ones, and
@@ -335,6 +375,23 @@ func lengths(lo, hi int, extra ...int) []int {
 // sets, random changes and random addresses, after every Publish, and
 // checks that earlier snapshots keep answering as they did.
 func TestOracle(t *testing.T) {
+	// Dense blocks at their real thresholds (rare in these small tables),
+	// and at thresholds so low that they come and go all the time.
+	for _, th := range []struct{ on, off int32 }{{denseOn, denseOff}, {1, 1}, {2, 1}, {3, 2}} {
+		t.Run(fmt.Sprintf("dense=%d,%d", th.on, th.off), func(t *testing.T) {
+			defer func(on, off int32) { denseOn, denseOff = on, off }(denseOn, denseOff)
+			denseOn, denseOff = th.on, th.off
+			blocks := testOracle(t)
+			if th.on <= 3 && blocks == 0 {
+				t.Error("no dense blocks made")
+			}
+		})
+	}
+}
+
+// testOracle runs the oracle test and returns how many dense blocks the
+// tables held at the ends of the phases, summed.
+func testOracle(t *testing.T) (blocks int) {
 	phases := []struct {
 		name string
 		lens []int // prefix lengths drawn from, changing phase by phase
@@ -381,8 +438,10 @@ func TestOracle(t *testing.T) {
 					old = old[1:]
 				}
 			}
-			t.Logf("seed %d phase %s: %d routes, %d sources, route lengths fast %d slow max %d",
-				seed, ph.name, len(o.routes), o.sourceLen(), tb.routes.cur.nfast, old[len(old)-1].s.routes.slowMax)
+			blocks += len(tb.routes.dense.blocks) + len(tb.src.dense.blocks)
+			t.Logf("seed %d phase %s: %d routes, %d sources, route lengths fast %d slow max %d, dense blocks %d+%d",
+				seed, ph.name, len(o.routes), o.sourceLen(), tb.routes.cur.nfast, old[len(old)-1].s.routes.slowMax,
+				len(tb.routes.dense.blocks), len(tb.src.dense.blocks))
 		}
 		moves += tb.routes.moves + tb.src.moves
 		// Empty the table completely.
@@ -406,4 +465,5 @@ func TestOracle(t *testing.T) {
 		t.Error("no prefix length moved between exact tables and bart")
 	}
 	t.Logf("%d migrations", moves)
+	return blocks
 }

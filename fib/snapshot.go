@@ -95,11 +95,20 @@ func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 	var bs [maxFast]*bkt[*routeEnt]
 	var hs [maxFast]uint64
 	var cand [maxFast]bool
+	var des [maxFast]*routeEnt // matches found in dense blocks
+	dense := len(rt.dense.slots) > 0
 	for i := range n {
 		if fast&(1<<i) == 0 {
 			continue
 		}
 		f := &rt.fast[i]
+		if dense && denseLen(int(f.bits)) {
+			k, x := blockOf(hi, int(f.bits), 0)
+			if b := rt.dense.find(k); b != nil {
+				des[i] = b.get(x)
+				continue
+			}
+		}
 		h := hash(hi&f.mhi, lo&f.mlo, 0, rt.s0, rt.s1)
 		x := h >> f.shift
 		b := f.top[x>>chunkBits][x&chunkMask]
@@ -110,11 +119,15 @@ func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 		cand[i] = matchTag(w, tag(h)) != 0 || matchTag(w, ctrlEmpty) == 0
 	}
 	for i := range n {
-		if !cand[i] {
+		if !cand[i] && des[i] == nil {
 			continue
 		}
 		f := &rt.fast[i]
-		if e := findRoute(bs[i], hs[i], hi&f.mhi, lo&f.mlo); e != nil {
+		e := des[i]
+		if e == nil {
+			e = findRoute(bs[i], hs[i], hi&f.mhi, lo&f.mlo)
+		}
+		if e != nil {
 			if int(f.bits) < slowMax {
 				return s.lookupSlow(hi, lo, &e.Route)
 			}
@@ -214,11 +227,21 @@ func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 	var bs [maxFast]*bkt[*srcEnt]
 	var hs [maxFast]uint64
 	var cand [maxFast]bool
+	dense := len(st.dense.slots) > 0
 	for i := range n {
 		if fast&(1<<i) == 0 {
 			continue
 		}
 		f := &st.fast[i]
+		if dense && denseLen(int(f.bits)) {
+			k, x := blockOf(hi, int(f.bits), port)
+			if b := st.dense.find(k); b != nil {
+				if b.get(x) != nil {
+					return true
+				}
+				continue
+			}
+		}
 		h := hash(hi&f.mhi, lo&f.mlo, port, st.s0, st.s1)
 		x := h >> f.shift
 		b := f.top[x>>chunkBits][x&chunkMask]

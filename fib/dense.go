@@ -1,0 +1,247 @@
+package fib
+
+import (
+	"math/bits"
+	"net/netip"
+)
+
+// Dense blocks. A delegation pool hands out prefixes of one length from a
+// contiguous range, and a busy pool holds a good share of the prefixes it
+// can. Where a length's prefixes are that dense, an array indexed by the
+// prefix's number finds an entry with one memory access instead of a hash
+// probe's three or four (directory, bucket, slot, entry), and a source
+// check, which needs no more than presence, ends there.
+//
+// A block is the array of the 4096 prefixes of one length (13 to 64) under
+// one prefix 12 bits shorter, in one namespace: for /56s, the /44 they lie
+// in. A block exists while at least denseOn of its prefixes are in the
+// table and until fewer than denseOff are; it holds an entry for exactly
+// the prefixes in the table, beside the exact tables and bart, which stay
+// the record. Its slots lie in chunks of 64, created when the first entry
+// comes and copied on first write per generation; a snapshot finds the
+// blocks through an open-addressing index rebuilt when a block is created,
+// dropped or copied. At the threshold a block costs at most 64 bytes of
+// slots per entry.
+
+const (
+	blockBits      = 12
+	blockSlots     = 1 << blockBits
+	denseChunkBits = 6
+	denseChunkLen  = 1 << denseChunkBits
+	blockChunks    = blockSlots / denseChunkLen
+)
+
+// The block thresholds, in entries; variables for tests.
+var (
+	denseOn  = int32(blockSlots / 8)
+	denseOff = int32(blockSlots / 16)
+)
+
+// blockKey names a block: the namespace, the prefix length and the top
+// bits-blockBits bits of its prefixes.
+type blockKey struct {
+	id   uint64
+	ns   uint16
+	bits uint8
+}
+
+// denseLen reports whether prefixes of a length may be in blocks.
+func denseLen(bits int) bool { return bits > blockBits && bits <= 64 }
+
+// blockOf returns the block of the prefix of length bits whose top word is
+// hi, and the prefix's slot in it. bits must pass denseLen.
+func blockOf(hi uint64, bits int, ns uint16) (blockKey, int) {
+	return blockKey{id: hi >> (64 - bits + blockBits), ns: ns, bits: uint8(bits)},
+		int(hi>>(64-bits)) & (blockSlots - 1)
+}
+
+type denseChunk[P entry] [denseChunkLen]P
+
+// block is one dense block. The zero P marks an empty slot.
+type block[P entry] struct {
+	chunks   [blockChunks]*denseChunk[P]
+	chunkGen [blockChunks]uint64
+	gen      uint64
+	key      blockKey
+}
+
+// get returns the entry in slot i, or the zero P.
+func (b *block[P]) get(i int) P {
+	if c := b.chunks[i>>denseChunkBits]; c != nil {
+		return c[i&(denseChunkLen-1)]
+	}
+	var zero P
+	return zero
+}
+
+// slot returns a pointer to slot i, or nil if its chunk does not exist.
+func (b *block[P]) slot(i int) *P {
+	if c := b.chunks[i>>denseChunkBits]; c != nil {
+		return &c[i&(denseChunkLen-1)]
+	}
+	return nil
+}
+
+// set stores e in slot i; b must be owned by gen.
+func (b *block[P]) set(i int, e P, gen uint64) {
+	ci := i >> denseChunkBits
+	c := b.chunks[ci]
+	switch {
+	case c == nil:
+		c = new(denseChunk[P])
+		b.chunks[ci], b.chunkGen[ci] = c, gen
+	case b.chunkGen[ci] != gen:
+		cp := *c
+		c = &cp
+		b.chunks[ci], b.chunkGen[ci] = c, gen
+	}
+	c[i&(denseChunkLen-1)] = e
+}
+
+// denseIndex finds the blocks of a snapshot: open addressing over a
+// power-of-two table at most half full.
+type denseIndex[P entry] struct {
+	slots []*block[P]
+	seed  uint64
+}
+
+func (d *denseIndex[P]) hash(k blockKey) uint64 {
+	a, b := bits.Mul64(k.id^d.seed, uint64(k.ns)<<8|uint64(k.bits)|0x9e3779b97f4a7c15)
+	return a ^ b
+}
+
+// find returns the block for k, or nil.
+func (d *denseIndex[P]) find(k blockKey) *block[P] {
+	if len(d.slots) == 0 {
+		return nil
+	}
+	mask := uint64(len(d.slots) - 1)
+	for i := d.hash(k) & mask; ; i = (i + 1) & mask {
+		b := d.slots[i]
+		if b == nil || b.key == k {
+			return b
+		}
+	}
+}
+
+// newDenseIndex indexes blocks.
+func newDenseIndex[P entry](blocks map[blockKey]*block[P], seed uint64) denseIndex[P] {
+	d := denseIndex[P]{seed: seed}
+	if len(blocks) == 0 {
+		return d
+	}
+	d.slots = make([]*block[P], 1<<bits.Len(uint(2*len(blocks)-1)))
+	mask := uint64(len(d.slots) - 1)
+	for k, b := range blocks {
+		i := d.hash(k) & mask
+		for d.slots[i] != nil {
+			i = (i + 1) & mask
+		}
+		d.slots[i] = b
+	}
+	return d
+}
+
+// denseWriter is the writer's side of the blocks of an lpm.
+type denseWriter[P entry] struct {
+	counts  map[blockKey]int32 // entries by block (lengths that pass denseLen)
+	blocks  map[blockKey]*block[P]
+	crossed map[blockKey]bool // counts that crossed a threshold since the last freeze
+	changed bool              // a block was made, dropped or copied since the last freeze
+}
+
+func newDenseWriter[P entry]() denseWriter[P] {
+	return denseWriter[P]{counts: map[blockKey]int32{}, blocks: map[blockKey]*block[P]{}, crossed: map[blockKey]bool{}}
+}
+
+// own returns the block for k, copied first if a published snapshot
+// shares it, or nil if there is none.
+func (d *denseWriter[P]) own(k blockKey, gen uint64) *block[P] {
+	b := d.blocks[k]
+	if b != nil && b.gen != gen {
+		cp := *b
+		cp.gen = gen
+		b = &cp
+		d.blocks[k] = b
+		d.changed = true
+	}
+	return b
+}
+
+// update records that the entry of p in namespace ns is now e (the zero
+// P: removed); added is +1 for a new prefix, -1 for a removed one, 0 for a
+// replaced entry.
+func (d *denseWriter[P]) update(p netip.Prefix, ns uint16, e P, added int32, gen uint64) {
+	if !denseLen(p.Bits()) {
+		return
+	}
+	hi, _ := split128(p.Addr())
+	k, i := blockOf(hi, p.Bits(), ns)
+	if added != 0 {
+		n := d.counts[k] + added
+		if n == 0 {
+			delete(d.counts, k)
+		} else {
+			d.counts[k] = n
+		}
+		if n == denseOn || n == denseOff-1 {
+			d.crossed[k] = true
+		}
+	}
+	if b := d.own(k, gen); b != nil {
+		b.set(i, e, gen)
+	}
+}
+
+// freezeDense makes and drops blocks as their counts crossed the
+// thresholds, and returns the index for the snapshot: the last one if
+// nothing changed.
+func (w *lpmWriter[P]) freezeDense(gen uint64) denseIndex[P] {
+	d := &w.dense
+	var zero P
+	fresh := map[uint8][]*block[P]{} // new blocks by length
+	isNew := map[blockKey]bool{}
+	for k := range d.crossed {
+		n, b := d.counts[k], d.blocks[k]
+		switch {
+		case n >= denseOn && b == nil:
+			b = &block[P]{gen: gen, key: k}
+			d.blocks[k] = b
+			fresh[k.bits] = append(fresh[k.bits], b)
+			isNew[k] = true
+			d.changed = true
+		case n < denseOff && b != nil:
+			delete(d.blocks, k)
+			d.changed = true
+		}
+	}
+	clear(d.crossed)
+	// Fill the new blocks: by walking the length's exact table when they
+	// are many (a restore), else by asking for each of their prefixes.
+	for bits, bs := range fresh {
+		if i := w.fastIndex(int(bits)); i >= 0 && len(bs)*blockSlots > w.cur.fast[i].t.n/4 {
+			w.cur.fast[i].t.all(func(e P) bool {
+				k, j := blockOf(e.k().hi, int(bits), e.k().port)
+				if isNew[k] {
+					d.blocks[k].set(j, e, gen)
+				}
+				return true
+			})
+			continue
+		}
+		for _, b := range bs {
+			k := b.key
+			for j := range blockSlots {
+				hi := k.id<<(64-int(k.bits)+blockBits) | uint64(j)<<(64-int(k.bits))
+				if e := w.get(netip.PrefixFrom(join128(hi, 0), int(k.bits)), k.ns); e != zero {
+					b.set(j, e, gen)
+				}
+			}
+		}
+	}
+	if !d.changed {
+		return w.cur.dense
+	}
+	d.changed = false
+	return newDenseIndex(d.blocks, w.cur.s0^w.cur.s1)
+}
