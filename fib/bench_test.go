@@ -213,6 +213,7 @@ func benchLookup(b *testing.B, mask int) {
 						ptrs[i] = &bytes[i&mask]
 					}
 					var routes [benchBatch]*Route
+					bt := new(Batch) // as a dataplane worker keeps one
 					b.ReportAllocs()
 					var port PortID
 					for i := 0; b.Loop(); i++ {
@@ -220,7 +221,7 @@ func benchLookup(b *testing.B, mask int) {
 							continue
 						}
 						k := i & (len(ptrs) - 1)
-						s.LookupBatch(ptrs[k:k+benchBatch], routes[:])
+						bt.LookupBatch(s, ptrs[k:k+benchBatch], routes[:])
 						for _, r := range routes {
 							if r != nil {
 								port += r.Port
@@ -273,6 +274,7 @@ func BenchmarkSourceAllowed(b *testing.B) {
 						ports[f.ports[i]] = append(ports[f.ports[i]], &b)
 					}
 					var ok [benchBatch]bool
+					bt := new(Batch)
 					b.ReportAllocs()
 					n := 0
 					for i := 0; b.Loop(); i++ {
@@ -282,7 +284,7 @@ func BenchmarkSourceAllowed(b *testing.B) {
 						port := (i / benchBatch) % 64
 						ps := ports[port]
 						k := (i / benchBatch / 64 * benchBatch) % (len(ps) - benchBatch)
-						s.SourceAllowedBatch(PortID(port), ps[k:k+benchBatch], ok[:])
+						bt.SourceAllowedBatch(s, PortID(port), ps[k:k+benchBatch], ok[:])
 						for _, y := range ok {
 							if y {
 								n++
@@ -353,7 +355,8 @@ func BenchmarkMemory(b *testing.B) {
 }
 
 // BenchmarkLookupOneLength is the plan where every delegation is a /56 (1M
-// of them in one /36): one hash probe per lookup. 16 addresses, as in
+// of them in one /36, so dense blocks cover it): cold cycles through 64k
+// random addresses, hot through 16, as in BenchmarkLookup and
 // BenchmarkLookupHot; miss is inside the /36.
 func BenchmarkLookupOneLength(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
@@ -370,9 +373,10 @@ func BenchmarkLookupOneLength(b *testing.B) {
 	for r := range s.Routes() {
 		bt.Insert(r.Prefix, r)
 	}
+	const n = 1 << 16
 	for _, kind := range []string{"hit", "miss"} {
-		var addrs [16]netip.Addr
-		var bytes [16][16]byte
+		addrs := make([]netip.Addr, n)
+		bytes := make([][16]byte, n)
 		for i := range addrs {
 			for {
 				addrs[i] = join128(0x20010db8_10000000|r.Uint64()>>36, r.Uint64())
@@ -386,26 +390,55 @@ func BenchmarkLookupOneLength(b *testing.B) {
 			}
 			bytes[i] = addrs[i].As16()
 		}
-		b.Run(kind+"/1M/fib-bytes", func(b *testing.B) {
-			b.ReportAllocs()
-			var port PortID
-			for i := 0; b.Loop(); i++ {
-				if r, ok := s.LookupBytes(&bytes[i&15]); ok {
-					port += r.Port
+		for _, c := range []struct {
+			name string
+			mask int
+		}{{"", n - 1}, {"-hot", 15}} {
+			mask := c.mask
+			b.Run(kind+c.name+"/1M/fib-bytes", func(b *testing.B) {
+				b.ReportAllocs()
+				var port PortID
+				for i := 0; b.Loop(); i++ {
+					if r, ok := s.LookupBytes(&bytes[i&mask]); ok {
+						port += r.Port
+					}
 				}
-			}
-			sinkPort = port
-		})
-		b.Run(kind+"/1M/bart", func(b *testing.B) {
-			b.ReportAllocs()
-			var port PortID
-			for i := 0; b.Loop(); i++ {
-				if r, ok := bt.Lookup(addrs[i&15]); ok {
-					port += r.Port
+				sinkPort = port
+			})
+			b.Run(kind+c.name+"/1M/fib-batch", func(b *testing.B) {
+				ptrs := make([]*[16]byte, n)
+				for i := range ptrs {
+					ptrs[i] = &bytes[i&mask]
 				}
-			}
-			sinkPort = port
-		})
+				var routes [benchBatch]*Route
+				fb := new(Batch)
+				b.ReportAllocs()
+				var port PortID
+				for i := 0; b.Loop(); i++ {
+					if i%benchBatch != 0 {
+						continue
+					}
+					k := i & (n - 1)
+					fb.LookupBatch(s, ptrs[k:k+benchBatch], routes[:])
+					for _, r := range routes {
+						if r != nil {
+							port += r.Port
+						}
+					}
+				}
+				sinkPort = port
+			})
+			b.Run(kind+c.name+"/1M/bart", func(b *testing.B) {
+				b.ReportAllocs()
+				var port PortID
+				for i := 0; b.Loop(); i++ {
+					if r, ok := bt.Lookup(addrs[i&mask]); ok {
+						port += r.Port
+					}
+				}
+				sinkPort = port
+			})
+		}
 	}
 }
 
