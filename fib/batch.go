@@ -218,8 +218,12 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
 		}
 	}
 	for k := range dprobes {
+		// found, written out: this loop runs for nearly every address of
+		// a busy pool.
 		if d := &dprobes[k]; d.e != zero {
-			st.found(d.j, d.i, d.e)
+			if b := st.best[d.j]; b < 0 || int8(d.i) < b {
+				st.best[d.j], st.bestE[d.j] = int8(d.i), d.e
+			}
 		}
 	}
 }

@@ -99,10 +99,16 @@ func (b *block[P]) set(i int, e P, gen uint64) {
 }
 
 // denseIndex finds the blocks of a snapshot: open addressing over a
-// power-of-two table at most half full.
+// power-of-two table at most half full. The keys sit in the table, so a
+// search reads nothing else (a block's own key lies a kilobyte in).
 type denseIndex[P entry] struct {
-	slots []*block[P]
+	slots []denseSlot[P]
 	seed  uint64
+}
+
+type denseSlot[P entry] struct {
+	key blockKey
+	b   *block[P] // nil: empty
 }
 
 func (d *denseIndex[P]) hash(k blockKey) uint64 {
@@ -117,9 +123,8 @@ func (d *denseIndex[P]) find(k blockKey) *block[P] {
 	}
 	mask := uint64(len(d.slots) - 1)
 	for i := d.hash(k) & mask; ; i = (i + 1) & mask {
-		b := d.slots[i]
-		if b == nil || b.key == k {
-			return b
+		if s := &d.slots[i]; s.b == nil || s.key == k {
+			return s.b
 		}
 	}
 }
@@ -130,14 +135,14 @@ func newDenseIndex[P entry](blocks map[blockKey]*block[P], seed uint64) denseInd
 	if len(blocks) == 0 {
 		return d
 	}
-	d.slots = make([]*block[P], 1<<bits.Len(uint(2*len(blocks)-1)))
+	d.slots = make([]denseSlot[P], 1<<bits.Len(uint(2*len(blocks)-1)))
 	mask := uint64(len(d.slots) - 1)
 	for k, b := range blocks {
 		i := d.hash(k) & mask
-		for d.slots[i] != nil {
+		for d.slots[i].b != nil {
 			i = (i + 1) & mask
 		}
-		d.slots[i] = b
+		d.slots[i] = denseSlot[P]{k, b}
 	}
 	return d
 }
