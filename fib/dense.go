@@ -129,48 +129,44 @@ func (d *denseIndex[P]) find(k blockKey) *block[P] {
 	}
 }
 
-// newDenseIndex indexes blocks.
-func newDenseIndex[P entry](blocks map[blockKey]*block[P], seed uint64) denseIndex[P] {
+// newDenseIndex indexes the blocks of w.
+func newDenseIndex[P entry](w *denseWriter[P], seed uint64) denseIndex[P] {
 	d := denseIndex[P]{seed: seed}
-	if len(blocks) == 0 {
+	if len(w.dense) == 0 {
 		return d
 	}
-	d.slots = make([]denseSlot[P], 1<<bits.Len(uint(2*len(blocks)-1)))
+	d.slots = make([]denseSlot[P], 1<<bits.Len(uint(2*len(w.dense)-1)))
 	mask := uint64(len(d.slots) - 1)
-	for k, b := range blocks {
+	for k, in := range w.dense {
 		i := d.hash(k) & mask
 		for d.slots[i].b != nil {
 			i = (i + 1) & mask
 		}
-		d.slots[i] = denseSlot[P]{k, b}
+		d.slots[i] = denseSlot[P]{k, in.b}
 	}
 	return d
 }
 
 // denseWriter is the writer's side of the blocks of an lpm.
 type denseWriter[P entry] struct {
-	counts  map[blockKey]int32 // entries by block (lengths that pass denseLen)
-	blocks  map[blockKey]*block[P]
-	crossed map[blockKey]bool // counts that crossed a threshold since the last freeze
-	changed bool              // a block was made, dropped or copied since the last freeze
+	infos   map[blockKey]*blockInfo[P] // by block, for lengths that pass denseLen
+	dense   map[blockKey]*blockInfo[P] // those with a block
+	crossed []*blockInfo[P]            // counts that crossed a threshold since the last freeze
+	changed bool                       // a block was made, dropped or copied since the last freeze
+}
+
+// blockInfo is what the writer knows of one block's prefixes: how many
+// are in the table, and the block if it has one.
+type blockInfo[P entry] struct {
+	key     blockKey
+	n       int32
+	b       *block[P]
+	crossed bool // listed in crossed
+	fresh   bool // made in this freeze: still to fill
 }
 
 func newDenseWriter[P entry]() denseWriter[P] {
-	return denseWriter[P]{counts: map[blockKey]int32{}, blocks: map[blockKey]*block[P]{}, crossed: map[blockKey]bool{}}
-}
-
-// own returns the block for k, copied first if a published snapshot
-// shares it, or nil if there is none.
-func (d *denseWriter[P]) own(k blockKey, gen uint64) *block[P] {
-	b := d.blocks[k]
-	if b != nil && b.gen != gen {
-		cp := *b
-		cp.gen = gen
-		b = &cp
-		d.blocks[k] = b
-		d.changed = true
-	}
-	return b
+	return denseWriter[P]{infos: map[blockKey]*blockInfo[P]{}, dense: map[blockKey]*blockInfo[P]{}}
 }
 
 // update records that the entry of p in namespace ns is now e (the zero
@@ -182,19 +178,30 @@ func (d *denseWriter[P]) update(p netip.Prefix, ns uint16, e P, added int32, gen
 	}
 	hi, _ := split128(p.Addr())
 	k, i := blockOf(hi, p.Bits(), ns)
+	in := d.infos[k]
+	if in == nil {
+		in = &blockInfo[P]{key: k}
+		d.infos[k] = in
+	}
 	if added != 0 {
-		n := d.counts[k] + added
-		if n == 0 {
-			delete(d.counts, k)
-		} else {
-			d.counts[k] = n
-		}
-		if n == denseOn || n == denseOff-1 {
-			d.crossed[k] = true
+		in.n += added
+		if (in.n == denseOn || in.n == denseOff-1) && !in.crossed {
+			in.crossed = true
+			d.crossed = append(d.crossed, in)
 		}
 	}
-	if b := d.own(k, gen); b != nil {
+	if b := in.b; b != nil {
+		if b.gen != gen {
+			cp := *b
+			cp.gen = gen
+			b = &cp
+			in.b = b
+			d.changed = true
+		}
 		b.set(i, e, gen)
+	}
+	if in.n == 0 && in.b == nil && !in.crossed {
+		delete(d.infos, k)
 	}
 }
 
@@ -204,49 +211,54 @@ func (d *denseWriter[P]) update(p netip.Prefix, ns uint16, e P, added int32, gen
 func (w *lpmWriter[P]) freezeDense(gen uint64) denseIndex[P] {
 	d := &w.dense
 	var zero P
-	fresh := map[uint8][]*block[P]{} // new blocks by length
-	isNew := map[blockKey]bool{}
-	for k := range d.crossed {
-		n, b := d.counts[k], d.blocks[k]
+	fresh := map[uint8][]*blockInfo[P]{} // new blocks by length
+	for _, in := range d.crossed {
+		in.crossed = false
 		switch {
-		case n >= denseOn && b == nil:
-			b = &block[P]{gen: gen, key: k}
-			d.blocks[k] = b
-			fresh[k.bits] = append(fresh[k.bits], b)
-			isNew[k] = true
+		case in.n >= denseOn && in.b == nil:
+			in.b, in.fresh = &block[P]{gen: gen, key: in.key}, true
+			fresh[in.key.bits] = append(fresh[in.key.bits], in)
+			d.dense[in.key] = in
 			d.changed = true
-		case n < denseOff && b != nil:
-			delete(d.blocks, k)
+		case in.n < denseOff && in.b != nil:
+			in.b = nil
+			delete(d.dense, in.key)
 			d.changed = true
 		}
+		if in.n == 0 && in.b == nil {
+			delete(d.infos, in.key)
+		}
 	}
-	clear(d.crossed)
+	d.crossed = d.crossed[:0]
 	// Fill the new blocks: by walking the length's exact table when they
 	// are many (a restore), else by asking for each of their prefixes.
-	for bits, bs := range fresh {
-		if i := w.fastIndex(int(bits)); i >= 0 && len(bs)*blockSlots > w.cur.fast[i].t.n/4 {
+	for bits, ins := range fresh {
+		if i := w.fastIndex(int(bits)); i >= 0 && len(ins)*blockSlots > w.cur.fast[i].t.n/4 {
 			w.cur.fast[i].t.all(func(e P) bool {
 				k, j := blockOf(e.k().hi, int(bits), e.k().port)
-				if isNew[k] {
-					d.blocks[k].set(j, e, gen)
+				if in := d.infos[k]; in != nil && in.fresh {
+					in.b.set(j, e, gen)
 				}
 				return true
 			})
-			continue
-		}
-		for _, b := range bs {
-			k := b.key
-			for j := range blockSlots {
-				hi := k.id<<(64-int(k.bits)+blockBits) | uint64(j)<<(64-int(k.bits))
-				if e := w.get(netip.PrefixFrom(join128(hi, 0), int(k.bits)), k.ns); e != zero {
-					b.set(j, e, gen)
+		} else {
+			for _, in := range ins {
+				k := in.key
+				for j := range blockSlots {
+					hi := k.id<<(64-int(k.bits)+blockBits) | uint64(j)<<(64-int(k.bits))
+					if e := w.get(netip.PrefixFrom(join128(hi, 0), int(k.bits)), k.ns); e != zero {
+						in.b.set(j, e, gen)
+					}
 				}
 			}
+		}
+		for _, in := range ins {
+			in.fresh = false
 		}
 	}
 	if !d.changed {
 		return w.cur.dense
 	}
 	d.changed = false
-	return newDenseIndex(d.blocks, w.cur.s0^w.cur.s1)
+	return newDenseIndex(d, w.cur.s0^w.cur.s1)
 }

@@ -438,10 +438,10 @@ func testOracle(t *testing.T) (blocks int) {
 					old = old[1:]
 				}
 			}
-			blocks += len(tb.routes.dense.blocks) + len(tb.src.dense.blocks)
+			blocks += len(tb.routes.dense.dense) + len(tb.src.dense.dense)
 			t.Logf("seed %d phase %s: %d routes, %d sources, route lengths fast %d slow max %d, dense blocks %d+%d",
 				seed, ph.name, len(o.routes), o.sourceLen(), tb.routes.cur.nfast, old[len(old)-1].s.routes.slowMax,
-				len(tb.routes.dense.blocks), len(tb.src.dense.blocks))
+				len(tb.routes.dense.dense), len(tb.src.dense.dense))
 		}
 		moves += tb.routes.moves + tb.src.moves
 		// Empty the table completely.
