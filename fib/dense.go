@@ -206,13 +206,17 @@ func (d *denseWriter[P]) update(p netip.Prefix, ns uint16, e P, added int32, gen
 }
 
 // freezeDense makes and drops blocks as their counts crossed the
-// thresholds, and returns the index for the snapshot: the last one if
-// nothing changed.
-func (w *lpmWriter[P]) freezeDense(gen uint64) denseIndex[P] {
+// thresholds (unless not make: then it leaves them for the next), and
+// returns the index for the snapshot: the last one if nothing changed.
+func (w *lpmWriter[P]) freezeDense(gen uint64, make bool) denseIndex[P] {
 	d := &w.dense
 	var zero P
 	fresh := map[uint8][]*blockInfo[P]{} // new blocks by length
-	for _, in := range d.crossed {
+	crossed := d.crossed
+	if !make {
+		crossed = nil
+	}
+	for _, in := range crossed {
 		in.crossed = false
 		switch {
 		case in.n >= denseOn && in.b == nil:
@@ -229,7 +233,9 @@ func (w *lpmWriter[P]) freezeDense(gen uint64) denseIndex[P] {
 			delete(d.infos, in.key)
 		}
 	}
-	d.crossed = d.crossed[:0]
+	if make {
+		d.crossed = d.crossed[:0]
+	}
 	// Fill the new blocks: by walking the length's exact table when they
 	// are many (a restore), else by asking for each of their prefixes.
 	for bits, ins := range fresh {

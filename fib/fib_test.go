@@ -474,3 +474,36 @@ func TestCoalesce(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishDeferred: PublishDeferred serves without making dense
+// blocks, the next Publish makes them, and lookups agree throughout.
+func TestPublishDeferred(t *testing.T) {
+	defer func(on, off int32) { denseOn, denseOff = on, off }(denseOn, denseOff)
+	denseOn, denseOff = 3, 2
+	tb := NewTable()
+	var ps []netip.Prefix
+	for i := range 5 { // five /56s of one /44: one block
+		p := netip.PrefixFrom(join128(0x20010db8_00000000|uint64(i)<<8, 0), 56)
+		ps = append(ps, p)
+		mustAdd(t, tb, Route{Prefix: p, Port: PortID(i + 1)})
+	}
+	check := func(s *Snapshot, blocks int) {
+		t.Helper()
+		n := 0
+		for _, sl := range s.routes.dense.slots {
+			if sl.b != nil {
+				n++
+			}
+		}
+		if n != blocks {
+			t.Fatalf("%d dense blocks, want %d", n, blocks)
+		}
+		for i, p := range ps {
+			if r, ok := s.Lookup(p.Addr().Next()); !ok || r.Port != PortID(i+1) {
+				t.Fatalf("Lookup(%v) = %v %v", p.Addr().Next(), r, ok)
+			}
+		}
+	}
+	check(tb.PublishDeferred(), 0)
+	check(tb.Publish(), 1)
+}

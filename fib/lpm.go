@@ -353,7 +353,7 @@ func (w *lpmWriter[P]) migrate(fast [129]bool, gen uint64) {
 
 // freeze rebalances and returns the lpm as a snapshot sees it. After the
 // caller publishes it, it must move on to a new generation.
-func (w *lpmWriter[P]) freeze(gen uint64) lpm[P] {
+func (w *lpmWriter[P]) freeze(gen uint64, dense bool) lpm[P] {
 	w.rebalance(gen)
 	w.cur.slowMax = -1
 	for b := 128; b >= 0; b-- {
@@ -370,7 +370,7 @@ func (w *lpmWriter[P]) freeze(gen uint64) lpm[P] {
 		// A new slice: the published one stays as it is.
 		w.cur.outer, w.cur.filter = w.buildOuter()
 	}
-	w.cur.dense = w.freezeDense(gen)
+	w.cur.dense = w.freezeDense(gen, dense)
 	w.outerDirty = false
 	return w.cur
 }

@@ -428,6 +428,9 @@ func testOracle(t *testing.T) (blocks int) {
 					g.apply(t, tb, o)
 				}
 				s := tb.Publish()
+				if round%5 == 3 {
+					s = tb.PublishDeferred() // dense blocks wait for the next Publish
+				}
 				g.check(t, s, o, queries)
 				// Earlier generations must not have been disturbed.
 				for _, k := range old {

@@ -60,10 +60,18 @@ func (t *Table) Load() *Snapshot { return t.fib.Load() }
 // Publish makes all changes so far visible to readers as one new Snapshot,
 // which it returns. Its cost grows with the changes since the last Publish,
 // not with the size of the table, so the control plane should batch.
-func (t *Table) Publish() *Snapshot {
+func (t *Table) Publish() *Snapshot { return t.publish(true) }
+
+// PublishDeferred is Publish, except that it leaves making new dense
+// blocks to the next Publish. Making them after a bulk load (a restore)
+// walks the whole table; with PublishDeferred the tables serve at once,
+// and one Publish later they are faster.
+func (t *Table) PublishDeferred() *Snapshot { return t.publish(false) }
+
+func (t *Table) publish(dense bool) *Snapshot {
 	s := &Snapshot{
-		routes: t.routes.freeze(t.gen),
-		src:    t.src.freeze(t.gen),
+		routes: t.routes.freeze(t.gen, dense),
+		src:    t.src.freeze(t.gen, dense),
 		def:    t.def,
 		gen:    t.gen,
 	}

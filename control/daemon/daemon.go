@@ -138,6 +138,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}()
 	}
 	spawn("bindings", func() error { return mgr.Run(ctx) })
+	spawn("fib dense blocks", func() error {
+		// The restore published without them (PublishDeferred); the
+		// FIB's owner publishes again, making them.
+		start := time.Now()
+		if err := mgr.Do(ctx, func(*binding.Table) { ft.Publish() }); err != nil {
+			return nil // stopping
+		}
+		log.Info("fib dense blocks made", "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	})
 	if fwd != nil {
 		spawn("dataplane", func() error { return fwd.run(ctx, ft.FIB()) })
 		spawn("gateway", func() error { return watchGateway(ctx, cfg, mgr, ft, log) })
@@ -343,7 +353,9 @@ func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger) e
 	feed <- batch
 	close(feed)
 	<-built
-	fs.t.Publish()
+	// Serve at once; the FIB's dense blocks come with the next Publish
+	// (Run asks for one as soon as the relay runs).
+	fs.t.PublishDeferred()
 	if err != nil {
 		return fmt.Errorf("load bindings: %w", err)
 	}
