@@ -195,41 +195,10 @@ func benchLookup(b *testing.B, mask int) {
 					}
 					sinkPort = port
 				})
-				b.Run("fib-bytes", func(b *testing.B) {
-					b.ReportAllocs()
-					var port PortID
-					for i := 0; b.Loop(); i++ {
-						if r, ok := s.LookupBytes(&bytes[i&mask]); ok {
-							port += r.Port
-						}
-					}
-					sinkPort = port
-				})
+				b.Run("fib-bytes", func(b *testing.B) { benchLookupBytes(b, s, bytes, mask) })
 				// fib-batch: LookupBatch over batches of 64, as a worker
 				// holds them; ns/op is per lookup.
-				b.Run("fib-batch", func(b *testing.B) {
-					ptrs := make([]*[16]byte, len(bytes))
-					for i := range ptrs {
-						ptrs[i] = &bytes[i&mask]
-					}
-					var routes [benchBatch]*Route
-					bt := new(Batch) // as a dataplane worker keeps one
-					b.ReportAllocs()
-					var port PortID
-					for i := 0; b.Loop(); i++ {
-						if i%benchBatch != 0 {
-							continue
-						}
-						k := i & (len(ptrs) - 1)
-						bt.LookupBatch(s, ptrs[k:k+benchBatch], routes[:])
-						for _, r := range routes {
-							if r != nil {
-								port += r.Port
-							}
-						}
-					}
-					sinkPort = port
-				})
+				b.Run("fib-batch", func(b *testing.B) { benchBatchLookup(b, s, bytes, mask) })
 				b.Run("bart", func(b *testing.B) {
 					b.ReportAllocs()
 					var port PortID
@@ -395,39 +364,8 @@ func BenchmarkLookupOneLength(b *testing.B) {
 			mask int
 		}{{"", n - 1}, {"-hot", 15}} {
 			mask := c.mask
-			b.Run(kind+c.name+"/1M/fib-bytes", func(b *testing.B) {
-				b.ReportAllocs()
-				var port PortID
-				for i := 0; b.Loop(); i++ {
-					if r, ok := s.LookupBytes(&bytes[i&mask]); ok {
-						port += r.Port
-					}
-				}
-				sinkPort = port
-			})
-			b.Run(kind+c.name+"/1M/fib-batch", func(b *testing.B) {
-				ptrs := make([]*[16]byte, n)
-				for i := range ptrs {
-					ptrs[i] = &bytes[i&mask]
-				}
-				var routes [benchBatch]*Route
-				fb := new(Batch)
-				b.ReportAllocs()
-				var port PortID
-				for i := 0; b.Loop(); i++ {
-					if i%benchBatch != 0 {
-						continue
-					}
-					k := i & (n - 1)
-					fb.LookupBatch(s, ptrs[k:k+benchBatch], routes[:])
-					for _, r := range routes {
-						if r != nil {
-							port += r.Port
-						}
-					}
-				}
-				sinkPort = port
-			})
+			b.Run(kind+c.name+"/1M/fib-bytes", func(b *testing.B) { benchLookupBytes(b, s, bytes, mask) })
+			b.Run(kind+c.name+"/1M/fib-batch", func(b *testing.B) { benchBatchLookup(b, s, bytes, mask) })
 			b.Run(kind+c.name+"/1M/bart", func(b *testing.B) {
 				b.ReportAllocs()
 				var port PortID
@@ -440,6 +378,46 @@ func BenchmarkLookupOneLength(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchLookupBytes runs LookupBytes over addrs[:mask+1] in turn, reading
+// the port of each route found.
+func benchLookupBytes(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
+	b.ReportAllocs()
+	var port PortID
+	for i := 0; b.Loop(); i++ {
+		if r, ok := s.LookupBytes(&addrs[i&mask]); ok {
+			port += r.Port
+		}
+	}
+	sinkPort = port
+}
+
+// benchBatchLookup runs Batch.LookupBatch over batches of 64 of the
+// addresses (cycling through addrs[:mask+1]), as a worker holds them,
+// reading the port of each route found; ns/op is per lookup.
+func benchBatchLookup(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
+	ptrs := make([]*[16]byte, len(addrs))
+	for i := range ptrs {
+		ptrs[i] = &addrs[i&mask]
+	}
+	var routes [benchBatch]*Route
+	fb := new(Batch) // as a dataplane worker keeps one
+	b.ReportAllocs()
+	var port PortID
+	for i := 0; b.Loop(); i++ {
+		if i%benchBatch != 0 {
+			continue
+		}
+		k := i & (len(ptrs) - 1)
+		fb.LookupBatch(s, ptrs[k:k+benchBatch], routes[:])
+		for _, r := range routes {
+			if r != nil {
+				port += r.Port
+			}
+		}
+	}
+	sinkPort = port
 }
 
 // BenchmarkDRAM is the machine's memory as the cold lookups meet it, for
