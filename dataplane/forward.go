@@ -75,7 +75,7 @@ func (f *Forwarder) Forward(snap *fib.Snapshot, in fib.PortID, frame []byte, now
 		return res.Verdict, res.Reason, res.Port, res.Len
 	}
 	dst := (*[16]byte)(frame[offDst : offDst+16])
-	srcOK := p.uplink || snap.SourceAllowedBytes(p.id, (*[16]byte)(frame[offSrc:offSrc+16]))
+	srcOK := !p.uplink && snap.SourceAllowedBytes(p.id, (*[16]byte)(frame[offSrc:offSrc+16]))
 	rt, _ := snap.LookupBytes(dst)
 	res = f.tail(snap, ii, p, c, frame, now, srcOK, rt)
 	return res.Verdict, res.Reason, res.Port, res.Len
@@ -126,7 +126,7 @@ func (f *Forwarder) ForwardBatch(snap *fib.Snapshot, in fib.PortID, frames [][]b
 			b.fib.LookupBatch(snap, b.dst[:n], b.rt[:n])
 			for i, frame := range frames[:n] {
 				if b.dst[i] != nil {
-					res[i] = f.tail(snap, ii, p, c, frame, now, p.uplink || b.srcOK[i], b.rt[i])
+					res[i] = f.tail(snap, ii, p, c, frame, now, b.srcOK[i], b.rt[i])
 				}
 			}
 		}
@@ -180,47 +180,33 @@ func (f *Forwarder) head(snap *fib.Snapshot, in fib.PortID, frame []byte, now in
 }
 
 // tail finishes the decision for a frame head did not settle, given
-// whether its source is allowed on the port (downlinks) and the route of
-// its destination (nil: none).
+// whether its source is allowed on the port (downlinks; ignored on an
+// uplink) and the route of its destination (nil: none).
 func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame []byte, now int64, srcOK bool, rt *fib.Route) Result {
 	s, in := f.sh, p.id
-	src := (*[16]byte)(frame[offSrc : offSrc+16])
 	if p.uplink {
 		// From the operator network: no source filter, but never forward
-		// what no router may (RFC 4291 2.5.6).
-		if badSource(src) {
-			c[Spoofed]++
-			return Result{Drop, Spoofed, in, 0}
+		// what no router may (RFC 4291 2.5.6). From a client, srcOK says
+		// whether the source lies in what the port allows (RFC 8987 R-3).
+		srcOK = !badSource((*[16]byte)(frame[offSrc : offSrc+16]))
+	}
+	if !srcOK {
+		c[Spoofed]++
+		return Result{Drop, Spoofed, in, 0}
+	}
+	if frame[offHopLimit] <= 1 {
+		c[HopLimit]++
+		return Result{ToKernel, HopLimit, in, len(frame)}
+	}
+	if rt == nil && !p.uplink {
+		rt, _ = snap.DefaultRoute() // a client's traffic for elsewhere: the gateway (nil if none)
+	}
+	if rt == nil {
+		c[NoRoute]++
+		if p.uplink && p.noRoutePass {
+			return Result{ToKernel, NoRoute, in, len(frame)}
 		}
-		if frame[offHopLimit] <= 1 {
-			c[HopLimit]++
-			return Result{ToKernel, HopLimit, in, len(frame)}
-		}
-		if rt == nil {
-			c[NoRoute]++
-			if p.noRoutePass {
-				return Result{ToKernel, NoRoute, in, len(frame)}
-			}
-			return Result{Drop, NoRoute, in, 0}
-		}
-	} else {
-		// From a client: the source must lie in what the port allows
-		// (RFC 8987 R-3).
-		if !srcOK {
-			c[Spoofed]++
-			return Result{Drop, Spoofed, in, 0}
-		}
-		if frame[offHopLimit] <= 1 {
-			c[HopLimit]++
-			return Result{ToKernel, HopLimit, in, len(frame)}
-		}
-		if rt == nil {
-			var ok bool
-			if rt, ok = snap.DefaultRoute(); !ok {
-				c[NoRoute]++
-				return Result{Drop, NoRoute, in, 0}
-			}
-		}
+		return Result{Drop, NoRoute, in, 0}
 	}
 	oi, ok := s.index(rt.Port)
 	if !ok {
