@@ -131,7 +131,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
 	if entries {
 		for k := range dprobes {
 			if d := &dprobes[k]; d.e != zero {
-				touchD ^= (*key)(*(*unsafe.Pointer)(unsafe.Pointer(&d.e))).hi
+				touchD ^= entryKey(&d.e).hi
 			}
 		}
 	}
@@ -184,12 +184,11 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
 			p.e, p.e2 = p.b.slots[p.slot], p.b.slots[p.slot2]
 		}
 	}
-	// Touch the entries likewise. An entry's key is its first field (the
-	// entry types embed key first), read here through the pointer.
+	// Touch the entries likewise.
 	var touchE uint64
 	for k := range probes {
 		if p := &probes[k]; p.state == probeSlot || p.state == probeSlot2 {
-			touchE ^= (*key)(*(*unsafe.Pointer)(unsafe.Pointer(&p.e))).hi
+			touchE ^= entryKey(&p.e).hi
 		}
 	}
 	st.sink = uint64(touch) ^ touchE ^ touchD
@@ -332,4 +331,12 @@ func (s *Snapshot) sourceAllowedBatch(st *batchState[*srcEnt], port PortID, srcs
 		}
 		srcs, ok = srcs[n:], ok[n:]
 	}
+}
+
+// entryKey is the key of the entry *e, read without the call through the
+// generic dictionary that (*e).k() makes: the entry types embed key as
+// their first field (TestEntryLayout), so a pointer to an entry is a
+// pointer to its key.
+func entryKey[P entry](e *P) *key {
+	return (*key)(*(*unsafe.Pointer)(unsafe.Pointer(e)))
 }

@@ -67,8 +67,8 @@ type block[P entry] struct {
 
 // get returns the entry in slot i, or the zero P.
 func (b *block[P]) get(i int) P {
-	if c := b.chunks[i>>denseChunkBits]; c != nil {
-		return c[i&(denseChunkLen-1)]
+	if p := b.slot(i); p != nil {
+		return *p
 	}
 	var zero P
 	return zero
@@ -206,14 +206,14 @@ func (d *denseWriter[P]) update(p netip.Prefix, ns uint16, e P, added int32, gen
 }
 
 // freezeDense makes and drops blocks as their counts crossed the
-// thresholds (unless not make: then it leaves them for the next), and
+// thresholds (unless not build: then it leaves them for the next), and
 // returns the index for the snapshot: the last one if nothing changed.
-func (w *lpmWriter[P]) freezeDense(gen uint64, make bool) denseIndex[P] {
+func (w *lpmWriter[P]) freezeDense(gen uint64, build bool) denseIndex[P] {
 	d := &w.dense
 	var zero P
-	fresh := map[uint8][]*blockInfo[P]{} // new blocks by length
+	var fresh map[uint8][]*blockInfo[P] // new blocks by length
 	crossed := d.crossed
-	if !make {
+	if !build {
 		crossed = nil
 	}
 	for _, in := range crossed {
@@ -221,6 +221,9 @@ func (w *lpmWriter[P]) freezeDense(gen uint64, make bool) denseIndex[P] {
 		switch {
 		case in.n >= denseOn && in.b == nil:
 			in.b, in.fresh = &block[P]{gen: gen, key: in.key}, true
+			if fresh == nil {
+				fresh = map[uint8][]*blockInfo[P]{}
+			}
 			fresh[in.key.bits] = append(fresh[in.key.bits], in)
 			d.dense[in.key] = in
 			d.changed = true
@@ -233,7 +236,7 @@ func (w *lpmWriter[P]) freezeDense(gen uint64, make bool) denseIndex[P] {
 			delete(d.infos, in.key)
 		}
 	}
-	if make {
+	if build {
 		d.crossed = d.crossed[:0]
 	}
 	// Fill the new blocks: by walking the length's exact table when they
