@@ -48,25 +48,35 @@ type probe[P entry] struct {
 	i      uint8 // the fast length's index
 }
 
-// dprobe is one (address, fast length) pair of a batch whose length has
-// a dense block there (dense.go).
+// dprobe is one (address, fast length) pair of a route batch whose
+// length has a dense block there (dense.go).
 type dprobe[P entry] struct {
-	ds *P // the slot, nil if its chunk does not exist
-	e  P
-	j  uint8 // the address's index in the batch
-	i  uint8 // the fast length's index
+	c   *cell[P] // the cell, nil if its chunk does not exist
+	e   P
+	hop Hop
+	j   uint8 // the address's index in the batch
+	i   uint8 // the fast length's index
 }
+
+// What a batch lookup gives: it decides what probeAll reads.
+const (
+	wantMatch   = iota // whether there is a match (sources)
+	wantEntries        // the matched entries, which the caller will read
+	wantHops           // the matched entries and their hops: the caller reads the hops
+)
 
 // batchState is the per-stride working set of a batch lookup.
 type batchState[P entry] struct {
-	probes  [batchStride * maxFast]probe[P]
-	dprobes [batchStride * maxFast]dprobe[P]
-	hi, lo  [batchStride]uint64
-	fast    [batchStride]uint8 // fast lengths to probe per address
-	slow    [batchStride]bool  // bart may hold a match
-	best    [batchStride]int8  // fast index of the longest match, -1 if none
-	bestE   [batchStride]P
-	sink    uint64 // what the touching loops read, so that they stay
+	probes   [batchStride * maxFast]probe[P]
+	dprobes  [batchStride * maxFast]dprobe[P]
+	hi, lo   [batchStride]uint64
+	fast     [batchStride]uint8 // fast lengths to probe per address
+	slow     [batchStride]bool  // bart may hold a match
+	best     [batchStride]int8  // fast index of the longest match, -1 if none
+	bestE    [batchStride]P
+	bestHop  [batchStride]Hop  // with wantHops: the hop of bestE, if fromCell
+	fromCell [batchStride]bool // bestE came from a dense block's cell
+	sink     uint64            // what the touching loops read, so that they stay
 }
 
 // load reads the addresses and applies the outer filter: it sets fast,
@@ -90,9 +100,12 @@ func (st *batchState[P]) load(t *lpm[P], addrs []*[16]byte) {
 }
 
 // probeAll finds the longest fast match of each loaded address in
-// namespace ns: best[j] and bestE[j]. With entries, it touches the matched
-// entries too (the caller is going to read them).
-func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
+// namespace ns: best[j], and with want other than wantMatch bestE[j] and
+// fromCell[j] (with bestHop[j] if set). With wantEntries it touches the
+// matched entries too (the caller is going to read them); with wantHops
+// it spares that for the matches in dense blocks, whose cells hold the
+// hops.
+func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 	// Step 1: find the dense block or hash, and read the directory entry
 	// of every probe.
 	np, nd := 0, 0
@@ -104,7 +117,14 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
 			if dense && denseLen(int(f.bits)) {
 				k, x := blockOf(st.hi[j], int(f.bits), ns)
 				if b := t.dense.find(k); b != nil {
-					st.dprobes[nd] = dprobe[P]{ds: b.slot(x), j: uint8(j), i: uint8(i)}
+					if want == wantMatch {
+						// The block's bitmap is the answer.
+						if b.holds(x) {
+							st.found(uint8(j), uint8(i), *new(P))
+						}
+						continue
+					}
+					st.dprobes[nd] = dprobe[P]{c: b.cell(x), j: uint8(j), i: uint8(i)}
 					nd++
 					continue
 				}
@@ -119,16 +139,16 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
 		}
 	}
 	probes, dprobes := st.probes[:np], st.dprobes[:nd]
-	// Dense probes: read the slots (and, for routes, touch the entries)
-	// in loops of their own, small so that their misses overlap.
+	// Dense probes: read the cells (and with wantEntries touch the
+	// entries) in loops of their own, small so that their misses overlap.
 	var zero P
 	for k := range dprobes {
-		if d := &dprobes[k]; d.ds != nil {
-			d.e = *d.ds
+		if d := &dprobes[k]; d.c != nil {
+			d.e, d.hop = d.c.e, d.c.hop
 		}
 	}
 	var touchD uint64
-	if entries {
+	if want == wantEntries {
 		for k := range dprobes {
 			if d := &dprobes[k]; d.e != zero {
 				touchD ^= entryKey(&d.e).hi
@@ -222,6 +242,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
 		if d := &dprobes[k]; d.e != zero {
 			if b := st.best[d.j]; b < 0 || int8(d.i) < b {
 				st.best[d.j], st.bestE[d.j] = int8(d.i), d.e
+				st.bestHop[d.j], st.fromCell[d.j] = d.hop, true
 			}
 		}
 	}
@@ -231,7 +252,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, entries bool) {
 // if its length is the longest yet (fast lengths are longest first).
 func (st *batchState[P]) found(j, i uint8, e P) {
 	if b := st.best[j]; b < 0 || int8(i) < b {
-		st.best[j], st.bestE[j] = int8(i), e
+		st.best[j], st.bestE[j], st.fromCell[j] = int8(i), e, false
 	}
 }
 
@@ -244,7 +265,7 @@ func (st *batchState[P]) found(j, i uint8, e P) {
 // methods, which spare setting up the working state each time.
 func (s *Snapshot) LookupBatch(dsts []*[16]byte, routes []*Route) {
 	var st batchState[*routeEnt]
-	s.lookupBatch(&st, dsts, routes)
+	s.lookupBatch(&st, dsts, routes, nil)
 }
 
 // SourceAllowedBatch does SourceAllowedBytes(port, srcs[i]) for each
@@ -269,7 +290,18 @@ type Batch struct {
 
 // LookupBatch is s.LookupBatch(dsts, routes).
 func (b *Batch) LookupBatch(s *Snapshot, dsts []*[16]byte, routes []*Route) {
-	s.lookupBatch(&b.routes, dsts, routes)
+	s.lookupBatch(&b.routes, dsts, routes, nil)
+}
+
+// LookupHops is LookupBatch that also stores the hop of routes[i] in
+// hops[i] (the zero Hop where there is no route), for a caller that
+// forwards along the routes and reads no more of them than their hops in
+// the common case: where a route lies in a dense block the hop comes from
+// the block, and the route itself is not read (nor touched, as
+// LookupBatch does for the caller's benefit). It panics if routes or hops
+// is shorter than dsts.
+func (b *Batch) LookupHops(s *Snapshot, dsts []*[16]byte, routes []*Route, hops []Hop) {
+	s.lookupBatch(&b.routes, dsts, routes, hops[:len(dsts)])
 }
 
 // SourceAllowedBatch is s.SourceAllowedBatch(port, srcs, ok).
@@ -277,33 +309,52 @@ func (b *Batch) SourceAllowedBatch(s *Snapshot, port PortID, srcs []*[16]byte, o
 	s.sourceAllowedBatch(&b.srcs, port, srcs, ok)
 }
 
-func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, routes []*Route) {
+// lookupBatch is LookupBatch, and LookupHops if hops is not nil.
+func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, routes []*Route, hops []Hop) {
 	routes = routes[:len(dsts)]
 	if s == nil {
 		clear(routes)
+		clear(hops)
 		return
 	}
 	t := &s.routes
+	want := uint8(wantEntries)
+	if hops != nil {
+		want = wantHops
+	}
 	for len(dsts) > 0 {
 		n := min(len(dsts), batchStride)
 		st.load(t, dsts[:n])
-		st.probeAll(t, 0, n, true)
+		st.probeAll(t, 0, n, want)
 		for j := range n {
 			var best *Route
-			if b := st.best[j]; b >= 0 {
-				best = &st.bestE[j].Route
-				if int(t.fast[b].bits) >= t.slowMax {
-					routes[j] = best
-					continue
+			b := st.best[j]
+			if b >= 0 {
+				best = routeOf(st.bestE[j])
+			}
+			if st.slow[j] && (b < 0 || int(t.fast[b].bits) < t.slowMax) {
+				// bart may hold a longer match.
+				if r, _ := s.lookupSlow(st.hi[j], st.lo[j], best); r != best {
+					b, best = -1, r
 				}
 			}
-			if !st.slow[j] {
-				routes[j] = best
+			routes[j] = best
+			if hops == nil {
 				continue
 			}
-			routes[j], _ = s.lookupSlow(st.hi[j], st.lo[j], best)
+			switch {
+			case b >= 0 && st.fromCell[j]:
+				hops[j] = st.bestHop[j]
+			case best != nil:
+				hops[j] = best.Hop()
+			default:
+				hops[j] = Hop{}
+			}
 		}
 		dsts, routes = dsts[n:], routes[n:]
+		if hops != nil {
+			hops = hops[n:]
+		}
 	}
 }
 
@@ -318,7 +369,7 @@ func (s *Snapshot) sourceAllowedBatch(st *batchState[*srcEnt], port PortID, srcs
 	for len(srcs) > 0 {
 		n := min(len(srcs), batchStride)
 		st.load(t, srcs[:n])
-		st.probeAll(t, ns, n, false)
+		st.probeAll(t, ns, n, wantMatch)
 		for j := range n {
 			switch {
 			case st.best[j] >= 0:
@@ -331,6 +382,12 @@ func (s *Snapshot) sourceAllowedBatch(st *batchState[*srcEnt], port PortID, srcs
 		}
 		srcs, ok = srcs[n:], ok[n:]
 	}
+}
+
+// routeOf is &e.Route for a non-nil e, computed without the nil check
+// that reads *e: LookupHops gives a route it has not read.
+func routeOf(e *routeEnt) *Route {
+	return (*Route)(unsafe.Add(unsafe.Pointer(e), unsafe.Offsetof(e.Route)))
 }
 
 // entryKey is the key of the entry *e, read without the call through the

@@ -199,6 +199,9 @@ func benchLookup(b *testing.B, mask int) {
 				// fib-batch: LookupBatch over batches of 64, as a worker
 				// holds them; ns/op is per lookup.
 				b.Run("fib-batch", func(b *testing.B) { benchBatchLookup(b, s, bytes, mask) })
+				// fib-hops: LookupHops, reading the port of each hop
+				// (as forwarding does) instead of the route's.
+				b.Run("fib-hops", func(b *testing.B) { benchHopsLookup(b, s, bytes, mask) })
 				b.Run("bart", func(b *testing.B) {
 					b.ReportAllocs()
 					var port PortID
@@ -366,6 +369,7 @@ func BenchmarkLookupOneLength(b *testing.B) {
 			mask := c.mask
 			b.Run(kind+c.name+"/1M/fib-bytes", func(b *testing.B) { benchLookupBytes(b, s, bytes, mask) })
 			b.Run(kind+c.name+"/1M/fib-batch", func(b *testing.B) { benchBatchLookup(b, s, bytes, mask) })
+			b.Run(kind+c.name+"/1M/fib-hops", func(b *testing.B) { benchHopsLookup(b, s, bytes, mask) })
 			b.Run(kind+c.name+"/1M/bart", func(b *testing.B) {
 				b.ReportAllocs()
 				var port PortID
@@ -415,6 +419,31 @@ func benchBatchLookup(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
 			if r != nil {
 				port += r.Port
 			}
+		}
+	}
+	sinkPort = port
+}
+
+// benchHopsLookup is benchBatchLookup with Batch.LookupHops, reading the
+// port of each hop found.
+func benchHopsLookup(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
+	ptrs := make([]*[16]byte, len(addrs))
+	for i := range ptrs {
+		ptrs[i] = &addrs[i&mask]
+	}
+	var routes [benchBatch]*Route
+	var hops [benchBatch]Hop
+	fb := new(Batch)
+	b.ReportAllocs()
+	var port PortID
+	for i := 0; b.Loop(); i++ {
+		if i%benchBatch != 0 {
+			continue
+		}
+		k := i & (len(ptrs) - 1)
+		fb.LookupHops(s, ptrs[k:k+benchBatch], routes[:], hops[:])
+		for _, h := range hops {
+			port += h.Port
 		}
 	}
 	sinkPort = port

@@ -48,6 +48,12 @@ type key struct {
 type entry interface {
 	comparable
 	k() *key
+	// cells reports whether dense blocks of the kind keep cells (entries
+	// and hops) or only say which slots are taken. It reads nothing of
+	// the entry: a nil one answers too.
+	cells() bool
+	// hop returns the entry's hop (the zero Hop for kinds without).
+	hop() Hop
 }
 
 // Control bytes other than tags.

@@ -315,8 +315,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 		for j := range blockSlots {
 			p := prefix(b.key, j)
 			want, ok := o.routes[p]
-			if e := b.get(j); (e != nil) != ok || ok && e.Route != want {
-				t.Fatalf("gen %d: route block %+v slot %d (%v) holds %v, want %v %v", s.Gen(), b.key, j, p, e, want, ok)
+			if e := b.get(j); (e != nil) != ok || b.holds(j) != ok || ok && (e.Route != want || b.cell(j).hop != want.Hop()) {
+				t.Fatalf("gen %d: route block %+v slot %d (%v) holds %v (bit %v), want %v %v", s.Gen(), b.key, j, p, e, b.holds(j), want, ok)
 			}
 		}
 	}
@@ -326,8 +326,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 		for j := range blockSlots {
 			p := prefix(b.key, j)
 			want := o.srcs[srcKey{port, p}] > 0 || slices.Contains(o.conf[port], p)
-			if e := b.get(j); (e != nil) != want {
-				t.Fatalf("gen %d: source block %+v slot %d (%v) holds %v, want %v", s.Gen(), b.key, j, p, e, want)
+			if b.holds(j) != want {
+				t.Fatalf("gen %d: source block %+v slot %d (%v): bit %v, want %v", s.Gen(), b.key, j, p, b.holds(j), want)
 			}
 		}
 	}
@@ -351,6 +351,27 @@ func checkBatch(t *testing.T, s *Snapshot, addrs []*[16]byte) {
 	}
 	if routes[len(addrs)] == nil {
 		t.Fatalf("gen %d: LookupBatch wrote past its batch", s.Gen())
+	}
+	// LookupHops: the same routes, and their hops.
+	var fb Batch
+	hrs := make([]*Route, len(addrs))
+	hops := make([]Hop, len(addrs)+1)
+	hops[len(addrs)] = Hop{Port: 9} // past the batch: must stay as it is
+	for i := range hops[:len(addrs)] {
+		hops[i] = Hop{Port: 7, MAC: [6]byte{7}} // what a last batch left
+	}
+	fb.LookupHops(s, addrs, hrs, hops)
+	for i, a := range addrs {
+		var want Hop
+		if routes[i] != nil {
+			want = routes[i].Hop()
+		}
+		if hrs[i] != routes[i] || hops[i] != want {
+			t.Fatalf("gen %d: LookupHops [%d] %v = %v %+v, want %v %+v", s.Gen(), i, a, hrs[i], hops[i], routes[i], want)
+		}
+	}
+	if hops[len(addrs)] != (Hop{Port: 9}) {
+		t.Fatalf("gen %d: LookupHops wrote past its batch", s.Gen())
 	}
 	ok := make([]bool, len(addrs))
 	for port := range PortID(5) {

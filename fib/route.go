@@ -51,6 +51,17 @@ type Route struct {
 	NextHop netip.Addr   // the client's address (relay peer-address); may be the zero Addr
 }
 
+// Hop is the part of a Route that forwarding along it reads: where the
+// packet goes. A batch lookup can give it without reading the route
+// (Batch.LookupHops).
+type Hop struct {
+	Port PortID  // egress port
+	MAC  [6]byte // the client's link-layer address
+}
+
+// Hop returns r's hop.
+func (r *Route) Hop() Hop { return Hop{Port: r.Port, MAC: r.MAC} }
+
 var (
 	// ErrInvalidPrefix is returned for a prefix that is not a valid IPv6
 	// prefix without a zone (IPv4 prefixes included).

@@ -24,7 +24,9 @@ const routePad = 128 - unsafe.Sizeof(struct {
 	Route
 }{})
 
-func (e *routeEnt) k() *key { return &e.key }
+func (e *routeEnt) k() *key   { return &e.key }
+func (*routeEnt) cells() bool { return true }
+func (e *routeEnt) hop() Hop  { return e.Route.Hop() }
 
 // srcEnt is a source-filter entry: how many bindings allow the prefix on
 // the port (AddSource), plus srcConf if the port's configuration allows it
@@ -39,7 +41,9 @@ const (
 	srcRefMask uint32 = srcConf - 1
 )
 
-func (e *srcEnt) k() *key { return &e.key }
+func (e *srcEnt) k() *key   { return &e.key }
+func (*srcEnt) cells() bool { return false }
+func (*srcEnt) hop() Hop    { return Hop{} }
 
 // Snapshot is one published, immutable generation of the forwarding tables.
 // All its methods are safe for concurrent use and allocate nothing. A nil
@@ -236,7 +240,7 @@ func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 		if dense && denseLen(int(f.bits)) {
 			k, x := blockOf(hi, int(f.bits), port)
 			if b := st.dense.find(k); b != nil {
-				if b.get(x) != nil {
+				if b.holds(x) {
 					return true
 				}
 				continue
