@@ -9,14 +9,14 @@ import (
 	"github.com/pdrelay/pdrelay/fib"
 )
 
-// isLoop reports whether a frame that came in on p and is routed by rt back
+// isLoop reports whether a frame that came in on p and is routed back
 // out of p is a looping packet (RFC 8987 R-5): always on a point-to-point
 // link; on a multi-access link only when the frame comes from the very
-// next hop it would go back to (its source MAC is the route's MAC). A
-// client sending to another client on the same segment is not a loop: the
-// relay forwards the frame back out of the port, to the other client.
-func (p *port) isLoop(frame []byte, rt *fib.Route) bool {
-	return !p.multiAccess || *(*[6]byte)(frame[offSrcMAC : offSrcMAC+6]) == rt.MAC
+// next hop it would go back to (its source MAC is the route's MAC, mac).
+// A client sending to another client on the same segment is not a loop:
+// the relay forwards the frame back out of the port, to the other client.
+func (p *port) isLoop(frame []byte, mac [6]byte) bool {
+	return !p.multiAccess || *(*[6]byte)(frame[offSrcMAC : offSrcMAC+6]) == mac
 }
 
 // loopPolicy returns what to do with a looping packet to dst that rt
