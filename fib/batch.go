@@ -48,10 +48,14 @@ type probe[P entry] struct {
 	i      uint8 // the fast length's index
 }
 
-// dprobe is one (address, fast length) pair of a route batch whose
-// length has a dense block there (dense.go).
+// dprobe is one (address, fast length) pair of a batch whose length
+// may have a dense block there (dense.go).
 type dprobe[P entry] struct {
-	c   *cell[P] // the cell, nil if its chunk does not exist
+	k   blockKey
+	h   uint32   // the key's home in the index
+	x   uint16   // the slot in the block
+	w   *word[P] // the slot's word, nil if there is no block
+	c   *cell[P] // routes: the cell, nil if the slot is free
 	e   P
 	hop Hop
 	j   uint8 // the address's index in the batch
@@ -106,8 +110,8 @@ func (st *batchState[P]) load(t *lpm[P], addrs []*[16]byte) {
 // it spares that for the matches in dense blocks, whose cells hold the
 // hops.
 func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
-	// Step 1: find the dense block or hash, and read the directory entry
-	// of every probe.
+	// Step 1: list the probes of lengths that may have a dense block
+	// there, and hash the others.
 	np, nd := 0, 0
 	dense := len(t.dense.slots) > 0
 	for j := range n {
@@ -115,36 +119,71 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			i := bits.TrailingZeros8(m)
 			f := &t.fast[i]
 			if dense && denseLen(int(f.bits)) {
+				d := &st.dprobes[nd]
+				nd++
 				k, x := blockOf(st.hi[j], int(f.bits), ns)
-				if b := t.dense.find(k); b != nil {
-					if want == wantMatch {
-						// The block's bitmap is the answer.
-						if b.holds(x) {
-							st.found(uint8(j), uint8(i), *new(P))
-						}
-						continue
-					}
-					st.dprobes[nd] = dprobe[P]{c: b.cell(x), j: uint8(j), i: uint8(i)}
-					nd++
-					continue
-				}
+				d.k, d.h, d.x, d.j, d.i = k, t.dense.home(k), uint16(x), uint8(j), uint8(i)
+				continue
 			}
-			p := &st.probes[np]
+			st.hashProbe(t, ns, np, uint8(j), uint8(i))
 			np++
-			p.hi, p.lo = st.hi[j]&f.mhi, st.lo[j]&f.mlo
-			p.h = hash(p.hi, p.lo, ns, t.s0, t.s1)
-			x := p.h >> f.shift
-			p.c, p.x = f.top[x>>chunkBits], uint8(x&chunkMask)
-			p.j, p.i = uint8(j), uint8(i)
 		}
 	}
+	// Find the blocks, in three loops small enough for the CPU to keep
+	// their misses in flight at once (with many blocks, as many namespaces
+	// of sources make, neither the index nor the words stay in cache):
+	// touch the index, search it, touch the words.
+	var touchI uint64
+	for k := range nd {
+		touchI ^= t.dense.slots[st.dprobes[k].h].key.id
+	}
+	for k := range nd {
+		d := &st.dprobes[k]
+		d.w, d.c = nil, nil
+		if b := t.dense.findFrom(d.k, d.h); b != nil {
+			d.w = &b.words[d.x>>wordBits]
+			continue
+		}
+		// No block: hash.
+		st.hashProbe(t, ns, np, d.j, d.i)
+		np++
+	}
+	var touchW uint64
+	for k := range nd {
+		if d := &st.dprobes[k]; d.w != nil {
+			touchW ^= d.w.has
+		}
+	}
+	// Read the words: the answer for sources, the cells' addresses for
+	// routes.
+	var zero P
+	for k := range nd {
+		d := &st.dprobes[k]
+		if d.w == nil {
+			continue
+		}
+		bit := uint64(1) << (d.x & (wordSlots - 1))
+		if d.w.has&bit == 0 {
+			continue
+		}
+		if want == wantMatch {
+			st.found(d.j, d.i, zero)
+			continue
+		}
+		rank := bits.OnesCount64(d.w.has & (bit - 1))
+		d.c = (*cell[P])(unsafe.Add(unsafe.Pointer(d.w.cells), uintptr(rank)*unsafe.Sizeof(cell[P]{})))
+	}
 	probes, dprobes := st.probes[:np], st.dprobes[:nd]
+	if want == wantMatch {
+		dprobes = nil
+	}
 	// Dense probes: read the cells (and with wantEntries touch the
 	// entries) in loops of their own, small so that their misses overlap.
-	var zero P
 	for k := range dprobes {
 		if d := &dprobes[k]; d.c != nil {
 			d.e, d.hop = d.c.e, d.c.hop
+		} else {
+			d.e = zero
 		}
 	}
 	var touchD uint64
@@ -211,7 +250,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			touchE ^= entryKey(&p.e).hi
 		}
 	}
-	st.sink = uint64(touch) ^ touchE ^ touchD
+	st.sink = uint64(touch) ^ touchE ^ touchD ^ touchI ^ touchW
 	// Step 4: compare the keys; search where step 2 could not settle.
 	for k := range probes {
 		p := &probes[k]
@@ -246,6 +285,18 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			}
 		}
 	}
+}
+
+// hashProbe sets probe np up for address j in fast length i: the hash
+// and the directory chunk.
+func (st *batchState[P]) hashProbe(t *lpm[P], ns uint16, np int, j, i uint8) {
+	f := &t.fast[i]
+	p := &st.probes[np]
+	p.hi, p.lo = st.hi[j]&f.mhi, st.lo[j]&f.mlo
+	p.h = hash(p.hi, p.lo, ns, t.s0, t.s1)
+	x := p.h >> f.shift
+	p.c, p.x = f.top[x>>chunkBits], uint8(x&chunkMask)
+	p.j, p.i = j, i
 }
 
 // found records e, of fast length i, as a match for address j: the best

@@ -478,8 +478,7 @@ func TestCoalesce(t *testing.T) {
 // TestPublishDeferred: PublishDeferred serves without making dense
 // blocks, the next Publish makes them, and lookups agree throughout.
 func TestPublishDeferred(t *testing.T) {
-	defer func(on, off int32) { denseOn, denseOff = on, off }(denseOn, denseOff)
-	denseOn, denseOff = 3, 2
+	defer setThresholds(3, 2)()
 	tb := NewTable()
 	var ps []netip.Prefix
 	for i := range 5 { // five /56s of one /44: one block
@@ -506,4 +505,12 @@ func TestPublishDeferred(t *testing.T) {
 	}
 	check(tb.PublishDeferred(), 0)
 	check(tb.Publish(), 1)
+}
+
+// setThresholds sets the dense block thresholds of both kinds, and
+// returns what puts them back.
+func setThresholds(on, off int32) func() {
+	r, s := [2]int32{denseOn, denseOff}, [2]int32{srcDenseOn, srcDenseOff}
+	denseOn, denseOff, srcDenseOn, srcDenseOff = on, off, on, off
+	return func() { denseOn, denseOff, srcDenseOn, srcDenseOff = r[0], r[1], s[0], s[1] }
 }
