@@ -113,7 +113,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 	// Step 1: list the probes of lengths that may have a dense block
 	// there, and hash the others.
 	np, nd := 0, 0
-	dense := len(t.dense.slots) > 0
+	dense := t.dense.n > 0
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)
@@ -135,7 +135,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 	// touch the index, search it, touch the words.
 	var touchI uint64
 	for k := range nd {
-		touchI ^= t.dense.slots[st.dprobes[k].h].key.id
+		touchI ^= t.dense.at(st.dprobes[k].h).key.id
 	}
 	for k := range nd {
 		d := &st.dprobes[k]

@@ -131,15 +131,16 @@ func TestDenseIndexSpread(t *testing.T) {
 		}
 		d := newDenseIndex(&w, 0x1234567)
 		n, probes := 0, 0
-		mask := uint32(len(d.slots) - 1)
-		for _, s := range d.slots {
+		mask := d.n - 1
+		for i := range d.n {
+			s := d.at(i)
 			if s.b == nil {
 				continue
 			}
 			n++
 			for j := d.home(s.key); ; j = (j + 1) & mask {
 				probes++
-				if d.slots[j].key == s.key {
+				if d.at(j).key == s.key {
 					break
 				}
 			}

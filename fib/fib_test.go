@@ -489,8 +489,8 @@ func TestPublishDeferred(t *testing.T) {
 	check := func(s *Snapshot, blocks int) {
 		t.Helper()
 		n := 0
-		for _, sl := range s.routes.dense.slots {
-			if sl.b != nil {
+		for i := range s.routes.dense.n {
+			if s.routes.dense.at(i).b != nil {
 				n++
 			}
 		}

@@ -310,8 +310,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 		}
 		return r.IntN(n)
 	}
-	if i := pick(len(s.routes.dense.slots)); i >= 0 && s.routes.dense.slots[i].b != nil {
-		b := s.routes.dense.slots[i].b
+	if i := pick(int(s.routes.dense.n)); i >= 0 && s.routes.dense.at(uint32(i)).b != nil {
+		b := s.routes.dense.at(uint32(i)).b
 		for j := range blockSlots {
 			p := prefix(b.key, j)
 			want, ok := o.routes[p]
@@ -320,8 +320,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 			}
 		}
 	}
-	if i := pick(len(s.src.dense.slots)); i >= 0 && s.src.dense.slots[i].b != nil {
-		b := s.src.dense.slots[i].b
+	if i := pick(int(s.src.dense.n)); i >= 0 && s.src.dense.at(uint32(i)).b != nil {
+		b := s.src.dense.at(uint32(i)).b
 		port := PortID(b.key.ns)
 		for j := range blockSlots {
 			p := prefix(b.key, j)

@@ -100,7 +100,7 @@ func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 	var hs [maxFast]uint64
 	var cand [maxFast]bool
 	var des [maxFast]*routeEnt // matches found in dense blocks
-	dense := len(rt.dense.slots) > 0
+	dense := rt.dense.n > 0
 	for i := range n {
 		if fast&(1<<i) == 0 {
 			continue
@@ -231,7 +231,7 @@ func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 	var bs [maxFast]*bkt[*srcEnt]
 	var hs [maxFast]uint64
 	var cand [maxFast]bool
-	dense := len(st.dense.slots) > 0
+	dense := st.dense.n > 0
 	for i := range n {
 		if fast&(1<<i) == 0 {
 			continue
