@@ -187,6 +187,33 @@ func (b *block[P]) set(i int, e P, gen uint64) {
 	}
 }
 
+// fill stores the entries of an empty block, owned by gen, at once: each
+// word's cells in one allocation of their size, where set would grow
+// them an insert at a time (a restore fills most of a million slots).
+func (b *block[P]) fill(fs []filler[P], gen uint64) {
+	for _, f := range fs {
+		b.words[f.i>>wordBits].has |= 1 << (f.i & (wordSlots - 1))
+	}
+	var zero P
+	if !zero.cells() {
+		return
+	}
+	if b.cw == nil {
+		b.cw = new(blockCells[P])
+	}
+	for wi := range b.words {
+		if n := bits.OnesCount64(b.words[wi].has); n > 0 {
+			cs := make([]cell[P], n)
+			b.cw.cells[wi], b.cw.gen[wi] = cs, gen
+			b.words[wi].cells = &cs[0]
+		}
+	}
+	for _, f := range fs {
+		wi, bit := f.i>>wordBits, uint64(1)<<(f.i&(wordSlots-1))
+		b.cw.cells[wi][bits.OnesCount64(b.words[wi].has&(bit-1))] = cell[P]{f.e, f.e.hop()}
+	}
+}
+
 // denseIndex finds the blocks of a snapshot: open addressing over a
 // power-of-two table at most half full. The keys sit in the table, so a
 // search reads nothing else (a block's own key lies a kilobyte in). The
@@ -292,8 +319,22 @@ type blockInfo[P entry] struct {
 	key     blockKey
 	n       int32
 	b       *block[P]
-	crossed bool // listed in crossed
-	fresh   bool // made in this freeze: still to fill
+	crossed bool        // listed in crossed
+	fresh   bool        // made in this freeze: still to fill
+	fill    []filler[P] // a fresh block's entries, gathered to fill it
+}
+
+type filler[P entry] struct {
+	i int
+	e P
+}
+
+// add gathers the entry e of slot i for a fresh block.
+func (in *blockInfo[P]) add(i int, e P) {
+	if in.fill == nil {
+		in.fill = make([]filler[P], 0, in.n)
+	}
+	in.fill = append(in.fill, filler[P]{i, e})
 }
 
 func newDenseWriter[P entry]() denseWriter[P] {
@@ -378,7 +419,7 @@ func (w *lpmWriter[P]) freezeDense(gen uint64, build bool) denseIndex[P] {
 			w.cur.fast[i].t.all(func(e P) bool {
 				k, j := blockOf(e.k().hi, int(bits), e.k().port)
 				if in := d.infos[k]; in != nil && in.fresh {
-					in.b.set(j, e, gen)
+					in.add(j, e)
 				}
 				return true
 			})
@@ -388,13 +429,14 @@ func (w *lpmWriter[P]) freezeDense(gen uint64, build bool) denseIndex[P] {
 				for j := range blockSlots {
 					hi := k.id<<(64-int(k.bits)+blockBits) | uint64(j)<<(64-int(k.bits))
 					if e := w.get(netip.PrefixFrom(join128(hi, 0), int(k.bits)), k.ns); e != zero {
-						in.b.set(j, e, gen)
+						in.add(j, e)
 					}
 				}
 			}
 		}
 		for _, in := range ins {
-			in.fresh = false
+			in.b.fill(in.fill, gen)
+			in.fill, in.fresh = nil, false
 		}
 	}
 	// The index: rebuilt if blocks came or went, else the last one with

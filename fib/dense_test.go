@@ -21,6 +21,17 @@ func TestBlockCells(t *testing.T) {
 	rb := &block[*routeEnt]{gen: 1}
 	sb := &block[*srcEnt]{gen: 1}
 	want := map[int]*routeEnt{}
+	// Start as a fresh block does: filled at once.
+	var rf []filler[*routeEnt]
+	var sf []filler[*srcEnt]
+	for _, i := range r.Perm(blockSlots)[:1500] {
+		e := &routeEnt{Route: Route{Port: PortID(r.IntN(9)), MAC: [6]byte{byte(r.Uint32())}}}
+		want[i] = e
+		rf = append(rf, filler[*routeEnt]{i, e})
+		sf = append(sf, filler[*srcEnt]{i, &srcEnt{}})
+	}
+	rb.fill(rf, 1)
+	sb.fill(sf, 1)
 	var old []frozen
 	check := func(b *block[*routeEnt], want map[int]*routeEnt, what string) {
 		t.Helper()
