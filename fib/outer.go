@@ -2,6 +2,7 @@ package fib
 
 import (
 	"cmp"
+	"math/bits"
 	"net/netip"
 	"slices"
 )
@@ -50,9 +51,11 @@ func findOuter(outer []outerEnt, x uint64) (outerEnt, bool) {
 	base, n := 0, len(outer)
 	for n > 1 {
 		half := n / 2
-		if outer[base+half].lo <= x {
-			base += half
-		}
+		// base += half if outer[base+half].lo <= x, in arithmetic: the
+		// compiler makes the if a branch, which in a plan of several
+		// pools mispredicts at every other step (6 ns a lookup).
+		_, below := bits.Sub64(x, outer[base+half].lo, 0)
+		base += half &^ -int(below)
 		n -= half
 	}
 	if o := outer[base]; o.lo <= x && x <= o.hi {
