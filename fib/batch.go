@@ -130,10 +130,10 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 		}
 	}
 	// Find the blocks, in three loops small enough for the CPU to keep
-	// their misses in flight at once (with many blocks, as many namespaces
-	// of sources make, neither the index nor the words stay in cache):
-	// touch the index, search it, touch the words.
-	var touchI uint64
+	// their misses in flight at once (with many blocks neither the index
+	// nor the words stay in cache): touch the index, search it, touch the
+	// words. (Touching within the loops before costs 5 ns a lookup.)
+	var touchI, touchW uint64
 	for k := range nd {
 		touchI ^= t.dense.at(st.dprobes[k].h).key.id
 	}
@@ -148,7 +148,6 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 		st.hashProbe(t, ns, np, d.j, d.i)
 		np++
 	}
-	var touchW uint64
 	for k := range nd {
 		if d := &st.dprobes[k]; d.w != nil {
 			touchW ^= d.w.has
@@ -159,19 +158,15 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 	var zero P
 	for k := range nd {
 		d := &st.dprobes[k]
-		if d.w == nil {
-			continue
+		switch {
+		case d.w == nil:
+		case want == wantMatch:
+			if d.w.holds(int(d.x)) {
+				st.found(d.j, d.i, zero)
+			}
+		default:
+			d.c = d.w.cell(int(d.x))
 		}
-		bit := uint64(1) << (d.x & (wordSlots - 1))
-		if d.w.has&bit == 0 {
-			continue
-		}
-		if want == wantMatch {
-			st.found(d.j, d.i, zero)
-			continue
-		}
-		rank := bits.OnesCount64(d.w.has & (bit - 1))
-		d.c = (*cell[P])(unsafe.Add(unsafe.Pointer(d.w.cells), uintptr(rank)*unsafe.Sizeof(cell[P]{})))
 	}
 	probes, dprobes := st.probes[:np], st.dprobes[:nd]
 	if want == wantMatch {

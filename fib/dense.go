@@ -108,9 +108,10 @@ type blockCells[P entry] struct {
 }
 
 // holds reports whether slot i holds an entry.
-func (b *block[P]) holds(i int) bool {
-	return b.words[i>>wordBits].has>>(i&(wordSlots-1))&1 != 0
-}
+func (b *block[P]) holds(i int) bool { return b.words[i>>wordBits].holds(i) }
+
+// holds reports whether slot i of the word (i mod 64) holds an entry.
+func (w *word[P]) holds(i int) bool { return w.has>>(i&(wordSlots-1))&1 != 0 }
 
 // get returns the entry in slot i, or the zero P; only for kinds with
 // cells.
@@ -124,8 +125,11 @@ func (b *block[P]) get(i int) P {
 
 // cell returns the cell of slot i, or nil if the slot is free; only for
 // kinds with cells.
-func (b *block[P]) cell(i int) *cell[P] {
-	w := &b.words[i>>wordBits]
+func (b *block[P]) cell(i int) *cell[P] { return b.words[i>>wordBits].cell(i) }
+
+// cell returns the cell of slot i of the word (i mod 64), or nil if the
+// slot is free: the cell at the slot's rank among the taken ones.
+func (w *word[P]) cell(i int) *cell[P] {
 	bit := uint64(1) << (i & (wordSlots - 1))
 	if w.has&bit == 0 {
 		return nil
