@@ -707,15 +707,22 @@ func TestCloseAndLeaks(t *testing.T) {
 			t.Errorf("second UMEM Close: %v", err)
 		}
 	}
+	// Goroutines of inNS end, closing their namespace's fd, just after
+	// they answer: wait for them before counting, or a count can catch one
+	// (the baseline once did, and the fds seemed to go 11 -> 10).
+	settle := func(n int) {
+		deadline := time.Now().Add(2 * time.Second)
+		for runtime.NumGoroutine() > n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	gPre := runtime.NumGoroutine()
 	cycle() // warm up lazily created runtime and library state
+	settle(gPre)
 	fds0, g0 := countFDs(t), runtime.NumGoroutine()
 	cycle()
 	cycle()
-	// Goroutines of inNS end just after they answer.
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	settle(g0)
 	if fds1, g1 := countFDs(t), runtime.NumGoroutine(); fds1 != fds0 || g1 > g0 {
 		t.Errorf("fds %d -> %d, goroutines %d -> %d", fds0, fds1, g0, g1)
 	}
