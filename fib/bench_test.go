@@ -199,8 +199,6 @@ func benchLookup(b *testing.B, mask int) {
 				// fib-batch: LookupBatch over batches of 64, as a worker
 				// holds them; ns/op is per lookup.
 				b.Run("fib-batch", func(b *testing.B) { benchBatchLookup(b, s, bytes, mask) })
-				// fib-hops: LookupHops, reading the port of each hop
-				// (as forwarding does) instead of the route's.
 				b.Run("fib-hops", func(b *testing.B) { benchHopsLookup(b, s, bytes, mask) })
 				b.Run("bart", func(b *testing.B) {
 					b.ReportAllocs()
@@ -401,32 +399,32 @@ func benchLookupBytes(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
 // addresses (cycling through addrs[:mask+1]), as a worker holds them,
 // reading the port of each route found; ns/op is per lookup.
 func benchBatchLookup(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
-	ptrs := make([]*[16]byte, len(addrs))
-	for i := range ptrs {
-		ptrs[i] = &addrs[i&mask]
-	}
-	var routes [benchBatch]*Route
-	fb := new(Batch) // as a dataplane worker keeps one
-	b.ReportAllocs()
-	var port PortID
-	for i := 0; b.Loop(); i++ {
-		if i%benchBatch != 0 {
-			continue
-		}
-		k := i & (len(ptrs) - 1)
-		fb.LookupBatch(s, ptrs[k:k+benchBatch], routes[:])
+	benchBatches(b, addrs, mask, func(fb *Batch, dsts []*[16]byte, routes []*Route, _ []Hop) (port PortID) {
+		fb.LookupBatch(s, dsts, routes)
 		for _, r := range routes {
 			if r != nil {
 				port += r.Port
 			}
 		}
-	}
-	sinkPort = port
+		return port
+	})
 }
 
 // benchHopsLookup is benchBatchLookup with Batch.LookupHops, reading the
-// port of each hop found.
+// port of each hop found (as forwarding does) instead of the route's.
 func benchHopsLookup(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
+	benchBatches(b, addrs, mask, func(fb *Batch, dsts []*[16]byte, routes []*Route, hops []Hop) (port PortID) {
+		fb.LookupHops(s, dsts, routes, hops)
+		for _, h := range hops {
+			port += h.Port
+		}
+		return port
+	})
+}
+
+// benchBatches runs look over batches of 64 of the addresses (cycling
+// through addrs[:mask+1]) with one Batch, as a dataplane worker keeps.
+func benchBatches(b *testing.B, addrs [][16]byte, mask int, look func(fb *Batch, dsts []*[16]byte, routes []*Route, hops []Hop) PortID) {
 	ptrs := make([]*[16]byte, len(addrs))
 	for i := range ptrs {
 		ptrs[i] = &addrs[i&mask]
@@ -441,10 +439,7 @@ func benchHopsLookup(b *testing.B, s *Snapshot, addrs [][16]byte, mask int) {
 			continue
 		}
 		k := i & (len(ptrs) - 1)
-		fb.LookupHops(s, ptrs[k:k+benchBatch], routes[:], hops[:])
-		for _, h := range hops {
-			port += h.Port
-		}
+		port += look(fb, ptrs[k:k+benchBatch], routes[:], hops[:])
 	}
 	sinkPort = port
 }

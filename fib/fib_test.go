@@ -243,6 +243,7 @@ func TestNilFailsClosed(t *testing.T) {
 }
 
 func TestAllocs(t *testing.T) {
+	defer setThresholds(1, 1)() // dense blocks for every length that may have them
 	tb := NewTable()
 	// Seven lengths: one of them is served by bart.
 	for i, l := range []int{40, 48, 52, 56, 60, 64, 128} {
@@ -274,6 +275,27 @@ func TestAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { tb.Load() }); n != 0 {
 		t.Errorf("Load: %v allocs", n)
+	}
+	// The batch lookups, with and without a Batch.
+	dsts := []*[16]byte{&hb, &mb, nil, &hb}
+	routes, hops, ok := make([]*Route, len(dsts)), make([]Hop, len(dsts)), make([]bool, len(dsts))
+	fb := new(Batch)
+	for name, f := range map[string]func(){
+		"Snapshot.LookupBatch":        func() { s.LookupBatch(dsts, routes) },
+		"Snapshot.SourceAllowedBatch": func() { s.SourceAllowedBatch(1, dsts, ok) },
+		"Batch.LookupBatch":           func() { fb.LookupBatch(s, dsts, routes) },
+		"Batch.LookupHops":            func() { fb.LookupHops(s, dsts, routes, hops) },
+		"Batch.SourceAllowedBatch":    func() { fb.SourceAllowedBatch(s, 1, dsts, ok) },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %v allocs", name, n)
+		}
+	}
+	if routes[0] == nil || hops[0] != routes[0].Hop() || routes[1] != nil || routes[2] != nil || !ok[0] || ok[1] {
+		t.Errorf("batch answers: routes %v hops %v sources %v", routes, hops, ok)
+	}
+	if s.routes.dense.n == 0 {
+		t.Error("no dense blocks: the batch lookups' dense path went untested")
 	}
 }
 
