@@ -13,8 +13,11 @@ import (
 // prefix to port g and allows every source on port g only, and holds an
 // extra set of prefixes exactly when g is even; a reader that ever saw a
 // mixture of two generations in one snapshot would find a port or a count
-// that does not fit the snapshot's generation.
+// that does not fit the snapshot's generation. The dense block thresholds
+// are 1, so that the writer makes, copies and drops blocks all the time,
+// and the readers check the batch lookups too.
 func TestConcurrentReaders(t *testing.T) {
+	defer setThresholds(1, 1)()
 	var prefixes, extra []netip.Prefix
 	// Seven lengths, so that bart serves some of them.
 	for i := range 140 {
@@ -32,10 +35,17 @@ func TestConcurrentReaders(t *testing.T) {
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var reads atomic.Int64
+	var addrs []*[16]byte
+	for _, p := range prefixes {
+		a := p.Addr().As16()
+		addrs = append(addrs, &a)
+	}
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var fb Batch
+			routes, hops, ok := make([]*Route, len(addrs)), make([]Hop, len(addrs)), make([]bool, len(addrs))
 			last := uint64(0)
 			for !stop.Load() {
 				s := f.Load()
@@ -71,6 +81,22 @@ func TestConcurrentReaders(t *testing.T) {
 						return
 					}
 				}
+				fb.LookupHops(s, addrs, routes, hops)
+				for i, r := range routes {
+					if r == nil || r.Port != PortID(g) || hops[i].Port != PortID(g) {
+						t.Errorf("gen %d: batch: %v routed to %v, hop %+v", g, prefixes[i], r, hops[i])
+						return
+					}
+				}
+				for _, port := range []PortID{PortID(g), PortID(g + 1)} {
+					fb.SourceAllowedBatch(s, port, addrs, ok)
+					for i, y := range ok {
+						if y != (port == PortID(g)) {
+							t.Errorf("gen %d: batch source check for %v on port %d: %v", g, prefixes[i], port, y)
+							return
+						}
+					}
+				}
 				reads.Add(1)
 			}
 		}()
@@ -99,5 +125,8 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	stop.Store(true)
 	wg.Wait()
-	t.Logf("%d snapshot checks", reads.Load())
+	if len(tb.routes.dense.dense) == 0 {
+		t.Error("no dense blocks")
+	}
+	t.Logf("%d snapshot checks, %d route blocks", reads.Load(), len(tb.routes.dense.dense))
 }
