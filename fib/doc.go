@@ -41,14 +41,18 @@
 // once, and one inside probes only the lengths in use there: in a pool of
 // one delegated length, one table.
 //
-// Where a length's prefixes are dense (a busy pool), blocks (dense.go)
-// index them by number as well: 4096 slots per block, so a lookup there is
-// one array access instead of a hash probe, and a source check needs no
-// more.
+// Where a length's prefixes are dense enough (a pool with at least 1 in
+// 128 of its prefixes delegated, for routes), blocks (dense.go) index them
+// by number as well: 4096 slots per block, a bitmap word per 64 slots and,
+// for routes, the taken slots' cells (entry and Hop) packed in order. A
+// source check there reads a word, a route lookup a word and a cell,
+// instead of a hash probe's directory, bucket, slot and entry.
 //
 // The packet path looks up a batch of addresses at a time (LookupBatch,
-// SourceAllowedBatch, Batch; batch.go): the lookups advance a step at a
-// time together, so that the cache misses of a batch overlap.
+// LookupHops, SourceAllowedBatch, Batch; batch.go): the lookups advance a
+// step at a time together, so that the cache misses of a batch overlap.
+// LookupHops gives each route's Hop (egress port and next-hop MAC) from
+// the block's cell, without reading the route.
 //
 // The hash tables are extendible hash tables (a directory of bucket
 // pointers, in chunks, indexed by the top bits of a seeded hash; buckets of
