@@ -230,6 +230,14 @@ func (u *UMEM) socketID() (uint8, error) {
 	return 0, fmt.Errorf("xsk: umem already has 255 sockets")
 }
 
+// setOwner records that socket id's kernel side holds the frame of addr
+// (0: nobody's); an address outside the UMEM is ignored.
+func (u *UMEM) setOwner(addr uint64, id uint8) {
+	if i := addr >> u.shift; i < uint64(len(u.owner)) {
+		u.owner[i] = id
+	}
+}
+
 // reclaim frees every frame the kernel side of socket id held. Called
 // once the socket is released, when the kernel no longer touches them.
 func (u *UMEM) reclaim(id uint8) int {

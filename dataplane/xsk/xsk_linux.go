@@ -411,14 +411,11 @@ func (s *Socket) Receive(descs []Desc) int {
 		}
 		return 0
 	}
-	owner := s.umem.owner
 	cons := s.rx.cachedCons
 	for i := uint32(0); i < n; i++ {
 		d := s.rx.descs[(cons+i)&s.rx.mask]
 		descs[i] = d
-		if idx := d.Addr >> s.umem.shift; idx < uint64(len(owner)) {
-			owner[idx] = 0
-		}
+		s.umem.setOwner(d.Addr, 0)
 	}
 	s.rx.cachedCons = cons + n
 	s.rx.release()
@@ -437,14 +434,11 @@ func (s *Socket) Fill(addrs []uint64) int {
 	if n == 0 {
 		return 0
 	}
-	owner := s.umem.owner
 	prod := s.fill.cachedProd
 	for i := uint32(0); i < n; i++ {
 		a := addrs[i]
 		s.fill.addrs[(prod+i)&s.fill.mask] = a
-		if idx := a >> s.umem.shift; idx < uint64(len(owner)) {
-			owner[idx] = s.id
-		}
+		s.umem.setOwner(a, s.id)
 	}
 	s.fill.cachedProd = prod + n
 	s.fill.publish()
@@ -486,14 +480,11 @@ func (s *Socket) Transmit(descs []Desc) int {
 	}
 	n := s.tx.freeSlots(clamp(len(descs)))
 	if n > 0 {
-		owner := s.umem.owner
 		prod := s.tx.cachedProd
 		for i := uint32(0); i < n; i++ {
 			d := descs[i]
 			s.tx.descs[(prod+i)&s.tx.mask] = d
-			if idx := d.Addr >> s.umem.shift; idx < uint64(len(owner)) {
-				owner[idx] = s.id
-			}
+			s.umem.setOwner(d.Addr, s.id)
 		}
 		s.tx.cachedProd = prod + n
 		s.tx.publish()
@@ -516,14 +507,11 @@ func (s *Socket) Complete(addrs []uint64) int {
 	if n == 0 {
 		return 0
 	}
-	owner := s.umem.owner
 	cons := s.comp.cachedCons
 	for i := uint32(0); i < n; i++ {
 		a := s.comp.addrs[(cons+i)&s.comp.mask]
 		addrs[i] = a
-		if idx := a >> s.umem.shift; idx < uint64(len(owner)) {
-			owner[idx] = 0
-		}
+		s.umem.setOwner(a, 0)
 	}
 	s.comp.cachedCons = cons + n
 	s.comp.release()
