@@ -200,23 +200,7 @@ func TestProgramNoSocket(t *testing.T) {
 // socket. Test-run does not carry out the redirect; the end-to-end tests
 // check that the frames arrive.
 func TestProgramVerdicts(t *testing.T) {
-	p := newTestProgram(t)
-	ns := newNS(t, "prog")
-	veth(t, ns, "p0", "02:00:00:00:01:01", ns, "p1", "02:00:00:00:01:02")
-	idx := ifindex(t, ns, "p0")
-	u, err := NewUMEM(UMEMConfig{Frames: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	var s *Socket
-	mustInNS(t, ns, func() (err error) {
-		s, err = NewSocket(u, SocketConfig{Ifindex: idx, Queue: 0, RxSize: 64, TxSize: 64, FillSize: 64, CompletionSize: 64})
-		return err
-	})
-	if err := p.Register(0, s); err != nil {
-		t.Fatal(err)
-	}
+	p := programWithSocket(t)
 	for _, c := range verdictCases(t) {
 		got, err := p.run(c.frame)
 		if err != nil {
