@@ -1,7 +1,6 @@
 package plane
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -325,25 +324,9 @@ func TestMultiQueue(t *testing.T) {
 		t.Fatalf("both workers on one UMEM")
 	}
 
-	table := fib.NewTable()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	runErr := make(chan error, 1)
-	go func() {
-		runErr <- p.Run(ctx, table.FIB(), func() Decider {
-			s.deciders.Add(1)
-			return &mqDecider{s: s, q: -1, srcMAC: tp.macRB, dstMAC: tp.macVB}
-		})
-	}()
-	t.Cleanup(func() {
-		if *closed {
-			return
-		}
-		cancel()
-		select {
-		case <-runErr:
-		case <-time.After(5 * time.Second):
-		}
+	stop := runPlane(t, tp, p, closed, func() Decider {
+		s.deciders.Add(1)
+		return &mqDecider{s: s, q: -1, srcMAC: tp.macRB, dstMAC: tp.macVB}
 	})
 	start := time.Now()
 
@@ -475,8 +458,7 @@ func TestMultiQueue(t *testing.T) {
 	}
 
 	// 5. Cancel: Run returns nil, closes the plane and detaches.
-	cancel()
-	*closed = stopped(t, tp, runErr)
+	stop()
 	if n := s.deciders.Load(); n != mqQueues {
 		t.Errorf("Run made %d deciders, want %d", n, mqQueues)
 	}

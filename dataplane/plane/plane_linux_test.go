@@ -281,24 +281,8 @@ func TestForwardDropRecycle(t *testing.T) {
 
 	var c counts
 	c.free.Store(-1)
-	table := fib.NewTable()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	runErr := make(chan error, 1)
-	go func() {
-		runErr <- p.Run(ctx, table.FIB(), func() Decider {
-			return &testDecider{c: &c, umem: umem, srcMAC: tp.macRB, dstMAC: tp.macVB}
-		})
-	}()
-	t.Cleanup(func() {
-		if *closed {
-			return // Run returned: its value was taken below
-		}
-		cancel()
-		select {
-		case <-runErr:
-		case <-time.After(5 * time.Second):
-		}
+	stop := runPlane(t, tp, p, closed, func() Decider {
+		return &testDecider{c: &c, umem: umem, srcMAC: tp.macRB, dstMAC: tp.macVB}
 	})
 	start := time.Now()
 
@@ -366,8 +350,7 @@ func TestForwardDropRecycle(t *testing.T) {
 	}
 
 	// 4. Cancel: Run returns nil, closes the plane and detaches.
-	cancel()
-	*closed = stopped(t, tp, runErr)
+	stop()
 	if c.bad.Load() != 0 {
 		t.Errorf("%d bad frees", c.bad.Load())
 	}
@@ -405,6 +388,31 @@ func startPlane(t *testing.T, tp *topo, queues int) (*Plane, Config, *bool) {
 		}
 	})
 	return p, cfg, closed
+}
+
+// runPlane runs p (from startPlane) with an empty FIB and deciders from
+// newDecider, on a goroutine of its own, until the test calls the stop
+// it returns: stop cancels Run and checks, with stopped, that it returns
+// and detaches. A test that fails before stop is cancelled at cleanup.
+func runPlane(t *testing.T, tp *topo, p *Plane, closed *bool, newDecider func() Decider) (stop func()) {
+	table := fib.NewTable()
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(ctx, table.FIB(), newDecider) }()
+	t.Cleanup(func() {
+		if *closed {
+			return // Run returned: its value was taken by stop
+		}
+		cancel()
+		select {
+		case <-runErr:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	return func() {
+		cancel()
+		*closed = stopped(t, tp, runErr)
+	}
 }
 
 // stopped waits for Run to return after its context ended: it must
