@@ -140,7 +140,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 	for k := range nd {
 		d := &st.dprobes[k]
 		d.w, d.c = nil, nil
-		if b := t.dense.findFrom(d.k, d.h); b != nil {
+		if b := t.dense.at(t.dense.search(d.k, d.h)).b; b != nil {
 			d.w = &b.words[d.x>>wordBits]
 			continue
 		}

@@ -31,7 +31,8 @@ import (
 // bytes per entry however sparse the pool, which lets a block pay from a
 // density of 1 in 128. A word's cells are copied on its first change per
 // generation; a snapshot finds the blocks through an open-addressing
-// index rebuilt when a block is created, dropped or copied.
+// index, rebuilt when a block is created or dropped and patched when one
+// is copied.
 
 const (
 	blockBits  = 12
@@ -261,7 +262,7 @@ func (d *denseIndex[P]) find(k blockKey) *block[P] {
 	if d.n == 0 {
 		return nil
 	}
-	return d.findFrom(k, d.home(k))
+	return d.at(d.search(k, d.home(k))).b
 }
 
 // home is where the search for k starts; the index must not be empty.
@@ -269,20 +270,12 @@ func (d *denseIndex[P]) home(k blockKey) uint32 {
 	return uint32(d.hash(k)) & (d.n - 1)
 }
 
-// slot returns the index of the slot holding k, which must be there.
-func (d *denseIndex[P]) slot(k blockKey) uint32 {
-	for i := d.home(k); ; i = (i + 1) & (d.n - 1) {
-		if s := d.at(i); s.key == k && s.b != nil {
-			return i
-		}
-	}
-}
-
-// findFrom returns the block for k, searching from its home h.
-func (d *denseIndex[P]) findFrom(k blockKey, h uint32) *block[P] {
+// search returns the slot holding k, or the empty one where the search
+// for k from its home h ends.
+func (d *denseIndex[P]) search(k blockKey, h uint32) uint32 {
 	for i := h; ; i = (i + 1) & (d.n - 1) {
 		if s := d.at(i); s.b == nil || s.key == k {
-			return s.b
+			return i
 		}
 	}
 }
@@ -457,7 +450,7 @@ func (w *lpmWriter[P]) freezeDense(gen uint64, build bool) denseIndex[P] {
 			if in.b == nil {
 				continue
 			}
-			i := idx.slot(in.key)
+			i := idx.search(in.key, idx.home(in.key))
 			if c := i >> idxChunkBits; !slices.Contains(own, c) {
 				cp := *idx.chunks[c]
 				idx.chunks[c] = &cp
