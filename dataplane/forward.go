@@ -77,11 +77,7 @@ func (f *Forwarder) Forward(snap *fib.Snapshot, in fib.PortID, frame []byte, now
 	dst := (*[16]byte)(frame[offDst : offDst+16])
 	srcOK := !p.uplink && snap.SourceAllowedBytes(p.id, (*[16]byte)(frame[offSrc:offSrc+16]))
 	rt, _ := snap.LookupBytes(dst)
-	var hop fib.Hop
-	if rt != nil {
-		hop.Port, hop.MAC = rt.Port, rt.MAC
-	}
-	res = f.tail(snap, ii, p, c, frame, now, srcOK, rt, &hop)
+	res = f.tail(snap, ii, p, c, frame, now, srcOK, rt, nil)
 	return res.Verdict, res.Reason, res.Port, res.Len
 }
 
@@ -198,11 +194,11 @@ func (f *Forwarder) head(snap *fib.Snapshot, in fib.PortID, frame []byte, now in
 
 // tail finishes the decision for a frame head did not settle, given
 // whether its source is allowed on the port (downlinks; ignored on an
-// uplink) and the route of its destination (nil: none) with its hop. It
-// reads the route only for a frame that would go back out of its ingress
-// port. The hop is passed by pointer and read field by field: a Hop
-// written in parts and then read whole defeats store-to-load forwarding
-// (12 ns a frame).
+// uplink) and the route of its destination (nil: none) with its hop (nil:
+// take it from the route). Given the hop, it reads the route only for a
+// frame that would go back out of its ingress port. The hop is passed by
+// pointer and read field by field: a Hop written in parts and then read
+// whole defeats store-to-load forwarding (12 ns a frame).
 func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame []byte, now int64, srcOK bool, rt *fib.Route, hop *fib.Hop) Result {
 	s, in := f.sh, p.id
 	if p.uplink {
@@ -221,9 +217,8 @@ func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame [
 	}
 	if rt == nil && !p.uplink {
 		// A client's traffic for elsewhere: the gateway (nil if none).
-		if rt, _ = snap.DefaultRoute(); rt != nil {
-			hop = &fib.Hop{Port: rt.Port, MAC: rt.MAC}
-		}
+		rt, _ = snap.DefaultRoute()
+		hop = nil
 	}
 	if rt == nil {
 		c[NoRoute]++
@@ -231,6 +226,9 @@ func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame [
 			return Result{ToKernel, NoRoute, in, len(frame)}
 		}
 		return Result{Drop, NoRoute, in, 0}
+	}
+	if hop == nil {
+		hop = &fib.Hop{Port: rt.Port, MAC: rt.MAC}
 	}
 	oi, ok := s.index(hop.Port)
 	if !ok {
