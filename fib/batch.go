@@ -110,15 +110,14 @@ func (st *batchState[P]) load(t *lpm[P], addrs []*[16]byte) {
 // it spares that for the matches in dense blocks, whose cells hold the
 // hops.
 func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
-	// Step 1: list the probes of lengths that may have a dense block
-	// there, and hash the others.
+	// Step 1: list the probes of lengths with dense blocks, and hash the
+	// others.
 	np, nd := 0, 0
-	dense := t.dense.n > 0
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)
 			f := &t.fast[i]
-			if dense && denseLen(int(f.bits)) {
+			if f.blocks {
 				d := &st.dprobes[nd]
 				nd++
 				k, x := blockOf(st.hi[j], int(f.bits), ns)
@@ -129,14 +128,27 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			np++
 		}
 	}
-	// Find the blocks, in three loops small enough for the CPU to keep
-	// their misses in flight at once (with many blocks neither the index
-	// nor the words stay in cache): touch the index, search it, touch the
-	// words. (Touching within the loops before costs 5 ns a lookup.)
+	// The rest goes in rounds. A round's misses are issued by loops small
+	// enough for the CPU to keep them all in flight at once, those of the
+	// dense probes beside those of the hashed ones, and the loops doing
+	// the work of the round then find their lines in cache. A round costs
+	// a batch about one memory latency, however few probes take it: a
+	// plan with a pool in blocks and a small one hashed paid the rounds
+	// of both in turn, 5 ns a lookup. (Touching within the work loops
+	// costs 5 ns a lookup.)
+	//
+	// Round 1: the index slots of the dense probes, the directory entries
+	// of the hashed ones.
 	var touchI, touchW uint64
+	var touch uint8
 	for k := range nd {
 		touchI ^= t.dense.at(st.dprobes[k].h).key.id
 	}
+	for k := range np {
+		p := &st.probes[k]
+		p.b = p.c[p.x]
+	}
+	// Search the index. A probe finding no block there is hashed, late.
 	for k := range nd {
 		d := &st.dprobes[k]
 		d.w, d.c = nil, nil
@@ -144,20 +156,26 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			d.w = &b.words[d.x>>wordBits]
 			continue
 		}
-		// No block: hash.
 		st.hashProbe(t, ns, np, d.j, d.i)
+		p := &st.probes[np]
+		p.b = p.c[p.x]
 		np++
 	}
-	for k := range nd {
-		if d := &st.dprobes[k]; d.w != nil {
+	probes, dprobes := st.probes[:np], st.dprobes[:nd]
+	// Round 2: the block words, the buckets' control bytes.
+	for k := range dprobes {
+		if d := &dprobes[k]; d.w != nil {
 			touchW ^= d.w.has
 		}
+	}
+	for k := range probes {
+		touch ^= probes[k].b.ctrl[0]
 	}
 	// Read the words: the answer for sources, the cells' addresses for
 	// routes.
 	var zero P
-	for k := range nd {
-		d := &st.dprobes[k]
+	for k := range dprobes {
+		d := &dprobes[k]
 		switch {
 		case d.w == nil:
 		case want == wantMatch:
@@ -168,41 +186,11 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			d.c = d.w.cell(int(d.x))
 		}
 	}
-	probes, dprobes := st.probes[:np], st.dprobes[:nd]
 	if want == wantMatch {
 		dprobes = nil
 	}
-	// Dense probes: read the cells (and with wantEntries touch the
-	// entries) in loops of their own, small so that their misses overlap.
-	for k := range dprobes {
-		if d := &dprobes[k]; d.c != nil {
-			d.e, d.hop = d.c.e, d.c.hop
-		} else {
-			d.e = zero
-		}
-	}
-	var touchD uint64
-	if want == wantEntries {
-		for k := range dprobes {
-			if d := &dprobes[k]; d.e != zero {
-				touchD ^= entryKey(&d.e).hi
-			}
-		}
-	}
-	// Read the directory entries in a loop of their own: small, so that
-	// their misses overlap.
-	for k := range probes {
-		p := &probes[k]
-		p.b = p.c[p.x]
-	}
-	// Touch every bucket's control bytes in a loop small enough that the
-	// CPU has all the misses in flight at once.
-	var touch uint8
-	for k := range probes {
-		touch ^= probes[k].b.ctrl[0]
-	}
-	// Step 2: read each bucket's control bytes (one cache line) and find
-	// the slots whose tags match, in the order a search visits them.
+	// Read each bucket's control bytes and find the slots whose tags
+	// match, in the order a search visits them.
 	for k := range probes {
 		p := &probes[k]
 		p.state = probeMiss
@@ -229,7 +217,15 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			}
 		}
 	}
-	// Step 3: read the slots.
+	// Round 3: the cells of the dense probes, the slots of the hashed
+	// ones.
+	for k := range dprobes {
+		if d := &dprobes[k]; d.c != nil {
+			d.e, d.hop = d.c.e, d.c.hop
+		} else {
+			d.e = zero
+		}
+	}
 	for k := range probes {
 		switch p := &probes[k]; p.state {
 		case probeSlot:
@@ -238,15 +234,23 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			p.e, p.e2 = p.b.slots[p.slot], p.b.slots[p.slot2]
 		}
 	}
-	// Touch the entries likewise.
-	var touchE uint64
+	// Round 4: the entries the hashed probes compare, and with
+	// wantEntries the dense probes' (the caller is going to read them).
+	var touchD, touchE uint64
+	if want == wantEntries {
+		for k := range dprobes {
+			if d := &dprobes[k]; d.e != zero {
+				touchD ^= entryKey(&d.e).hi
+			}
+		}
+	}
 	for k := range probes {
 		if p := &probes[k]; p.state == probeSlot || p.state == probeSlot2 {
 			touchE ^= entryKey(&p.e).hi
 		}
 	}
 	st.sink = uint64(touch) ^ touchE ^ touchD ^ touchI ^ touchW
-	// Step 4: compare the keys; search where step 2 could not settle.
+	// Compare the keys; search where the control bytes could not settle.
 	for k := range probes {
 		p := &probes[k]
 		want := key{hi: p.hi, lo: p.lo, port: ns}

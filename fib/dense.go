@@ -229,6 +229,7 @@ func (b *block[P]) fill(fs []filler[P], gen uint64) {
 type denseIndex[P entry] struct {
 	chunks []*idxChunk[P]
 	n      uint32 // slots, a power of two; 0: no blocks
+	shift  uint8  // 64 - log2(n): a hash's top bits are the home
 	seed   uint64
 }
 
@@ -249,12 +250,11 @@ type denseSlot[P entry] struct {
 	b   *block[P] // nil: empty
 }
 
+// hash is a multiplicative (Fibonacci) hash of k, whose top bits are
+// well mixed: the namespace and length go above the id's bits (an id has
+// at most 52), so that keys differing in any of them differ in the top.
 func (d *denseIndex[P]) hash(k blockKey) uint64 {
-	// Two rounds: one multiply leaves keys that differ only in their
-	// namespace in neighbouring slots (TestDenseIndexSpread).
-	a, b := bits.Mul64(k.id^d.seed, (uint64(k.ns)<<8|uint64(k.bits))^0x9e3779b97f4a7c15)
-	a, b = bits.Mul64(a^b, 0xbf58476d1ce4e5b9)
-	return a ^ b
+	return (k.id ^ d.seed ^ uint64(k.ns)<<48 ^ uint64(k.bits)<<40) * 0x9e3779b97f4a7c15
 }
 
 // find returns the block for k, or nil.
@@ -267,7 +267,7 @@ func (d *denseIndex[P]) find(k blockKey) *block[P] {
 
 // home is where the search for k starts; the index must not be empty.
 func (d *denseIndex[P]) home(k blockKey) uint32 {
-	return uint32(d.hash(k)) & (d.n - 1)
+	return uint32(d.hash(k) >> d.shift)
 }
 
 // search returns the slot holding k, or the empty one where the search
@@ -286,7 +286,8 @@ func newDenseIndex[P entry](w *denseWriter[P], seed uint64) denseIndex[P] {
 	if len(w.dense) == 0 {
 		return d
 	}
-	d.n = 1 << bits.Len(uint(2*len(w.dense)-1))
+	lg := bits.Len(uint(2*len(w.dense) - 1))
+	d.n, d.shift = 1<<lg, uint8(64-lg)
 	d.chunks = make([]*idxChunk[P], (d.n+idxChunkLen-1)/idxChunkLen)
 	for i := range d.chunks {
 		d.chunks[i] = new(idxChunk[P])
@@ -305,6 +306,7 @@ func newDenseIndex[P entry](w *denseWriter[P], seed uint64) denseIndex[P] {
 type denseWriter[P entry] struct {
 	infos   map[blockKey]*blockInfo[P] // by block, for lengths that pass denseLen
 	dense   map[blockKey]*blockInfo[P] // those with a block
+	blocks  [65]int32                  // blocks by prefix length
 	crossed []*blockInfo[P]            // counts that crossed a threshold since the last freeze
 	copied  []*blockInfo[P]            // blocks copied since the last freeze
 	rebuild bool                       // a block was made or dropped since the last freeze
@@ -396,10 +398,12 @@ func (w *lpmWriter[P]) freezeDense(gen uint64, build bool) denseIndex[P] {
 			}
 			fresh[in.key.bits] = append(fresh[in.key.bits], in)
 			d.dense[in.key] = in
+			d.blocks[in.key.bits]++
 			d.rebuild = true
 		case in.n < off && in.b != nil:
 			in.b = nil
 			delete(d.dense, in.key)
+			d.blocks[in.key.bits]--
 			d.rebuild = true
 		}
 		if in.n == 0 && in.b == nil {

@@ -25,6 +25,7 @@ type fastLen[P entry] struct {
 	top      []*chunk[P]
 	shift    uint
 	bits     uint8
+	blocks   bool      // the length has dense blocks (dense.go)
 	t        *exact[P] // the table; top and shift are copied from it on freeze
 }
 
@@ -371,6 +372,10 @@ func (w *lpmWriter[P]) freeze(gen uint64, dense bool) lpm[P] {
 		w.cur.outer, w.cur.filter = w.buildOuter()
 	}
 	w.cur.dense = w.freezeDense(gen, dense)
+	for i := range w.cur.nfast {
+		f := &w.cur.fast[i]
+		f.blocks = denseLen(int(f.bits)) && w.dense.blocks[f.bits] > 0
+	}
 	w.outerDirty = false
 	return w.cur
 }

@@ -303,6 +303,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 	prefix := func(k blockKey, j int) netip.Prefix {
 		return netip.PrefixFrom(join128(k.id<<(64-int(k.bits)+blockBits)|uint64(j)<<(64-int(k.bits)), 0), int(k.bits))
 	}
+	checkBlockFlags(t, "routes", &s.routes)
+	checkBlockFlags(t, "sources", &s.src)
 	// One block of each kind, at random.
 	pick := func(n int) int {
 		if n == 0 {
@@ -329,6 +331,23 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 			if b.holds(j) != want {
 				t.Fatalf("gen %d: source block %+v slot %d (%v): bit %v, want %v", s.Gen(), b.key, j, p, b.holds(j), want)
 			}
+		}
+	}
+}
+
+// checkBlockFlags checks that the lookups look for blocks in exactly the
+// fast lengths that have some.
+func checkBlockFlags[P entry](t *testing.T, name string, l *lpm[P]) {
+	t.Helper()
+	var has [129]bool
+	for i := range l.dense.n {
+		if b := l.dense.at(i).b; b != nil {
+			has[b.key.bits] = true
+		}
+	}
+	for i := range l.nfast {
+		if f := &l.fast[i]; f.blocks != has[f.bits] {
+			t.Fatalf("%s: fast /%d has blocks %v, flagged %v", name, f.bits, has[f.bits], f.blocks)
 		}
 	}
 }

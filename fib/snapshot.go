@@ -100,13 +100,12 @@ func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 	var hs [maxFast]uint64
 	var cand [maxFast]bool
 	var des [maxFast]*routeEnt // matches found in dense blocks
-	dense := rt.dense.n > 0
 	for i := range n {
 		if fast&(1<<i) == 0 {
 			continue
 		}
 		f := &rt.fast[i]
-		if dense && denseLen(int(f.bits)) {
+		if f.blocks {
 			k, x := blockOf(hi, int(f.bits), 0)
 			if b := rt.dense.find(k); b != nil {
 				des[i] = b.get(x)
@@ -231,13 +230,12 @@ func (s *Snapshot) sourceAllowed(port uint16, hi, lo uint64) bool {
 	var bs [maxFast]*bkt[*srcEnt]
 	var hs [maxFast]uint64
 	var cand [maxFast]bool
-	dense := st.dense.n > 0
 	for i := range n {
 		if fast&(1<<i) == 0 {
 			continue
 		}
 		f := &st.fast[i]
-		if dense && denseLen(int(f.bits)) {
+		if f.blocks {
 			k, x := blockOf(hi, int(f.bits), port)
 			if b := st.dense.find(k); b != nil {
 				if b.holds(x) {
