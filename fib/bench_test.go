@@ -2,9 +2,11 @@ package fib
 
 import (
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -467,4 +469,34 @@ func BenchmarkDRAM(b *testing.B) {
 		}
 		sinkPort = PortID(s)
 	})
+}
+
+// BenchmarkLookupByPool is BenchmarkLookup's cold fib-hops case at 1M
+// routes with the hit addresses of some pools of the plan only: each pool
+// alone, then mixes without some. A pool's cost alone and its cost in the
+// mix differ: in a batch, the pools take different steps (the /64s, too
+// sparse for blocks, are hashed), and a batch waits for its slowest.
+func BenchmarkLookupByPool(b *testing.B) {
+	f := getFixture(b, 1_000_000)
+	type set struct {
+		name string
+		bits []int // the pools' delegated lengths
+	}
+	sets := []set{{"all", []int{56, 60, 48, 64}}, {"no-60", []int{56, 48, 64}}, {"56+48", []int{56, 48}}, {"56+64", []int{56, 64}}}
+	for _, p := range benchPools {
+		sets = append(sets, set{fmt.Sprintf("%d-only", p.bits), []int{p.bits}})
+	}
+	for _, s := range sets {
+		var addrs [][16]byte
+		for _, a := range f.hits {
+			hi, _ := split128(a)
+			for _, p := range benchPools {
+				if hi>>(64-p.pool) == p.base>>(64-p.pool) && slices.Contains(s.bits, p.bits) {
+					addrs = append(addrs, a.As16())
+				}
+			}
+		}
+		n := 1 << (bits.Len(uint(len(addrs))) - 1) // a power of two, for the mask
+		b.Run(s.name, func(b *testing.B) { benchHopsLookup(b, f.snap, addrs[:n], n-1) })
+	}
 }
