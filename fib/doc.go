@@ -50,7 +50,8 @@
 //
 // The packet path looks up a batch of addresses at a time (LookupBatch,
 // LookupHops, SourceAllowedBatch, Batch; batch.go): the lookups advance a
-// step at a time together, so that the cache misses of a batch overlap.
+// step at a time together, blocks and hash tables in the same rounds, so
+// that the cache misses of a batch overlap.
 // LookupHops gives each route's Hop (egress port and next-hop MAC) from
 // the block's cell, without reading the route.
 //
