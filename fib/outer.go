@@ -66,29 +66,28 @@ func findOuter(outer []outerEnt, x uint64) (outerEnt, bool) {
 
 // count adds d to the entries of p (masked), for the filter.
 func (w *lpmWriter[P]) count(p netip.Prefix, d int) {
+	var used bool
 	if p.Bits() < regionBits {
-		n := w.short[p] + int32(d)
-		if n == 0 {
-			delete(w.short, p)
-		} else {
-			w.short[p] = n
-		}
-		if n == 0 || n == int32(d) {
-			w.outerDirty = true
-		}
-		return
-	}
-	hi, _ := split128(p.Addr())
-	k := region(hi)<<8 | uint64(p.Bits())
-	n := w.regions[k] + int32(d)
-	if n == 0 {
-		delete(w.regions, k)
+		used = addCount(w.short, p, int32(d))
 	} else {
-		w.regions[k] = n
+		hi, _ := split128(p.Addr())
+		used = addCount(w.regions, region(hi)<<8|uint64(p.Bits()), int32(d))
 	}
-	if n == 0 || n == int32(d) {
+	if used {
 		w.outerDirty = true // a length came into use in the region or went out
 	}
+}
+
+// addCount adds d to m[k], deleting the key at zero, and reports whether
+// the count went from zero or to it.
+func addCount[K comparable](m map[K]int32, k K, d int32) bool {
+	n := m[k] + d
+	if n == 0 {
+		delete(m, k)
+	} else {
+		m[k] = n
+	}
+	return n == 0 || n == d
 }
 
 // lenMask returns the filter bits of a prefix length: its fast table, or
