@@ -123,18 +123,9 @@ func (f *Forwarder) ForwardBatch(snap *fib.Snapshot, in fib.PortID, frames [][]b
 			if !p.uplink {
 				b.fib.SourceAllowedBatch(snap, p.id, b.src[:n], b.srcOK[:n])
 			}
+			// The hops are all tail reads of the routes, the looping
+			// frames' included (the hop holds the loop policy).
 			b.fib.LookupHops(snap, b.dst[:n], b.rt[:n], b.hop[:n])
-			// The hops are all a forwarded frame needs; a frame routed
-			// back out of its ingress port needs its route too (loop
-			// policy): touch those routes together, so that their cache
-			// misses overlap.
-			var touch fib.LoopPolicy
-			for i := range n {
-				if b.rt[i] != nil && b.hop[i].Port == p.id {
-					touch ^= b.rt[i].Loop
-				}
-			}
-			b.sink = touch
 			for i, frame := range frames[:n] {
 				if b.dst[i] != nil {
 					res[i] = f.tail(snap, ii, p, c, frame, now, b.srcOK[i], b.rt[i], &b.hop[i])
@@ -153,7 +144,6 @@ type batchScratch struct {
 	rt       [batchMax]*fib.Route
 	hop      [batchMax]fib.Hop
 	fib      fib.Batch
-	sink     fib.LoopPolicy // what the touching loop read, so that it stays
 }
 
 // head counts a frame in and makes the checks that need no lookup. It
@@ -195,8 +185,8 @@ func (f *Forwarder) head(snap *fib.Snapshot, in fib.PortID, frame []byte, now in
 // tail finishes the decision for a frame head did not settle, given
 // whether its source is allowed on the port (downlinks; ignored on an
 // uplink) and the route of its destination (nil: none) with its hop (nil:
-// take it from the route). Given the hop, it reads the route only for a
-// frame that would go back out of its ingress port. The hop is passed by
+// take it from the route). Given the hop, it does not read the route: the
+// hop holds the route's loop policy too. The hop is passed by
 // pointer and read field by field: a Hop written in parts and then read
 // whole defeats store-to-load forwarding (12 ns a frame).
 func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame []byte, now int64, srcOK bool, rt *fib.Route, hop *fib.Hop) Result {
@@ -228,7 +218,7 @@ func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame [
 		return Result{Drop, NoRoute, in, 0}
 	}
 	if hop == nil {
-		hop = &fib.Hop{Port: rt.Port, MAC: rt.MAC}
+		hop = &fib.Hop{Port: rt.Port, MAC: rt.MAC, Loop: rt.Loop}
 	}
 	oi, ok := s.index(hop.Port)
 	if !ok {
@@ -236,7 +226,7 @@ func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame [
 		return Result{Drop, UnknownPort, in, 0}
 	}
 	dst := (*[16]byte)(frame[offDst : offDst+16])
-	if oi == ii && p.isLoop(frame, hop.MAC) && s.loopPolicy(p, rt, dst) != fib.LoopForward {
+	if oi == ii && p.isLoop(frame, hop.MAC) && s.loopPolicy(p, hop.Loop, dst) != fib.LoopForward {
 		c[Loop]++
 		if p.loopICMP {
 			v, r, out, n := f.reject(p, c, frame, now)

@@ -19,16 +19,16 @@ func (p *port) isLoop(frame []byte, mac [6]byte) bool {
 	return !p.multiAccess || *(*[6]byte)(frame[offSrcMAC : offSrcMAC+6]) == mac
 }
 
-// loopPolicy returns what to do with a looping packet to dst that rt
-// routes back out of p, the most specific setting winning: the longest
-// per-destination override, then the client's (rt.Loop), then the port's.
-// It allocates nothing.
-func (s *shared) loopPolicy(p *port, rt *fib.Route, dst *[16]byte) fib.LoopPolicy {
+// loopPolicy returns what to do with a looping packet to dst that a route
+// whose own policy is client (the binding's: fib.Hop.Loop) sends back out
+// of p, the most specific setting winning: the longest per-destination
+// override, then the client's, then the port's. It allocates nothing.
+func (s *shared) loopPolicy(p *port, client fib.LoopPolicy, dst *[16]byte) fib.LoopPolicy {
 	if pol, ok := s.overrides.lookup(dst); ok {
 		return pol
 	}
-	if rt.Loop != fib.LoopDefault {
-		return rt.Loop
+	if client != fib.LoopDefault {
+		return client
 	}
 	return p.loop
 }

@@ -82,7 +82,7 @@ func blockOf(hi uint64, bits int, ns uint16) (blockKey, int) {
 // cell is a taken slot of a route block: the entry, and its hop.
 type cell[P entry] struct {
 	e   P
-	hop Hop
+	hop packedHop
 }
 
 // word is what a lookup reads of 64 slots of a block.

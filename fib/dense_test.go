@@ -43,7 +43,7 @@ func TestBlockCells(t *testing.T) {
 				t.Fatalf("%s: slot %d: holds %v, want %v", what, i, b.holds(i), e != nil)
 			case e == nil && c != nil:
 				t.Fatalf("%s: free slot %d has a cell", what, i)
-			case e != nil && (c == nil || c.e != e || c.hop != e.Route.Hop() || b.get(i) != e):
+			case e != nil && (c == nil || c.e != e || c.hop.unpack() != e.Route.Hop() || b.get(i) != e):
 				t.Fatalf("%s: slot %d: cell %+v, want %p", what, i, c, e)
 			}
 		}

@@ -52,8 +52,10 @@
 // LookupHops, SourceAllowedBatch, Batch; batch.go): the lookups advance a
 // step at a time together, blocks and hash tables in the same rounds, so
 // that the cache misses of a batch overlap.
-// LookupHops gives each route's Hop (egress port and next-hop MAC) from
-// the block's cell, without reading the route.
+// LookupHops gives each route's Hop (egress port, next-hop MAC and loop
+// policy) from the block's cell, without reading the route: the cell packs
+// the policy into the port's top bits, which is why a route's port is at
+// most MaxPort.
 //
 // The hash tables are extendible hash tables (a directory of bucket
 // pointers, in chunks, indexed by the top bits of a seeded hash; buckets of

@@ -52,8 +52,9 @@ type entry interface {
 	// and hops) or only say which slots are taken. It reads nothing of
 	// the entry: a nil one answers too.
 	cells() bool
-	// hop returns the entry's hop (the zero Hop for kinds without).
-	hop() Hop
+	// hop returns the entry's hop, packed (the zero one for kinds
+	// without).
+	hop() packedHop
 }
 
 // Control bytes other than tags.

@@ -94,6 +94,9 @@ func TestInvalid(t *testing.T) {
 	if err := tb.AddRoute(Route{Prefix: pfx("2001:db8::/56"), Loop: 9}); !errors.Is(err, ErrInvalidRoute) {
 		t.Errorf("bad loop policy: %v, want ErrInvalidRoute", err)
 	}
+	if err := tb.AddRoute(Route{Prefix: pfx("2001:db8::/56"), Port: MaxPort + 1}); !errors.Is(err, ErrInvalidRoute) {
+		t.Errorf("port above MaxPort: %v, want ErrInvalidRoute", err)
+	}
 	if err := tb.SetAllowedSources(1, []netip.Prefix{pfx("2001:db8::/64"), pfx("10.0.0.0/8")}); !errors.Is(err, ErrInvalidPrefix) {
 		t.Errorf("SetAllowedSources with IPv4: %v", err)
 	}
@@ -535,4 +538,38 @@ func setThresholds(on, off int32) func() {
 	r, s := [2]int32{denseOn, denseOff}, [2]int32{srcDenseOn, srcDenseOff}
 	denseOn, denseOff, srcDenseOn, srcDenseOff = on, off, on, off
 	return func() { denseOn, denseOff, srcDenseOn, srcDenseOff = r[0], r[1], s[0], s[1] }
+}
+
+// TestHopPacking checks the hops dense blocks pack, at the limits of the
+// port and for every loop policy: from a block's cell (LookupHops) and
+// from the route.
+func TestHopPacking(t *testing.T) {
+	defer setThresholds(1, 1)()
+	tb := NewTable()
+	var want []Hop
+	for i, port := range []PortID{0, 1, MaxPort - 1, MaxPort} {
+		for pol := LoopDefault; pol <= LoopForward; pol++ {
+			n := len(want)
+			p := netip.PrefixFrom(join128(0x20010db8_00000000|uint64(n)<<8, 0), 56)
+			mac := [6]byte{0xff, byte(i), 0xff, byte(pol), 0xff, 0xff}
+			mustAdd(t, tb, Route{Prefix: p, Port: port, MAC: mac, Loop: pol})
+			want = append(want, Hop{Port: port, MAC: mac, Loop: pol})
+		}
+	}
+	s := tb.Publish()
+	if s.routes.dense.n == 0 {
+		t.Fatal("no dense block: the packed hops went untested")
+	}
+	dsts := make([]*[16]byte, len(want))
+	for i := range dsts {
+		a := join128(0x20010db8_00000000|uint64(i)<<8|0x42, 1).As16()
+		dsts[i] = &a
+	}
+	routes, hops := make([]*Route, len(dsts)), make([]Hop, len(dsts))
+	new(Batch).LookupHops(s, dsts, routes, hops)
+	for i, w := range want {
+		if routes[i] == nil || routes[i].Hop() != w || hops[i] != w {
+			t.Errorf("route %d: %v, hop %+v, want %+v", i, routes[i], hops[i], w)
+		}
+	}
 }

@@ -317,7 +317,7 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 		for j := range blockSlots {
 			p := prefix(b.key, j)
 			want, ok := o.routes[p]
-			if e := b.get(j); (e != nil) != ok || b.holds(j) != ok || ok && (e.Route != want || b.cell(j).hop != want.Hop()) {
+			if e := b.get(j); (e != nil) != ok || b.holds(j) != ok || ok && (e.Route != want || b.cell(j).hop.unpack() != want.Hop()) {
 				t.Fatalf("gen %d: route block %+v slot %d (%v) holds %v (bit %v), want %v %v", s.Gen(), b.key, j, p, e, b.holds(j), want, ok)
 			}
 		}

@@ -7,8 +7,14 @@ import (
 )
 
 // PortID names a forwarding port (an uplink or a downlink interface). The
-// control plane numbers ports; the package gives no value a special meaning.
+// control plane numbers ports, from 0 to MaxPort; the package gives no value
+// a special meaning.
 type PortID uint16
+
+// MaxPort is the highest port a Route may name. Dense blocks keep a route's
+// hop in 8 bytes beside the entry: the port takes 14 bits of them and the
+// loop policy the other 2 (a router has far fewer ports than 16,384).
+const MaxPort PortID = 1<<14 - 1
 
 // LoopPolicy says what the dataplane does with a packet that would leave on
 // the port it arrived on (RFC 8987 section 4.3.2, loop prevention).
@@ -52,15 +58,39 @@ type Route struct {
 }
 
 // Hop is the part of a Route that forwarding along it reads: where the
-// packet goes. A batch lookup can give it without reading the route
-// (Batch.LookupHops).
+// packet goes, and what to do if that is back where it came from. A batch
+// lookup can give it without reading the route (Batch.LookupHops).
 type Hop struct {
-	Port PortID  // egress port
-	MAC  [6]byte // the client's link-layer address
+	Port PortID     // egress port
+	MAC  [6]byte    // the client's link-layer address
+	Loop LoopPolicy // the route's loop policy
 }
 
 // Hop returns r's hop.
-func (r *Route) Hop() Hop { return Hop{Port: r.Port, MAC: r.MAC} }
+func (r *Route) Hop() Hop { return Hop{Port: r.Port, MAC: r.MAC, Loop: r.Loop} }
+
+// packedHop is a Hop in 8 bytes, as a dense block's cell holds it: the
+// loop policy in the top 2 bits of the port (checkRoute keeps ports to
+// MaxPort and policies to 2 bits).
+type packedHop struct {
+	portLoop uint16
+	mac      [6]byte
+}
+
+func (h Hop) pack() packedHop {
+	return packedHop{portLoop: uint16(h.Port) | uint16(h.Loop)<<14, mac: h.MAC}
+}
+
+func (h packedHop) unpack() Hop {
+	var d Hop
+	h.unpackTo(&d)
+	return d
+}
+
+// unpackTo stores h in *d a field at a time.
+func (h *packedHop) unpackTo(d *Hop) {
+	d.Port, d.MAC, d.Loop = PortID(h.portLoop&uint16(MaxPort)), h.mac, LoopPolicy(h.portLoop>>14)
+}
 
 var (
 	// ErrInvalidPrefix is returned for a prefix that is not a valid IPv6
@@ -89,6 +119,9 @@ func checkRoute(r Route) (Route, error) {
 	r.Prefix = p
 	if r.NextHop.IsValid() && !r.NextHop.Is6() {
 		return Route{}, fmt.Errorf("%w: %v: next hop %v is not IPv6", ErrInvalidRoute, p, r.NextHop)
+	}
+	if r.Port > MaxPort {
+		return Route{}, fmt.Errorf("%w: %v: port %d above %d", ErrInvalidRoute, p, r.Port, MaxPort)
 	}
 	if r.Loop > LoopForward {
 		return Route{}, fmt.Errorf("%w: %v: loop policy %v", ErrInvalidRoute, p, r.Loop)

@@ -24,9 +24,9 @@ const routePad = 128 - unsafe.Sizeof(struct {
 	Route
 }{})
 
-func (e *routeEnt) k() *key   { return &e.key }
-func (*routeEnt) cells() bool { return true }
-func (e *routeEnt) hop() Hop  { return e.Route.Hop() }
+func (e *routeEnt) k() *key        { return &e.key }
+func (*routeEnt) cells() bool      { return true }
+func (e *routeEnt) hop() packedHop { return e.Route.Hop().pack() }
 
 // srcEnt is a source-filter entry: how many bindings allow the prefix on
 // the port (AddSource), plus srcConf if the port's configuration allows it
@@ -41,9 +41,9 @@ const (
 	srcRefMask uint32 = srcConf - 1
 )
 
-func (e *srcEnt) k() *key   { return &e.key }
-func (*srcEnt) cells() bool { return false }
-func (*srcEnt) hop() Hop    { return Hop{} }
+func (e *srcEnt) k() *key      { return &e.key }
+func (*srcEnt) cells() bool    { return false }
+func (*srcEnt) hop() packedHop { return packedHop{} }
 
 // Snapshot is one published, immutable generation of the forwarding tables.
 // All its methods are safe for concurrent use and allocate nothing. A nil
