@@ -68,7 +68,8 @@ type benchFrame struct {
 // benchFrames builds n 110-byte UDP frames of one kind in a slab of 2 KiB
 // slots: down (uplink to a random client), up (client to a random
 // Internet address), spoofed (on A from a source of B), loop (on A to
-// another prefix of A).
+// another prefix of A), cross (a client on A to a client on B: every step
+// of the path, the source check and a route found included).
 func benchFrames(b *testing.B, bn *benchNet, kind string, n int) []benchFrame {
 	r := rand.New(rand.NewPCG(3, uint64(n)))
 	in := func(side int) uint64 { // a random address inside a random prefix of A (0) or B (1)
@@ -95,6 +96,8 @@ func benchFrames(b *testing.B, bn *benchNet, kind string, n int) []benchFrame {
 			port, src, dst = portA, in(1), foreign()
 		case "loop":
 			port, src, dst = portA, in(0), in(0)
+		case "cross":
+			port, mac, src, dst = portA, [6]byte{0x0c, 0, 0, 0, 0, 1}, in(0), in(1)
 		}
 		copy(buf[offSrcMAC:], mac[:])
 		binary.BigEndian.PutUint64(buf[offSrc:], src)
@@ -111,7 +114,7 @@ var benchWant = map[string]struct {
 	r Reason
 }{
 	"down": {Forward, Forwarded}, "up": {Forward, Forwarded},
-	"spoofed": {Drop, Spoofed}, "loop": {Drop, Loop},
+	"spoofed": {Drop, Spoofed}, "loop": {Drop, Loop}, "cross": {Forward, Forwarded},
 }
 
 var sinkN int
@@ -121,12 +124,13 @@ var sinkN int
 // rewrite, counting, and a Flush every 64 frames as a worker does per
 // batch. down: uplink to a client; up: client to the Internet (default
 // route); spoofed: a client using another port's source; loop: a client
-// sending to another prefix of its own point-to-point port (drop). Each
+// sending to another prefix of its own point-to-point port (drop); cross:
+// a client sending to a client on another downlink (forwarded). Each
 // case cycles through 4096 frames with random addresses (the FIB does not
 // stay in cache); "-hot" cycles through 16.
 func BenchmarkForward(b *testing.B) {
 	bn := benchBuild(b)
-	for _, kind := range []string{"down", "up", "spoofed", "loop"} {
+	for _, kind := range []string{"down", "up", "spoofed", "loop", "cross"} {
 		for _, v := range []struct {
 			name string
 			n    int
@@ -164,7 +168,7 @@ func BenchmarkForward(b *testing.B) {
 // per frame. Each case cycles through 4096 frames per port (-hot: 64).
 func BenchmarkForwardBatch(b *testing.B) {
 	bn := benchBuild(b)
-	for _, kind := range []string{"down", "up", "spoofed", "loop"} {
+	for _, kind := range []string{"down", "up", "spoofed", "loop", "cross"} {
 		for _, v := range []struct {
 			name string
 			n    int
