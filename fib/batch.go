@@ -400,7 +400,7 @@ func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, rout
 			case b >= 0 && st.fromCell[j]:
 				st.bestHop[j].unpackTo(h)
 			case best != nil:
-				h.Port, h.MAC, h.Loop = best.Port, best.MAC, best.Loop
+				best.hopTo(h)
 			default:
 				*h = Hop{}
 			}

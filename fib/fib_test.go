@@ -540,6 +540,13 @@ func setThresholds(on, off int32) func() {
 	return func() { denseOn, denseOff, srcDenseOn, srcDenseOff = r[0], r[1], s[0], s[1] }
 }
 
+// unpack returns the Hop h packs.
+func (h packedHop) unpack() Hop {
+	var d Hop
+	h.unpackTo(&d)
+	return d
+}
+
 // TestHopPacking checks the hops dense blocks pack, at the limits of the
 // port and for every loop policy: from a block's cell (LookupHops) and
 // from the route.

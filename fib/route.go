@@ -67,7 +67,14 @@ type Hop struct {
 }
 
 // Hop returns r's hop.
-func (r *Route) Hop() Hop { return Hop{Port: r.Port, MAC: r.MAC, Loop: r.Loop} }
+func (r *Route) Hop() Hop {
+	var h Hop
+	r.hopTo(&h)
+	return h
+}
+
+// hopTo stores r's hop in *h a field at a time.
+func (r *Route) hopTo(h *Hop) { h.Port, h.MAC, h.Loop = r.Port, r.MAC, r.Loop }
 
 // packedHop is a Hop in 8 bytes, as a dense block's cell holds it: the
 // loop policy in the top 2 bits of the port (checkRoute keeps ports to
@@ -79,12 +86,6 @@ type packedHop struct {
 
 func (h Hop) pack() packedHop {
 	return packedHop{portLoop: uint16(h.Port) | uint16(h.Loop)<<14, mac: h.MAC}
-}
-
-func (h packedHop) unpack() Hop {
-	var d Hop
-	h.unpackTo(&d)
-	return d
 }
 
 // unpackTo stores h in *d a field at a time.
