@@ -120,12 +120,15 @@ func (f *Forwarder) ForwardBatch(snap *fib.Snapshot, in fib.PortID, frames [][]b
 			}
 		}
 		if p != nil {
-			if !p.uplink {
-				b.fib.SourceAllowedBatch(snap, p.id, b.src[:n], b.srcOK[:n])
-			}
 			// The hops are all tail reads of the routes, the looping
-			// frames' included (the hop holds the loop policy).
-			b.fib.LookupHops(snap, b.dst[:n], b.rt[:n], b.hop[:n])
+			// frames' included (the hop holds the loop policy). A
+			// client's frames are checked at their sources in the same
+			// memory rounds.
+			if p.uplink {
+				b.fib.LookupHops(snap, b.dst[:n], b.rt[:n], b.hop[:n])
+			} else {
+				b.fib.SourcesAndHops(snap, p.id, b.src[:n], b.srcOK[:n], b.dst[:n], b.rt[:n], b.hop[:n])
+			}
 			for i, frame := range frames[:n] {
 				if b.dst[i] != nil {
 					res[i] = f.tail(snap, ii, p, c, frame, now, b.srcOK[i], b.rt[i], &b.hop[i])

@@ -81,6 +81,13 @@ type batchState[P entry] struct {
 	bestHop  [batchStride]packedHop // with wantHops: the hop of bestE, if fromCell
 	fromCell [batchStride]bool      // bestE came from a dense block's cell
 	sink     uint64                 // what the touching loops read, so that they stay
+
+	// The probes under way: probes[:np], dprobes[:nd], in table t,
+	// namespace ns, for want.
+	t      *lpm[P]
+	np, nd int
+	ns     uint16
+	want   uint8
 }
 
 // load reads the addresses and applies the outer filter: it sets fast,
@@ -110,8 +117,64 @@ func (st *batchState[P]) load(t *lpm[P], addrs []*[16]byte) {
 // it spares that for the matches in dense blocks, whose cells hold the
 // hops.
 func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
-	// Step 1: list the probes of lengths with dense blocks, and hash the
-	// others.
+	st.begin(t, ns, n, want)
+	probeRounds[P, P](st, nil)
+}
+
+// probeRounds runs the rounds of probeAll for a, begun, and for b too
+// if it is not nil (also begun), interleaved: each round's misses of
+// both are issued together, so that a batch checking its sources and
+// looking up its destinations waits for the memory once per round, not
+// twice.
+//
+// A round's misses are issued by loops small enough for the CPU to keep
+// them all in flight at once, those of the dense probes beside those of
+// the hashed ones, and the loops doing the work of the round then find
+// their lines in cache. A round costs a batch about one memory latency,
+// however few probes take it: a plan with a pool in blocks and a small
+// one hashed paid the rounds of both in turn, 5 ns a lookup. (Touching
+// within the work loops costs 5 ns a lookup.)
+func probeRounds[P, Q entry](a *batchState[P], b *batchState[Q]) {
+	// Round 1: the index slots of the dense probes, the directory
+	// entries of the hashed ones. Then search the index.
+	a.touchIndex()
+	if b != nil {
+		b.touchIndex()
+	}
+	a.searchIndex()
+	if b != nil {
+		b.searchIndex()
+	}
+	// Round 2: the block words, the buckets' control bytes. Then read
+	// them.
+	a.touchWords()
+	if b != nil {
+		b.touchWords()
+	}
+	a.readWords()
+	if b != nil {
+		b.readWords()
+	}
+	// Round 3: the cells of the dense probes, the slots of the hashed
+	// ones; round 4: the entries the hashed probes compare. Then compare.
+	a.readSlots()
+	if b != nil {
+		b.readSlots()
+	}
+	a.touchEntries()
+	if b != nil {
+		b.touchEntries()
+	}
+	a.compare()
+	if b != nil {
+		b.compare()
+	}
+}
+
+// begin sets up the rounds of a probeAll: it lists the probes of lengths
+// with dense blocks, and hashes the others.
+func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
+	st.t, st.ns, st.want = t, ns, want
 	np, nd := 0, 0
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
@@ -128,57 +191,67 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			np++
 		}
 	}
-	// The rest goes in rounds. A round's misses are issued by loops small
-	// enough for the CPU to keep them all in flight at once, those of the
-	// dense probes beside those of the hashed ones, and the loops doing
-	// the work of the round then find their lines in cache. A round costs
-	// a batch about one memory latency, however few probes take it: a
-	// plan with a pool in blocks and a small one hashed paid the rounds
-	// of both in turn, 5 ns a lookup. (Touching within the work loops
-	// costs 5 ns a lookup.)
-	//
-	// Round 1: the index slots of the dense probes, the directory entries
-	// of the hashed ones.
-	var touchI, touchW uint64
-	var touch uint8
-	for k := range nd {
-		touchI ^= t.dense.at(st.dprobes[k].h).key.id
+	st.np, st.nd = np, nd
+}
+
+// touchIndex is round 1: it touches the index slots of the dense probes
+// and reads the directory entries of the hashed ones.
+func (st *batchState[P]) touchIndex() {
+	var touch uint64
+	for k := range st.nd {
+		touch ^= st.t.dense.at(st.dprobes[k].h).key.id
 	}
-	for k := range np {
+	for k := range st.np {
 		p := &st.probes[k]
 		p.b = p.c[p.x]
 	}
-	// Search the index. A probe finding no block there is hashed, late.
-	for k := range nd {
+	st.sink ^= touch
+}
+
+// searchIndex finds the dense probes' blocks. A probe finding no block
+// there is hashed, late.
+func (st *batchState[P]) searchIndex() {
+	t := st.t
+	for k := range st.nd {
 		d := &st.dprobes[k]
 		d.w, d.c = nil, nil
 		if b := t.dense.at(t.dense.search(d.k, d.h)).b; b != nil {
 			d.w = &b.words[d.x>>wordBits]
 			continue
 		}
-		st.hashProbe(t, ns, np, d.j, d.i)
-		p := &st.probes[np]
+		st.hashProbe(t, st.ns, st.np, d.j, d.i)
+		p := &st.probes[st.np]
 		p.b = p.c[p.x]
-		np++
+		st.np++
 	}
-	probes, dprobes := st.probes[:np], st.dprobes[:nd]
-	// Round 2: the block words, the buckets' control bytes.
-	for k := range dprobes {
-		if d := &dprobes[k]; d.w != nil {
+}
+
+// touchWords is round 2: the block words, the buckets' control bytes.
+func (st *batchState[P]) touchWords() {
+	var touchW uint64
+	var touch uint8
+	for k := range st.dprobes[:st.nd] {
+		if d := &st.dprobes[k]; d.w != nil {
 			touchW ^= d.w.has
 		}
 	}
-	for k := range probes {
-		touch ^= probes[k].b.ctrl[0]
+	for k := range st.probes[:st.np] {
+		touch ^= st.probes[k].b.ctrl[0]
 	}
-	// Read the words: the answer for sources, the cells' addresses for
-	// routes.
+	st.sink ^= touchW ^ uint64(touch)
+}
+
+// readWords reads the words (the answer for sources, the cells'
+// addresses for routes) and each bucket's control bytes, finding the
+// slots whose tags match in the order a search visits them.
+func (st *batchState[P]) readWords() {
 	var zero P
+	dprobes := st.dprobes[:st.nd]
 	for k := range dprobes {
 		d := &dprobes[k]
 		switch {
 		case d.w == nil:
-		case want == wantMatch:
+		case st.want == wantMatch:
 			if d.w.holds(int(d.x)) {
 				st.found(d.j, d.i, zero)
 			}
@@ -186,11 +259,10 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			d.c = d.w.cell(int(d.x))
 		}
 	}
-	if want == wantMatch {
-		dprobes = nil
+	if st.want == wantMatch {
+		st.nd = 0 // the words settled the dense probes
 	}
-	// Read each bucket's control bytes and find the slots whose tags
-	// match, in the order a search visits them.
+	probes := st.probes[:st.np]
 	for k := range probes {
 		p := &probes[k]
 		p.state = probeMiss
@@ -217,8 +289,13 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			}
 		}
 	}
-	// Round 3: the cells of the dense probes, the slots of the hashed
-	// ones.
+}
+
+// readSlots is round 3: the cells of the dense probes, the slots of the
+// hashed ones.
+func (st *batchState[P]) readSlots() {
+	var zero P
+	dprobes := st.dprobes[:st.nd]
 	for k := range dprobes {
 		if d := &dprobes[k]; d.c != nil {
 			d.e, d.hop = d.c.e, d.c.hop
@@ -226,6 +303,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			d.e = zero
 		}
 	}
+	probes := st.probes[:st.np]
 	for k := range probes {
 		switch p := &probes[k]; p.state {
 		case probeSlot:
@@ -234,23 +312,34 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			p.e, p.e2 = p.b.slots[p.slot], p.b.slots[p.slot2]
 		}
 	}
-	// Round 4: the entries the hashed probes compare, and with
-	// wantEntries the dense probes' (the caller is going to read them).
+}
+
+// touchEntries is round 4: the entries the hashed probes compare, and
+// with wantEntries the dense probes' (the caller is going to read them).
+func (st *batchState[P]) touchEntries() {
+	var zero P
 	var touchD, touchE uint64
-	if want == wantEntries {
-		for k := range dprobes {
-			if d := &dprobes[k]; d.e != zero {
+	if st.want == wantEntries {
+		for k := range st.dprobes[:st.nd] {
+			if d := &st.dprobes[k]; d.e != zero {
 				touchD ^= entryKey(&d.e).hi
 			}
 		}
 	}
-	for k := range probes {
-		if p := &probes[k]; p.state == probeSlot || p.state == probeSlot2 {
+	for k := range st.probes[:st.np] {
+		if p := &st.probes[k]; p.state == probeSlot || p.state == probeSlot2 {
 			touchE ^= entryKey(&p.e).hi
 		}
 	}
-	st.sink = uint64(touch) ^ touchE ^ touchD ^ touchI ^ touchW
-	// Compare the keys; search where the control bytes could not settle.
+	st.sink ^= touchD ^ touchE
+}
+
+// compare compares the hashed probes' keys, searching where the control
+// bytes could not settle, and records the matches.
+func (st *batchState[P]) compare() {
+	var zero P
+	ns := st.ns
+	probes := st.probes[:st.np]
 	for k := range probes {
 		p := &probes[k]
 		want := key{hi: p.hi, lo: p.lo, port: ns}
@@ -274,6 +363,7 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 			st.found(p.j, p.i, p.e)
 		}
 	}
+	dprobes := st.dprobes[:st.nd]
 	for k := range dprobes {
 		// found, written out: this loop runs for nearly every address of
 		// a busy pool.
@@ -359,6 +449,37 @@ func (b *Batch) SourceAllowedBatch(s *Snapshot, port PortID, srcs []*[16]byte, o
 	s.sourceAllowedBatch(&b.srcs, port, srcs, ok)
 }
 
+// SourcesAndHops is SourceAllowedBatch(s, port, srcs, ok) and
+// LookupHops(s, dsts, routes, hops) in one: the memory rounds of the
+// two run together, so that a batch of frames checked at their sources
+// and routed by their destinations waits for the memory as long as a
+// batch of one lookup. srcs and dsts must have the same length (nil
+// elements where a frame needs no check or lookup); it panics if ok,
+// routes or hops is shorter.
+func (b *Batch) SourcesAndHops(s *Snapshot, port PortID, srcs []*[16]byte, ok []bool, dsts []*[16]byte, routes []*Route, hops []Hop) {
+	if len(srcs) != len(dsts) {
+		panic("fib: SourcesAndHops: srcs and dsts differ in length")
+	}
+	if s == nil {
+		clear(ok[:len(srcs)])
+		clear(routes[:len(dsts)])
+		clear(hops[:len(dsts)])
+		return
+	}
+	for len(dsts) > 0 {
+		n := min(len(dsts), batchStride)
+		b.srcs.load(&s.src, srcs[:n])
+		b.routes.load(&s.routes, dsts[:n])
+		b.srcs.begin(&s.src, uint16(port), n, wantMatch)
+		b.routes.begin(&s.routes, 0, n, wantHops)
+		probeRounds(&b.srcs, &b.routes)
+		s.sourcesFound(&b.srcs, port, ok[:n])
+		s.routesFound(&b.routes, routes[:n], hops[:n])
+		srcs, ok = srcs[n:], ok[n:]
+		dsts, routes, hops = dsts[n:], routes[n:], hops[n:]
+	}
+}
+
 // lookupBatch is LookupBatch, and LookupHops if hops is not nil.
 func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, routes []*Route, hops []Hop) {
 	routes = routes[:len(dsts)]
@@ -376,38 +497,50 @@ func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, rout
 		n := min(len(dsts), batchStride)
 		st.load(t, dsts[:n])
 		st.probeAll(t, 0, n, want)
-		for j := range n {
-			var best *Route
-			b := st.best[j]
-			if b >= 0 {
-				best = routeOf(st.bestE[j])
-			}
-			if st.slow[j] && (b < 0 || int(t.fast[b].bits) < t.slowMax) {
-				// bart may hold a longer match.
-				if r, _ := s.lookupSlow(st.hi[j], st.lo[j], best); r != best {
-					b, best = -1, r
-				}
-			}
-			routes[j] = best
-			if hops == nil {
-				continue
-			}
-			// Field by field: the caller reads the hop so, and a Hop
-			// copied whole from one built in parts defeats store-to-load
-			// forwarding (5-9 ns a frame in ForwardBatch).
-			h := &hops[j]
-			switch {
-			case b >= 0 && st.fromCell[j]:
-				st.bestHop[j].unpackTo(h)
-			case best != nil:
-				best.hopTo(h)
-			default:
-				*h = Hop{}
-			}
+		var h []Hop
+		if hops != nil {
+			h = hops[:n]
 		}
+		s.routesFound(st, routes[:n], h)
 		dsts, routes = dsts[n:], routes[n:]
 		if hops != nil {
 			hops = hops[n:]
+		}
+	}
+}
+
+// routesFound finishes the route lookups of a batch probed in st: it
+// stores the route of each of its addresses in routes and, if hops is
+// not nil, its hop in hops.
+func (s *Snapshot) routesFound(st *batchState[*routeEnt], routes []*Route, hops []Hop) {
+	t := &s.routes
+	for j := range routes {
+		var best *Route
+		b := st.best[j]
+		if b >= 0 {
+			best = routeOf(st.bestE[j])
+		}
+		if st.slow[j] && (b < 0 || int(t.fast[b].bits) < t.slowMax) {
+			// bart may hold a longer match.
+			if r, _ := s.lookupSlow(st.hi[j], st.lo[j], best); r != best {
+				b, best = -1, r
+			}
+		}
+		routes[j] = best
+		if hops == nil {
+			continue
+		}
+		// Field by field: the caller reads the hop so, and a Hop
+		// copied whole from one built in parts defeats store-to-load
+		// forwarding (5-9 ns a frame in ForwardBatch).
+		h := &hops[j]
+		switch {
+		case b >= 0 && st.fromCell[j]:
+			st.bestHop[j].unpackTo(h)
+		case best != nil:
+			best.hopTo(h)
+		default:
+			*h = Hop{}
 		}
 	}
 }
@@ -419,22 +552,28 @@ func (s *Snapshot) sourceAllowedBatch(st *batchState[*srcEnt], port PortID, srcs
 		return
 	}
 	t := &s.src
-	ns := uint16(port)
 	for len(srcs) > 0 {
 		n := min(len(srcs), batchStride)
 		st.load(t, srcs[:n])
-		st.probeAll(t, ns, n, wantMatch)
-		for j := range n {
-			switch {
-			case st.best[j] >= 0:
-				ok[j] = true
-			case st.slow[j] && int(ns) < len(t.slow) && t.slow[ns] != nil:
-				ok[j] = t.slow[ns].Contains(join128(st.hi[j], st.lo[j]))
-			default:
-				ok[j] = false
-			}
-		}
+		st.probeAll(t, uint16(port), n, wantMatch)
+		s.sourcesFound(st, port, ok[:n])
 		srcs, ok = srcs[n:], ok[n:]
+	}
+}
+
+// sourcesFound finishes the source checks of a batch probed in st,
+// storing the answers in ok.
+func (s *Snapshot) sourcesFound(st *batchState[*srcEnt], port PortID, ok []bool) {
+	t, ns := &s.src, uint16(port)
+	for j := range ok {
+		switch {
+		case st.best[j] >= 0:
+			ok[j] = true
+		case st.slow[j] && int(ns) < len(t.slow) && t.slow[ns] != nil:
+			ok[j] = t.slow[ns].Contains(join128(st.hi[j], st.lo[j]))
+		default:
+			ok[j] = false
+		}
 	}
 }
 

@@ -96,6 +96,13 @@ func TestConcurrentReaders(t *testing.T) {
 							return
 						}
 					}
+					fb.SourcesAndHops(s, port, addrs, ok, addrs, routes, hops)
+					for i, y := range ok {
+						if y != (port == PortID(g)) || routes[i] == nil || hops[i].Port != PortID(g) {
+							t.Errorf("gen %d: fused batch for %v on port %d: %v %v %+v", g, prefixes[i], port, y, routes[i], hops[i])
+							return
+						}
+					}
 				}
 				reads.Add(1)
 			}

@@ -243,6 +243,23 @@ func TestNilFailsClosed(t *testing.T) {
 	if _, ok := e.LookupBytes(nil); ok {
 		t.Error("LookupBytes(nil) matched")
 	}
+	// The batch lookups in a nil snapshot clear what a last batch left.
+	addrs := []*[16]byte{&b, nil}
+	ok := []bool{true, true}
+	routes := []*Route{{}, {}}
+	hops := []Hop{{Port: 1}, {Port: 1}}
+	new(Batch).SourcesAndHops(s, 0, addrs, ok, addrs, routes, hops)
+	if ok[0] || ok[1] || routes[0] != nil || routes[1] != nil || hops[0] != (Hop{}) || hops[1] != (Hop{}) {
+		t.Errorf("nil SourcesAndHops: %v %v %v", ok, routes, hops)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("SourcesAndHops with srcs and dsts of different lengths did not panic")
+			}
+		}()
+		new(Batch).SourcesAndHops(e, 0, addrs, ok, addrs[:1], routes, hops)
+	}()
 }
 
 func TestAllocs(t *testing.T) {
@@ -289,6 +306,7 @@ func TestAllocs(t *testing.T) {
 		"Batch.LookupBatch":           func() { fb.LookupBatch(s, dsts, routes) },
 		"Batch.LookupHops":            func() { fb.LookupHops(s, dsts, routes, hops) },
 		"Batch.SourceAllowedBatch":    func() { fb.SourceAllowedBatch(s, 1, dsts, ok) },
+		"Batch.SourcesAndHops":        func() { fb.SourcesAndHops(s, 1, dsts, ok, dsts, routes, hops) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
 			t.Errorf("%s: %v allocs", name, n)

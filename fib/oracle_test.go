@@ -401,6 +401,43 @@ func checkBatch(t *testing.T, s *Snapshot, addrs []*[16]byte) {
 			}
 		}
 	}
+	// SourcesAndHops: sources and destinations that differ, with a nil
+	// source every third address and a nil destination every fifth.
+	srcs, dsts := make([]*[16]byte, len(addrs)), make([]*[16]byte, len(addrs))
+	for i := range addrs {
+		if i%3 != 2 {
+			srcs[i] = addrs[len(addrs)-1-i]
+		}
+		if i%5 != 4 {
+			dsts[i] = addrs[i]
+		}
+	}
+	ok2 := make([]bool, len(addrs)+1)
+	for port := range PortID(5) {
+		for i := range addrs {
+			ok2[i], hrs[i], hops[i] = srcs[i] == nil, &Route{}, Hop{Port: 7} // what a last batch left
+		}
+		ok2[len(addrs)] = true // past the batch: must stay as it is
+		fb.SourcesAndHops(s, port, srcs, ok2[:len(addrs)], dsts, hrs, hops)
+		for i := range addrs {
+			wantOK := srcs[i] != nil && s.SourceAllowedBytes(port, srcs[i])
+			var wantR *Route
+			var wantH Hop
+			if dsts[i] != nil {
+				wantR = routes[i]
+				if wantR != nil {
+					wantH = wantR.Hop()
+				}
+			}
+			if ok2[i] != wantOK || hrs[i] != wantR || hops[i] != wantH {
+				t.Fatalf("gen %d: SourcesAndHops(%d) [%d] %v %v = %v %v %+v, want %v %v %+v",
+					s.Gen(), port, i, srcs[i], dsts[i], ok2[i], hrs[i], hops[i], wantOK, wantR, wantH)
+			}
+		}
+		if !ok2[len(addrs)] || hops[len(addrs)] != (Hop{Port: 9}) {
+			t.Fatalf("gen %d: SourcesAndHops wrote past its batch", s.Gen())
+		}
+	}
 }
 
 func lengths(lo, hi int, extra ...int) []int {
