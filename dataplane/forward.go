@@ -103,23 +103,30 @@ func (f *Forwarder) ForwardBatch(snap *fib.Snapshot, in fib.PortID, frames [][]b
 	b := &f.batch
 	for len(frames) > 0 {
 		n := min(len(frames), batchMax)
-		var p *port // the ingress port, once a frame needs lookups
-		var c *counts
-		ii := 0
+		// What is the same for every frame of the batch is done once: the
+		// flush, the port, the receive counts.
+		ii, p, c, ok := f.ingress(in, now)
+		c[cRxPackets] += uint64(n)
+		any := false
 		for i, frame := range frames[:n] {
+			c[cRxBytes] += uint64(len(frame))
 			b.src[i], b.dst[i] = nil, nil
-			fi, fp, fc, r, done := f.head(snap, in, frame, now)
-			res[i] = r
-			if done {
+			if !ok {
+				c[UnknownPort]++
+				res[i] = Result{Drop, UnknownPort, in, 0}
 				continue
 			}
-			ii, p, c = fi, fp, fc
+			if r, done := admit(snap, c, frame, in); done {
+				res[i] = r
+				continue
+			}
+			any = true
 			b.dst[i] = (*[16]byte)(frame[offDst : offDst+16])
 			if !p.uplink {
 				b.src[i] = (*[16]byte)(frame[offSrc : offSrc+16])
 			}
 		}
-		if p != nil {
+		if any {
 			// The hops are all tail reads of the routes, the looping
 			// frames' included (the hop holds the loop policy). A
 			// client's frames are checked at their sources in the same
@@ -153,36 +160,51 @@ type batchScratch struct {
 // returns the index and state of the ingress port and the frame's counts,
 // and done with the answer if the checks settled it.
 func (f *Forwarder) head(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (ii int, p *port, c *counts, res Result, done bool) {
-	if now-f.flushed >= FlushInterval {
-		f.Flush()
-		f.flushed = now
-	}
-	s := f.sh
-	ii, ok := s.index(in)
-	if !ok {
-		ii = len(s.ports)
-	}
-	c = &f.counts[ii]
+	ii, p, c, ok := f.ingress(in, now)
 	c[cRxPackets]++
 	c[cRxBytes] += uint64(len(frame))
 	if !ok {
 		c[UnknownPort]++
 		return ii, nil, c, Result{Drop, UnknownPort, in, 0}, true
 	}
+	res, done = admit(snap, c, frame, in)
+	return ii, p, c, res, done
+}
+
+// ingress flushes the counts if FlushInterval has passed since the last
+// flush, and returns the index and state of port in and its counts; if
+// in is not a port of the plane (ok false), p is nil and c the counts of
+// NoPort.
+func (f *Forwarder) ingress(in fib.PortID, now int64) (ii int, p *port, c *counts, ok bool) {
+	if now-f.flushed >= FlushInterval {
+		f.Flush()
+		f.flushed = now
+	}
+	s := f.sh
+	ii, ok = s.index(in)
+	if !ok {
+		return len(s.ports), nil, &f.counts[len(s.ports)], false
+	}
+	return ii, &s.ports[ii], &f.counts[ii], true
+}
+
+// admit makes the checks of a frame from port in that need no lookup,
+// counting a frame they settle in c: done with the answer if they do.
+func admit(snap *fib.Snapshot, c *counts, frame []byte, in fib.PortID) (res Result, done bool) {
 	if r := parse(frame); r != Forwarded {
 		c[r]++
-		return ii, nil, c, Result{Drop, r, in, 0}, true
+		return Result{Drop, r, in, 0}, true
 	}
 	if snap == nil {
 		c[NoTable]++
-		return ii, nil, c, Result{Drop, NoTable, in, 0}, true
+		return Result{Drop, NoTable, in, 0}, true
 	}
 	dst := (*[16]byte)(frame[offDst : offDst+16])
 	if linkScope(dst) || frame[offNextHdr] == protoHopByHop {
 		c[Local]++
-		return ii, nil, c, Result{ToKernel, Local, in, len(frame)}, true
+		return Result{ToKernel, Local, in, len(frame)}, true
 	}
-	return ii, &s.ports[ii], c, Result{}, false
+	return Result{}, false
 }
 
 // tail finishes the decision for a frame head did not settle, given
