@@ -49,9 +49,11 @@
 // instead of a hash probe's directory, bucket, slot and entry.
 //
 // The packet path looks up a batch of addresses at a time (LookupBatch,
-// LookupHops, SourceAllowedBatch, Batch; batch.go): the lookups advance a
-// step at a time together, blocks and hash tables in the same rounds, so
-// that the cache misses of a batch overlap.
+// LookupHops, SourceAllowedBatch, SourcesAndHops, Batch; batch.go): the
+// lookups advance a step at a time together, blocks and hash tables in the
+// same rounds, so that the cache misses of a batch overlap;
+// SourcesAndHops runs the rounds of a batch's source checks and route
+// lookups together too.
 // LookupHops gives each route's Hop (egress port, next-hop MAC and loop
 // policy) from the block's cell, without reading the route: the cell packs
 // the policy into the port's top bits, which is why a route's port is at
