@@ -176,6 +176,9 @@ func probeRounds[P, Q entry](a *batchState[P], b *batchState[Q]) {
 func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 	st.t, st.ns, st.want = t, ns, want
 	np, nd := 0, 0
+	// A copy of the index's header, which the stores below cannot
+	// change: the compiler keeps its fields in registers.
+	dense := t.dense
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)
@@ -184,7 +187,7 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 				d := &st.dprobes[nd]
 				nd++
 				k, x := blockOf(st.hi[j], int(f.bits), ns)
-				d.k, d.h, d.x, d.j, d.i = k, t.dense.home(k), uint16(x), uint8(j), uint8(i)
+				d.k, d.h, d.x, d.j, d.i = k, dense.home(k), uint16(x), uint8(j), uint8(i)
 				continue
 			}
 			st.hashProbe(t, ns, np, uint8(j), uint8(i))
@@ -198,8 +201,9 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 // and reads the directory entries of the hashed ones.
 func (st *batchState[P]) touchIndex() {
 	var touch uint64
+	dense := st.t.dense // see begin
 	for k := range st.nd {
-		touch ^= st.t.dense.at(st.dprobes[k].h).key.id
+		touch ^= dense.at(st.dprobes[k].h).key.id
 	}
 	for k := range st.np {
 		p := &st.probes[k]
@@ -212,11 +216,12 @@ func (st *batchState[P]) touchIndex() {
 // there is hashed, late.
 func (st *batchState[P]) searchIndex() {
 	t := st.t
+	dense := t.dense // see begin
 	for k := range st.nd {
 		d := &st.dprobes[k]
 		d.w, d.c = nil, nil
-		if b := t.dense.at(t.dense.search(d.k, d.h)).b; b != nil {
-			d.w = &b.words[d.x>>wordBits]
+		if b := dense.blockAt(d.k, d.h); b != nil {
+			d.w = &b.words[d.x>>wordBits&(blockWords-1)]
 			continue
 		}
 		st.hashProbe(t, st.ns, st.np, d.j, d.i)
@@ -514,13 +519,14 @@ func (s *Snapshot) lookupBatch(st *batchState[*routeEnt], dsts []*[16]byte, rout
 // not nil, its hop in hops.
 func (s *Snapshot) routesFound(st *batchState[*routeEnt], routes []*Route, hops []Hop) {
 	t := &s.routes
+	slowMax := t.slowMax // not reloaded after each store
 	for j := range routes {
 		var best *Route
 		b := st.best[j]
 		if b >= 0 {
 			best = routeOf(st.bestE[j])
 		}
-		if st.slow[j] && (b < 0 || int(t.fast[b].bits) < t.slowMax) {
+		if st.slow[j] && (b < 0 || int(t.fast[b].bits) < slowMax) {
 			// bart may hold a longer match.
 			if r, _ := s.lookupSlow(st.hi[j], st.lo[j], best); r != best {
 				b, best = -1, r

@@ -283,6 +283,16 @@ func (d *denseIndex[P]) search(k blockKey, h uint32) uint32 {
 	}
 }
 
+// blockAt returns the block for k, or nil, searching from its home h: it
+// is at(search(k, h)).b, without finding the slot twice.
+func (d *denseIndex[P]) blockAt(k blockKey, h uint32) *block[P] {
+	for i := h; ; i = (i + 1) & (d.n - 1) {
+		if s := d.at(i); s.b == nil || s.key == k {
+			return s.b
+		}
+	}
+}
+
 // newDenseIndex indexes the blocks of w.
 func newDenseIndex[P entry](w *denseWriter[P], seed uint64) denseIndex[P] {
 	d := denseIndex[P]{seed: seed}
