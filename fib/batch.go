@@ -425,9 +425,11 @@ func (s *Snapshot) SourceAllowedBatch(port PortID, srcs []*[16]byte, ok []bool) 
 // Batch is the working state of batch lookups (a few KiB), for a caller
 // that makes many, such as a dataplane worker: its methods are
 // Snapshot.LookupBatch and SourceAllowedBatch without setting the state up
-// each time. The zero Batch is ready to use. A Batch is not safe for
-// concurrent use; between calls it keeps pointers to up to a batch of
-// entries of the last snapshot it looked in.
+// each time, and SourcesAndHops, which does both of those at once. The
+// zero Batch is ready to use. A Batch is not safe for concurrent use;
+// between calls it keeps pointers into the last snapshot it looked in (its
+// tables, and up to a batch of their entries), which stays in memory until
+// the next call.
 type Batch struct {
 	routes batchState[*routeEnt]
 	srcs   batchState[*srcEnt]
