@@ -264,7 +264,7 @@ func (d *denseIndex[P]) find(k blockKey) *block[P] {
 	if d.n == 0 {
 		return nil
 	}
-	return d.at(d.search(k, d.home(k))).b
+	return d.blockAt(k, d.home(k))
 }
 
 // home is where the search for k starts; the index must not be empty
