@@ -179,6 +179,22 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 	// A copy of the index's header, which the stores below cannot
 	// change: the compiler keeps its fields in registers.
 	dense := t.dense
+	if t.nfast == 1 && t.fast[0].blocks {
+		// One length, in blocks (a plan of one delegated length): each
+		// address is one dense probe, or none.
+		bits := int(t.fast[0].bits)
+		for j := range n {
+			if st.fast[j] == 0 {
+				continue
+			}
+			d := &st.dprobes[nd]
+			nd++
+			k, x := blockOf(st.hi[j], bits, ns)
+			d.k, d.h, d.x, d.j, d.i = k, dense.home(k), uint16(x), uint8(j), 0
+		}
+		st.np, st.nd = 0, nd
+		return
+	}
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)

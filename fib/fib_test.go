@@ -1,6 +1,7 @@
 package fib
 
 import (
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net/netip"
@@ -596,5 +597,56 @@ func TestHopPacking(t *testing.T) {
 		if routes[i] == nil || routes[i].Hop() != w || hops[i] != w {
 			t.Errorf("route %d: %v, hop %+v, want %+v", i, routes[i], hops[i], w)
 		}
+	}
+}
+
+// TestOneLengthBatch checks the batch lookups of tables holding one prefix
+// length, all of it in dense blocks (the batch setup's shortcut), against
+// the single lookups: hits, misses in a block, addresses outside every
+// block, on the right port and the wrong one, as prefixes come and go.
+func TestOneLengthBatch(t *testing.T) {
+	defer setThresholds(2, 1)()
+	r := rand.New(rand.NewPCG(5, 6))
+	tb := NewTable()
+	in := map[netip.Prefix]bool{}
+	prefix := func() netip.Prefix {
+		// /56s in two /44s, so that both get blocks.
+		var a [16]byte
+		binary.BigEndian.PutUint64(a[:], 0x20010db8_00a00000|uint64(r.IntN(2))<<20|uint64(r.IntN(4096))<<8)
+		return netip.PrefixFrom(netip.AddrFrom16(a), 56)
+	}
+	port := func(p netip.Prefix) PortID { return PortID(1 + p.Addr().As16()[6]&1) }
+	for round := range 20 {
+		for range 200 {
+			p := prefix()
+			if in[p] {
+				tb.DeleteRoute(p)
+				tb.DeleteSource(port(p), p)
+				delete(in, p)
+				continue
+			}
+			mustAdd(t, tb, Route{Prefix: p, Port: port(p), MAC: [6]byte{2, byte(round)}})
+			if err := tb.AddSource(port(p), p); err != nil {
+				t.Fatal(err)
+			}
+			in[p] = true
+		}
+		s := tb.Publish()
+		if l := &s.routes; l.nfast != 1 || !l.fast[0].blocks {
+			t.Fatalf("round %d: routes have %d fast lengths, blocks %v: not the one-length case", round, l.nfast, l.fast[0].blocks)
+		}
+		if l := &s.src; l.nfast != 1 || !l.fast[0].blocks {
+			t.Fatalf("round %d: sources have %d fast lengths, blocks %v: not the one-length case", round, l.nfast, l.fast[0].blocks)
+		}
+		var addrs []*[16]byte
+		for range 150 {
+			a := prefix().Addr().As16()
+			a[15] = byte(r.IntN(256))
+			if r.IntN(10) == 0 {
+				a[1] ^= 0x40 // outside every block
+			}
+			addrs = append(addrs, &a)
+		}
+		checkBatch(t, s, addrs)
 	}
 }
