@@ -39,6 +39,11 @@ func (s *shared) loopPolicy(p *port, client fib.LoopPolicy, dst *[16]byte) fib.L
 type overrides struct {
 	list []override
 	tbl  *bart.Table[fib.LoopPolicy]
+	// The top 64 bits of every address an override holds lie in
+	// [min, max] (min > max: there are none), so that most looping
+	// packets, to a client's prefix no override is about, are answered
+	// by one comparison.
+	min, max uint64
 }
 
 // maxOverrideList is the most overrides kept as a list.
@@ -53,24 +58,30 @@ type override struct {
 
 // newOverrides builds the lookup for checked, masked, distinct overrides.
 func newOverrides(os []LoopOverride) overrides {
-	if len(os) > maxOverrideList {
-		t := new(bart.Table[fib.LoopPolicy])
-		for _, o := range os {
-			t.Insert(o.Prefix, o.Policy)
-		}
-		return overrides{tbl: t}
+	r := overrides{min: ^uint64(0), max: 0}
+	for _, o := range os {
+		a := o.Prefix.Addr().As16()
+		hi := binary.BigEndian.Uint64(a[:8])
+		mhi, _ := mask128(o.Prefix.Bits())
+		r.min, r.max = min(r.min, hi&mhi), max(r.max, hi|^mhi)
 	}
-	var l []override
+	if len(os) > maxOverrideList {
+		r.tbl = new(bart.Table[fib.LoopPolicy])
+		for _, o := range os {
+			r.tbl.Insert(o.Prefix, o.Policy)
+		}
+		return r
+	}
 	for _, o := range os {
 		a := o.Prefix.Addr().As16()
 		mhi, mlo := mask128(o.Prefix.Bits())
-		l = append(l, override{
+		r.list = append(r.list, override{
 			hi: binary.BigEndian.Uint64(a[:8]), lo: binary.BigEndian.Uint64(a[8:]),
 			mhi: mhi, mlo: mlo, bits: o.Prefix.Bits(), pol: o.Policy,
 		})
 	}
-	slices.SortStableFunc(l, func(a, b override) int { return b.bits - a.bits })
-	return overrides{list: l}
+	slices.SortStableFunc(r.list, func(a, b override) int { return b.bits - a.bits })
+	return r
 }
 
 // mask128 returns the mask of a prefix length as two halves.
@@ -88,13 +99,14 @@ func mask128(bits int) (hi, lo uint64) {
 
 // lookup returns the policy of the longest override holding dst.
 func (o *overrides) lookup(dst *[16]byte) (fib.LoopPolicy, bool) {
+	hi := binary.BigEndian.Uint64(dst[:8])
+	if hi < o.min || hi > o.max {
+		return fib.LoopDefault, false
+	}
 	if o.tbl != nil {
 		return o.tbl.Lookup(netip.AddrFrom16(*dst))
 	}
-	if len(o.list) == 0 {
-		return fib.LoopDefault, false
-	}
-	hi, lo := binary.BigEndian.Uint64(dst[:8]), binary.BigEndian.Uint64(dst[8:])
+	lo := binary.BigEndian.Uint64(dst[8:])
 	for i := range o.list {
 		e := &o.list[i]
 		if hi&e.mhi == e.hi && lo&e.mlo == e.lo {
