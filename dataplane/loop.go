@@ -24,8 +24,10 @@ func (p *port) isLoop(frame []byte, mac [6]byte) bool {
 // of p, the most specific setting winning: the longest per-destination
 // override, then the client's, then the port's. It allocates nothing.
 func (s *shared) loopPolicy(p *port, client fib.LoopPolicy, dst *[16]byte) fib.LoopPolicy {
-	if pol, ok := s.overrides.lookup(dst); ok {
-		return pol
+	if s.overrides.mayHold(dst) {
+		if pol, ok := s.overrides.lookup(dst); ok {
+			return pol
+		}
 	}
 	if client != fib.LoopDefault {
 		return client
@@ -97,12 +99,19 @@ func mask128(bits int) (hi, lo uint64) {
 	return ^uint64(0), ^uint64(0)
 }
 
+// mayHold reports whether an override may hold dst: whether dst's top 64
+// bits lie in the overrides' range.
+func (o *overrides) mayHold(dst *[16]byte) bool {
+	hi := binary.BigEndian.Uint64(dst[:8])
+	return hi >= o.min && hi <= o.max
+}
+
 // lookup returns the policy of the longest override holding dst.
 func (o *overrides) lookup(dst *[16]byte) (fib.LoopPolicy, bool) {
-	hi := binary.BigEndian.Uint64(dst[:8])
-	if hi < o.min || hi > o.max {
+	if !o.mayHold(dst) {
 		return fib.LoopDefault, false
 	}
+	hi := binary.BigEndian.Uint64(dst[:8])
 	if o.tbl != nil {
 		return o.tbl.Lookup(netip.AddrFrom16(*dst))
 	}
