@@ -24,6 +24,8 @@ func (p *port) isLoop(frame []byte, mac [6]byte) bool {
 // of p, the most specific setting winning: the longest per-destination
 // override, then the client's, then the port's. It allocates nothing.
 func (s *shared) loopPolicy(p *port, client fib.LoopPolicy, dst *[16]byte) fib.LoopPolicy {
+	// mayHold inlined first: a destination outside the overrides' range,
+	// the common case, costs no call.
 	if s.overrides.mayHold(dst) {
 		if pol, ok := s.overrides.lookup(dst); ok {
 			return pol
@@ -106,11 +108,9 @@ func (o *overrides) mayHold(dst *[16]byte) bool {
 	return hi >= o.min && hi <= o.max
 }
 
-// lookup returns the policy of the longest override holding dst.
+// lookup returns the policy of the longest override holding dst, for a
+// dst that mayHold (the caller checks, inlined).
 func (o *overrides) lookup(dst *[16]byte) (fib.LoopPolicy, bool) {
-	if !o.mayHold(dst) {
-		return fib.LoopDefault, false
-	}
 	hi := binary.BigEndian.Uint64(dst[:8])
 	if o.tbl != nil {
 		return o.tbl.Lookup(netip.AddrFrom16(*dst))

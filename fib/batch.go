@@ -236,7 +236,7 @@ func (st *batchState[P]) searchIndex() {
 	for k := range st.nd {
 		d := &st.dprobes[k]
 		d.w, d.c = nil, nil
-		if b := dense.blockAt(d.k, d.h); b != nil {
+		if b := dense.at(dense.search(d.k, d.h)).b; b != nil {
 			d.w = &b.words[d.x>>wordBits&(blockWords-1)]
 			continue
 		}

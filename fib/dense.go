@@ -264,7 +264,7 @@ func (d *denseIndex[P]) find(k blockKey) *block[P] {
 	if d.n == 0 {
 		return nil
 	}
-	return d.blockAt(k, d.home(k))
+	return d.at(d.search(k, d.home(k))).b
 }
 
 // home is where the search for k starts; the index must not be empty
@@ -279,16 +279,6 @@ func (d *denseIndex[P]) search(k blockKey, h uint32) uint32 {
 	for i := h; ; i = (i + 1) & (d.n - 1) {
 		if s := d.at(i); s.b == nil || s.key == k {
 			return i
-		}
-	}
-}
-
-// blockAt returns the block for k, or nil, searching from its home h: it
-// is at(search(k, h)).b, without finding the slot twice.
-func (d *denseIndex[P]) blockAt(k blockKey, h uint32) *block[P] {
-	for i := h; ; i = (i + 1) & (d.n - 1) {
-		if s := d.at(i); s.b == nil || s.key == k {
-			return s.b
 		}
 	}
 }
