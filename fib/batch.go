@@ -48,13 +48,11 @@ type probe[P entry] struct {
 	i      uint8 // the fast length's index
 }
 
-// dprobe is one (address, fast length) pair of a batch whose length
-// may have a dense block there (dense.go).
+// dprobe is one (address, fast length) pair of a batch whose prefix lies
+// in a dense block (dense.go), found by begin.
 type dprobe[P entry] struct {
-	k   blockKey
-	h   uint32   // the key's home in the index
 	x   uint16   // the slot in the block
-	w   *word[P] // the slot's word, nil if there is no block
+	w   *word[P] // the slot's word
 	c   *cell[P] // routes: the cell, nil if the slot is free
 	e   P
 	hop packedHop
@@ -135,15 +133,11 @@ func (st *batchState[P]) probeAll(t *lpm[P], ns uint16, n int, want uint8) {
 // one hashed paid the rounds of both in turn, 5 ns a lookup. (Touching
 // within the work loops costs 5 ns a lookup.)
 func probeRounds[P, Q entry](a *batchState[P], b *batchState[Q]) {
-	// Round 1: the index slots of the dense probes, the directory
-	// entries of the hashed ones. Then search the index.
+	// Round 1: the directory entries of the hashed probes (begin found
+	// the dense probes' blocks in the index, which stays in cache).
 	a.touchIndex()
 	if b != nil {
 		b.touchIndex()
-	}
-	a.searchIndex()
-	if b != nil {
-		b.searchIndex()
 	}
 	// Round 2: the block words, the buckets' control bytes. Then read
 	// them.
@@ -172,7 +166,8 @@ func probeRounds[P, Q entry](a *batchState[P], b *batchState[Q]) {
 }
 
 // begin sets up the rounds of a probeAll: it lists the probes of lengths
-// with dense blocks, and hashes the others.
+// with dense blocks, finding their blocks, and hashes the others, and
+// the probes that find no block.
 func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 	st.t, st.ns, st.want = t, ns, want
 	np, nd := 0, 0
@@ -181,30 +176,45 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 	dense := t.dense
 	if t.nfast == 1 && t.fast[0].blocks {
 		// One length, in blocks (a plan of one delegated length): each
-		// address is one dense probe, or none.
+		// address is one dense probe, or one hashed, or none.
 		bits := int(t.fast[0].bits)
+		runs := dense.runs(ns, uint8(bits))
 		for j := range n {
 			if st.fast[j] == 0 {
 				continue
 			}
-			d := &st.dprobes[nd]
-			nd++
-			k, x := blockOf(st.hi[j], bits, ns)
-			d.k, d.h, d.x, d.j, d.i = k, dense.home(k), uint16(x), uint8(j), 0
+			id, x := blockID(st.hi[j], bits)
+			if b := dense.block(runs, id); b != nil {
+				d := &st.dprobes[nd]
+				nd++
+				d.w, d.x, d.j, d.i = &b.words[x>>wordBits&(blockWords-1)], uint16(x), uint8(j), 0
+				continue
+			}
+			st.hashProbe(t, ns, np, uint8(j), 0)
+			np++
 		}
-		st.np, st.nd = 0, nd
+		st.np, st.nd = np, nd
 		return
+	}
+	// The runs of each length with blocks, found once for the batch.
+	var runs [maxFast][]dirRun
+	for i := range min(t.nfast, maxFast) {
+		if f := &t.fast[i]; f.blocks {
+			runs[i] = dense.runs(ns, f.bits)
+		}
 	}
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)
 			f := &t.fast[i]
 			if f.blocks {
-				d := &st.dprobes[nd]
-				nd++
-				k, x := blockOf(st.hi[j], int(f.bits), ns)
-				d.k, d.h, d.x, d.j, d.i = k, dense.home(k), uint16(x), uint8(j), uint8(i)
-				continue
+				id, x := blockID(st.hi[j], int(f.bits))
+				if b := dense.block(runs[i], id); b != nil {
+					d := &st.dprobes[nd]
+					nd++
+					d.w, d.x, d.j, d.i = &b.words[x>>wordBits&(blockWords-1)], uint16(x), uint8(j), uint8(i)
+					continue
+				}
 			}
 			st.hashProbe(t, ns, np, uint8(j), uint8(i))
 			np++
@@ -213,37 +223,12 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 	st.np, st.nd = np, nd
 }
 
-// touchIndex is round 1: it touches the index slots of the dense probes
-// and reads the directory entries of the hashed ones.
+// touchIndex is round 1: it reads the directory entries of the hashed
+// probes.
 func (st *batchState[P]) touchIndex() {
-	var touch uint64
-	dense := st.t.dense // see begin
-	for k := range st.nd {
-		touch ^= dense.at(st.dprobes[k].h).key.id
-	}
 	for k := range st.np {
 		p := &st.probes[k]
 		p.b = p.c[p.x]
-	}
-	st.sink ^= touch
-}
-
-// searchIndex finds the dense probes' blocks. A probe finding no block
-// there is hashed, late.
-func (st *batchState[P]) searchIndex() {
-	t := st.t
-	dense := t.dense // see begin
-	for k := range st.nd {
-		d := &st.dprobes[k]
-		d.w, d.c = nil, nil
-		if b := dense.at(dense.search(d.k, d.h)).b; b != nil {
-			d.w = &b.words[d.x>>wordBits&(blockWords-1)]
-			continue
-		}
-		st.hashProbe(t, st.ns, st.np, d.j, d.i)
-		p := &st.probes[st.np]
-		p.b = p.c[p.x]
-		st.np++
 	}
 }
 
@@ -252,9 +237,7 @@ func (st *batchState[P]) touchWords() {
 	var touchW uint64
 	var touch uint8
 	for k := range st.dprobes[:st.nd] {
-		if d := &st.dprobes[k]; d.w != nil {
-			touchW ^= d.w.has
-		}
+		touchW ^= st.dprobes[k].w.has
 	}
 	for k := range st.probes[:st.np] {
 		touch ^= st.probes[k].b.ctrl[0]
@@ -271,7 +254,6 @@ func (st *batchState[P]) readWords() {
 	for k := range dprobes {
 		d := &dprobes[k]
 		switch {
-		case d.w == nil:
 		case st.want == wantMatch:
 			if d.w.holds(int(d.x)) {
 				st.found(d.j, d.i, zero)

@@ -122,50 +122,73 @@ func clone(m map[int]*routeEnt) map[int]*routeEnt {
 	return c
 }
 
-// TestDenseIndexSpread: the index's hash spreads keys that differ only in
-// their namespace or length as well as keys that differ in their block
-// number. (It once ORed the namespace into a constant, which lost most of
-// its bits: 16 probes a search for 64 ports' source blocks.)
-func TestDenseIndexSpread(t *testing.T) {
+// TestDenseIndex: the directory finds every block by its key, through
+// runs cut at gaps wider than dirGap, and finds no block for keys next
+// to them, in other namespaces or at other lengths; its slots are no
+// more than its blocks and its gaps of at most dirGap.
+func TestDenseIndex(t *testing.T) {
 	for _, c := range []struct {
 		name          string
 		ns, ids, lens int
-	}{{"ports", 256, 64, 1}, {"blocks", 1, 16384, 1}, {"lengths", 1, 512, 32}, {"all", 64, 256, 2}} {
+		stride        uint64 // between the ids of a namespace and length
+	}{
+		{"ports", 256, 64, 1, 1}, {"blocks", 1, 16384, 1, 1}, {"lengths", 1, 512, 32, 1},
+		{"all", 64, 256, 2, 1}, {"gaps", 4, 300, 2, dirGap}, {"runs", 3, 100, 1, dirGap + 1},
+		{"scattered", 2, 1000, 1, 1 << 30},
+	} {
 		w := newDenseWriter[*srcEnt]()
+		runs := 0
 		for ns := range c.ns {
-			for id := range c.ids {
-				for l := range c.lens {
-					k := blockKey{id: 0x20010db8<<4 + uint64(id), ns: uint16(ns), bits: uint8(56 - l)}
+			for l := range c.lens {
+				runs++
+				if c.stride > dirGap {
+					runs += c.ids - 1
+				}
+				for id := range uint64(c.ids) {
+					k := blockKey{id: 0x20010db8<<4 + id*c.stride, ns: uint16(3 * ns), bits: uint8(56 - l)}
 					w.dense[k] = &blockInfo[*srcEnt]{key: k, b: &block[*srcEnt]{key: k}}
 				}
 			}
 		}
-		d := newDenseIndex(&w, 0x1234567)
-		n, probes := 0, 0
-		mask := d.n - 1
-		for i := range d.n {
-			s := d.at(i)
-			if s.b == nil {
-				continue
+		d := newDenseIndex(&w)
+		n := 0
+		for _, s := range d.sets {
+			n += len(s.runs)
+		}
+		if n != runs {
+			t.Errorf("%s: %d runs, want %d", c.name, n, runs)
+		}
+		if slots, most := d.slots(), uint64(len(w.dense))*min(c.stride, dirGap+1)+dirChunkLen; slots > most {
+			t.Errorf("%s: %d slots for %d blocks, more than %d", c.name, slots, len(w.dense), most)
+		}
+		for k, in := range w.dense {
+			if b := d.find(k); b != in.b {
+				t.Fatalf("%s: find(%+v) = %p, want %p", c.name, k, b, in.b)
 			}
-			n++
-			for j := d.home(s.key); ; j = (j + 1) & mask {
-				probes++
-				if d.at(j).key == s.key {
-					break
+			for _, o := range []blockKey{
+				{k.id - 1, k.ns, k.bits}, {k.id + 1, k.ns, k.bits}, {k.id + dirGap/2, k.ns, k.bits},
+				{k.id, k.ns + 1, k.bits}, {k.id, k.ns, k.bits + 1}, {k.id, k.ns, k.bits - 1},
+			} {
+				if w.dense[o] == nil && d.find(o) != nil {
+					t.Fatalf("%s: find(%+v) finds a block, next to %+v", c.name, o, k)
 				}
 			}
-			if d.find(s.key) != s.b {
-				t.Fatalf("%s: find(%+v) misses", c.name, s.key)
-			}
 		}
-		// Linear probing at a load of at most one half: 1.5 expected of
-		// random homes, fewer here (1.1-1.6), as a multiplicative hash
-		// spreads runs of ids evenly.
-		if mean := float64(probes) / float64(n); n != len(w.dense) || mean > 2 {
-			t.Errorf("%s: %d keys indexed of %d, %.2f probes a search", c.name, n, len(w.dense), mean)
-		} else {
-			t.Logf("%s: %d keys, %.2f probes a search", c.name, n, mean)
+		t.Logf("%s: %d blocks in %d runs, %d slots", c.name, len(w.dense), n, d.slots())
+	}
+	var empty denseIndex[*srcEnt]
+	if empty.find(blockKey{id: 1, bits: 56}) != nil {
+		t.Error("an empty index finds a block")
+	}
+}
+
+// indexed returns the blocks in the index of l.
+func indexed[P entry](l *lpm[P]) []*block[P] {
+	var bs []*block[P]
+	for i := range l.dense.slots() {
+		if b := l.dense.at(i); b != nil {
+			bs = append(bs, b)
 		}
 	}
+	return bs
 }

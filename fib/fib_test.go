@@ -316,7 +316,7 @@ func TestAllocs(t *testing.T) {
 	if routes[0] == nil || hops[0] != routes[0].Hop() || routes[1] != nil || routes[2] != nil || !ok[0] || ok[1] {
 		t.Errorf("batch answers: routes %v hops %v sources %v", routes, hops, ok)
 	}
-	if s.routes.dense.n == 0 {
+	if len(indexed(&s.routes)) == 0 {
 		t.Error("no dense blocks: the batch lookups' dense path went untested")
 	}
 }
@@ -532,13 +532,7 @@ func TestPublishDeferred(t *testing.T) {
 	}
 	check := func(s *Snapshot, blocks int) {
 		t.Helper()
-		n := 0
-		for i := range s.routes.dense.n {
-			if s.routes.dense.at(i).b != nil {
-				n++
-			}
-		}
-		if n != blocks {
+		if n := len(indexed(&s.routes)); n != blocks {
 			t.Fatalf("%d dense blocks, want %d", n, blocks)
 		}
 		for i, p := range ps {
@@ -583,7 +577,7 @@ func TestHopPacking(t *testing.T) {
 		}
 	}
 	s := tb.Publish()
-	if s.routes.dense.n == 0 {
+	if len(indexed(&s.routes)) == 0 {
 		t.Fatal("no dense block: the packed hops went untested")
 	}
 	dsts := make([]*[16]byte, len(want))

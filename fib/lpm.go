@@ -26,6 +26,7 @@ type fastLen[P entry] struct {
 	shift    uint
 	bits     uint8
 	blocks   bool      // the length has dense blocks (dense.go)
+	runs0    []dirRun  // the index's runs of the length in namespace 0 (routes)
 	t        *exact[P] // the table; top and shift are copied from it on freeze
 }
 
@@ -375,6 +376,7 @@ func (w *lpmWriter[P]) freeze(gen uint64, dense bool) lpm[P] {
 	for i := range w.cur.nfast {
 		f := &w.cur.fast[i]
 		f.blocks = denseLen(int(f.bits)) && w.dense.blocks[f.bits] > 0
+		f.runs0 = w.cur.dense.runs(0, f.bits)
 	}
 	w.outerDirty = false
 	return w.cur

@@ -306,14 +306,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 	checkBlockFlags(t, "routes", &s.routes)
 	checkBlockFlags(t, "sources", &s.src)
 	// One block of each kind, at random.
-	pick := func(n int) int {
-		if n == 0 {
-			return -1
-		}
-		return r.IntN(n)
-	}
-	if i := pick(int(s.routes.dense.n)); i >= 0 && s.routes.dense.at(uint32(i)).b != nil {
-		b := s.routes.dense.at(uint32(i)).b
+	if bs := indexed(&s.routes); len(bs) > 0 {
+		b := bs[r.IntN(len(bs))]
 		for j := range blockSlots {
 			p := prefix(b.key, j)
 			want, ok := o.routes[p]
@@ -322,8 +316,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 			}
 		}
 	}
-	if i := pick(int(s.src.dense.n)); i >= 0 && s.src.dense.at(uint32(i)).b != nil {
-		b := s.src.dense.at(uint32(i)).b
+	if bs := indexed(&s.src); len(bs) > 0 {
+		b := bs[r.IntN(len(bs))]
 		port := PortID(b.key.ns)
 		for j := range blockSlots {
 			p := prefix(b.key, j)
@@ -340,10 +334,8 @@ func checkDense(t *testing.T, s *Snapshot, o *oracle, r *rand.Rand) {
 func checkBlockFlags[P entry](t *testing.T, name string, l *lpm[P]) {
 	t.Helper()
 	var has [129]bool
-	for i := range l.dense.n {
-		if b := l.dense.at(i).b; b != nil {
-			has[b.key.bits] = true
-		}
+	for _, b := range indexed(l) {
+		has[b.key.bits] = true
 	}
 	for i := range l.nfast {
 		if f := &l.fast[i]; f.blocks != has[f.bits] {

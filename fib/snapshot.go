@@ -106,8 +106,8 @@ func (s *Snapshot) lookup(hi, lo uint64) (*Route, bool) {
 		}
 		f := &rt.fast[i]
 		if f.blocks {
-			k, x := blockOf(hi, int(f.bits), 0)
-			if b := rt.dense.find(k); b != nil {
+			id, x := blockID(hi, int(f.bits))
+			if b := rt.dense.block(f.runs0, id); b != nil {
 				des[i] = b.get(x)
 				continue
 			}
