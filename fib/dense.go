@@ -239,7 +239,7 @@ func (b *block[P]) fill(fs []filler[P], gen uint64) {
 // loop. The tables of all runs lie in one slot space, in chunks of 64,
 // so that a publish that copies a few blocks copies a few chunks.
 type denseIndex[P entry] struct {
-	sets   []dirSet      // by namespace, then length
+	sets   []dirSet       // by namespace, then length
 	chunks []*dirChunk[P] // the slots of all runs
 }
 
