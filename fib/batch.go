@@ -178,13 +178,22 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 		// One length, in blocks (a plan of one delegated length): each
 		// address is one dense probe, or one hashed, or none.
 		bits := int(t.fast[0].bits)
-		runs := dense.runs(ns, uint8(bits))
+		runs := finder(dense.runs(ns, uint8(bits)))
+		chunks := dense.chunks
 		for j := range n {
 			if st.fast[j] == 0 {
 				continue
 			}
 			id, x := blockID(st.hi[j], bits)
-			if b := dense.block(runs, id); b != nil {
+			var b *block[P]
+			i, ok := id+runs.base, id-runs.first <= runs.span // see runFinder
+			if !runs.one {
+				i, ok = runs.search(id)
+			}
+			if ok {
+				b = chunks[i>>dirChunkBits][i&(dirChunkLen-1)]
+			}
+			if b != nil {
 				d := &st.dprobes[nd]
 				nd++
 				d.w, d.x, d.j, d.i = &b.words[x>>wordBits&(blockWords-1)], uint16(x), uint8(j), 0
@@ -197,19 +206,29 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 		return
 	}
 	// The runs of each length with blocks, found once for the batch.
-	var runs [maxFast][]dirRun
+	var runs [maxFast]runFinder
 	for i := range min(t.nfast, maxFast) {
 		if f := &t.fast[i]; f.blocks {
-			runs[i] = dense.runs(ns, f.bits)
+			runs[i] = finder(dense.runs(ns, f.bits))
 		}
 	}
+	chunks := dense.chunks
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)
 			f := &t.fast[i]
 			if f.blocks {
 				id, x := blockID(st.hi[j], int(f.bits))
-				if b := dense.block(runs[i], id); b != nil {
+				var b *block[P]
+				r := &runs[i]
+				s, ok := id+r.base, id-r.first <= r.span // see runFinder
+				if !r.one {
+					s, ok = r.search(id)
+				}
+				if ok {
+					b = chunks[s>>dirChunkBits][s&(dirChunkLen-1)]
+				}
+				if b != nil {
 					d := &st.dprobes[nd]
 					nd++
 					d.w, d.x, d.j, d.i = &b.words[x>>wordBits&(blockWords-1)], uint16(x), uint8(j), uint8(i)

@@ -334,6 +334,33 @@ func (d *denseIndex[P]) block(runs []dirRun, id uint64) *block[P] {
 	return nil
 }
 
+// runFinder is slotOf for the runs of one namespace and length, held
+// for a batch: the common case of a single run (one pool) takes one
+// compare, written out in the loops (a method doing it does not inline),
+//
+//	i, ok := id+f.base, id-f.first <= f.span
+//	if !f.one {
+//		i, ok = f.search(id)
+//	}
+type runFinder struct {
+	runs              []dirRun
+	first, span, base uint64 // of runs[0], if it is the only one
+	one               bool
+}
+
+func finder(runs []dirRun) runFinder {
+	f := runFinder{runs: runs, one: len(runs) == 1}
+	if f.one {
+		f.first, f.span, f.base = runs[0].first, runs[0].last-runs[0].first, runs[0].base
+	}
+	return f
+}
+
+// search is slotOf, kept out of line.
+//
+//go:noinline
+func (f *runFinder) search(id uint64) (uint64, bool) { return slotOf(f.runs, id) }
+
 // find returns the block for k, or nil.
 func (d *denseIndex[P]) find(k blockKey) *block[P] {
 	if i, ok := slotOf(d.runs(k.ns, k.bits), k.id); ok {

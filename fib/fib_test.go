@@ -3,6 +3,7 @@ package fib
 import (
 	"encoding/binary"
 	"errors"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -598,49 +599,93 @@ func TestHopPacking(t *testing.T) {
 // length, all of it in dense blocks (the batch setup's shortcut), against
 // the single lookups: hits, misses in a block, addresses outside every
 // block, on the right port and the wrong one, as prefixes come and go.
+// The blocks lie in two runs of the index (two /44s side by side, and one
+// far from them), so that both ways of finding a block's run are taken;
+// "two lengths" adds /60s in the same three places and takes the batch
+// setup's general path.
 func TestOneLengthBatch(t *testing.T) {
 	defer setThresholds(2, 1)()
-	r := rand.New(rand.NewPCG(5, 6))
-	tb := NewTable()
-	in := map[netip.Prefix]bool{}
-	prefix := func() netip.Prefix {
-		// /56s in two /44s, so that both get blocks.
-		var a [16]byte
-		binary.BigEndian.PutUint64(a[:], 0x20010db8_00a00000|uint64(r.IntN(2))<<20|uint64(r.IntN(4096))<<8)
-		return netip.PrefixFrom(netip.AddrFrom16(a), 56)
+	for _, c := range []struct {
+		name string
+		lens []int
+	}{{"one length", []int{56}}, {"two lengths", []int{56, 60}}} {
+		r := rand.New(rand.NewPCG(5, 6))
+		tb := NewTable()
+		in := map[netip.Prefix]bool{}
+		prefix := func() netip.Prefix {
+			bits := c.lens[r.IntN(len(c.lens))]
+			var a [16]byte
+			hi := 0x20010db8_00a00000 | []uint64{0, 1, 0x100}[r.IntN(3)]<<20 | uint64(r.IntN(4096))<<(64-bits)
+			binary.BigEndian.PutUint64(a[:], hi)
+			return netip.PrefixFrom(netip.AddrFrom16(a), bits)
+		}
+		port := func(p netip.Prefix) PortID { return PortID(1 + p.Addr().As16()[6]&1) }
+		for round := range 20 {
+			for range 300 {
+				p := prefix()
+				if in[p] {
+					tb.DeleteRoute(p)
+					tb.DeleteSource(port(p), p)
+					delete(in, p)
+					continue
+				}
+				mustAdd(t, tb, Route{Prefix: p, Port: port(p), MAC: [6]byte{2, byte(round)}})
+				if err := tb.AddSource(port(p), p); err != nil {
+					t.Fatal(err)
+				}
+				in[p] = true
+			}
+			s := tb.Publish()
+			if l := &s.routes; l.nfast != len(c.lens) || !l.fast[0].blocks {
+				t.Fatalf("%s, round %d: routes have %d fast lengths, blocks %v", c.name, round, l.nfast, l.fast[0].blocks)
+			}
+			if l := &s.src; l.nfast != len(c.lens) || !l.fast[0].blocks {
+				t.Fatalf("%s, round %d: sources have %d fast lengths, blocks %v", c.name, round, l.nfast, l.fast[0].blocks)
+			}
+			for _, bits := range c.lens {
+				if n := len(s.routes.dense.runs(0, uint8(bits))); round > 0 && n != 2 {
+					t.Fatalf("%s, round %d: /%d blocks in %d runs, want 2", c.name, round, bits, n)
+				}
+			}
+			var addrs []*[16]byte
+			for range 150 {
+				a := prefix().Addr().As16()
+				a[15] = byte(r.IntN(256))
+				if r.IntN(10) == 0 {
+					a[1] ^= 0x40 // outside every block
+				}
+				addrs = append(addrs, &a)
+			}
+			checkBatch(t, s, addrs)
+			// A probe whose block exists must find it, not fall back to
+			// hashing (which would answer right, only slower).
+			checkDenseProbes(t, &s.routes, 0, addrs)
+			checkDenseProbes(t, &s.src, 1, addrs)
+			checkDenseProbes(t, &s.src, 2, addrs)
+		}
 	}
-	port := func(p netip.Prefix) PortID { return PortID(1 + p.Addr().As16()[6]&1) }
-	for round := range 20 {
-		for range 200 {
-			p := prefix()
-			if in[p] {
-				tb.DeleteRoute(p)
-				tb.DeleteSource(port(p), p)
-				delete(in, p)
-				continue
+}
+
+// checkDenseProbes checks that the batch setup makes a dense probe for
+// each (address, length) in addrs[:64] whose block is in l's index in
+// namespace ns, and a hashed probe for the others.
+func checkDenseProbes[P entry](t *testing.T, l *lpm[P], ns uint16, addrs []*[16]byte) {
+	t.Helper()
+	addrs = addrs[:min(len(addrs), batchStride)]
+	st := new(batchState[P])
+	st.load(l, addrs)
+	st.begin(l, ns, len(addrs), wantMatch)
+	dense, probes := 0, 0
+	for j := range addrs {
+		for m := st.fast[j]; m != 0; m &= m - 1 {
+			f := &l.fast[bits.TrailingZeros8(m)]
+			probes++
+			if k, _ := blockOf(st.hi[j], int(f.bits), ns); f.blocks && l.dense.find(k) != nil {
+				dense++
 			}
-			mustAdd(t, tb, Route{Prefix: p, Port: port(p), MAC: [6]byte{2, byte(round)}})
-			if err := tb.AddSource(port(p), p); err != nil {
-				t.Fatal(err)
-			}
-			in[p] = true
 		}
-		s := tb.Publish()
-		if l := &s.routes; l.nfast != 1 || !l.fast[0].blocks {
-			t.Fatalf("round %d: routes have %d fast lengths, blocks %v: not the one-length case", round, l.nfast, l.fast[0].blocks)
-		}
-		if l := &s.src; l.nfast != 1 || !l.fast[0].blocks {
-			t.Fatalf("round %d: sources have %d fast lengths, blocks %v: not the one-length case", round, l.nfast, l.fast[0].blocks)
-		}
-		var addrs []*[16]byte
-		for range 150 {
-			a := prefix().Addr().As16()
-			a[15] = byte(r.IntN(256))
-			if r.IntN(10) == 0 {
-				a[1] ^= 0x40 // outside every block
-			}
-			addrs = append(addrs, &a)
-		}
-		checkBatch(t, s, addrs)
+	}
+	if st.nd != dense || st.np != probes-dense || dense == 0 {
+		t.Fatalf("namespace %d: %d dense probes and %d hashed, want %d and %d", ns, st.nd, st.np, dense, probes-dense)
 	}
 }
