@@ -46,7 +46,10 @@
 // by number as well: 4096 slots per block, a bitmap word per 64 slots and,
 // for routes, the taken slots' cells (entry and Hop) packed in order. A
 // source check there reads a word, a route lookup a word and a cell,
-// instead of a hash probe's directory, bucket, slot and entry.
+// instead of a hash probe's directory, bucket, slot and entry. A
+// pool's blocks have consecutive numbers, so a lookup finds its block in
+// a table of block pointers by number (per namespace, length and run of
+// numbers), which stays in cache.
 //
 // The packet path looks up a batch of addresses at a time (LookupBatch,
 // LookupHops, SourceAllowedBatch, SourcesAndHops, Batch; batch.go): the
