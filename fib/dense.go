@@ -280,15 +280,8 @@ func (d *denseIndex[P]) runs(ns uint16, bits uint8) []dirRun {
 	if len(sets) == 0 {
 		return nil
 	}
-	// The last set with key <= want, by a binary search as in slotOf.
 	want := setKey(ns, bits)
-	base, n := 0, len(sets)
-	for n > 1 {
-		half := n / 2
-		below := sets[base+half].key > want
-		base += half &^ -int(b2u(below))
-		n -= half
-	}
+	base := lastAtMost(sets, uint64(want))
 	if s := &sets[base]; s.key == want {
 		return s.runs
 	}
@@ -298,13 +291,8 @@ func (d *denseIndex[P]) runs(ns uint16, bits uint8) []dirRun {
 // setKey orders the sets: by namespace, then length.
 func setKey(ns uint16, bits uint8) uint32 { return uint32(ns)<<8 | uint32(bits) }
 
-// b2u is 1 for true, without a branch.
-func b2u(b bool) uint {
-	if b {
-		return 1
-	}
-	return 0
-}
+func (s dirSet) sortKey() uint64 { return uint64(s.key) }
+func (r dirRun) sortKey() uint64 { return r.first }
 
 // slotOf returns the slot of block id among runs, and false if no run
 // covers id.
@@ -312,15 +300,7 @@ func slotOf(runs []dirRun, id uint64) (uint64, bool) {
 	if len(runs) == 0 {
 		return 0, false
 	}
-	// The last run with first <= id, by a binary search whose steps do
-	// not branch on the data (see findOuter).
-	base, n := 0, len(runs)
-	for n > 1 {
-		half := n / 2
-		_, below := bits.Sub64(id, runs[base+half].first, 0)
-		base += half &^ -int(below)
-		n -= half
-	}
+	base := lastAtMost(runs, id)
 	r := &runs[base]
 	return id + r.base, r.first <= id && id <= r.last
 }

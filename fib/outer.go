@@ -47,7 +47,9 @@ func findOuter(outer []outerEnt, x uint64) (outerEnt, bool) {
 		return outerEnt{}, false
 	}
 	// The last range with lo <= x, by a binary search whose steps do not
-	// branch on the data.
+	// branch on the data: lastAtMost written out, which makes findOuter
+	// too costly to inline (90 against the budget of 80), and it runs
+	// twice for each frame.
 	base, n := 0, len(outer)
 	for n > 1 {
 		half := n / 2
@@ -62,6 +64,24 @@ func findOuter(outer []outerEnt, x uint64) (outerEnt, bool) {
 		return o, true
 	}
 	return outerEnt{}, false
+}
+
+// sorted is an element of a list sorted by a key that lastAtMost finds.
+type sorted interface{ sortKey() uint64 }
+
+// lastAtMost returns the index of the last element of xs, a non-empty
+// list sorted by key, whose key is at most x, or 0 if there is none (the
+// caller checks the element). It is a binary search whose steps do not
+// branch on the data (see findOuter).
+func lastAtMost[T sorted](xs []T, x uint64) int {
+	base, n := 0, len(xs)
+	for n > 1 {
+		half := n / 2
+		_, below := bits.Sub64(x, xs[base+half].sortKey(), 0)
+		base += half &^ -int(below)
+		n -= half
+	}
+	return base
 }
 
 // count adds d to the entries of p (masked), for the filter.
