@@ -179,6 +179,8 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 		// address is one dense probe, or one hashed, or none.
 		bits := int(t.fast[0].bits)
 		runs := finder(dense.runs(ns, uint8(bits)))
+		// dense.at written out on a local of the chunks, which stays in
+		// a register: through at, 0.5-1 ns a frame more.
 		chunks := dense.chunks
 		for j := range n {
 			if st.fast[j] == 0 {
@@ -212,7 +214,7 @@ func (st *batchState[P]) begin(t *lpm[P], ns uint16, n int, want uint8) {
 			runs[i] = finder(dense.runs(ns, f.bits))
 		}
 	}
-	chunks := dense.chunks
+	chunks := dense.chunks // see above
 	for j := range n {
 		for m := st.fast[j]; m != 0; m &= m - 1 {
 			i := bits.TrailingZeros8(m)

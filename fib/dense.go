@@ -342,12 +342,7 @@ func finder(runs []dirRun) runFinder {
 func (f *runFinder) search(id uint64) (uint64, bool) { return slotOf(f.runs, id) }
 
 // find returns the block for k, or nil.
-func (d *denseIndex[P]) find(k blockKey) *block[P] {
-	if i, ok := slotOf(d.runs(k.ns, k.bits), k.id); ok {
-		return d.at(i)
-	}
-	return nil
-}
+func (d *denseIndex[P]) find(k blockKey) *block[P] { return d.block(d.runs(k.ns, k.bits), k.id) }
 
 // newDenseIndex indexes the blocks of w.
 func newDenseIndex[P entry](w *denseWriter[P]) denseIndex[P] {
