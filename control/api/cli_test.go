@@ -81,6 +81,7 @@ func TestSocketChoice(t *testing.T) {
 		os.WriteFile(cfg, []byte(`state_dir: /var/lib/pdrelay
 api_socket: `+path+`
 servers: [ff05::1:3]
+trusted_servers: [2001:db8:ffff::/64]
 uplink: {interface: up0}
 downlinks: [{interface: eth1}]
 `), 0o644)

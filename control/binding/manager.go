@@ -26,9 +26,11 @@ type Manager struct {
 	sinks  []Sink
 	events chan func(*Table)
 	done   chan struct{}
-	// OnLimit is called (on the owner goroutine) when a limit refuses a
-	// binding, for metrics.
-	OnLimit func(port string, err error)
+	// OnRefused is called (on the owner goroutine) when a limit or the
+	// policy refuses a binding, for metrics: err is one of the limit
+	// errors or a *RefusedError.
+	OnRefused func(port string, err error)
+	quiet     refusalLog
 }
 
 // NewManager returns a Manager for t. now may be nil for time.Now.
@@ -178,15 +180,86 @@ func (m *Manager) apply(t *Table, u Update) {
 	}
 	for _, l := range u.Learn {
 		if _, err := t.Learn(now, l); err != nil {
-			if m.log != nil {
-				m.log.Warn("binding refused", "port", l.Port, "client", l.DUIDHex(),
-					"iaid", l.IAID, "prefix", l.Prefix, "reason", err)
-			}
-			if m.OnLimit != nil {
-				m.OnLimit(l.Port, err)
-			}
+			m.Refused(now, l.Key, "reply", err)
 		}
 	}
+}
+
+// Refused counts a refusal and logs it, at most once a minute for each
+// client and reason: a server (or whoever speaks as one) repeating a bad
+// delegation must not flood the log. source says what offered the
+// binding ("reply", "store", ...). Call it on the owner goroutine.
+func (m *Manager) Refused(now time.Time, k Key, source string, err error) {
+	if m.OnRefused != nil {
+		m.OnRefused(k.Port, err)
+	}
+	if m.log == nil {
+		return
+	}
+	reason := err.Error()
+	var re *RefusedError
+	if errors.As(err, &re) {
+		reason = re.Reason
+	}
+	suppressed, ok := m.quiet.allow(now, refusalKey{k.Port, k.DUID, reason})
+	if !ok {
+		return
+	}
+	attrs := []any{"port", k.Port, "client", k.DUIDHex(), "iaid", k.IAID, "prefix", k.Prefix,
+		"source", source, "reason", err}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	m.log.Warn("binding refused", attrs...)
+}
+
+// refusalLog rate-limits refusal logs to one a minute per client and
+// reason. It is bounded: past maxKeys clients it forgets the ones logged
+// over a minute ago, and while still full it logs nothing new (the
+// metrics count every refusal).
+type refusalLog struct {
+	last map[refusalKey]*refusalSeen
+}
+
+type refusalKey struct{ port, duid, reason string }
+
+type refusalSeen struct {
+	at         time.Time
+	suppressed int
+}
+
+const (
+	refusalEvery   = time.Minute
+	refusalMaxKeys = 4096
+)
+
+// allow reports whether a refusal for k may be logged at now, and how
+// many were held back since the last one logged.
+func (r *refusalLog) allow(now time.Time, k refusalKey) (suppressed int, ok bool) {
+	if r.last == nil {
+		r.last = make(map[refusalKey]*refusalSeen)
+	}
+	if s, seen := r.last[k]; seen {
+		if now.Sub(s.at) < refusalEvery {
+			s.suppressed++
+			return 0, false
+		}
+		n := s.suppressed
+		s.at, s.suppressed = now, 0
+		return n, true
+	}
+	if len(r.last) >= refusalMaxKeys {
+		for key, s := range r.last {
+			if now.Sub(s.at) >= refusalEvery {
+				delete(r.last, key)
+			}
+		}
+		if len(r.last) >= refusalMaxKeys {
+			return 0, false
+		}
+	}
+	r.last[k] = &refusalSeen{at: now}
+	return 0, true
 }
 
 // Update is what the relay learned from one message.

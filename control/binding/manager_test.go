@@ -96,7 +96,7 @@ func TestManagerApplyListClear(t *testing.T) {
 	m := NewManager(NewTable(PortLimits{MaxPerClient: 8}, nil), clk.now, log, rec.sink)
 	var limitMu sync.Mutex
 	var limits []error
-	m.OnLimit = func(port string, err error) {
+	m.OnRefused = func(port string, err error) {
 		limitMu.Lock()
 		defer limitMu.Unlock()
 		limits = append(limits, err)
@@ -161,7 +161,7 @@ func TestManagerApplyListClear(t *testing.T) {
 
 	limitMu.Lock()
 	if len(limits) != 1 || !errors.Is(limits[0], ErrClientLimit) {
-		t.Errorf("OnLimit got %v, want [ErrClientLimit]", limits)
+		t.Errorf("OnRefused got %v, want [ErrClientLimit]", limits)
 	}
 	limitMu.Unlock()
 

@@ -3,11 +3,14 @@ package binding
 import (
 	"container/heap"
 	"errors"
+	"fmt"
 	"iter"
 	"net/netip"
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/gaissmai/bart"
 )
 
 // Errors returned by Learn when a limit stops a binding from being
@@ -97,8 +100,12 @@ type clientKey struct {
 // Table is the binding table. It is not safe for concurrent use: the
 // Manager owns it on one goroutine.
 type Table struct {
-	byKey     map[Key]*entry
-	byPrefix  map[netip.Prefix]*entry
+	byKey    map[Key]*entry
+	byPrefix map[netip.Prefix]*entry
+	// nest indexes the prefixes by containment, for the check that no
+	// client's binding nests in another's.
+	nest      *bart.Table[*entry]
+	policy    Policy
 	perClient map[clientKey][]*entry // a client's bindings on a port
 	perPort   map[string]int
 	duidPorts map[string][]portCount // duid -> ports it is bound on (unique_client)
@@ -120,6 +127,7 @@ func NewTable(def PortLimits, perPort map[string]PortLimits) *Table {
 	return &Table{
 		byKey:     make(map[Key]*entry),
 		byPrefix:  make(map[netip.Prefix]*entry),
+		nest:      new(bart.Table[*entry]),
 		perClient: make(map[clientKey][]*entry),
 		perPort:   make(map[string]int),
 		duidPorts: make(map[string][]portCount),
@@ -133,6 +141,50 @@ func (t *Table) limitsFor(port string) PortLimits {
 		return l
 	}
 	return t.deflimits
+}
+
+// SetPolicy sets what later delegations must satisfy; the bindings
+// already installed stay.
+func (t *Table) SetPolicy(p Policy) { t.policy = p }
+
+// Check reports whether a binding with key k would be refused by the
+// policy or by nesting with another client's binding, without changing
+// anything; nil means it would be installed (limits aside).
+func (t *Table) Check(k Key) error {
+	if !validPrefix(k.Prefix) {
+		return &RefusedError{RefuseInvalid, "not an IPv6 prefix"}
+	}
+	k.Prefix = k.Prefix.Masked()
+	if err := t.policy.check(k.Port, k.Prefix); err != nil {
+		return err
+	}
+	return t.checkNested(k)
+}
+
+// checkNested refuses a prefix that strictly contains, or lies strictly
+// inside, a binding of another client (port and DUID).
+func (t *Table) checkNested(k Key) error {
+	other := func(q netip.Prefix, e *entry) error {
+		if q == k.Prefix || e.Port == k.Port && e.DUID == k.DUID {
+			return nil
+		}
+		rel := "inside"
+		if q.Bits() > k.Prefix.Bits() {
+			rel = "containing"
+		}
+		return &RefusedError{RefuseNested, fmt.Sprintf("%s %s, bound to client %s on %s", rel, q, e.DUIDHex(), e.Port)}
+	}
+	for q, e := range t.nest.Supernets(k.Prefix) {
+		if err := other(q, e); err != nil {
+			return err
+		}
+	}
+	for q, e := range t.nest.Subnets(k.Prefix) {
+		if err := other(q, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Len returns the number of bindings.
@@ -160,9 +212,10 @@ func (t *Table) TakeChanges() []Change {
 // Learn creates or updates the binding l describes, with lifetimes counted
 // from now (G-8). A valid lifetime of 0 removes it (the caller should use
 // Remove; Learn treats it the same way). Over a limit the binding is not
-// installed and the limit's error is returned.
+// installed and the limit's error is returned; a prefix the policy
+// refuses (see Policy) gets a *RefusedError.
 func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
-	if !l.Prefix.IsValid() || !l.Prefix.Addr().Is6() || l.Prefix.Addr().Is4In6() {
+	if !validPrefix(l.Prefix) {
 		return 0, ErrInvalidBinding
 	}
 	l.Prefix = l.Prefix.Masked()
@@ -188,6 +241,9 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 		heap.Fix(&t.exp, e.idx)
 		t.changes = append(t.changes, Change{Op: Updated, Binding: e.Binding, RouteChanged: routeChanged})
 		return Updated, nil
+	}
+	if err := t.Check(l.Key); err != nil {
+		return 0, err
 	}
 	old := t.byPrefix[l.Prefix] // the server re-delegated the prefix to another key
 	lim := t.limitsFor(l.Port)
@@ -237,6 +293,7 @@ var (
 func (t *Table) insert(e *entry) {
 	t.byKey[e.Key] = e
 	t.byPrefix[e.Prefix] = e
+	t.nest.Insert(e.Prefix, e)
 	ck := clientKey{e.Port, e.DUID}
 	t.perClient[ck] = append(t.perClient[ck], e)
 	t.perPort[e.Port]++
@@ -273,6 +330,7 @@ func (t *Table) remove(e *entry, reason string) {
 	delete(t.byKey, e.Key)
 	if t.byPrefix[e.Prefix] == e {
 		delete(t.byPrefix, e.Prefix)
+		t.nest.Delete(e.Prefix)
 	}
 	ck := clientKey{e.Port, e.DUID}
 	es := t.perClient[ck]
@@ -396,41 +454,51 @@ func (t *Table) NextExpiry() (time.Time, bool) {
 
 // Restore installs a binding read from the store. Expired ones are not
 // installed (the caller logs them); limits are not applied, because the
-// bindings were accepted under the limits in force when learned. It
-// reports whether the binding was installed.
+// bindings were accepted under the limits in force when learned, but the
+// policy is (a changed config, or a store written by a relay that did not
+// check, must not install what a Reply could not). It reports whether the
+// binding was installed.
 //
 // A restored binding is not a change: nothing is recorded for it (at 1M
 // bindings the records alone cost seconds), so the caller builds its sinks'
 // state from All once the store is read. Bindings a newer record
 // supersedes are recorded as removed, for the store to delete.
 func (t *Table) Restore(now time.Time, b Binding) bool {
-	return t.RestoreRef(now, b) != nil
+	ref, _ := t.RestoreRef(now, b)
+	return ref != nil
 }
 
-// RestoreRef is Restore returning the installed binding, or nil. The
+// RestoreRef is Restore returning the installed binding, or nil, and the
+// policy's refusal (a *RefusedError) when that is why it was not. The
 // binding it points to does not change until the table is next modified
 // by anything other than Restore, so it may be handed to another
 // goroutine during a restore.
-func (t *Table) RestoreRef(now time.Time, b Binding) *Binding {
+func (t *Table) RestoreRef(now time.Time, b Binding) (*Binding, error) {
+	if !validPrefix(b.Prefix) {
+		return nil, &RefusedError{RefuseInvalid, "not an IPv6 prefix"}
+	}
 	b.Prefix = b.Prefix.Masked()
-	if !b.Valid(now) || !b.Prefix.IsValid() {
-		return nil
+	if !b.Valid(now) {
+		return nil, nil
+	}
+	if err := t.Check(b.Key); err != nil {
+		return nil, err
 	}
 	if old, ok := t.byKey[b.Key]; ok {
 		if !old.Updated.Before(b.Updated) {
-			return nil // the newer record wins for the same key too
+			return nil, nil // the newer record wins for the same key too
 		}
 		t.remove(old, ReasonSuperseded)
 	}
 	if old, ok := t.byPrefix[b.Prefix]; ok {
 		if !old.Updated.Before(b.Updated) {
-			return nil
+			return nil, nil
 		}
 		t.remove(old, ReasonSuperseded)
 	}
 	e := &entry{Binding: b}
 	t.insert(e)
-	return &e.Binding
+	return &e.Binding, nil
 }
 
 // All yields every binding, in no order. The table must not change while

@@ -31,7 +31,19 @@ const (
 	DefaultLogLevel       = slog.LevelInfo
 	DefaultReleaseRequest = dhcp6.MessageType(250) // experimental, unassigned
 	DefaultReleaseReply   = dhcp6.MessageType(251) // experimental, unassigned
+	// DefaultMaxClientRate and DefaultMaxClientBurst bound the client
+	// messages one downlink relays: 100 a second on average, 200 back to
+	// back. A subscriber's router sends 2-4 messages an exchange and
+	// retransmits what is lost; a port of a few hundred clients that all
+	// restart at once is served within seconds.
+	DefaultMaxClientRate  = 100
+	DefaultMaxClientBurst = 200
 )
+
+// DefaultDelegatedLengths is the range of prefix lengths a server may
+// delegate unless delegated_lengths says otherwise: /32 (a large
+// customer) to /64 (one subnet).
+var DefaultDelegatedLengths = LengthRange{Min: 32, Max: 64}
 
 // DefaultMaxDelegations bounds the prefixes one port may hold (RFC 8987
 // G-6). It is high enough not to bite a real access port, even a
@@ -42,8 +54,9 @@ const DefaultMaxDelegations = 4096
 // Upper bounds of dataplane keys: far above any real setting, low enough
 // that a typo cannot make the relay try to allocate the machine away.
 const (
-	MaxQueues   = 1024
-	MaxICMPRate = 1_000_000
+	MaxQueues     = 1024
+	MaxICMPRate   = 1_000_000
+	MaxClientRate = 1_000_000
 )
 
 // LastAssignedMessageType is the highest DHCPv6 message type IANA has
@@ -60,8 +73,17 @@ type Config struct {
 	RelayID []byte
 	// Servers are where Relay-Forwards go. Link-local ones carry a zone:
 	// the one configured, or the uplink interface.
-	Servers        []netip.Addr
-	ServerPort     uint16
+	Servers    []netip.Addr
+	ServerPort uint16
+	// TrustedServers are prefixes whose addresses may send Relay-Replies
+	// besides the unicast Servers (trusted_servers); required when a
+	// server is a multicast group.
+	TrustedServers []netip.Prefix
+	// DelegatedLengths are the prefix lengths a delegation may have.
+	DelegatedLengths LengthRange
+	// DelegatedPools, when not empty, are where every delegated prefix
+	// must lie, on downlinks without pools of their own.
+	DelegatedPools []netip.Prefix
 	Uplink         Uplink
 	Downlinks      []Downlink
 	Dataplane      Dataplane
@@ -97,6 +119,18 @@ type Downlink struct {
 	LoopPolicy          LoopPolicy
 	LoopICMP            bool
 	TrustReleaseRequest bool
+	// TrustRelayForward relays Relay-Forward messages arriving on the
+	// port (an LDRA, RFC 6221, or a relay below); without it they are
+	// dropped, so a subscriber cannot forge relay options.
+	TrustRelayForward bool
+	// MaxClientRate and MaxClientBurst limit the client messages the port
+	// relays: MaxClientRate a second on average, MaxClientBurst back to
+	// back. MaxClientRate 0 means no limit.
+	MaxClientRate  int
+	MaxClientBurst int
+	// DelegatedPools, when not empty, replace the global DelegatedPools
+	// for this port.
+	DelegatedPools []netip.Prefix
 	// AllowedSources are source prefixes accepted from the port besides
 	// its delegated prefixes; masked, IPv6.
 	AllowedSources []netip.Prefix
@@ -112,6 +146,28 @@ type LoopOverride struct {
 	Client []byte       // a client DUID; nil for a prefix override
 	Prefix netip.Prefix // masked, IPv6; the zero Prefix for a client override
 	Policy LoopPolicy
+}
+
+// LengthRange is an inclusive range of prefix lengths.
+type LengthRange struct{ Min, Max int }
+
+// Contains reports whether bits lies in the range.
+func (r LengthRange) Contains(bits int) bool { return bits >= r.Min && bits <= r.Max }
+
+func (r LengthRange) String() string {
+	if r.Min == r.Max {
+		return fmt.Sprint(r.Min)
+	}
+	return fmt.Sprintf("%d-%d", r.Min, r.Max)
+}
+
+// Pools returns the pools delegations on downlink d must lie in: its own,
+// else the global ones; nil means anywhere.
+func (c *Config) Pools(d *Downlink) []netip.Prefix {
+	if len(d.DelegatedPools) > 0 {
+		return d.DelegatedPools
+	}
+	return c.DelegatedPools
 }
 
 // Limits returns the port's binding limits.

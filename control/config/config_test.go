@@ -28,8 +28,11 @@ func TestLoadExample(t *testing.T) {
 			netip.MustParseAddr("2001:db8:ffff::547"),
 			netip.MustParseAddr("ff05::1:3"),
 		},
-		ServerPort: 547,
-		Uplink:     Uplink{Interface: "eth0", Gateway: netip.MustParseAddr("fe80::1%eth0"), NoRoute: NoRoutePass},
+		ServerPort:       547,
+		TrustedServers:   []netip.Prefix{netip.MustParsePrefix("2001:db8:ffff::/64")},
+		DelegatedLengths: LengthRange{32, 64},
+		DelegatedPools:   []netip.Prefix{netip.MustParsePrefix("2001:db8:100::/40"), netip.MustParsePrefix("2001:db8:2000::/36")},
+		Uplink:           Uplink{Interface: "eth0", Gateway: netip.MustParseAddr("fe80::1%eth0"), NoRoute: NoRoutePass},
 		Downlinks: []Downlink{{
 			Interface:      "eth1",
 			LinkAddress:    netip.MustParseAddr("2001:db8:100::1"),
@@ -38,6 +41,8 @@ func TestLoadExample(t *testing.T) {
 			MaxDelegations: 16,
 			MaxPerClient:   8,
 			LoopPolicy:     LoopDrop,
+			MaxClientRate:  100,
+			MaxClientBurst: 200,
 		}, {
 			Interface:      "eth2",
 			InterfaceID:    "eth2",
@@ -45,6 +50,9 @@ func TestLoadExample(t *testing.T) {
 			MaxDelegations: 1024,
 			MaxPerClient:   8,
 			LoopPolicy:     LoopDrop,
+			MaxClientRate:  DefaultMaxClientRate,
+			MaxClientBurst: DefaultMaxClientBurst,
+			DelegatedPools: []netip.Prefix{netip.MustParsePrefix("2001:db8:2000::/36")},
 			AllowedSources: []netip.Prefix{netip.MustParsePrefix("2001:db8:200::/64")},
 			LoopOverrides: []LoopOverride{
 				{Client: []byte{0x00, 0x01, 0x00, 0x01, 0x5f, 0x00, 0x00, 0x01, 0x02, 0x00, 0x5e, 0x00, 0x53, 0x02}, Policy: LoopForward},
@@ -79,15 +87,17 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		StateDir:       "/var/lib/pdrelay",
-		APISocket:      DefaultAPISocket,
-		Servers:        []netip.Addr{netip.MustParseAddr("fe80::547%up0")}, // zone from the uplink
-		ServerPort:     DefaultServerPort,
-		Uplink:         Uplink{Interface: "up0", NoRoute: NoRoutePass},
-		Downlinks:      []Downlink{{Interface: "down0", InterfaceID: "down0", LinkType: PointToPoint, MaxDelegations: DefaultMaxDelegations, MaxPerClient: 8, LoopPolicy: LoopDrop}},
-		Dataplane:      Dataplane{Mode: DataplaneOff, Queues: DefaultQueues, FrameSize: DefaultFrameSize, ICMPRate: DefaultICMPRate},
-		ReleaseRequest: ReleaseRequest{MessageType: 250, ReplyType: 251},
-		LogLevel:       slog.LevelInfo,
+		StateDir:   "/var/lib/pdrelay",
+		APISocket:  DefaultAPISocket,
+		Servers:    []netip.Addr{netip.MustParseAddr("fe80::547%up0")}, // zone from the uplink
+		ServerPort: DefaultServerPort,
+		Uplink:     Uplink{Interface: "up0", NoRoute: NoRoutePass},
+		Downlinks: []Downlink{{Interface: "down0", InterfaceID: "down0", LinkType: PointToPoint, MaxDelegations: DefaultMaxDelegations, MaxPerClient: 8, LoopPolicy: LoopDrop,
+			MaxClientRate: DefaultMaxClientRate, MaxClientBurst: DefaultMaxClientBurst}},
+		DelegatedLengths: DefaultDelegatedLengths,
+		Dataplane:        Dataplane{Mode: DataplaneOff, Queues: DefaultQueues, FrameSize: DefaultFrameSize, ICMPRate: DefaultICMPRate},
+		ReleaseRequest:   ReleaseRequest{MessageType: 250, ReplyType: 251},
+		LogLevel:         slog.LevelInfo,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", c, want)
@@ -106,8 +116,36 @@ func TestValid(t *testing.T) {
 			func(c *Config) bool { return len(c.RelayID) == 10 }},
 		{"relay_id with colons, unquoted", minimal + "relay_id: 00:03:00:01\n",
 			func(c *Config) bool { return string(c.RelayID) == "\x00\x03\x00\x01" }},
-		{"link-local multicast server", strings.Replace(minimal, "[fe80::547]", "[ff02::1:2]", 1),
-			func(c *Config) bool { return c.Servers[0] == netip.MustParseAddr("ff02::1:2%up0") }},
+		{"link-local multicast server", strings.Replace(minimal, "[fe80::547]", "[ff02::1:2]", 1) + "trusted_servers: [fe80::/64]\n",
+			func(c *Config) bool {
+				return c.Servers[0] == netip.MustParseAddr("ff02::1:2%up0") &&
+					reflect.DeepEqual(c.TrustedServers, []netip.Prefix{netip.MustParsePrefix("fe80::/64")})
+			}},
+		{"one delegated length", minimal + "delegated_lengths: 56\n",
+			func(c *Config) bool { return c.DelegatedLengths == LengthRange{56, 56} }},
+		{"delegated lengths up to 128", minimal + "delegated_lengths: ' 48 - 128 '\n",
+			func(c *Config) bool { return c.DelegatedLengths == LengthRange{48, 128} }},
+		{"pools and per-port pools", minimal + "    delegated_pools: [2001:db8:100::/40]\ndelegated_pools: [fc00::/7]\n",
+			func(c *Config) bool {
+				d := &c.Downlinks[0]
+				return reflect.DeepEqual(c.Pools(d), []netip.Prefix{netip.MustParsePrefix("2001:db8:100::/40")}) &&
+					reflect.DeepEqual(c.DelegatedPools, []netip.Prefix{netip.MustParsePrefix("fc00::/7")})
+			}},
+		{"global pools apply to a port without its own", minimal + "delegated_pools: [2001:db8::/32]\n",
+			func(c *Config) bool {
+				return reflect.DeepEqual(c.Pools(&c.Downlinks[0]), []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")})
+			}},
+		{"trust and rate keys", minimal + "    trust_relay_forward: true\n    max_client_rate: 0\n",
+			func(c *Config) bool {
+				d := c.Downlinks[0]
+				return d.TrustRelayForward && d.MaxClientRate == 0 && d.MaxClientBurst == 0
+			}},
+		{"rate sets the default burst", minimal + "    max_client_rate: 1000\n",
+			func(c *Config) bool {
+				return c.Downlinks[0].MaxClientRate == 1000 && c.Downlinks[0].MaxClientBurst == 2000
+			}},
+		{"burst given", minimal + "    max_client_burst: 5\n",
+			func(c *Config) bool { return c.Downlinks[0].MaxClientRate == 100 && c.Downlinks[0].MaxClientBurst == 5 }},
 		{"relay_id all digits stays a string", minimal + "relay_id: 0001000100\n",
 			func(c *Config) bool { return string(c.RelayID) == "\x00\x01\x00\x01\x00" }},
 		{"empty value is the default", minimal + "server_port:\n",
@@ -254,6 +292,34 @@ func TestErrors(t *testing.T) {
 			`config: release_request.reply_type: 256 is not a message type (1..255)`},
 		{"release types equal", base + "release_request: {message_type: 240, reply_type: 240}\n",
 			`config: release_request.reply_type: 240 is also the message_type`},
+		{"multicast server without trusted_servers", strings.Replace(base, "[2001:db8::547]", "[2001:db8::547, ff05::1:3]", 1),
+			`config: servers[1]: "ff05::1:3" is a multicast group, and trusted_servers is not set`},
+		{"trusted_servers everything", base + "trusted_servers: ['::/0']\n",
+			`config: trusted_servers[0]: "::/0" would trust every address`},
+		{"trusted_servers multicast", base + "trusted_servers: ['ff05::/16']\n",
+			`config: trusted_servers[0]: "ff05::/16" is multicast`},
+		{"trusted_servers not a prefix", base + "trusted_servers: [2001:db8::1]\n",
+			`config: trusted_servers[0]: "2001:db8::1" is not an IPv6 prefix`},
+		{"bad delegated_lengths", base + "delegated_lengths: 64-48\n",
+			`config: delegated_lengths: "64-48" runs backwards; write MIN-MAX`},
+		{"delegated_lengths out of range", base + "delegated_lengths: 0-64\n",
+			`config: delegated_lengths: "0-64" is outside 1..128`},
+		{"delegated_lengths garbage", base + "delegated_lengths: big\n",
+			`config: delegated_lengths: "big" is not a prefix length or a range of them`},
+		{"pool in reserved space", base + "delegated_pools: ['64:ff9b::/96']\n",
+			`config: delegated_pools[0]: "64:ff9b::/96" overlaps ::/8, which is never delegated`},
+		{"multicast pool on a port", base + "    delegated_pools: ['ff00::/8']\n",
+			`config: downlinks[1].delegated_pools[0]: "ff00::/8" overlaps ff00::/8, which is never delegated`},
+		{"pool longer than every delegation", base + "delegated_pools: ['2001:db8::/80']\n",
+			`config: delegated_pools[0]: "2001:db8::/80" is longer than the longest delegated length (delegated_lengths 32-64)`},
+		{"pool with host bits", base + "delegated_pools: ['2001:db8::1/48']\n",
+			`config: delegated_pools[0]: "2001:db8::1/48" has bits set past the prefix length; did you mean 2001:db8::/48?`},
+		{"negative max_client_rate", base + "    max_client_rate: -1\n",
+			`config: downlinks[1].max_client_rate: -1 is not a rate of 0..1000000 messages a second (0: no limit)`},
+		{"zero max_client_burst", base + "    max_client_burst: 0\n",
+			`config: downlinks[1].max_client_burst: 0 is not a burst of 1..1000000 messages`},
+		{"trust_relay_forward not a bool", base + "    trust_relay_forward: maybe\n",
+			`config: downlinks[1].trust_relay_forward: "maybe" is not`},
 		{"negative max_delegations", base + "    max_delegations: -1\n",
 			`config: downlinks[1].max_delegations: -1 is negative; use 0 for unlimited`},
 		{"negative max_per_client", base + "    max_per_client: -8\n",

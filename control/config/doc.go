@@ -21,7 +21,14 @@
 //	servers          at least one IPv6 address, unicast or multicast (such as
 //	                 ff05::1:3). A link-local address (fe80::/10 or ff02::/16)
 //	                 without a zone is given the uplink's interface as zone.
+//	                 A multicast entry needs trusted_servers.
 //	server_port      default 547
+//	trusted_servers  IPv6 prefixes: a Relay-Reply from an address inside one
+//	                 is trusted besides the unicast servers; default none
+//	delegated_lengths the prefix lengths a delegation may have, "MIN-MAX" or
+//	                 one length; default 32-64, up to 128
+//	delegated_pools  optional IPv6 prefixes every delegated prefix must lie
+//	                 in (a downlink's own delegated_pools replace them)
 //	uplink           interface (required), gateway (optional IPv6 address),
 //	                 no_route: pass (default) or drop, for traffic arriving on
 //	                 the uplink for an address no delegated prefix covers; pass
@@ -52,6 +59,13 @@
 //	  loop_icmp              default false
 //	  trust_release_request  default false: RELEASE-REQUESTs arriving on the
 //	                         port are dropped
+//	  trust_relay_forward    default false: Relay-Forwards arriving on the port
+//	                         are dropped; true for an LDRA or a relay below
+//	  max_client_rate        client messages relayed a second, 0..1000000;
+//	                         default 100; 0 means no limit
+//	  max_client_burst       client messages relayed back to back, 1..1000000;
+//	                         default twice max_client_rate
+//	  delegated_pools        this port's pools, replacing the global ones
 //	  allowed_sources        extra IPv6 source prefixes accepted from the port
 //	                         besides its delegated prefixes; default none
 //	dataplane        mode: xdp, xdp-generic or off; default off (control plane

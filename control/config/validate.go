@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pdrelay/pdrelay/control/binding"
 	"github.com/pdrelay/pdrelay/control/dhcp6"
 )
 
@@ -23,6 +24,9 @@ type rawConfig struct {
 	RelayID        string        `yaml:"relay_id"`
 	Servers        []string      `yaml:"servers"`
 	ServerPort     *int          `yaml:"server_port"`
+	TrustedServers []string      `yaml:"trusted_servers"`
+	DelegatedLen   string        `yaml:"delegated_lengths"`
+	DelegatedPools []string      `yaml:"delegated_pools"`
 	Uplink         rawUplink     `yaml:"uplink"`
 	Downlinks      []rawDownlink `yaml:"downlinks"`
 	Dataplane      rawDataplane  `yaml:"dataplane"`
@@ -47,6 +51,10 @@ type rawDownlink struct {
 	LoopPolicy          string            `yaml:"loop_policy"`
 	LoopICMP            bool              `yaml:"loop_icmp"`
 	TrustReleaseRequest bool              `yaml:"trust_release_request"`
+	TrustRelayForward   bool              `yaml:"trust_relay_forward"`
+	MaxClientRate       *int              `yaml:"max_client_rate"`
+	MaxClientBurst      *int              `yaml:"max_client_burst"`
+	DelegatedPools      []string          `yaml:"delegated_pools"`
 	AllowedSources      []string          `yaml:"allowed_sources"`
 	LoopOverrides       []rawLoopOverride `yaml:"loop_overrides"`
 }
@@ -131,6 +139,33 @@ func (r *rawConfig) validate() (*Config, error) {
 		seenServer[a] = i
 		c.Servers = append(c.Servers, a)
 	}
+	c.TrustedServers = prefixList("trusted_servers", r.TrustedServers, &errs, func(key, s string, p netip.Prefix) bool {
+		switch {
+		case p.Bits() == 0:
+			errs.add(key, "%q would trust every address; name the servers' prefixes", s)
+		case p.Addr().IsMulticast():
+			errs.add(key, "%q is multicast; a Relay-Reply comes from a unicast address", s)
+		default:
+			return true
+		}
+		return false
+	})
+	for i, a := range c.Servers {
+		if a.IsMulticast() && len(c.TrustedServers) == 0 && len(r.TrustedServers) == 0 {
+			errs.add(fmt.Sprintf("servers[%d]", i),
+				"%q is a multicast group, and trusted_servers is not set: the servers answer from their own "+
+					"addresses, so list their prefixes in trusted_servers (a Relay-Reply from anywhere else is dropped)", a.WithZone(""))
+		}
+	}
+	c.DelegatedLengths = DefaultDelegatedLengths
+	if r.DelegatedLen != "" {
+		if lr, err := parseLengthRange(r.DelegatedLen); err != nil {
+			errs.add("delegated_lengths", "%q %v", r.DelegatedLen, err)
+		} else {
+			c.DelegatedLengths = lr
+		}
+	}
+	c.DelegatedPools = pools("delegated_pools", r.DelegatedPools, c.DelegatedLengths, &errs)
 	c.ServerPort = DefaultServerPort
 	if r.ServerPort != nil {
 		if p := *r.ServerPort; p < 1 || p > 65535 {
@@ -140,7 +175,7 @@ func (r *rawConfig) validate() (*Config, error) {
 		}
 	}
 
-	c.Downlinks = validateDownlinks(r.Downlinks, c.Uplink.Interface, &errs)
+	c.Downlinks = validateDownlinks(r.Downlinks, c.Uplink.Interface, c.DelegatedLengths, &errs)
 
 	c.Dataplane.Mode = DefaultDataplaneMode
 	if m := DataplaneMode(r.Dataplane.Mode); m != "" {
@@ -255,7 +290,7 @@ func serverAddr(key, s string, a netip.Addr, uplink string, errs *errList) (neti
 	return a, true
 }
 
-func validateDownlinks(raws []rawDownlink, uplink string, errs *errList) []Downlink {
+func validateDownlinks(raws []rawDownlink, uplink string, lengths LengthRange, errs *errList) []Downlink {
 	if len(raws) == 0 {
 		errs.add("downlinks", "at least one downlink is required")
 		return nil
@@ -276,6 +311,7 @@ func validateDownlinks(raws []rawDownlink, uplink string, errs *errList) []Downl
 			LoopPolicy:          DefaultLoopPolicy,
 			LoopICMP:            r.LoopICMP,
 			TrustReleaseRequest: r.TrustReleaseRequest,
+			TrustRelayForward:   r.TrustRelayForward,
 		}
 		if checkIfName(key("interface"), r.Interface, errs) {
 			if j, dup := byName[r.Interface]; dup {
@@ -332,22 +368,22 @@ func validateDownlinks(raws []rawDownlink, uplink string, errs *errList) []Downl
 		default:
 			errs.add(key("loop_policy"), "%q is not one of drop, forward", r.LoopPolicy)
 		}
-		seen := make(map[netip.Prefix]int)
-		for k, s := range r.AllowedSources {
-			sk := fmt.Sprintf("%s[%d]", key("allowed_sources"), k)
-			p, err := netip.ParsePrefix(s)
-			switch {
-			case err != nil || !p.Addr().Is6() || p.Addr().Is4In6():
-				errs.add(sk, "%q is not an IPv6 prefix", s)
-			case p != p.Masked():
-				errs.add(sk, "%q has bits set past the prefix length; did you mean %s?", s, p.Masked())
-			default:
-				if j, dup := seen[p]; dup {
-					errs.add(sk, "%q is also allowed_sources[%d]", s, j)
-					continue
-				}
-				seen[p] = k
-				d.AllowedSources = append(d.AllowedSources, p)
+		d.AllowedSources = prefixList(key("allowed_sources"), r.AllowedSources, errs, nil)
+		d.DelegatedPools = pools(key("delegated_pools"), r.DelegatedPools, lengths, errs)
+		d.MaxClientRate = DefaultMaxClientRate
+		if v := r.MaxClientRate; v != nil {
+			if *v < 0 || *v > MaxClientRate {
+				errs.add(key("max_client_rate"), "%d is not a rate of 0..%d messages a second (0: no limit)", *v, MaxClientRate)
+			} else {
+				d.MaxClientRate = *v
+			}
+		}
+		d.MaxClientBurst = 2 * d.MaxClientRate
+		if v := r.MaxClientBurst; v != nil {
+			if *v < 1 || *v > MaxClientRate {
+				errs.add(key("max_client_burst"), "%d is not a burst of 1..%d messages", *v, MaxClientRate)
+			} else {
+				d.MaxClientBurst = *v
 			}
 		}
 		d.LoopOverrides = loopOverrides(key("loop_overrides"), r.LoopOverrides, errs)
@@ -419,6 +455,69 @@ func loopOverrides(key string, raws []rawLoopOverride, errs *errList) []LoopOver
 		}
 	}
 	return out
+}
+
+// prefixList parses a list of IPv6 prefixes at key, refusing bits set past
+// the length and repeats; check, when given, refuses more (it adds its own
+// error and returns false).
+func prefixList(key string, raws []string, errs *errList, check func(key, s string, p netip.Prefix) bool) []netip.Prefix {
+	var out []netip.Prefix
+	seen := make(map[netip.Prefix]int)
+	for k, s := range raws {
+		ik := fmt.Sprintf("%s[%d]", key, k)
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil || !p.Addr().Is6() || p.Addr().Is4In6():
+			errs.add(ik, "%q is not an IPv6 prefix", s)
+		case p != p.Masked():
+			errs.add(ik, "%q has bits set past the prefix length; did you mean %s?", s, p.Masked())
+		default:
+			if j, dup := seen[p]; dup {
+				errs.add(ik, "%q is also %s[%d]", s, key, j)
+				continue
+			}
+			seen[p] = k
+			if check == nil || check(ik, s, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// pools parses delegated_pools at key: unicast prefixes no longer than
+// the longest delegated length (a longer pool could hold no delegation).
+func pools(key string, raws []string, lengths LengthRange, errs *errList) []netip.Prefix {
+	return prefixList(key, raws, errs, func(k, s string, p netip.Prefix) bool {
+		if r := binding.ReservedOverlap(p); r.IsValid() {
+			errs.add(k, "%q overlaps %s, which is never delegated", s, r)
+			return false
+		}
+		if p.Bits() > lengths.Max {
+			errs.add(k, "%q is longer than the longest delegated length (delegated_lengths %s)", s, lengths)
+			return false
+		}
+		return true
+	})
+}
+
+// parseLengthRange parses "N" or "MIN-MAX", prefix lengths 1..128.
+func parseLengthRange(s string) (LengthRange, error) {
+	lo, hi, isRange := strings.Cut(strings.TrimSpace(s), "-")
+	if !isRange {
+		hi = lo
+	}
+	a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	switch {
+	case err1 != nil || err2 != nil:
+		return LengthRange{}, errors.New("is not a prefix length or a range of them (for example 48-64)")
+	case a < 1 || b > 128:
+		return LengthRange{}, errors.New("is outside 1..128")
+	case a > b:
+		return LengthRange{}, errors.New("runs backwards; write MIN-MAX")
+	}
+	return LengthRange{Min: a, Max: b}, nil
 }
 
 func limit(key string, v *int, def int, errs *errList) int {

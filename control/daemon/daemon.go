@@ -87,9 +87,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	met := metrics.New(&eng.Counters, names)
 
 	table := binding.NewTable(binding.PortLimits{MaxPerClient: config.DefaultMaxPerClient, MaxDelegations: config.DefaultMaxDelegations}, cfg.PortLimits())
+	addrs := readPortAddrs(cfg)
+	table.SetPolicy(bindingPolicy(cfg, addrs))
 	// Restored bindings are not changes: restore builds the FIB beside the
 	// table, and the gauges are read from it.
-	if err := restore(table, st, fs, log); err != nil {
+	if err := restore(table, st, fs, log, met.Refused); err != nil {
 		return err
 	}
 	met.Load(table.PortCount)
@@ -100,7 +102,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	toStore := storeSink(st)
 
 	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink)
-	mgr.OnLimit = met.LimitHit
+	mgr.OnRefused = met.Refused
 
 	// The forwarding plane: an attach failure stops the start with its
 	// cause (dataplane.mode xdp asks for forwarding; running without it
@@ -167,6 +169,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return nil
 		})
 	}
+	spawn("addresses", func() error {
+		return watchAddrs(ctx, cfg, addrs, func(a portAddrs) {
+			log.Info("port addresses changed", "addresses", a)
+			pol := bindingPolicy(cfg, a)
+			mgr.Post(func(t *binding.Table) { t.SetPolicy(pol) })
+		})
+	})
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
 	apiSrv := api.NewServer(mgr, log)
 	if fwd != nil {
@@ -301,7 +310,7 @@ func newDUID(ifname string, now time.Time) []byte {
 // expired while the relay was down, and builds the FIB from the restored
 // bindings as they come: a second goroutine applies them to fs in table
 // order, so at 1M bindings the two halves of a restart overlap on two cores.
-func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger) error {
+func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger, onRefused func(port string, err error)) error {
 	now := time.Now()
 	n, err := st.Len()
 	if err != nil {
@@ -326,9 +335,9 @@ func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger) e
 	}()
 	const batchLen = 4096
 	batch := make([]fibOp, 0, batchLen)
-	var expired int
+	var expired, refusedN int
 	skipped, err := st.Load(func(b binding.Binding) error {
-		ref := t.RestoreRef(now, b)
+		ref, refused := t.RestoreRef(now, b)
 		for _, c := range t.TakeChanges() { // an older record of the same prefix or key
 			batch = append(batch, fibOp{removed: &c.Binding})
 			st.Delete(c.Binding.Key)
@@ -338,6 +347,19 @@ func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger) e
 				feed <- batch
 				batch = make([]fibOp, 0, batchLen)
 			}
+			return nil
+		}
+		if refused != nil {
+			// The policy (delegated_lengths, delegated_pools, the relay's
+			// own subnets, nesting) refuses what a Reply could not install
+			// either; the client's next Renew is checked afresh.
+			refusedN++
+			if onRefused != nil {
+				onRefused(b.Port, refused)
+			}
+			log.Warn("binding refused", "port", b.Port, "client", b.DUIDHex(), "iaid", b.IAID,
+				"prefix", b.Prefix, "source", "store", "reason", refused)
+			st.Delete(b.Key)
 			return nil
 		}
 		reason := binding.ReasonSuperseded // a newer record holds the prefix
@@ -362,7 +384,7 @@ func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger) e
 	if skipped > 0 {
 		log.Warn("store records skipped: undecodable", "count", skipped)
 	}
-	log.Info("bindings restored", "count", t.Len(), "expired", expired)
+	log.Info("bindings restored", "count", t.Len(), "expired", expired, "refused", refusedN)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,7 +66,11 @@ func TestRestoreFromStore(t *testing.T) {
 	// The server re-delegated bs[7]'s prefix to another client on dl9.
 	moved := bs[7]
 	moved.Port, moved.DUID, moved.Updated = "dl9", "other", now.Add(time.Second)
-	for _, b := range append(bs, moved) {
+	// A store written before the policy, or under another config: a
+	// multicast "delegation" must not come back.
+	bogus := bs[11]
+	bogus.IAID, bogus.Prefix = 99, netip.MustParsePrefix("ff05::/48")
+	for _, b := range append(bs, moved, bogus) {
 		st.Put(b)
 	}
 	st.Close()
@@ -76,9 +81,19 @@ func TestRestoreFromStore(t *testing.T) {
 	}
 	defer st.Close()
 	tab := binding.NewTable(binding.PortLimits{}, nil)
+	tab.SetPolicy(binding.Policy{MinLen: 32, MaxLen: 64})
 	ft := fib.NewTable()
-	if err := restore(tab, st, testFIBSink(ft), slog.New(slog.DiscardHandler)); err != nil {
+	var refused []string
+	if err := restore(tab, st, testFIBSink(ft), slog.New(slog.DiscardHandler), func(port string, err error) {
+		refused = append(refused, port+": "+err.Error())
+	}); err != nil {
 		t.Fatal(err)
+	}
+	if len(refused) != 1 || !strings.Contains(refused[0], "reserved") {
+		t.Errorf("refusals %q, want the multicast one", refused)
+	}
+	if _, ok := ft.Load().Lookup(bogus.Prefix.Addr()); ok {
+		t.Fatal("a refused binding was routed")
 	}
 	want := n - 2 // two expired; bs[7] replaced by moved
 	if tab.Len() != want {
@@ -109,7 +124,7 @@ func TestRestoreFromStore(t *testing.T) {
 	stored := 0
 	st.Load(func(binding.Binding) error { stored++; return nil })
 	if stored != want {
-		t.Fatalf("store holds %d after restore, want %d (expired and superseded deleted)", stored, want)
+		t.Fatalf("store holds %d after restore, want %d (expired, superseded and refused deleted)", stored, want)
 	}
 }
 
@@ -155,7 +170,7 @@ func BenchmarkRestart1M(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			if err := restore(tab, st, fs, log); err != nil {
+			if err := restore(tab, st, fs, log, nil); err != nil {
 				b.Fatal(err)
 			}
 			if ft.Load().Len() != 1_000_000 {

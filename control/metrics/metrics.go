@@ -26,6 +26,7 @@ type Metrics struct {
 	bindings  *prometheus.GaugeVec
 	changes   *prometheus.CounterVec
 	limitHits *prometheus.CounterVec
+	refusals  *prometheus.CounterVec
 
 	ports   []string
 	mu      sync.Mutex
@@ -45,6 +46,10 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdrelay_limit_hits_total", Help: "Bindings refused by a limit (max_per_client, max_delegations, unique_client).",
 		}, []string{"interface", "limit"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdrelay_binding_refusals_total",
+			Help: "Delegations not installed because the policy refused them (delegated_lengths, delegated_pools, reserved space, the relay's own prefixes, nesting with another client's binding), by port and reason.",
+		}, []string{"interface", "reason"}),
 		perPort: make(map[string]int),
 		ports:   ports,
 	}
@@ -53,8 +58,11 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 		for _, l := range []string{"max_per_client", "max_delegations", "unique_client"} {
 			m.limitHits.WithLabelValues(p, l)
 		}
+		for _, r := range binding.RefuseReasons {
+			m.refusals.WithLabelValues(p, r)
+		}
 	}
-	m.Registry.MustRegister(m.bindings, m.changes, m.limitHits,
+	m.Registry.MustRegister(m.bindings, m.changes, m.limitHits, m.refusals,
 		&engineCollector{c: eng},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -91,8 +99,14 @@ func (m *Metrics) Load(count func(port string) int) {
 	}
 }
 
-// LimitHit counts a refusal; it fits binding.Manager.OnLimit.
-func (m *Metrics) LimitHit(port string, err error) {
+// Refused counts a binding refused by a limit or by the delegation
+// policy; it fits binding.Manager.OnRefused.
+func (m *Metrics) Refused(port string, err error) {
+	var re *binding.RefusedError
+	if errors.As(err, &re) {
+		m.refusals.WithLabelValues(port, re.Reason).Inc()
+		return
+	}
 	limit := "other"
 	switch {
 	case errors.Is(err, binding.ErrClientLimit):

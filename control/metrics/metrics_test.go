@@ -39,7 +39,7 @@ func TestScrape(t *testing.T) {
 	}
 	tab.Remove(binding.Key{Port: "dl0", DUID: "c", IAID: 1, Prefix: netip.MustParsePrefix("2001:db8:2::/56")}, binding.ReasonReleased)
 	m.Sink(tab.TakeChanges())
-	m.LimitHit("dl1", binding.ErrClientLimit)
+	m.Refused("dl1", binding.ErrClientLimit)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
