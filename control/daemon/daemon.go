@@ -80,14 +80,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for _, d := range cfg.Downlinks {
 		names = append(names, d.Interface)
 	}
-	eng, err := relay.NewEngine(engineConfig(cfg, relayID))
+	addrs := readPortAddrs(cfg)
+	eng, err := relay.NewEngine(engineConfig(cfg, relayID, addrs))
 	if err != nil {
 		return err
 	}
 	met := metrics.New(&eng.Counters, names)
 
 	table := binding.NewTable(binding.PortLimits{MaxPerClient: config.DefaultMaxPerClient, MaxDelegations: config.DefaultMaxDelegations}, cfg.PortLimits())
-	addrs := readPortAddrs(cfg)
 	table.SetPolicy(bindingPolicy(cfg, addrs))
 	// Restored bindings are not changes: restore builds the FIB beside the
 	// table, and the gauges are read from it.
@@ -116,8 +116,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		defer fwd.plane.Close() // detach on every way out; Run closes it too
 	}
 
+	var rates []relay.Rate
+	for _, d := range cfg.Downlinks {
+		rates = append(rates, relay.Rate{Rate: d.MaxClientRate, Burst: d.MaxClientBurst})
+	}
 	conn, err := relay.Listen(eng, relay.ConnConfig{
-		Uplink: cfg.Uplink.Interface, Servers: cfg.Servers, ServerPort: int(cfg.ServerPort),
+		Uplink: cfg.Uplink.Interface, Servers: cfg.Servers, ServerPort: int(cfg.ServerPort), Rates: rates,
 	}, log)
 	if err != nil {
 		return err
@@ -217,11 +221,15 @@ func portIDs(cfg *config.Config) map[string]fib.PortID {
 	return m
 }
 
-func engineConfig(cfg *config.Config, relayID []byte) relay.Config {
+func engineConfig(cfg *config.Config, relayID []byte, addrs portAddrs) relay.Config {
 	rc := relay.Config{
 		Servers:            cfg.Servers,
+		TrustedServers:     cfg.TrustedServers,
 		RelayID:            relayID,
 		ReleaseRequestType: cfg.ReleaseRequest.MessageType,
+		AddrSource: func(port string) []netip.Addr {
+			return addrsOf(readPortAddrs(cfg)[port])
+		},
 	}
 	for _, d := range cfg.Downlinks {
 		p := relay.Port{
@@ -229,6 +237,8 @@ func engineConfig(cfg *config.Config, relayID []byte) relay.Config {
 			LinkAddr:            d.LinkAddress,
 			InterfaceID:         []byte(d.InterfaceID),
 			TrustReleaseRequest: d.TrustReleaseRequest,
+			TrustRelayForward:   d.TrustRelayForward,
+			Addrs:               addrsOf(addrs[d.Interface]),
 		}
 		if !p.LinkAddr.IsValid() {
 			p.LinkAddr = globalAddr(d.Interface)

@@ -51,6 +51,15 @@ func readPortAddrs(cfg *config.Config) portAddrs {
 	return m
 }
 
+// addrsOf returns the addresses of prefixes.
+func addrsOf(ps []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, len(ps))
+	for i, p := range ps {
+		out[i] = p.Addr()
+	}
+	return out
+}
+
 // bindingPolicy is the delegation policy of cfg (delegated_lengths,
 // delegated_pools) with the relay's own prefixes: every global address of
 // its ports and their on-link subnets, and every port's allowed_sources.

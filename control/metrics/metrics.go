@@ -63,7 +63,7 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 		}
 	}
 	m.Registry.MustRegister(m.bindings, m.changes, m.limitHits, m.refusals,
-		&engineCollector{c: eng},
+		&engineCollector{c: eng, ports: ports},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -125,17 +125,27 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 var (
-	descMsgs  = prometheus.NewDesc("pdrelay_dhcp_messages_total", "DHCPv6 messages relayed, by direction (up: to servers, down: to clients) and message type.", []string{"direction", "type"}, nil)
-	descDrops = prometheus.NewDesc("pdrelay_dhcp_drops_total", "DHCPv6 messages not relayed, by reason.", []string{"reason"}, nil)
-	descSnoop = prometheus.NewDesc("pdrelay_snoop_events_total", "Reply-snooping events (the messages were relayed).", []string{"event"}, nil)
+	descMsgs      = prometheus.NewDesc("pdrelay_dhcp_messages_total", "DHCPv6 messages relayed, by direction (up: to servers, down: to clients) and message type.", []string{"direction", "type"}, nil)
+	descDrops     = prometheus.NewDesc("pdrelay_dhcp_drops_total", "DHCPv6 messages not relayed, by reason.", []string{"reason"}, nil)
+	descSnoop     = prometheus.NewDesc("pdrelay_snoop_events_total", "Reply-snooping events (the messages were relayed).", []string{"event"}, nil)
+	descPortDrops = prometheus.NewDesc("pdrelay_dhcp_client_drops_total",
+		"Client messages not relayed, by downlink and reason (also counted in pdrelay_dhcp_drops_total).", []string{"interface", "reason"}, nil)
+	descPending      = prometheus.NewDesc("pdrelay_pending_requests", "Client requests recorded and awaiting their Reply.", nil, nil)
+	descPendingBytes = prometheus.NewDesc("pdrelay_pending_bytes", "Bytes the pending requests are accounted to hold (bounded).", nil, nil)
 )
 
-type engineCollector struct{ c *relay.Counters }
+type engineCollector struct {
+	c     *relay.Counters
+	ports []string
+}
 
 func (e *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descMsgs
 	ch <- descDrops
 	ch <- descSnoop
+	ch <- descPortDrops
+	ch <- descPending
+	ch <- descPendingBytes
 }
 
 func (e *engineCollector) Collect(ch chan<- prometheus.Metric) {
@@ -148,4 +158,12 @@ func (e *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	e.c.EachSnoop(func(s relay.SnoopEvent, n uint64) {
 		ch <- prometheus.MustNewConstMetric(descSnoop, prometheus.CounterValue, float64(n), s.String())
 	})
+	e.c.EachPortDrop(func(port int, r relay.Drop, n uint64) {
+		if port < len(e.ports) {
+			ch <- prometheus.MustNewConstMetric(descPortDrops, prometheus.CounterValue, float64(n), e.ports[port], r.String())
+		}
+	})
+	n, b := e.c.Pending()
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(descPendingBytes, prometheus.GaugeValue, float64(b))
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"github.com/pdrelay/pdrelay/control/dhcp6"
 	"io"
 	"net/http/httptest"
 	"net/netip"
@@ -26,10 +27,12 @@ func TestScrape(t *testing.T) {
 
 	// One Solicit relayed up, one Relay-Reply from a stranger dropped.
 	solicit := []byte{1, 0, 0, 1, 0, 1, 0, 2, 0xab, 0xcd} // Solicit, xid 1, client-id "abcd"
-	if _, _, err := eng.HandleClient(time.Now(), relay.ClientPacket{Port: 0, Src: netip.MustParseAddr("fe80::2"), Payload: solicit}); err != nil {
+	if _, _, err := eng.HandleClient(time.Now(), relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: 0, Src: netip.MustParseAddr("fe80::2"), Payload: solicit}); err != nil {
 		t.Fatal(err)
 	}
-	eng.HandleServer(time.Now(), relay.ServerPacket{Src: netip.MustParseAddr("2001:db8::666"), Payload: []byte{13}})
+	eng.HandleServer(time.Now(), relay.ServerPacket{Uplink: true, Src: netip.MustParseAddr("2001:db8::666"), Payload: []byte{13}})
+	// A client message to an address not the relay's.
+	eng.HandleClient(time.Now(), relay.ClientPacket{Dst: netip.MustParseAddr("2001:db8::99"), Port: 0, Src: netip.MustParseAddr("fe80::2"), Payload: solicit})
 
 	// Two bindings added on dl0, one removed; one limit hit on dl1.
 	tab := binding.NewTable(binding.PortLimits{}, nil)
@@ -40,13 +43,20 @@ func TestScrape(t *testing.T) {
 	tab.Remove(binding.Key{Port: "dl0", DUID: "c", IAID: 1, Prefix: netip.MustParsePrefix("2001:db8:2::/56")}, binding.ReasonReleased)
 	m.Sink(tab.TakeChanges())
 	m.Refused("dl1", binding.ErrClientLimit)
+	m.Refused("dl0", &binding.RefusedError{Reason: binding.RefuseReserved, Detail: "overlaps ff00::/8"})
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
 	for _, want := range []string{
 		`pdrelay_dhcp_messages_total{direction="up",type="solicit"} 1`,
-		`pdrelay_dhcp_drops_total{reason="unknown_server"} 1`,
+		`pdrelay_dhcp_drops_total{reason="untrusted_server"} 1`,
+		`pdrelay_dhcp_drops_total{reason="bad_destination"} 1`,
+		`pdrelay_dhcp_client_drops_total{interface="dl0",reason="bad_destination"} 1`,
+		`pdrelay_dhcp_client_drops_total{interface="dl0",reason="rate_limited"} 0`,
+		`pdrelay_pending_requests 1`,
+		`pdrelay_binding_refusals_total{interface="dl0",reason="reserved"} 1`,
+		`pdrelay_binding_refusals_total{interface="dl1",reason="nested"} 0`,
 		`pdrelay_dhcp_drops_total{reason="hop_limit"} 0`,
 		`pdrelay_bindings{interface="dl0"} 1`,
 		`pdrelay_bindings{interface="dl1"} 0`,

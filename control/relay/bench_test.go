@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"fmt"
+	"github.com/pdrelay/pdrelay/control/dhcp6"
 	"net"
 	"net/netip"
 	"runtime"
@@ -58,7 +59,7 @@ func benchSetup(b *testing.B) (*relay.Engine, []benchClient) {
 		p := fmt.Sprintf("2001:db8:%x:%x00::/56", i>>8, i&0xff)
 		rep := replyTo(req, iapd(1, 1800, 2880, iaprefix(p, 3600, 7200)), dhcpv6.OptDNS(net.ParseIP("2001:db8::53")))
 		// The server answers the relay's actual Relay-Forward.
-		fw, _, err := e.HandleClient(t0, relay.ClientPacket{Port: c.port, SrcMAC: c.mac, Src: c.ll, Payload: c.req})
+		fw, _, err := e.HandleClient(t0, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: c.port, SrcMAC: c.mac, Src: c.ll, Payload: c.req})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -71,7 +72,7 @@ func benchSetup(b *testing.B) (*relay.Engine, []benchClient) {
 			b.Fatal(err)
 		}
 		c.rr = rr.ToBytes()
-		if _, _, err := e.HandleServer(t0, relay.ServerPacket{Src: serverAddr, Payload: c.rr}); err != nil {
+		if _, _, err := e.HandleServer(t0, relay.ServerPacket{Uplink: true, Src: serverAddr, Payload: c.rr}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -100,10 +101,10 @@ func BenchmarkRelayPair(b *testing.B) {
 func relayPairs(b *testing.B, e *relay.Engine, tbl *binding.Table, clients []benchClient, now time.Time) {
 	for i := range b.N {
 		c := &clients[i%len(clients)]
-		if _, _, err := e.HandleClient(now, relay.ClientPacket{Port: c.port, SrcMAC: c.mac, Src: c.ll, Payload: c.req}); err != nil {
+		if _, _, err := e.HandleClient(now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: c.port, SrcMAC: c.mac, Src: c.ll, Payload: c.req}); err != nil {
 			b.Fatal(err)
 		}
-		_, upd, err := e.HandleServer(now, relay.ServerPacket{Src: serverAddr, Payload: c.rr})
+		_, upd, err := e.HandleServer(now, relay.ServerPacket{Uplink: true, Src: serverAddr, Payload: c.rr})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -159,7 +160,7 @@ func BenchmarkHandleClient(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		c := &clients[i%len(clients)]
-		if _, _, err := e.HandleClient(t0, relay.ClientPacket{Port: c.port, SrcMAC: c.mac, Src: c.ll, Payload: c.req}); err != nil {
+		if _, _, err := e.HandleClient(t0, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: c.port, SrcMAC: c.mac, Src: c.ll, Payload: c.req}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -171,7 +172,7 @@ func BenchmarkHandleServer(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		c := &clients[i%len(clients)]
-		if _, _, err := e.HandleServer(t0, relay.ServerPacket{Src: serverAddr, Payload: c.rr}); err != nil {
+		if _, _, err := e.HandleServer(t0, relay.ServerPacket{Uplink: true, Src: serverAddr, Payload: c.rr}); err != nil {
 			b.Fatal(err)
 		}
 	}

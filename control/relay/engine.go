@@ -20,35 +20,59 @@ type Port struct {
 	// TrustReleaseRequest lets RELEASE-REQUEST messages from this port
 	// through; by default they are dropped and counted.
 	TrustReleaseRequest bool
+	// TrustRelayForward relays Relay-Forwards arriving on this port (an
+	// LDRA, RFC 6221, or a relay below). By default they are dropped and
+	// counted: a subscriber could otherwise write the Interface-ID,
+	// Remote-ID or link-layer address the server trusts.
+	TrustRelayForward bool
+	// Addrs are the relay's addresses on the port: a client message must
+	// be sent to ff02::1:2 or to one of them.
+	Addrs []netip.Addr
 }
 
 // Config is the engine's configuration.
 type Config struct {
-	Ports   []Port
+	Ports []Port
+	// Servers are where Relay-Forwards go; the unicast ones are trusted
+	// to send Relay-Replies.
 	Servers []netip.Addr
+	// TrustedServers are prefixes whose addresses are trusted to send
+	// Relay-Replies besides the unicast Servers.
+	TrustedServers []netip.Prefix
+	// AddrSource, when set, reads a port's addresses again (by interface
+	// name) when a client message comes to a unicast address not in
+	// Port.Addrs, at most once a second per port, so that an address added
+	// since is accepted.
+	AddrSource func(port string) []netip.Addr
 	// RelayID is the relay's DUID, sent as OPTION_RELAY_ID (53).
 	RelayID []byte
 	// ReleaseRequestType is the experimental message type of the
 	// relay-initiated-release draft's RELEASE-REQUEST.
 	ReleaseRequestType dhcp6.MessageType
-	// PendingTTL bounds how long a request waits for its Reply
-	// (default 60 s); PendingMax bounds how many wait (default 65536).
-	PendingTTL time.Duration
-	PendingMax int
+	// PendingTTL bounds how long a request waits for its Reply (default
+	// 60 s); PendingMax and PendingBytes bound how many wait and the
+	// memory they hold (defaults: the larger of 65536 and 64 per port,
+	// and 512 bytes per entry), each port getting an equal share.
+	PendingTTL   time.Duration
+	PendingMax   int
+	PendingBytes int
 }
 
 // Engine is the relay logic. It is owned by one goroutine.
 type Engine struct {
-	ports     []Port
-	byIfID    map[string]int
-	byLink    map[netip.Addr]int
-	servers   map[netip.Addr]bool
-	anyServer bool // a multicast server group is configured
-	relayID   []byte
-	rrType    dhcp6.MessageType
-	pending   pendingTable
-	buf       []byte
-	Counters  Counters
+	ports    []Port
+	byIfID   map[string]int
+	byLink   map[netip.Addr]int
+	servers  map[netip.Addr]bool // the unicast ones
+	trusted  []netip.Prefix
+	addrs    []map[netip.Addr]bool // by port: the relay's own addresses
+	addrRead []time.Time           // by port: when AddrSource last ran
+	addrSrc  func(string) []netip.Addr
+	relayID  []byte
+	rrType   dhcp6.MessageType
+	pending  pendingTable
+	buf      []byte
+	Counters Counters
 }
 
 // ClientPacket is a DHCPv6 message received on a downlink.
@@ -56,12 +80,16 @@ type ClientPacket struct {
 	Port    int // index into Config.Ports
 	SrcMAC  [6]byte
 	Src     netip.Addr
+	Dst     netip.Addr // ff02::1:2 or one of the port's addresses
 	Payload []byte
 }
 
 // ServerPacket is a UDP payload received from the servers' side.
 type ServerPacket struct {
-	Src     netip.Addr
+	Src netip.Addr
+	// Uplink says it arrived on the uplink interface: a Relay-Reply from
+	// anywhere else is not the server's.
+	Uplink  bool
 	Payload []byte
 }
 
@@ -97,6 +125,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 		byIfID:  make(map[string]int),
 		byLink:  make(map[netip.Addr]int),
 		servers: make(map[netip.Addr]bool),
+		trusted: cfg.TrustedServers,
+		addrSrc: cfg.AddrSource,
 		relayID: cfg.RelayID,
 		rrType:  cfg.ReleaseRequestType,
 		buf:     make([]byte, 0, 2048),
@@ -104,11 +134,18 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, errors.New("relay: no servers")
 	}
+	multicast := false
 	for _, s := range cfg.Servers {
 		if s.IsMulticast() {
-			e.anyServer = true
+			// A group sends nothing: its members answer from their own
+			// addresses, which TrustedServers must cover.
+			multicast = true
+			continue
 		}
 		e.servers[s.WithZone("")] = true
+	}
+	if multicast && len(e.trusted) == 0 {
+		return nil, errors.New("relay: a multicast server group needs trusted server prefixes")
 	}
 	for i, p := range cfg.Ports {
 		if len(p.InterfaceID) == 0 {
@@ -128,16 +165,87 @@ func NewEngine(cfg Config) (*Engine, error) {
 			e.byLink[p.LinkAddr] = i
 		}
 		e.ports = append(e.ports, p)
+		e.addrs = append(e.addrs, addrSet(p.Addrs))
 	}
-	e.pending.init(cfg.PendingMax, cfg.PendingTTL)
+	e.addrRead = make([]time.Time, len(e.ports))
+	e.Counters.init(len(e.ports))
+	e.pending.init(cfg.PendingMax, cfg.PendingBytes, len(e.ports), cfg.PendingTTL)
 	return e, nil
 }
+
+func addrSet(as []netip.Addr) map[netip.Addr]bool {
+	m := make(map[netip.Addr]bool, len(as))
+	for _, a := range as {
+		m[a.WithZone("")] = true
+	}
+	return m
+}
+
+// SetAddrs replaces the relay's addresses on port i (see Port.Addrs).
+func (e *Engine) SetAddrs(i int, as []netip.Addr) {
+	if i >= 0 && i < len(e.ports) {
+		e.addrs[i] = addrSet(as)
+	}
+}
+
+// toRelay reports whether a client message sent to dst on port i is for
+// the relay: to All_DHCP_Relay_Agents_and_Servers, or to one of the
+// relay's addresses on the port (read again, at most once a second, when
+// dst is not among them).
+func (e *Engine) toRelay(now time.Time, i int, dst netip.Addr) bool {
+	dst = dst.WithZone("")
+	if dst == dhcp6.AllRelayAgentsAndServers {
+		return true
+	}
+	if !dst.IsValid() || dst.IsMulticast() || dst.IsUnspecified() {
+		return false
+	}
+	if e.addrs[i][dst] {
+		return true
+	}
+	if e.addrSrc == nil || now.Sub(e.addrRead[i]) < time.Second {
+		return false
+	}
+	e.addrRead[i] = now
+	e.addrs[i] = addrSet(e.addrSrc(e.ports[i].Name))
+	return e.addrs[i][dst]
+}
+
+// trustedServer reports whether a Relay-Reply from src may speak for the
+// server: a unicast servers entry, or an address in TrustedServers.
+func (e *Engine) trustedServer(src netip.Addr) bool {
+	src = src.WithZone("")
+	if e.servers[src] {
+		return true
+	}
+	for _, p := range e.trusted {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) countPending() {
+	e.Counters.pending.Store(int64(e.pending.len()))
+	e.Counters.pendingBytes.Store(int64(e.pending.bytes()))
+}
+
+// PendingLen returns how many requests await their Reply, and the bytes
+// they hold.
+func (e *Engine) PendingLen() (n, bytes int) { return e.pending.len(), e.pending.bytes() }
 
 // Ports returns the configured ports.
 func (e *Engine) Ports() []Port { return e.ports }
 
 func (e *Engine) drop(r Drop, err error) error {
 	e.Counters.Drop(r)
+	return &DropError{Reason: r, Err: err}
+}
+
+// dropPort is drop for a client message on port i.
+func (e *Engine) dropPort(i int, r Drop, err error) error {
+	e.Counters.DropPort(i, r)
 	return &DropError{Reason: r, Err: err}
 }
 
@@ -148,9 +256,13 @@ func (e *Engine) HandleClient(now time.Time, pkt ClientPacket) (relayForw []byte
 	if pkt.Port < 0 || pkt.Port >= len(e.ports) {
 		return nil, upd, e.drop(DropUnknownPort, nil)
 	}
-	p := &e.ports[pkt.Port]
+	i := pkt.Port
+	p := &e.ports[i]
+	if !e.toRelay(now, i, pkt.Dst) {
+		return nil, upd, e.dropPort(i, DropBadDestination, nil)
+	}
 	if len(pkt.Payload) < dhcp6.HeaderLen {
-		return nil, upd, e.drop(DropMalformed, dhcp6.ErrShort)
+		return nil, upd, e.dropPort(i, DropMalformed, dhcp6.ErrShort)
 	}
 	t := dhcp6.MessageType(pkt.Payload[0])
 	var hops uint8
@@ -158,20 +270,23 @@ func (e *Engine) HandleClient(now time.Time, pkt ClientPacket) (relayForw []byte
 	fromRelay := false
 	switch {
 	case t == dhcp6.MsgRelayRepl:
-		return nil, upd, e.drop(DropRelayReplyFromClient, nil)
+		return nil, upd, e.dropPort(i, DropRelayReplyFromClient, nil)
 	case t == dhcp6.MsgRelayForw:
+		if !p.TrustRelayForward {
+			return nil, upd, e.dropPort(i, DropRelayForwardUntrusted, nil)
+		}
 		r, err := dhcp6.ParseRelay(pkt.Payload)
 		if err != nil {
-			return nil, upd, e.drop(DropMalformed, err)
+			return nil, upd, e.dropPort(i, DropMalformed, err)
 		}
 		if r.HopCount >= dhcp6.HopCountLimit {
-			return nil, upd, e.drop(DropHopLimit, nil)
+			return nil, upd, e.dropPort(i, DropHopLimit, nil)
 		}
 		// A RELEASE-REQUEST wrapped by a "relay" below is still one from
 		// this port: without the check a client could smuggle one past it.
 		if e.rrType != 0 && !p.TrustReleaseRequest {
 			if in, _, err := dhcp6.Innermost(r.Inner); err == nil && len(in) > 0 && dhcp6.MessageType(in[0]) == e.rrType {
-				return nil, upd, e.drop(DropReleaseRequestUntrusted, nil)
+				return nil, upd, e.dropPort(i, DropReleaseRequestUntrusted, nil)
 			}
 		}
 		hops = r.HopCount + 1
@@ -180,7 +295,7 @@ func (e *Engine) HandleClient(now time.Time, pkt ClientPacket) (relayForw []byte
 		link = netip.IPv6Unspecified()
 		fromRelay = true
 	case e.rrType != 0 && t == e.rrType && !p.TrustReleaseRequest:
-		return nil, upd, e.drop(DropReleaseRequestUntrusted, nil)
+		return nil, upd, e.dropPort(i, DropReleaseRequestUntrusted, nil)
 	}
 	e.Counters.msg(Up, t)
 	e.record(now, pkt, &upd)
@@ -216,6 +331,10 @@ func (e *Engine) record(now time.Time, pkt ClientPacket, upd *binding.Update) {
 	if !ok {
 		return // Information-Request may carry no client id; nothing to bind
 	}
+	if len(duid) > maxDUIDLen {
+		e.Counters.snooped(SnoopUnparsable)
+		return // not a DUID (RFC 8415 11.1); the message is relayed all the same
+	}
 	port := e.ports[pkt.Port].Name
 	req := pending{port: pkt.Port, mac: pkt.SrcMAC, peer: pkt.Src, typ: m.Type}
 	if m.Type == dhcp6.MsgRelease || m.Type == dhcp6.MsgDecline {
@@ -241,16 +360,17 @@ func (e *Engine) record(now time.Time, pkt ClientPacket, upd *binding.Update) {
 			}
 		}
 	}
-	if !e.pending.put(now, pendingKey{port: pkt.Port, xid: m.XID, duid: string(duid)}, req) {
-		e.Counters.snooped(SnoopPendingFull)
+	if n := e.pending.put(now, pendingKey{port: pkt.Port, xid: m.XID, duid: string(duid)}, req); n > 0 {
+		e.Counters.snoop[SnoopPendingEvicted].Add(uint64(n))
 	}
+	e.countPending()
 }
 
 // HandleServer turns a Relay-Reply from a server into the message for the
 // client side, and returns what its Reply teaches about bindings.
 func (e *Engine) HandleServer(now time.Time, pkt ServerPacket) (out ToClient, upd binding.Update, err error) {
-	if !e.anyServer && !e.servers[pkt.Src.WithZone("")] {
-		return out, upd, e.drop(DropUnknownServer, nil)
+	if !pkt.Uplink || !e.trustedServer(pkt.Src) {
+		return out, upd, e.drop(DropUntrustedServer, nil)
 	}
 	if len(pkt.Payload) == 0 || dhcp6.MessageType(pkt.Payload[0]) != dhcp6.MsgRelayRepl {
 		return out, upd, e.drop(DropNotRelayReply, nil)
@@ -314,6 +434,7 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 	// Interface-ID echoed), where the message is delivered; a request
 	// from the same DUID on another port is another client (G-4).
 	req, matched := e.pending.take(now, pendingKey{port: port, xid: m.XID, duid: string(duid)})
+	e.countPending()
 	if !matched {
 		e.Counters.snooped(SnoopUnmatched)
 	}

@@ -28,14 +28,15 @@ var (
 // rrType is the RELEASE-REQUEST type the tests configure.
 const rrType = 250
 
-// Ports: 0 eth1 with a link-address, 1 eth2 with its own Interface-ID and
-// no link-address, 2 eth3 trusted for RELEASE-REQUEST.
+// Ports: 0 eth1 with a link-address and a relay below it (trusted for
+// Relay-Forward), 1 eth2 with its own Interface-ID and no link-address, 2
+// eth3 trusted for RELEASE-REQUEST and Relay-Forward.
 func testConfig() relay.Config {
 	return relay.Config{
 		Ports: []relay.Port{
-			{Name: "eth1", Index: 3, LinkAddr: linkA},
+			{Name: "eth1", Index: 3, LinkAddr: linkA, TrustRelayForward: true},
 			{Name: "eth2", Index: 4, InterfaceID: []byte("olt-7/1")},
-			{Name: "eth3", Index: 5, TrustReleaseRequest: true},
+			{Name: "eth3", Index: 5, TrustReleaseRequest: true, TrustRelayForward: true},
 		},
 		Servers:            []netip.Addr{serverAddr},
 		RelayID:            relayDUID,
@@ -166,7 +167,7 @@ func (h *harness) up(port int, c cpe, m dhcpv6.DHCPv6) ([]byte, binding.Update) 
 
 func (h *harness) upRaw(port int, mac [6]byte, src netip.Addr, payload []byte) ([]byte, binding.Update) {
 	h.t.Helper()
-	fw, upd, err := h.e.HandleClient(h.now, relay.ClientPacket{Port: port, SrcMAC: mac, Src: src, Payload: payload})
+	fw, upd, err := h.e.HandleClient(h.now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: port, SrcMAC: mac, Src: src, Payload: payload})
 	if err != nil {
 		h.t.Fatalf("HandleClient dropped the message: %v", err)
 	}
@@ -196,7 +197,7 @@ func (h *harness) down(fw []byte, msg *dhcpv6.Message) (relay.ToClient, binding.
 
 func (h *harness) downRaw(rr []byte) (relay.ToClient, binding.Update) {
 	h.t.Helper()
-	out, upd, err := h.e.HandleServer(h.now, relay.ServerPacket{Src: serverAddr, Payload: rr})
+	out, upd, err := h.e.HandleServer(h.now, relay.ServerPacket{Uplink: true, Src: serverAddr, Payload: rr})
 	if err != nil {
 		h.t.Fatalf("HandleServer dropped the message: %v", err)
 	}
@@ -502,7 +503,7 @@ func TestRelayForwardFromRelay(t *testing.T) {
 		in.AddOption(dhcpv6.OptInterfaceID([]byte("sub-3")))
 		in.AddOption(dhcpv6.OptRelayMessage(sol))
 		payload := in.ToBytes()
-		fw, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Port: 0, SrcMAC: below.mac, Src: below.ll, Payload: payload})
+		fw, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: 0, SrcMAC: below.mac, Src: below.ll, Payload: payload})
 		if tt.drop {
 			if r := dropReason(t, err); r != relay.DropHopLimit {
 				t.Errorf("hop %d: drop %v, want hop_limit", tt.inHops, r)
@@ -562,8 +563,11 @@ func TestHandleClientDrops(t *testing.T) {
 	}{
 		{"relay-reply on a downlink", 0, rr, relay.DropRelayReplyFromClient, false},
 		{"untrusted RELEASE-REQUEST", 0, releaseReq, relay.DropReleaseRequestUntrusted, false},
-		{"untrusted RELEASE-REQUEST wrapped in a Relay-Forward", 1, wrapped(releaseReq), relay.DropReleaseRequestUntrusted, false},
-		{"untrusted RELEASE-REQUEST wrapped twice", 1, wrapped(wrapped(releaseReq)), relay.DropReleaseRequestUntrusted, false},
+		{"untrusted RELEASE-REQUEST wrapped in a Relay-Forward", 0, wrapped(releaseReq), relay.DropReleaseRequestUntrusted, false},
+		{"untrusted RELEASE-REQUEST wrapped twice", 0, wrapped(wrapped(releaseReq)), relay.DropReleaseRequestUntrusted, false},
+		{"relay-forward from a subscriber port", 1, wrapped([]byte{1, 1, 2, 3}), relay.DropRelayForwardUntrusted, false},
+		{"relay-forward forging a relay below", 1, wrapped(wrapped(releaseReq)), relay.DropRelayForwardUntrusted, false},
+		{"relay-forward from a port trusting a relay below", 0, wrapped([]byte{1, 1, 2, 3}), 0, true},
 		{"trusted RELEASE-REQUEST", 2, releaseReq, 0, true},
 		{"trusted RELEASE-REQUEST wrapped", 2, wrapped(releaseReq), 0, true},
 		{"three bytes", 0, []byte{1, 2, 3}, relay.DropMalformed, false},
@@ -575,7 +579,7 @@ func TestHandleClientDrops(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, testConfig(), binding.PortLimits{}, nil)
-			fw, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Port: tt.port, SrcMAC: c.mac, Src: c.ll, Payload: tt.payload})
+			fw, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: tt.port, SrcMAC: c.mac, Src: c.ll, Payload: tt.payload})
 			if tt.relayed {
 				if err != nil {
 					t.Fatalf("dropped: %v", err)
@@ -601,7 +605,7 @@ func TestHandleClientDrops(t *testing.T) {
 	cfg := testConfig()
 	cfg.ReleaseRequestType = 0
 	h := newHarness(t, cfg, binding.PortLimits{}, nil)
-	if _, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Port: 0, SrcMAC: c.mac, Src: c.ll, Payload: releaseReq}); err != nil {
+	if _, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: 0, SrcMAC: c.mac, Src: c.ll, Payload: releaseReq}); err != nil {
 		t.Errorf("type 250 dropped with no RELEASE-REQUEST type configured: %v", err)
 	}
 }
@@ -611,33 +615,41 @@ func TestHandleClientDrops(t *testing.T) {
 func TestHandleServerSource(t *testing.T) {
 	c := newCPE(6)
 	rr := rawRelayReply(netip.IPv6Unspecified(), c.ll, []byte("eth1"), []byte{7, 1, 2, 3})
+	group := []netip.Addr{dhcp6.AllServers}
+	trusted := []netip.Prefix{netip.MustParsePrefix("2001:db8:666::/48")}
 	tests := []struct {
-		name    string
-		servers []netip.Addr
-		src     netip.Addr
-		payload []byte
-		drop    relay.Drop
-		ok      bool
+		name      string
+		servers   []netip.Addr
+		trusted   []netip.Prefix
+		src       netip.Addr
+		offUplink bool
+		payload   []byte
+		drop      relay.Drop
+		ok        bool
 	}{
-		{"configured server", []netip.Addr{serverAddr}, serverAddr, rr, 0, true},
-		{"configured server with zone", []netip.Addr{netip.MustParseAddr("fe80::547")}, netip.MustParseAddr("fe80::547%uplink"), rr, 0, true},
-		{"unknown server", []netip.Addr{serverAddr}, netip.MustParseAddr("2001:db8:666::1"), rr, relay.DropUnknownServer, false},
-		{"any source with ff05::1:3", []netip.Addr{dhcp6.AllServers}, netip.MustParseAddr("2001:db8:666::1"), rr, 0, true},
-		{"not a relay-reply", []netip.Addr{serverAddr}, serverAddr, []byte{7, 1, 2, 3}, relay.DropNotRelayReply, false},
-		{"relay-forward from the server side", []netip.Addr{serverAddr}, serverAddr,
+		{"configured server", []netip.Addr{serverAddr}, nil, serverAddr, false, rr, 0, true},
+		{"configured server with zone", []netip.Addr{netip.MustParseAddr("fe80::547")}, nil, netip.MustParseAddr("fe80::547%uplink"), false, rr, 0, true},
+		{"unknown server", []netip.Addr{serverAddr}, nil, netip.MustParseAddr("2001:db8:666::1"), false, rr, relay.DropUntrustedServer, false},
+		{"the server's address on a downlink", []netip.Addr{serverAddr}, nil, serverAddr, true, rr, relay.DropUntrustedServer, false},
+		{"in trusted_servers with ff05::1:3", group, trusted, netip.MustParseAddr("2001:db8:666::1"), false, rr, 0, true},
+		{"outside trusted_servers with ff05::1:3", group, trusted, netip.MustParseAddr("2001:db8:667::1"), false, rr, relay.DropUntrustedServer, false},
+		{"in trusted_servers beside a unicast server", []netip.Addr{serverAddr}, trusted, netip.MustParseAddr("2001:db8:666::2"), false, rr, 0, true},
+		{"in trusted_servers off the uplink", group, trusted, netip.MustParseAddr("2001:db8:666::1"), true, rr, relay.DropUntrustedServer, false},
+		{"not a relay-reply", []netip.Addr{serverAddr}, nil, serverAddr, false, []byte{7, 1, 2, 3}, relay.DropNotRelayReply, false},
+		{"relay-forward from the server side", []netip.Addr{serverAddr}, nil, serverAddr, false,
 			dhcp6.AppendOption(dhcp6.AppendRelayHeader(nil, dhcp6.MsgRelayForw, 0, netip.Addr{}, c.ll), dhcp6.OptRelayMsg, []byte{1, 1, 2, 3}),
 			relay.DropNotRelayReply, false},
-		{"empty", []netip.Addr{serverAddr}, serverAddr, nil, relay.DropNotRelayReply, false},
-		{"truncated relay-reply", []netip.Addr{serverAddr}, serverAddr, rr[:40], relay.DropMalformed, false},
-		{"empty relay-message", []netip.Addr{serverAddr}, serverAddr,
+		{"empty", []netip.Addr{serverAddr}, nil, serverAddr, false, nil, relay.DropNotRelayReply, false},
+		{"truncated relay-reply", []netip.Addr{serverAddr}, nil, serverAddr, false, rr[:40], relay.DropMalformed, false},
+		{"empty relay-message", []netip.Addr{serverAddr}, nil, serverAddr, false,
 			rawRelayReply(netip.IPv6Unspecified(), c.ll, []byte("eth1"), nil), relay.DropMalformed, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
-			cfg.Servers = tt.servers
+			cfg.Servers, cfg.TrustedServers = tt.servers, tt.trusted
 			h := newHarness(t, cfg, binding.PortLimits{}, nil)
-			out, _, err := h.e.HandleServer(h.now, relay.ServerPacket{Src: tt.src, Payload: tt.payload})
+			out, _, err := h.e.HandleServer(h.now, relay.ServerPacket{Uplink: !tt.offUplink, Src: tt.src, Payload: tt.payload})
 			if tt.ok {
 				if err != nil {
 					t.Fatalf("dropped: %v", err)
@@ -654,6 +666,12 @@ func TestHandleServerSource(t *testing.T) {
 				t.Errorf("%v counter = %d", tt.drop, n)
 			}
 		})
+	}
+	// A multicast group alone trusts nobody: the engine refuses it.
+	cfg := testConfig()
+	cfg.Servers = group
+	if _, err := relay.NewEngine(cfg); err == nil {
+		t.Error("NewEngine accepted a multicast server without trusted prefixes")
 	}
 }
 
@@ -682,7 +700,7 @@ func TestRelayReplyPortChoice(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, testConfig(), binding.PortLimits{}, nil)
-			out, _, err := h.e.HandleServer(h.now, relay.ServerPacket{Src: serverAddr, Payload: rawRelayReply(tt.link, c.ll, tt.ifid, inner)})
+			out, _, err := h.e.HandleServer(h.now, relay.ServerPacket{Uplink: true, Src: serverAddr, Payload: rawRelayReply(tt.link, c.ll, tt.ifid, inner)})
 			if tt.drop {
 				if r := dropReason(t, err); r != relay.DropUnknownPort {
 					t.Fatalf("drop %v, want unknown_port", r)
@@ -1023,17 +1041,23 @@ func TestSnoopPendingLimits(t *testing.T) {
 	reqC := c.msg(dhcpv6.MessageTypeRequest, 1, iapd(1, 0, 0))
 	reqD := d.msg(dhcpv6.MessageTypeRequest, 1, iapd(1, 0, 0))
 	fwC, _ := h.up(0, c, reqC)
-	fwD, _ := h.up(0, d, reqD) // relayed although it cannot be recorded
-	if n := h.e.Counters.Snoops(relay.SnoopPendingFull); n != 1 {
-		t.Errorf("pending_full = %d, want 1", n)
+	fwD, _ := h.up(0, d, reqD) // the newest is recorded: c's is evicted
+	if n := h.e.Counters.Snoops(relay.SnoopPendingEvicted); n != 1 {
+		t.Errorf("pending_evicted = %d, want 1", n)
 	}
 	_, upd := h.down(fwD, replyTo(reqD, iapd(1, 1, 2, iaprefix("2001:db8:900::/56", 3, 4))))
-	if len(upd.Learn) != 1 || upd.Learn[0].MACKnown {
-		t.Errorf("unrecorded request: learned %+v", upd.Learn)
+	if len(upd.Learn) != 1 || !upd.Learn[0].MACKnown || upd.Learn[0].MAC != d.mac {
+		t.Errorf("the newest request: learned %+v", upd.Learn)
 	}
-	// c's request is exactly TTL old: too late to match.
-	h.now = h.now.Add(10 * time.Second)
 	_, upd = h.down(fwC, replyTo(reqC, iapd(1, 1, 2, iaprefix("2001:db8:901::/56", 3, 4))))
+	if len(upd.Learn) != 1 || upd.Learn[0].MACKnown {
+		t.Errorf("evicted request: learned %+v", upd.Learn)
+	}
+	// A request exactly TTL old is too late to match.
+	reqD2 := d.msg(dhcpv6.MessageTypeRenew, 2, iapd(1, 0, 0))
+	fwD2, _ := h.up(0, d, reqD2)
+	h.now = h.now.Add(10 * time.Second)
+	_, upd = h.down(fwD2, replyTo(reqD2, iapd(1, 1, 2, iaprefix("2001:db8:900::/56", 3, 4))))
 	if len(upd.Learn) != 1 || upd.Learn[0].MACKnown {
 		t.Errorf("stale request: learned %+v", upd.Learn)
 	}
@@ -1130,7 +1154,7 @@ func TestReplacementCPE(t *testing.T) {
 	}
 
 	sol := b.msg(dhcpv6.MessageTypeSolicit, 2, iapd(1, 0, 0))
-	fw, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Port: 0, SrcMAC: b.mac, Src: b.ll, Payload: sol.ToBytes()})
+	fw, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: 0, SrcMAC: b.mac, Src: b.ll, Payload: sol.ToBytes()})
 	if err != nil {
 		t.Fatalf("Solicit from a new DUID dropped: %v", err)
 	}
@@ -1211,7 +1235,7 @@ func TestCountersEach(t *testing.T) {
 	c := newCPE(50)
 	h.up(0, c, c.msg(dhcpv6.MessageTypeSolicit, 1))
 	h.up(0, c, c.msg(dhcpv6.MessageTypeSolicit, 2))
-	_, _, _ = h.e.HandleServer(h.now, relay.ServerPacket{Src: netip.MustParseAddr("2001:db8::bad"), Payload: []byte{13}})
+	_, _, _ = h.e.HandleServer(h.now, relay.ServerPacket{Uplink: true, Src: netip.MustParseAddr("2001:db8::bad"), Payload: []byte{13}})
 	msgs := map[string]uint64{}
 	h.e.Counters.EachMessage(func(d relay.Direction, typ dhcp6.MessageType, n uint64) { msgs[d.String()+"/"+typ.String()] = n })
 	if len(msgs) != 1 || msgs["up/solicit"] != 2 {
@@ -1219,7 +1243,7 @@ func TestCountersEach(t *testing.T) {
 	}
 	drops := map[string]uint64{}
 	h.e.Counters.EachDrop(func(r relay.Drop, n uint64) { drops[r.String()] = n })
-	if len(drops) != 8 || drops["unknown_server"] != 1 || drops["send_error"] != 0 {
+	if len(drops) != relay.NumDrops || drops["untrusted_server"] != 1 || drops["send_error"] != 0 {
 		t.Errorf("drops %v", drops)
 	}
 	snoops := map[string]uint64{}
@@ -1235,14 +1259,14 @@ func TestCountersEach(t *testing.T) {
 
 func TestDropErrorText(t *testing.T) {
 	h := newHarness(t, testConfig(), binding.PortLimits{}, nil)
-	_, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Port: 0, Payload: []byte{1}})
+	_, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: 0, Payload: []byte{1}})
 	if err == nil || err.Error() != "dropped (malformed): dhcpv6 message too short" {
 		t.Errorf("err = %v", err)
 	}
 	if !errors.Is(err, dhcp6.ErrShort) {
 		t.Errorf("err %v does not wrap ErrShort", err)
 	}
-	_, _, err = h.e.HandleClient(h.now, relay.ClientPacket{Port: 9, Payload: []byte{1}})
+	_, _, err = h.e.HandleClient(h.now, relay.ClientPacket{Dst: dhcp6.AllRelayAgentsAndServers, Port: 9, Payload: []byte{1}})
 	if err == nil || err.Error() != "dropped (unknown_port)" {
 		t.Errorf("err = %v", err)
 	}

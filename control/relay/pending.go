@@ -21,79 +21,202 @@ type pending struct {
 	peer  netip.Addr
 	typ   dhcp6.MessageType
 	iaids []uint32
-	at    time.Time
-	seq   uint64 // of the put that stored it
 }
 
-// pendingTable is a bounded map of requests awaiting a Reply, aged out in
-// arrival order.
+// Bounds of what one request may make the table hold: a DUID is at most
+// 130 bytes (RFC 8415 section 11.1), and a Release naming more IA_PDs than
+// maxIAIDs is recorded with the first maxIAIDs (the Release itself removes
+// them all when it is relayed; the Reply repeats the removal).
+const (
+	maxDUIDLen    = 130
+	maxIAIDs      = 64
+	entryOverhead = 160 // bytes: the entry, its map slot and links, roughly
+)
+
+// pendingEntry is one request in the table, on two lists: the table's, in
+// order of arrival, and its port's.
+type pendingEntry struct {
+	key          pendingKey
+	v            pending
+	at           time.Time
+	size         int
+	prev, next   *pendingEntry // all ports, oldest first
+	pprev, pnext *pendingEntry // this port, oldest first
+}
+
+// pendingList is a doubly linked list of entries, oldest first.
+type pendingList struct {
+	head, tail *pendingEntry
+	n, bytes   int
+}
+
+// pendingTable holds the requests that await a Reply. It is bounded in
+// entries and in bytes, and no port holds more than its share of either,
+// so a flood on one port cannot push out another port's requests:
+//
+//   - a retransmission (same port, transaction id and DUID) replaces its
+//     entry and moves it to the back;
+//   - a port at its share evicts its own oldest request;
+//   - a full table evicts the oldest request of all (with every port
+//     within its share this happens only when shares are uneven);
+//   - requests older than the TTL age out.
+//
+// So the newest request is always recorded. Owned by the engine's
+// goroutine.
 type pendingTable struct {
-	m     map[pendingKey]pending
-	order []orderSlot // FIFO of insertions; stale slots are skipped
-	head  int
-	max   int
-	ttl   time.Duration
-	seq   uint64
+	m          map[pendingKey]*pendingEntry
+	all        pendingList
+	ports      map[int]*pendingList
+	max        int // entries
+	maxBytes   int
+	share      int // entries per port
+	shareBytes int
+	ttl        time.Duration
+	evicted    uint64 // requests pushed out before their TTL
 }
 
-// orderSlot is one insertion: a retransmission queues its key again, and
-// only the slot of the entry's latest put ages it out.
-type orderSlot struct {
-	k   pendingKey
-	seq uint64
-}
+// Defaults of the table's bounds.
+const (
+	defaultPendingMax      = 65536
+	defaultPendingPerPort  = 64  // the least share a port gets by default
+	defaultPendingEntryMax = 512 // bytes an entry may average before bytes bound the table
+	defaultPendingTTL      = 60 * time.Second
+)
 
-func (p *pendingTable) init(max int, ttl time.Duration) {
-	if max <= 0 {
-		max = 65536
+// init sizes the table for nports ports: max entries (default the larger
+// of 65536 and 64 per port), maxBytes bytes (default 512 per entry), each
+// port a 1/nports share of both.
+func (p *pendingTable) init(entries, bytes, nports int, ttl time.Duration) {
+	nports = max(nports, 1)
+	if entries <= 0 {
+		entries = max(defaultPendingMax, defaultPendingPerPort*nports)
+	}
+	if bytes <= 0 {
+		bytes = entries * defaultPendingEntryMax
 	}
 	if ttl <= 0 {
-		ttl = 60 * time.Second
+		ttl = defaultPendingTTL
 	}
-	p.m = make(map[pendingKey]pending)
-	p.max, p.ttl = max, ttl
+	*p = pendingTable{
+		m:     make(map[pendingKey]*pendingEntry),
+		ports: make(map[int]*pendingList),
+		max:   entries, maxBytes: bytes, ttl: ttl,
+		share: max(entries/nports, 1), shareBytes: max(bytes/nports, 1),
+	}
 }
 
-// put records a request; a retransmission refreshes it. It reports false
-// when the table is full of live requests.
-func (p *pendingTable) put(now time.Time, k pendingKey, v pending) bool {
+// put records a request, replacing a retransmission's entry, and returns
+// how many other requests it evicted to make room.
+func (p *pendingTable) put(now time.Time, k pendingKey, v pending) (evicted int) {
 	p.age(now)
-	if _, ok := p.m[k]; !ok && len(p.m) >= p.max {
-		return false
+	if old, ok := p.m[k]; ok {
+		p.unlink(old)
 	}
-	p.seq++
-	v.at, v.seq = now, p.seq
-	p.order = append(p.order, orderSlot{k, p.seq})
-	p.m[k] = v
-	return true
+	if len(v.iaids) > maxIAIDs {
+		v.iaids = v.iaids[:maxIAIDs:maxIAIDs]
+	}
+	e := &pendingEntry{key: k, v: v, at: now, size: entryOverhead + len(k.duid) + 4*len(v.iaids)}
+	for pl := p.ports[k.port]; pl != nil && (pl.n >= p.share || pl.bytes+e.size > p.shareBytes); pl = p.ports[k.port] {
+		p.unlink(pl.head)
+		evicted++
+	}
+	for p.all.head != nil && (p.all.n >= p.max || p.all.bytes+e.size > p.maxBytes) {
+		p.unlink(p.all.head)
+		evicted++
+	}
+	pl := p.ports[k.port]
+	if pl == nil {
+		pl = &pendingList{}
+		p.ports[k.port] = pl
+	}
+	p.m[k] = e
+	p.link(e, pl)
+	p.evicted += uint64(evicted)
+	return evicted
 }
 
+// take removes and returns the request k, if it is there and younger than
+// the TTL.
 func (p *pendingTable) take(now time.Time, k pendingKey) (pending, bool) {
 	p.age(now)
-	v, ok := p.m[k]
-	if ok {
-		delete(p.m, k)
+	e, ok := p.m[k]
+	if !ok {
+		return pending{}, false
 	}
-	return v, ok
+	p.unlink(e)
+	return e.v, true
 }
 
-// age drops requests older than the TTL and compacts the order queue.
+// age drops requests as old as the TTL or older.
 func (p *pendingTable) age(now time.Time) {
-	for p.head < len(p.order) {
-		s := p.order[p.head]
-		if v, ok := p.m[s.k]; ok && v.seq == s.seq {
-			if now.Sub(v.at) < p.ttl {
-				break
-			}
-			delete(p.m, s.k)
-		}
-		p.order[p.head] = orderSlot{}
-		p.head++
+	for e := p.all.head; e != nil && now.Sub(e.at) >= p.ttl; e = p.all.head {
+		p.unlink(e)
 	}
-	if p.head > 1024 && p.head*2 > len(p.order) {
-		p.order = append(p.order[:0], p.order[p.head:]...)
-		p.head = 0
+}
+
+func (p *pendingTable) link(e *pendingEntry, pl *pendingList) {
+	e.prev, e.next = p.all.tail, nil
+	if p.all.tail != nil {
+		p.all.tail.next = e
+	} else {
+		p.all.head = e
 	}
+	p.all.tail = e
+	p.all.n++
+	p.all.bytes += e.size
+	e.pprev, e.pnext = pl.tail, nil
+	if pl.tail != nil {
+		pl.tail.pnext = e
+	} else {
+		pl.head = e
+	}
+	pl.tail = e
+	pl.n++
+	pl.bytes += e.size
+}
+
+func (p *pendingTable) unlink(e *pendingEntry) {
+	delete(p.m, e.key)
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		p.all.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		p.all.tail = e.prev
+	}
+	p.all.n--
+	p.all.bytes -= e.size
+	pl := p.ports[e.key.port]
+	if e.pprev != nil {
+		e.pprev.pnext = e.pnext
+	} else {
+		pl.head = e.pnext
+	}
+	if e.pnext != nil {
+		e.pnext.pprev = e.pprev
+	} else {
+		pl.tail = e.pprev
+	}
+	pl.n--
+	pl.bytes -= e.size
+	if pl.n == 0 {
+		delete(p.ports, e.key.port)
+	}
+	e.prev, e.next, e.pprev, e.pnext = nil, nil, nil, nil
 }
 
 func (p *pendingTable) len() int { return len(p.m) }
+
+// bytes returns the bytes the table accounts for.
+func (p *pendingTable) bytes() int { return p.all.bytes }
+
+// portLen returns how many requests port holds.
+func (p *pendingTable) portLen(port int) int {
+	if pl := p.ports[port]; pl != nil {
+		return pl.n
+	}
+	return 0
+}

@@ -1,0 +1,128 @@
+package relay
+
+import (
+	"sync"
+	"time"
+)
+
+// tokenBucket allows rate events a second on average and burst back to
+// back. A zero rate allows everything. It is owned by one goroutine.
+type tokenBucket struct {
+	rate   float64 // tokens a second; 0: no limit
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate, burst int) tokenBucket {
+	if burst < 1 {
+		burst = 1
+	}
+	return tokenBucket{rate: float64(rate), burst: float64(burst), tokens: float64(burst)}
+}
+
+// allow takes a token at now if there is one.
+func (b *tokenBucket) allow(now time.Time) bool {
+	if b.rate == 0 {
+		return true
+	}
+	if !b.last.IsZero() {
+		if d := now.Sub(b.last).Seconds(); d > 0 {
+			b.tokens = min(b.burst, b.tokens+d*b.rate)
+		}
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// fairQueue carries messages from the readers (one per downlink, one for
+// the servers' side) to the engine's goroutine. Each source has its own
+// bounded queue, and the engine takes one message from each non-empty
+// queue in turn: a source that floods fills only its own queue (what does
+// not fit is dropped and counted by its reader) and delays each other
+// source's message by at most one of its own. The sources with messages
+// wait in a FIFO of their own, so a turn costs the same with 4 ports or
+// 4,000.
+type fairQueue struct {
+	mu     sync.Mutex
+	qs     []ring[inbound]
+	active ring[int] // sources with messages, in turn order
+	wake   chan struct{}
+}
+
+// ring is a fixed-size FIFO.
+type ring[T any] struct {
+	buf        []T
+	head, size int
+}
+
+func (r *ring[T]) full() bool { return r.size == len(r.buf) }
+
+func (r *ring[T]) push(v T) {
+	r.buf[(r.head+r.size)%len(r.buf)] = v
+	r.size++
+}
+
+func (r *ring[T]) pop() T {
+	var zero T
+	v := r.buf[r.head]
+	r.buf[r.head] = zero
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	return v
+}
+
+// newFairQueue returns a queue for sources, source i holding at most
+// depth(i) messages.
+func newFairQueue(sources int, depth func(i int) int) *fairQueue {
+	q := &fairQueue{
+		qs:     make([]ring[inbound], sources),
+		active: ring[int]{buf: make([]int, sources)},
+		wake:   make(chan struct{}, 1),
+	}
+	for i := range q.qs {
+		q.qs[i].buf = make([]inbound, max(depth(i), 1))
+	}
+	return q
+}
+
+// push queues m from source i; false if i's queue is full.
+func (q *fairQueue) push(i int, m inbound) bool {
+	q.mu.Lock()
+	r := &q.qs[i]
+	if r.full() {
+		q.mu.Unlock()
+		return false
+	}
+	if r.size == 0 {
+		q.active.push(i)
+	}
+	r.push(m)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// pop takes the next message in round-robin order over the sources with
+// messages; false when there is none (wait on q.wake, then pop again).
+func (q *fairQueue) pop() (inbound, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.active.size == 0 {
+		return inbound{}, false
+	}
+	i := q.active.pop()
+	r := &q.qs[i]
+	m := r.pop()
+	if r.size > 0 {
+		q.active.push(i) // its next message waits for every other source's turn
+	}
+	return m, true
+}
