@@ -351,6 +351,7 @@ func (c *Conn) readClients(ctx context.Context, port int, f *os.File) {
 	buf := make([]byte, clientFrameMax)
 	oob := make([]byte, unix.CmsgSpace(int(auxdataLen)))
 	lim := &c.limits[port]
+	var statsRead time.Time
 	for {
 		var n, oobn, flags int
 		var rerr error
@@ -369,6 +370,17 @@ func (c *Conn) readClients(ctx context.Context, port int, f *os.File) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		now := time.Now()
+		if now.Sub(statsRead) >= time.Second {
+			// Frames the kernel dropped because this socket's buffer was
+			// full (a flood faster than this reader) are counted too.
+			statsRead = now
+			_ = rc.Control(func(fd uintptr) {
+				if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+					c.eng.Counters.dropPortN(port, DropSocketOverflow, uint64(st.Drops))
+				}
+			})
+		}
 		if flags&unix.MSG_TRUNC != 0 {
 			c.eng.Counters.DropPort(port, DropMalformed)
 			continue
@@ -382,7 +394,7 @@ func (c *Conn) readClients(ctx context.Context, port int, f *os.File) {
 			c.eng.Counters.DropPort(port, DropMalformed)
 			continue
 		}
-		if !lim.allow(time.Now()) {
+		if !lim.allow(now) {
 			c.eng.Counters.DropPort(port, DropRateLimited)
 			continue
 		}

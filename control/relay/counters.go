@@ -40,13 +40,14 @@ const (
 	DropBadDestination                      // client message not to ff02::1:2 or the relay's address on the port
 	DropRateLimited                         // over the port's max_client_rate
 	DropQueueFull                           // the port's queue to the relay was full
+	DropSocketOverflow                      // the kernel dropped the frame: the port's packet socket buffer was full
 	numDrops
 )
 
 var dropNames = [numDrops]string{
 	"malformed", "hop_limit", "relay_reply_from_client", "release_request_untrusted",
 	"untrusted_server", "not_relay_reply", "unknown_port", "send_error",
-	"relay_forward_untrusted", "bad_checksum", "bad_destination", "rate_limited", "queue_full",
+	"relay_forward_untrusted", "bad_checksum", "bad_destination", "rate_limited", "queue_full", "socket_overflow",
 }
 
 // NumDrops is the number of drop reasons.
@@ -97,6 +98,16 @@ func (c *Counters) DropPort(i int, r Drop) {
 	c.drops[r].Add(1)
 	if i >= 0 && i < len(c.ports) {
 		c.ports[i][r].Add(1)
+	}
+}
+
+func (c *Counters) dropPortN(i int, r Drop, n uint64) {
+	if n == 0 {
+		return
+	}
+	c.drops[r].Add(n)
+	if i >= 0 && i < len(c.ports) {
+		c.ports[i][r].Add(n)
 	}
 }
 
