@@ -66,13 +66,14 @@ type pendingList struct {
 type pendingTable struct {
 	m          map[pendingKey]*pendingEntry
 	all        pendingList
-	ports      map[int]*pendingList
+	ports      []pendingList // by port index
 	max        int // entries
 	maxBytes   int
 	share      int // entries per port
 	shareBytes int
 	ttl        time.Duration
 	evicted    uint64 // requests pushed out before their TTL
+	free       *pendingEntry // entries to reuse, linked by next
 }
 
 // Defaults of the table's bounds.
@@ -99,7 +100,7 @@ func (p *pendingTable) init(entries, bytes, nports int, ttl time.Duration) {
 	}
 	*p = pendingTable{
 		m:     make(map[pendingKey]*pendingEntry),
-		ports: make(map[int]*pendingList),
+		ports: make([]pendingList, nports),
 		max:   entries, maxBytes: bytes, ttl: ttl,
 		share: max(entries/nports, 1), shareBytes: max(bytes/nports, 1),
 	}
@@ -115,19 +116,21 @@ func (p *pendingTable) put(now time.Time, k pendingKey, v pending) (evicted int)
 	if len(v.iaids) > maxIAIDs {
 		v.iaids = v.iaids[:maxIAIDs:maxIAIDs]
 	}
-	e := &pendingEntry{key: k, v: v, at: now, size: entryOverhead + len(k.duid) + 4*len(v.iaids)}
-	for pl := p.ports[k.port]; pl != nil && (pl.n >= p.share || pl.bytes+e.size > p.shareBytes); pl = p.ports[k.port] {
+	e := p.free
+	if e != nil {
+		p.free = e.next
+	} else {
+		e = new(pendingEntry)
+	}
+	*e = pendingEntry{key: k, v: v, at: now, size: entryOverhead + len(k.duid) + 4*len(v.iaids)}
+	pl := &p.ports[k.port]
+	for pl.head != nil && (pl.n >= p.share || pl.bytes+e.size > p.shareBytes) {
 		p.unlink(pl.head)
 		evicted++
 	}
 	for p.all.head != nil && (p.all.n >= p.max || p.all.bytes+e.size > p.maxBytes) {
 		p.unlink(p.all.head)
 		evicted++
-	}
-	pl := p.ports[k.port]
-	if pl == nil {
-		pl = &pendingList{}
-		p.ports[k.port] = pl
 	}
 	p.m[k] = e
 	p.link(e, pl)
@@ -143,8 +146,9 @@ func (p *pendingTable) take(now time.Time, k pendingKey) (pending, bool) {
 	if !ok {
 		return pending{}, false
 	}
+	v := e.v
 	p.unlink(e)
-	return e.v, true
+	return v, true
 }
 
 // age drops requests as old as the TTL or older.
@@ -189,7 +193,7 @@ func (p *pendingTable) unlink(e *pendingEntry) {
 	}
 	p.all.n--
 	p.all.bytes -= e.size
-	pl := p.ports[e.key.port]
+	pl := &p.ports[e.key.port]
 	if e.pprev != nil {
 		e.pprev.pnext = e.pnext
 	} else {
@@ -202,10 +206,8 @@ func (p *pendingTable) unlink(e *pendingEntry) {
 	}
 	pl.n--
 	pl.bytes -= e.size
-	if pl.n == 0 {
-		delete(p.ports, e.key.port)
-	}
-	e.prev, e.next, e.pprev, e.pnext = nil, nil, nil, nil
+	*e = pendingEntry{next: p.free} // nothing kept alive; reused by put
+	p.free = e
 }
 
 func (p *pendingTable) len() int { return len(p.m) }
@@ -214,9 +216,4 @@ func (p *pendingTable) len() int { return len(p.m) }
 func (p *pendingTable) bytes() int { return p.all.bytes }
 
 // portLen returns how many requests port holds.
-func (p *pendingTable) portLen(port int) int {
-	if pl := p.ports[port]; pl != nil {
-		return pl.n
-	}
-	return 0
-}
+func (p *pendingTable) portLen(port int) int { return p.ports[port].n }

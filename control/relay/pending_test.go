@@ -238,7 +238,12 @@ func TestPendingAgainstModel(t *testing.T) {
 			t.Fatalf("the model holds %v, the table does not", e.k)
 		}
 	}
-	if p.len() != 0 || p.bytes() != 0 || len(p.ports) != 0 {
-		t.Fatalf("left over: len %d bytes %d ports %d", p.len(), p.bytes(), len(p.ports))
+	if p.len() != 0 || p.bytes() != 0 {
+		t.Fatalf("left over: len %d bytes %d", p.len(), p.bytes())
+	}
+	for i, pl := range p.ports {
+		if pl != (pendingList{}) {
+			t.Fatalf("port %d's list left over: %+v", i, pl)
+		}
 	}
 }
