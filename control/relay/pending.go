@@ -67,12 +67,12 @@ type pendingTable struct {
 	m          map[pendingKey]*pendingEntry
 	all        pendingList
 	ports      []pendingList // by port index
-	max        int // entries
+	max        int           // entries
 	maxBytes   int
 	share      int // entries per port
 	shareBytes int
 	ttl        time.Duration
-	evicted    uint64 // requests pushed out before their TTL
+	evicted    uint64        // requests pushed out before their TTL
 	free       *pendingEntry // entries to reuse, linked by next
 }
 
