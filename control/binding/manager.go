@@ -116,7 +116,14 @@ func (m *Manager) logChange(c Change) {
 		if c.Op == Updated && !c.RouteChanged {
 			level = slog.LevelDebug // a renewal: lifetimes only
 		}
-		m.log.Log(context.Background(), level, "binding "+c.Op.String(), attrs...)
+		msg := "binding " + c.Op.String()
+		if f := c.MovedFrom; f != nil {
+			// The server's newer word wins: the prefix moves, as to a
+			// replaced CPE.
+			msg = "binding moved"
+			attrs = append(attrs, "from_port", f.Port, "from_client", f.DUIDHex(), "from_iaid", f.IAID)
+		}
+		m.log.Log(context.Background(), level, msg, attrs...)
 	case Removed:
 		m.log.Info("binding removed", append(attrs, "reason", c.Reason)...)
 	}

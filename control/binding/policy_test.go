@@ -128,8 +128,14 @@ func TestIdenticalPrefixMoves(t *testing.T) {
 	}
 	ch := tb.TakeChanges()
 	if len(ch) != 2 || ch[0].Op != Removed || ch[0].Reason != ReasonSuperseded || ch[0].Binding.Key != a.Key ||
-		ch[1].Op != Added || ch[1].Binding.Key != b.Key {
+		ch[1].Op != Added || ch[1].Binding.Key != b.Key || ch[1].MovedFrom == nil || *ch[1].MovedFrom != a.Key {
 		t.Fatalf("changes %+v", ch)
+	}
+	var logs bytes.Buffer
+	m := NewManager(tb, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	m.logChange(ch[1])
+	if s := logs.String(); !strings.Contains(s, "binding moved") || !strings.Contains(s, "from_port=eth1") || !strings.Contains(s, "port=eth2") {
+		t.Errorf("the move is not logged as one: %s", s)
 	}
 	if got, ok := tb.Get(b.Key); !ok || got.MAC != macB {
 		t.Errorf("the prefix did not move to B")
@@ -212,4 +218,85 @@ func TestRefusalLogBounded(t *testing.T) {
 	if _, ok := r.allow(t0.Add(time.Minute), refusalKey{"p", "new", "x"}); !ok || len(r.last) != 1 {
 		t.Errorf("old entries were not forgotten: %d left", len(r.last))
 	}
+}
+
+// FuzzPolicy checks Table.Check against an obvious account of the rules
+// (reserved space, lengths, pools, the relay's own prefixes, nesting with
+// another client's binding, by brute force over the bindings) for any
+// prefix a server might send.
+func FuzzPolicy(f *testing.F) {
+	for _, s := range []string{"2001:db8:100:100::/56", "::/0", "ff05::/16", "fd00::/48", "2001:db8:100::/48", "2001:db8:1ff:ff00::/57"} {
+		p := pfx(s)
+		a := p.Addr().As16()
+		f.Add(a[:], uint8(p.Bits()), uint8(0), uint8(0))
+	}
+	existing := []Learned{
+		learned("eth1", duidA, 1, "2001:db8:100:100::/56", time.Hour, time.Hour),
+		learned("eth1", duidA, 2, "2001:db8:101::/48", time.Hour, time.Hour),
+		learned("eth2", duidB, 1, "2001:db8:102:200::/60", time.Hour, time.Hour),
+		learned("eth9", duidB, 1, "2001:db8:900::/48", time.Hour, time.Hour),
+	}
+	ports := []string{"eth1", "eth2", "eth9"}
+	duids := []string{duidA, duidB}
+	pol := labPolicy()
+	f.Fuzz(func(t *testing.T, addr []byte, bits, port, client uint8) {
+		if len(addr) != 16 || bits > 128 {
+			return
+		}
+		p := netip.PrefixFrom(netip.AddrFrom16([16]byte(addr)), int(bits)).Masked()
+		k := Key{Port: ports[int(port)%len(ports)], DUID: duids[int(client)%len(duids)], IAID: 9, Prefix: p}
+		tb := NewTable(PortLimits{}, nil)
+		tb.SetPolicy(pol)
+		for _, l := range existing {
+			mustLearn(t, tb, t0, l)
+		}
+		err := tb.Check(k)
+
+		want := ""
+		pools := pol.Pools
+		if pp := pol.PortPools[k.Port]; len(pp) > 0 {
+			pools = pp
+		}
+		inPool := false
+		for _, q := range pools {
+			inPool = inPool || q.Bits() <= p.Bits() && q.Contains(p.Addr())
+		}
+		switch {
+		case p.Addr().Is4In6():
+			want = RefuseInvalid // netip's IPv4-mapped form: not an IPv6 prefix
+		case ReservedOverlap(p).IsValid():
+			want = RefuseReserved
+		case p.Bits() < pol.MinLen || p.Bits() > pol.MaxLen:
+			want = RefuseLength
+		case !inPool:
+			want = RefusePool
+		}
+		for _, o := range pol.Own {
+			if want == "" && o.Prefix.Overlaps(p) {
+				want = RefuseOwn
+			}
+		}
+		for _, l := range existing {
+			if want == "" && l.Prefix != p && l.Prefix.Overlaps(p) && (l.Port != k.Port || l.DUID != k.DUID) {
+				want = RefuseNested
+			}
+		}
+		var re *RefusedError
+		switch {
+		case want == "" && err != nil:
+			t.Fatalf("%s on %s refused (%v); the rules allow it", p, k.Port, err)
+		case want != "" && (!errors.As(err, &re) || re.Reason != want):
+			t.Fatalf("%s on %s: %v, want refused for %s", p, k.Port, err, want)
+		}
+		// Learn agrees with Check, and a refusal changes nothing.
+		n := tb.Len()
+		tb.TakeChanges()
+		_, lerr := tb.Learn(t0, Learned{Key: k, Valid: time.Hour})
+		if (lerr == nil) != (err == nil) {
+			t.Fatalf("Learn %v, Check %v", lerr, err)
+		}
+		if lerr != nil && (tb.Len() != n || len(tb.TakeChanges()) != 0) {
+			t.Fatalf("a refused %s changed the table", p)
+		}
+	})
 }

@@ -65,6 +65,10 @@ type Change struct {
 	// or removed prefix, or a new next hop or MAC); a lifetime refresh is
 	// not, so the FIB is not republished for renewals.
 	RouteChanged bool
+	// MovedFrom, on an Added change, is the binding the prefix was taken
+	// from: the server delegated the same prefix to another client (a
+	// replaced CPE), whose binding is removed as superseded just before.
+	MovedFrom *Key
 }
 
 // PortLimits are the per-port limits (RFC 8987 G-5, G-6, G-7, G-4).
@@ -263,7 +267,9 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 	if lim.MaxDelegations > 0 && t.perPort[l.Port] >= lim.MaxDelegations && !freesPort {
 		return 0, ErrPortLimit
 	}
+	var from *Key
 	if old != nil {
+		from = &old.Key
 		t.remove(old, ReasonSuperseded)
 	}
 	e := &entry{Binding: Binding{
@@ -271,7 +277,7 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 		Preferred: preferred, Expires: expires, ServerDUID: l.ServerDUID, Updated: now,
 	}}
 	t.insert(e)
-	t.changes = append(t.changes, Change{Op: Added, Binding: e.Binding, RouteChanged: true})
+	t.changes = append(t.changes, Change{Op: Added, Binding: e.Binding, RouteChanged: true, MovedFrom: from})
 	return Added, nil
 }
 

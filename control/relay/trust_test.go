@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 	"time"
@@ -105,4 +106,61 @@ func TestPortDropCounters(t *testing.T) {
 	if h.e.Counters.Drops(relay.DropUntrustedServer) != 1 || h.e.Counters.Drops(relay.DropRelayForwardUntrusted) != 3 {
 		t.Error("totals wrong")
 	}
+}
+
+// FuzzTrust feeds the engine any bytes as a client message (on any port,
+// to any destination) or as a server's (from a trusted or an untrusted
+// source, on or off the uplink), and checks the trust rules hold whatever
+// the bytes: a subscriber's Relay-Forward or Relay-Reply is never relayed
+// from a port that does not trust a relay below, nothing is relayed that
+// was not sent to the relay, a message from an untrusted source never
+// reaches a client nor teaches a binding, what is relayed up carries the
+// client's bytes unchanged (G-1), and the pending table stays within its
+// bounds.
+func FuzzTrust(f *testing.F) {
+	c := newCPE(70)
+	sol := c.msg(dhcpv6.MessageTypeSolicit, 1, iapd(1, 0, 0)).ToBytes()
+	req := c.msg(dhcpv6.MessageTypeRequest, 2, iapd(1, 0, 0)).ToBytes()
+	rr := rawRelayReply(linkA, c.ll, []byte("eth1"), replyTo(c.msg(dhcpv6.MessageTypeRequest, 2), iapd(1, 1, 2, iaprefix("2001:db8:100::/56", 3, 4))).ToBytes())
+	fwd := dhcp6.AppendOption(dhcp6.AppendRelayHeader(nil, dhcp6.MsgRelayForw, 0, netip.Addr{}, c.ll), dhcp6.OptRelayMsg, sol)
+	for _, b := range [][]byte{sol, req, rr, fwd, {12}, {13, 0}} {
+		for sel := range uint8(8) {
+			f.Add(b, sel)
+		}
+	}
+	dsts := []netip.Addr{dhcp6.AllRelayAgentsAndServers, netip.MustParseAddr("2001:db8:a::1"), netip.MustParseAddr("2001:db8:666::1"), netip.MustParseAddr("ff05::1:3")}
+	srcs := []netip.Addr{serverAddr, netip.MustParseAddr("2001:db8:666::1")}
+	f.Fuzz(func(t *testing.T, b []byte, sel uint8) {
+		cfg := testConfig()
+		cfg.PendingMax = 4
+		cfg.Ports[0].Addrs = []netip.Addr{netip.MustParseAddr("2001:db8:a::1")}
+		h := newHarness(t, cfg, binding.PortLimits{}, nil)
+		port := int(sel) % 3
+		dst := dsts[int(sel>>2)%len(dsts)]
+		for range 3 { // a retransmission or two
+			fw, _, err := h.e.HandleClient(h.now, relay.ClientPacket{Port: port, SrcMAC: c.mac, Src: c.ll, Dst: dst, Payload: b})
+			if err != nil {
+				continue
+			}
+			if dst != dhcp6.AllRelayAgentsAndServers && !(port == 0 && dst == dsts[1]) {
+				t.Fatalf("relayed a message sent to %s on port %d", dst, port)
+			}
+			if b[0] == byte(dhcp6.MsgRelayRepl) || b[0] == byte(dhcp6.MsgRelayForw) && !cfg.Ports[port].TrustRelayForward {
+				t.Fatalf("relayed a subscriber's %d on port %d", b[0], port)
+			}
+			r, perr := dhcp6.ParseRelay(fw)
+			if perr != nil || !bytes.Equal(r.Inner, b) {
+				t.Fatalf("the relayed message is not the client's bytes: %v", perr)
+			}
+		}
+		if n, _ := h.e.PendingLen(); n > 4 {
+			t.Fatalf("pending table holds %d, max 4", n)
+		}
+		src := srcs[int(sel>>4)%len(srcs)]
+		up := sel&0x40 == 0
+		out, upd, err := h.e.HandleServer(h.now, relay.ServerPacket{Src: src, Uplink: up, Payload: b})
+		if (src != serverAddr || !up) && (err == nil || len(out.Payload) != 0 || !upd.Empty()) {
+			t.Fatalf("a message from %s (uplink %v) was not dropped: %v", src, up, err)
+		}
+	})
 }
