@@ -3,6 +3,7 @@ package neigh
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -79,14 +80,12 @@ func TestResolverPlanBackoff(t *testing.T) {
 			t.Errorf("warning %+v", p.warn[0])
 		}
 	}
-	want := []time.Duration{500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500}
-	if len(sentAt) != len(want) {
-		t.Fatalf("requests at %v, want at %v ms", sentAt, want)
+	var want []time.Duration
+	for _, ms := range []time.Duration{500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500} {
+		want = append(want, ms*time.Millisecond)
 	}
-	for i := range want {
-		if sentAt[i] != want[i]*time.Millisecond {
-			t.Fatalf("requests at %v, want at %v ms", sentAt, want)
-		}
+	if !slices.Equal(sentAt, want) {
+		t.Fatalf("requests at %v, want at %v", sentAt, want)
 	}
 	if warnings != 1 {
 		t.Errorf("%d warnings, want 1", warnings)
