@@ -181,6 +181,9 @@ func TestResolverSeesEntryAppear(t *testing.T) {
 // the tracked set and one entry in the kernel; Forget stops it, and
 // stopping leaves no goroutine behind.
 func TestResolverUnanswered(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping in -short: watches a next hop back off for 8 s")
+	}
 	tp := newTopo(t)
 	tp.slowProbes(t)
 	before := runtime.NumGoroutine()
