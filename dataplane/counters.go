@@ -45,7 +45,10 @@ const (
 	// loop policy says drop (RFC 8987 R-5); ICMPReply when an ICMPv6
 	// error was sent for it.
 	Loop
-	// NoNeighbor: the route's next-hop MAC is not known (all zero).
+	// NoNeighbor: the route's next-hop MAC is not known (all zero): a
+	// binding learned from a Reply whose request the relay never saw,
+	// routed while neighbour discovery resolves its next hop (the
+	// control plane fills the MAC in when it resolves).
 	NoNeighbor
 	// TxRingFull: counted by the caller (Count) when a frame could not be
 	// queued for transmission.

@@ -115,14 +115,30 @@ func (p *Pdrelay) start() error {
 // Restart stops the relay with sig (SIGTERM: graceful; SIGKILL: a crash)
 // and starts it again with the same config and state.
 func (p *Pdrelay) Restart(sig syscall.Signal) error {
+	if err := p.Stop(sig); err != nil {
+		return err
+	}
+	return p.start()
+}
+
+// Stop stops the relay with sig and waits for it to exit; Start starts
+// it again. In between a test may change its state (StateDir).
+func (p *Pdrelay) Stop(sig syscall.Signal) error {
 	if err := p.Proc.Signal(sig); err != nil {
 		return err
 	}
 	if err := p.Proc.Wait(10 * time.Second); err != nil && !p.Proc.Exited() {
 		return err
 	}
-	return p.start()
+	return nil
 }
+
+// Start starts a stopped relay again with the same config and state, and
+// returns once the operator API answers.
+func (p *Pdrelay) Start() error { return p.start() }
+
+// StateDir is the relay's state_dir with a config from PdrelayConfig.
+func (p *Pdrelay) StateDir() string { return filepath.Join(p.Dir, "state") }
 
 // CLI runs an operator command of the binary against this relay's socket.
 func (p *Pdrelay) CLI(args ...string) (string, error) {

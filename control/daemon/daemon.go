@@ -101,8 +101,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	toStore := storeSink(st)
 
-	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink)
+	// Bindings learned or restored without a MAC get it from neighbour
+	// discovery (resolve.go).
+	hops, resolver := startNextHops(table, log)
+	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink, hops.Sink)
 	mgr.OnRefused = met.Refused
+	hops.mgr = mgr
+	met.Registry.MustRegister(resolverMetrics{hops, resolver})
 
 	// The forwarding plane: an attach failure stops the start with its
 	// cause (dataplane.mode xdp asks for forwarding; running without it
@@ -132,7 +137,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 8) // room for every part below: none may block on it
+	errc := make(chan error, 16) // room for every part below (10): none may block on it
 	spawn := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -144,6 +149,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}()
 	}
 	spawn("bindings", func() error { return mgr.Run(ctx) })
+	spawn("next hop resolver", func() error { return runResolver(ctx, resolver, log) })
 	spawn("fib dense blocks", func() error {
 		// The restore published without them (PublishDeferred); the
 		// FIB's owner publishes again, making them.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,8 +110,8 @@ type watcher struct {
 	lastTrigger time.Time
 	tries       int // resolution requests since the gateway was last usable
 
-	subscribed bool   // every subscription wanted is up
-	lastErr    string // the last failure logged, to log each once
+	subscribed bool    // every subscription wanted is up
+	errs       onceLog // the last failure logged, to log each once
 }
 
 func (w *watcher) run(ctx context.Context) error {
@@ -189,8 +190,13 @@ func (w *watcher) run(ctx context.Context) error {
 }
 
 func (w *watcher) subscribeNeighs() (*subscription[netlink.NeighUpdate], error) {
+	return subscribeNeighs(w.opt.NetNS)
+}
+
+// subscribeNeighs subscribes to the neighbour notifications of namespace
+// ns.
+func subscribeNeighs(ns netns.NsHandle) (*subscription[netlink.NeighUpdate], error) {
 	return subscribe(func(ch chan netlink.NeighUpdate, done chan struct{}, cb func(error)) error {
-		ns := w.opt.NetNS
 		return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
 			Namespace:         &ns,
 			ErrorCallback:     cb,
@@ -301,11 +307,7 @@ func (w *watcher) wait() time.Duration {
 // backoff is the interval between resolution requests: Retry, doubling
 // with each unanswered one, up to Poll.
 func (w *watcher) backoff() time.Duration {
-	d := w.opt.Retry
-	for i := 1; i < w.tries && d < w.opt.Poll; i++ {
-		d *= 2
-	}
-	return min(d, w.opt.Poll)
+	return backoff(w.opt.Retry, w.opt.Poll, w.tries)
 }
 
 func (w *watcher) usable() bool {
@@ -476,19 +478,26 @@ func (w *watcher) resolve(poll bool) {
 // NTF_USE on a PERMANENT entry would clear PERMANENT; resolve sends it
 // only for entries missing, NONE, FAILED or STALE.
 func (w *watcher) trigger() error {
-	if !w.opt.discardOnly {
-		err := w.h.NeighSet(&netlink.Neigh{
-			LinkIndex: w.ifindex,
+	return trigger(w.h, w.opt.NetNS, w.ifname, w.ifindex, w.gw, w.opt.discardOnly)
+}
+
+// trigger asks the kernel of namespace ns, through h, to resolve addr on
+// the interface ifname (index ifindex): NTF_USE, else, without
+// CAP_NET_ADMIN or when discardOnly, a datagram to addr's discard port.
+func trigger(h *netlink.Handle, ns netns.NsHandle, ifname string, ifindex int, addr netip.Addr, discardOnly bool) error {
+	if !discardOnly {
+		err := h.NeighSet(&netlink.Neigh{
+			LinkIndex: ifindex,
 			Family:    netlink.FAMILY_V6,
 			State:     netlink.NUD_NONE,
 			Flags:     netlink.NTF_USE,
-			IP:        w.gw.AsSlice(),
+			IP:        addr.AsSlice(),
 		})
 		if err == nil || !errors.Is(err, unix.EPERM) {
 			return err
 		}
 	}
-	return sendDiscard(w.opt.NetNS, w.ifname, w.ifindex, w.gw)
+	return sendDiscard(ns, ifname, ifindex, addr)
 }
 
 // defaultGateway returns the next hop, through the uplink, of the IPv6
@@ -547,20 +556,26 @@ func (w *watcher) zoned(a netip.Addr) netip.Addr {
 	return a
 }
 
-// fail logs a failure once until it changes or ok is called.
-func (w *watcher) fail(what string, err error) {
+func (w *watcher) fail(what string, err error) { w.errs.fail(w.log, "neighbour watch", what, err) }
+
+func (w *watcher) ok() { w.errs.ok(w.log, "neighbour watch") }
+
+// onceLog logs each failure once, until it changes or ok is called.
+type onceLog struct{ last string }
+
+func (o *onceLog) fail(log *slog.Logger, who, what string, err error) {
 	msg := what + ": " + err.Error()
-	if msg == w.lastErr {
+	if msg == o.last {
 		return
 	}
-	w.lastErr = msg
-	w.log.Warn("neighbour watch: "+what, "error", err)
+	o.last = msg
+	log.Warn(who+": "+what, "error", err)
 }
 
-func (w *watcher) ok() {
-	if w.lastErr != "" {
-		w.log.Info("neighbour watch recovered")
-		w.lastErr = ""
+func (o *onceLog) ok(log *slog.Logger, who string) {
+	if o.last != "" {
+		log.Info(who + " recovered")
+		o.last = ""
 	}
 }
 
