@@ -197,7 +197,7 @@ func New(cfg Config) (*Guard, error) {
 
 // newGuard checks cfg and builds a Guard without a kernel.
 func newGuard(cfg Config) (*Guard, error) {
-	if len(cfg.Table) == 0 || len(cfg.Table) > 200 {
+	if len(cfg.Table) > 200 {
 		return nil, fmt.Errorf("nftguard: table name %q: want 1 to 200 bytes", cfg.Table)
 	}
 	g := &Guard{
@@ -546,6 +546,7 @@ func (g *Guard) step() (time.Duration, error) {
 		g.rebuildStart = time.Now()
 		g.log.Info("kernel guard table reinstalled: downlink traffic through the kernel is dropped until its sources are written",
 			"sources", len(g.bulk))
+		g.rebuilt()
 	case len(g.restore) > 0:
 		n := min(len(g.restore), g.batch)
 		chunk := g.restore[:n]
@@ -561,12 +562,17 @@ func (g *Guard) step() (time.Duration, error) {
 		}
 	case len(g.bulk) > 0:
 		_ = g.applyLocked(g.takeBulk())
-		if len(g.bulk) == 0 && !g.broken && !g.rebuildStart.IsZero() {
-			g.log.Info("kernel guard table rebuilt", "took", time.Since(g.rebuildStart).Round(time.Millisecond))
-			g.rebuildStart = time.Time{}
-		}
+		g.rebuilt()
 	}
 	return 0, nil
+}
+
+// rebuilt logs the end of a rebuild once its sources are all written.
+func (g *Guard) rebuilt() {
+	if len(g.bulk) == 0 && !g.broken && !g.rebuildStart.IsZero() {
+		g.log.Info("kernel guard table rebuilt", "took", time.Since(g.rebuildStart).Round(time.Millisecond))
+		g.rebuildStart = time.Time{}
+	}
 }
 
 // verifyLocked checks that the table and its rules are as the Guard
