@@ -101,13 +101,17 @@ func TestParseProbeRejects(t *testing.T) {
 	p := Probe{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("fd00::1"), SrcPort: 1, DstPort: 2, Tag: 9}
 	f := p.Frame(probeSrcMAC, probeDstMAC)
 	for name, b := range map[string][]byte{
-		"empty":        nil,
-		"short":        f[:30],
-		"cut payload":  f[:len(f)-1],
-		"not IPv6":     append(append([]byte{}, f[:12]...), append([]byte{0x08, 0x00}, f[14:]...)...),
-		"other magic":  append(append([]byte{}, f[:len(f)-1]...), 'x'),
-		"tcp":          func() []byte { b := bytes.Clone(f); b[14+6] = 6; return b }(),
-		"hbh too long": func() []byte { b := bytes.Clone(Probe{Src: p.Src, Dst: p.Dst, HopByHop: true}.Frame(probeSrcMAC, probeDstMAC)); b[14+40+1] = 200; return b }(),
+		"empty":       nil,
+		"short":       f[:30],
+		"cut payload": f[:len(f)-1],
+		"not IPv6":    append(append([]byte{}, f[:12]...), append([]byte{0x08, 0x00}, f[14:]...)...),
+		"other magic": append(append([]byte{}, f[:len(f)-1]...), 'x'),
+		"tcp":         func() []byte { b := bytes.Clone(f); b[14+6] = 6; return b }(),
+		"hbh too long": func() []byte {
+			b := bytes.Clone(Probe{Src: p.Src, Dst: p.Dst, HopByHop: true}.Frame(probeSrcMAC, probeDstMAC))
+			b[14+40+1] = 200
+			return b
+		}(),
 	} {
 		if got, ok := ParseProbe(b); ok {
 			t.Errorf("%s: parsed as %+v", name, got)
