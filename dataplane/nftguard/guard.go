@@ -464,6 +464,13 @@ func (g *Guard) Restore(sources iter.Seq2[string, netip.Prefix]) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if len(ks) > len(g.refs) {
+		// Room for all of them at once: growing a map one key at a time
+		// to 1M rehashes it some twenty times.
+		m := make(map[key]entry, len(g.refs)+len(ks))
+		maps.Copy(m, g.refs)
+		g.refs = m
+	}
 	g.restore = append(g.restore, ks...)
 	g.filling = true
 	g.fillStart = time.Now()
