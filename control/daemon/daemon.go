@@ -56,6 +56,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 
 	ports := portIDs(cfg)
+	guard, err := startGuard(cfg, log, realGuardKernel) // nil: nothing to guard
+	if err != nil {
+		return err
+	}
+	if guard != nil {
+		defer guard.close()
+	}
 	ft := fib.NewTable()
 	for _, d := range cfg.Downlinks {
 		if err := ft.SetAllowedSources(ports[d.Interface], d.AllowedSources); err != nil {
@@ -99,7 +106,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	toStore := storeSink(st)
 
-	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink)
+	mgr := binding.NewManager(table, nil, log, guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink})...)
+	guard.register(met.Registry)
 	mgr.OnLimit = met.LimitHit
 
 	// The forwarding plane: an attach failure stops the start with its
@@ -126,7 +134,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 8) // room for every part below: none may block on it
+	errc := make(chan error, 9) // room for every part below: none may block on it
 	spawn := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -167,10 +175,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return nil
 		})
 	}
+	if guard != nil {
+		spawn("kernel guard", func() error { return guard.run(ctx, restored, ports) })
+	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
 	apiSrv := api.NewServer(mgr, log)
 	if fwd != nil {
-		apiSrv.Stats = fwd.stats
+		apiSrv.Stats = guard.stats(fwd.stats)
 	}
 	spawn("api", func() error { return apiSrv.Serve(ctx, cfg.APISocket) })
 	if cfg.MetricsListen != "" {

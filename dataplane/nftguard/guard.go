@@ -449,12 +449,23 @@ func (g *Guard) takeBulk() []key {
 	return b
 }
 
+// BeginRestore tells the Guard that Restore will follow: until its
+// sources are counted in, a Delete may come before the source it deletes
+// (the binding ended while the fill had not reached it). Call it before
+// the binding sink passes on its first change.
+func (g *Guard) BeginRestore() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.filling = true
+	g.fillStart = time.Now()
+}
+
 // Restore hands the Guard the sources of the bindings restored at start,
 // port by prefix; Run writes them to the kernel beside the running relay
-// (about 4 us each). Call it once, at the moment the binding sink starts
-// passing on changes: Adds and Deletes made after it count on top of
-// these, in any order with the fill. Entries of unknown ports are
-// skipped.
+// (about 3 us each). The binding changes passed on by Add and Delete from
+// BeginRestore on count on top of these, in any order with the fill.
+// Entries of unknown ports are skipped. Without BeginRestore, Restore
+// begins the restore itself.
 func (g *Guard) Restore(sources iter.Seq2[string, netip.Prefix]) {
 	var ks []key
 	for port, p := range sources {
@@ -472,9 +483,10 @@ func (g *Guard) Restore(sources iter.Seq2[string, netip.Prefix]) {
 		g.refs = m
 	}
 	g.restore = append(g.restore, ks...)
-	g.filling = true
-	g.fillStart = time.Now()
-	g.fillN = 0
+	if !g.filling {
+		g.filling = true
+		g.fillStart = time.Now()
+	}
 	if len(g.restore) == 0 {
 		g.endFill()
 		return
