@@ -270,4 +270,3 @@ func guardSets(t *testing.T, nsFD int) []string {
 	slices.Sort(out)
 	return out
 }
-
