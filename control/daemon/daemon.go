@@ -56,6 +56,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 
 	ports := portIDs(cfg)
+	// After the store: a second relay started by mistake waits on the
+	// store's lock instead of replacing the running one's table.
 	guard, err := startGuard(cfg, log, realGuardKernel) // nil: nothing to guard
 	if err != nil {
 		return err
