@@ -540,3 +540,28 @@ func TestDrops(t *testing.T) {
 }
 
 func newTextLog(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// TestBeginRestore: between BeginRestore and Restore (the relay runs,
+// the restored sources are still being read) a Delete of a restored
+// source is kept, and cancels the source when Restore brings it.
+func TestBeginRestore(t *testing.T) {
+	g, m := newModelGuard(t, Config{})
+	g.BeginRestore()
+	if !g.Delete("dl0", p56a) {
+		t.Fatal("Delete refused between BeginRestore and Restore")
+	}
+	g.Add("dl0", p64)
+	g.Flush()
+	if g.Filled() {
+		t.Fatal("Filled before Restore")
+	}
+	g.Restore(func(yield func(string, netip.Prefix) bool) {
+		_ = yield("dl0", p56a) && yield("dl0", p56b)
+	})
+	for g.busyBulk() {
+		g.step()
+	}
+	if got := m.contents(); !g.Filled() || !slices.Equal(got, []string{"dl0 2001:db8:1:200::/56", "dl0 2001:db8:1:300::/64"}) {
+		t.Fatalf("filled %v, kernel holds %v", g.Filled(), got)
+	}
+}
