@@ -140,6 +140,8 @@ type kernel interface {
 	// rules returns the number of rules in each of chains, and whether
 	// the table exists at all.
 	rules(chains []string) (map[string]int, bool, error)
+	// close lets go of the kernel (the table stays).
+	close()
 }
 
 // Guard keeps the kernel's guard table equal to its desired state: the
@@ -190,6 +192,7 @@ func New(cfg Config) (*Guard, error) {
 	}
 	g.k = k
 	if err := g.install(); err != nil {
+		k.close()
 		return nil, err
 	}
 	return g, nil
@@ -241,15 +244,14 @@ func newGuard(cfg Config) (*Guard, error) {
 	return g, nil
 }
 
-// install (re)creates the table with the sources known now; New calls it
-// with the allowed_sources, rebuilds with everything.
+// install creates the table, replacing any of its name, and writes the
+// sources known at New: the allowed_sources.
 func (g *Guard) install() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.reinstallLocked(); err != nil {
 		return err
 	}
-	// At New this is only allowed_sources: one more transaction.
 	for len(g.bulk) > 0 {
 		if err := g.applyLocked(g.takeBulk()); err != nil {
 			return err

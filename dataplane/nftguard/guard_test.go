@@ -84,6 +84,8 @@ func (m *modelKernel) remove() error {
 
 func (m *modelKernel) counters() (map[string]uint64, error) { return m.drops, nil }
 
+func (m *modelKernel) close() {}
+
 func (m *modelKernel) rules(chains []string) (map[string]int, bool, error) {
 	if !m.installed {
 		return nil, false, nil

@@ -217,10 +217,14 @@ func (k *nlKernel) remove() error {
 		c.DelTable(k.table)
 		return c.Flush()
 	})
-	k.mu.Lock()
-	k.reset()
-	k.mu.Unlock()
+	k.close()
 	return err
+}
+
+func (k *nlKernel) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reset()
 }
 
 func (k *nlKernel) counters() (map[string]uint64, error) {
