@@ -267,19 +267,8 @@ func sendBadChecksum(t *testing.T, l *lab.Lab, ns string, link lab.Link, payload
 	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(payload)))
 	udp = append(udp, 0, 0)
 	udp = append(udp, payload...)
-	sum := uint32(0)
-	ph := append(append(append([]byte{}, src[:]...), dst[:]...), 0, 0, byte(len(udp)>>8), byte(len(udp)), 0, 0, 0, 17)
-	ph = append(ph, udp...)
-	if len(ph)%2 == 1 {
-		ph = append(ph, 0)
-	}
-	for i := 0; i < len(ph); i += 2 {
-		sum += uint32(ph[i])<<8 | uint32(ph[i+1])
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(udp[6:], ^uint16(sum)+1) // the right one is ^sum
+	good := lab.L4Checksum(netip.AddrFrom16(src), netip.AddrFrom16(dst), 17, udp)
+	binary.BigEndian.PutUint16(udp[6:], good^0x0100) // one bit off
 	frame := []byte{0x33, 0x33, 0, 1, 0, 2}
 	frame = append(frame, link.PeerMAC...)
 	frame = append(frame, 0x86, 0xdd, 0x60, 0, 0, 0)

@@ -56,6 +56,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 
 	ports := portIDs(cfg)
+	// After the store: a second relay started by mistake waits on the
+	// store's lock instead of replacing the running one's table.
+	guard, err := startGuard(cfg, log, realGuardKernel) // nil: nothing to guard
+	if err != nil {
+		return err
+	}
+	if guard != nil {
+		defer guard.close()
+	}
 	ft := fib.NewTable()
 	for _, d := range cfg.Downlinks {
 		if err := ft.SetAllowedSources(ports[d.Interface], d.AllowedSources); err != nil {
@@ -104,10 +113,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// Bindings learned or restored without a MAC get it from neighbour
 	// discovery (resolve.go).
 	hops, resolver := startNextHops(table, log)
-	mgr := binding.NewManager(table, nil, log, toStore, fs.Sink, met.Sink, hops.Sink)
+	mgr := binding.NewManager(table, nil, log, guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink})...)
 	mgr.OnRefused = met.Refused
 	hops.mgr = mgr
 	met.Registry.MustRegister(resolverMetrics{hops, resolver})
+	guard.register(met.Registry)
 
 	// The forwarding plane: an attach failure stops the start with its
 	// cause (dataplane.mode xdp asks for forwarding; running without it
@@ -137,7 +147,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 16) // room for every part below (10): none may block on it
+	errc := make(chan error, 16) // room for every part below (11): none may block on it
 	spawn := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -186,10 +196,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			mgr.Post(func(t *binding.Table) { t.SetPolicy(pol) })
 		})
 	})
+	if guard != nil {
+		spawn("kernel guard", func() error { return guard.run(ctx, restored, ports) })
+	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
 	apiSrv := api.NewServer(mgr, log)
 	if fwd != nil {
-		apiSrv.Stats = fwd.stats
+		apiSrv.Stats = guard.stats(fwd.stats)
 	}
 	spawn("api", func() error { return apiSrv.Serve(ctx, cfg.APISocket) })
 	if cfg.MetricsListen != "" {
