@@ -77,71 +77,87 @@ const extMax = 8
 
 // completeChecksum completes a partial UDP or TCP checksum of the IPv6
 // packet in frame, which parse accepted, by the rules of CompleteChecksum.
-// It reports
-// whether it wrote the checksum field; it writes nothing else. It
-// allocates nothing.
+// It reports whether it wrote the checksum field; it writes nothing else.
+// It allocates nothing. The common case, UDP or TCP right after the IPv6
+// header with a checksum other than P, is written out here: one call.
 func completeChecksum(frame []byte) bool {
+	nh, off, dst := frame[offNextHdr], offL4, (*[16]byte)(frame[offDst:offDst+16])
+	if nh != protoUDP && nh != protoTCP {
+		var ok bool
+		if nh, off, dst, ok = upperLayer(frame); !ok {
+			return false
+		}
+	}
 	end := offIP6 + ipLen(frame)
-	nh, off := frame[offNextHdr], offL4
-	dst := (*[16]byte)(frame[offDst : offDst+16])
+	var n, at int
+	if nh == protoUDP {
+		if off+udpHdrLen > end {
+			return false
+		}
+		n, at = int(binary.BigEndian.Uint16(frame[off+4:])), off+offUDPCsum
+		if n < udpHdrLen || off+n > end {
+			return false
+		}
+	} else {
+		n, at = end-off, off+offTCPCsum
+		if n < tcpHdrLen {
+			return false
+		}
+	}
+	p := fold47(addrSum((*[16]byte)(frame[offSrc:offSrc+16])) + addrSum(dst) + uint64(n) + uint64(nh))
+	if binary.BigEndian.Uint16(frame[at:]) != p {
+		return false
+	}
+	return complete(frame, off, n, nh, at, p)
+}
+
+// upperLayer walks the extension headers of the IPv6 packet in frame to
+// its upper layer, and returns its protocol (UDP or TCP: ok), its offset
+// and the pseudo-header's destination, by the rules of CompleteChecksum.
+func upperLayer(frame []byte) (nh uint8, off int, dst *[16]byte, ok bool) {
+	end := offIP6 + ipLen(frame)
+	nh, off, dst = frame[offNextHdr], offL4, (*[16]byte)(frame[offDst:offDst+16])
 	routed := false
 	for range extMax + 1 { // the headers and the upper layer
 		switch nh {
-		case protoUDP:
-			if off+udpHdrLen > end {
-				return false
-			}
-			n := int(binary.BigEndian.Uint16(frame[off+4:]))
-			if n < udpHdrLen || off+n > end {
-				return false
-			}
-			return complete(frame, dst, off, n, protoUDP, offUDPCsum)
-		case protoTCP:
-			if off+tcpHdrLen > end {
-				return false
-			}
-			return complete(frame, dst, off, end-off, protoTCP, offTCPCsum)
+		case protoUDP, protoTCP:
+			return nh, off, dst, true
 		case protoHopByHop, protoDstOpts:
 			if off+8 > end {
-				return false
+				return 0, 0, nil, false
 			}
 			nh, off = frame[off], off+(int(frame[off+1])+1)*8
 		case protoRouting:
 			if off+8 > end || routed {
-				return false
+				return 0, 0, nil, false
 			}
 			routed = true
 			next := off + (int(frame[off+1])+1)*8
 			if frame[off+3] != 0 { // segments left: the final destination is in the header
 				if t := frame[off+2]; t != 2 && t != 4 || next > end || frame[off+1] < 2 {
-					return false
+					return 0, 0, nil, false
 				}
 				dst = (*[16]byte)(frame[off+8 : off+24])
 			}
 			nh, off = frame[off], next
 		case protoAH:
 			if off+8 > end {
-				return false
+				return 0, 0, nil, false
 			}
 			nh, off = frame[off], off+(int(frame[off+1])+2)*4
 		case protoFragment: // the checksum covers the reassembled datagram
-			return false
+			return 0, 0, nil, false
 		default: // ESP, no next header, another upper layer
-			return false
+			return 0, 0, nil, false
 		}
 	}
-	return false
+	return 0, 0, nil, false
 }
 
-// complete checks and, if partial, completes the checksum at
-// frame[off+at] of the n-byte upper-layer packet (protocol proto) at
-// frame[off:], whose pseudo-header destination is dst.
-func complete(frame []byte, dst *[16]byte, off, n int, proto uint8, at int) bool {
-	field := binary.BigEndian.Uint16(frame[off+at:])
-	p := fold(addrSum((*[16]byte)(frame[offSrc:offSrc+16])) + addrSum(dst) + uint64(n) + uint64(proto))
-	if field != p {
-		return false
-	}
+// complete finishes the n-byte upper-layer packet (protocol proto) at
+// frame[off:], whose checksum field at frame[at:] holds its pseudo-header
+// sum p: it stores the full checksum unless p already verifies.
+func complete(frame []byte, off, n int, proto uint8, at int, p uint16) bool {
 	if proto == protoTCP {
 		if hl := int(frame[off+12]>>4) * 4; hl < tcpHdrLen || hl > n {
 			return false // a data offset no receiver accepts
@@ -157,8 +173,17 @@ func complete(frame []byte, dst *[16]byte, off, n int, proto uint8, at int) bool
 	if c == 0 && proto == protoUDP {
 		c = 0xffff
 	}
-	binary.BigEndian.PutUint16(frame[off+at:], c)
+	binary.BigEndian.PutUint16(frame[at:], c)
 	return true
+}
+
+// fold47 is fold for a sum below 2^47 (the pseudo-header's is below
+// 2^36), in three steps without a loop.
+func fold47(s uint64) uint16 {
+	s = s&0xffff + s>>16 // < 2^31 + 2^16
+	s = s&0xffff + s>>16 // < 0x18000
+	s = s&0xffff + s>>16 // <= 0xffff
+	return uint16(s)
 }
 
 // addrSum is the ones' complement sum of an IPv6 address as 32-bit words,

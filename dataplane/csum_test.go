@@ -213,6 +213,8 @@ var csumCases = []csumCase{
 	{name: "tcp header cut short", ip: []byte{0x00, 0x13, 6, 64}, // payload length 19
 		pay:   withCsum(tcpPartial[:19], 16, 0x1fcb), // checksum: P for length 19
 		proto: 6, partial: true},
+	{name: "tcp cut short before its checksum", ip: []byte{0x00, 0x10, 6, 64}, // payload length 16
+		pay: tcpPartial[:16]},
 	{name: "tcp data offset beyond the segment", ip: []byte{0x00, 0x17, 6, 64},
 		pay:   withCsum(func() []byte { b := bytes.Clone(tcpPartial); b[12] = 0x60; return b }(), 16, 0x1fcf), // data offset 6 (24 bytes) in 23, checksum P
 		proto: 6, partial: true},
@@ -512,6 +514,23 @@ func TestSumBytes(t *testing.T) {
 			if uint32(got) != ref {
 				t.Fatalf("%d bytes %x: sum %#04x, want %#04x", l, b, got, ref)
 			}
+		}
+	}
+}
+
+// TestFold47 checks the three-step fold against the looping one up to its
+// bound, where the third step matters.
+func TestFold47(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 7))
+	for _, s := range []uint64{0, 1, 0xffff, 0x10000, 0x1ffff, 0xffffffff, 0xffff_ffff_fff, 1<<47 - 1, 0x7fff_0000_ffff} {
+		if got, want := fold47(s), fold(s); got != want {
+			t.Errorf("fold47(%#x) = %#x, want %#x", s, got, want)
+		}
+	}
+	for range 100000 {
+		s := r.Uint64N(1 << 47)
+		if got, want := fold47(s), fold(s); got != want {
+			t.Fatalf("fold47(%#x) = %#x, want %#x", s, got, want)
 		}
 	}
 }
