@@ -350,10 +350,10 @@ func benchChecksum(b *testing.B, bn *benchNet, payload, n int, on, isPartial boo
 	snap := bn.snap
 	res := make([]Result, benchBatch)
 	reset := func(in fib.PortID, j int) [][]byte {
-		batch := byPort[in][j : j+benchBatch]
+		batch, sum := byPort[in][j:j+benchBatch], sums[in][j:j+benchBatch]
 		for i, fr := range batch {
 			fr[offHopLimit] = 64
-			binary.BigEndian.PutUint16(fr[at:], sums[in][j+i])
+			binary.BigEndian.PutUint16(fr[at:], sum[i])
 		}
 		return batch
 	}
