@@ -268,11 +268,15 @@ func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame [
 	*(*[6]byte)(frame[offDstMAC : offDstMAC+6]) = hop.MAC
 	*(*[6]byte)(frame[offSrcMAC : offSrcMAC+6]) = s.ports[oi].mac
 	frame[offHopLimit]--
-	if p.csum && completeChecksum(frame) {
-		c[ChecksumCompleted]++
-	}
 	oc := &f.counts[oi]
 	oc[Forwarded]++
 	oc[cFwdBytes] += uint64(len(frame))
-	return Result{Forward, Forwarded, hop.Port, len(frame)}
+	// Completion comes last: with the call before the counting, values
+	// live across it cost every forwarded frame 8 instructions more, on
+	// ports without completion too (cachegrind); here 3.
+	out := hop.Port
+	if p.csum && completeChecksum(frame) {
+		c[ChecksumCompleted]++
+	}
+	return Result{Forward, Forwarded, out, len(frame)}
 }
