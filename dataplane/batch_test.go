@@ -12,14 +12,19 @@ import (
 // TestForwardBatch: ForwardBatch answers every frame of a batch as Forward
 // answers it alone, rewrites it the same way and counts the same, for
 // batches longer than one round of lookups, mixing every case of
-// forwardCases (each sent in on every port), with and without a default
-// route and with no table.
+// forwardCases (each sent in on every port, and again with a partial
+// checksum), with and without a default route and with no table, with
+// checksum completion off and on on every port.
 func TestForwardBatch(t *testing.T) {
 	snaps := map[string]*fib.Snapshot{"default": testSnapshot(t, true), "no default": testSnapshot(t, false), "no table": nil}
 	r := rand.New(rand.NewPCG(1, 1))
 	for name, snap := range snaps {
-		for _, icmp := range []bool{false, true} {
-			one, batch := newForwarder(t, testConfig(icmp)), newForwarder(t, testConfig(icmp))
+		for _, cf := range []struct{ icmp, csum bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+			cfg := testConfig(cf.icmp)
+			for i := range cfg.Ports {
+				cfg.Ports[i].CompleteChecksums = cf.csum
+			}
+			one, batch := newForwarder(t, cfg), newForwarder(t, cfg)
 			for _, in := range fuzzPorts {
 				var frames, singles [][]byte
 				for range 3 {
@@ -28,8 +33,8 @@ func TestForwardBatch(t *testing.T) {
 						if c.patch != nil {
 							c.patch(fr)
 						}
-						fr = append(make([]byte, 0, 2048), fr...)
-						frames = append(frames, fr)
+						frames = append(frames, append(make([]byte, 0, 2048), fr...))
+						frames = append(frames, append(make([]byte, 0, 2048), partial(fr)...))
 					}
 				}
 				r.Shuffle(len(frames), func(i, j int) { frames[i], frames[j] = frames[j], frames[i] })
@@ -50,15 +55,15 @@ func TestForwardBatch(t *testing.T) {
 					v, rs, out, n := one.Forward(snap, in, fr, now)
 					want := Result{v, rs, out, n}
 					if res[i] != want {
-						t.Fatalf("%s icmp %v port %d frame %d: batch %+v, alone %+v", name, icmp, in, i, res[i], want)
+						t.Fatalf("%s %+v port %d frame %d: batch %+v, alone %+v", name, cf, in, i, res[i], want)
 					}
 					if !bytes.Equal(frames[i][:max(n, len(frames[i]))], fr[:max(n, len(fr))]) {
-						t.Fatalf("%s icmp %v port %d frame %d (%v): frames differ", name, icmp, in, i, want)
+						t.Fatalf("%s %+v port %d frame %d (%v): frames differ", name, cf, in, i, want)
 					}
 				}
 			}
 			if got, want := totals(t, batch), totals(t, one); !maps.Equal(got, want) {
-				t.Errorf("%s icmp %v: batch counted %v, alone %v", name, icmp, got, want)
+				t.Errorf("%s %+v: batch counted %v, alone %v", name, cf, got, want)
 			}
 		}
 	}

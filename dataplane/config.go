@@ -37,6 +37,12 @@ type PortConfig struct {
 	// NoRoutePass: on an uplink, a destination that no delegated prefix
 	// holds goes to the kernel (true) or is dropped (false).
 	NoRoutePass bool
+	// CompleteChecksums: a frame from this port that is forwarded gets a
+	// partial UDP or TCP checksum completed (see csum.go), counted as
+	// ChecksumCompleted on this port. Set it on ports whose driver can
+	// hand over partial checksums (veth, tun and other virtual devices);
+	// frames to the kernel, drops and ICMPv6 errors are never touched.
+	CompleteChecksums bool
 }
 
 // LoopOverride sets the loop policy for looping packets whose destination
@@ -74,6 +80,7 @@ type port struct {
 	multiAccess bool
 	loopICMP    bool
 	noRoutePass bool
+	csum        bool
 	loop        fib.LoopPolicy // LoopDrop or LoopForward
 	mac         [6]byte
 	icmpSrc     [16]byte
@@ -125,6 +132,7 @@ func New(cfg Config) (*Forwarder, error) {
 		p := &s.ports[i]
 		p.id, p.uplink, p.multiAccess = pc.ID, pc.Uplink, pc.MultiAccess
 		p.loopICMP, p.noRoutePass, p.mac = pc.LoopICMP, pc.NoRoutePass, pc.MAC
+		p.csum = pc.CompleteChecksums
 		switch pc.Loop {
 		case fib.LoopDefault, fib.LoopDrop:
 			p.loop = fib.LoopDrop

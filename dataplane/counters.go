@@ -9,8 +9,9 @@ import (
 
 // Reason says why Forward gave a frame the verdict it did. Every frame is
 // counted under exactly one of Forwarded .. NoNeighbor; TxRingFull is for
-// the caller (Count), and ICMPSent and ICMPRateLimited count ICMPv6 errors
-// on top of the Loop drop that caused them.
+// the caller (Count), ICMPSent and ICMPRateLimited count ICMPv6 errors
+// on top of the Loop drop that caused them, and ChecksumCompleted counts
+// forwarded frames whose checksum was completed.
 type Reason uint8
 
 const (
@@ -59,6 +60,10 @@ const (
 	// ICMPRateLimited: an ICMPv6 error was due but the port's rate limit
 	// held it back (the packet is also counted as Loop).
 	ICMPRateLimited
+	// ChecksumCompleted: a forwarded frame's partial UDP or TCP checksum
+	// was completed (PortConfig.CompleteChecksums). Counted on the
+	// ingress port, on top of Forwarded on the egress port.
+	ChecksumCompleted
 
 	// NumReasons is the number of reasons, for arrays indexed by Reason.
 	NumReasons
@@ -79,6 +84,8 @@ var reasonNames = [NumReasons]string{
 	TxRingFull:      "tx_ring_full",
 	ICMPSent:        "icmp_sent",
 	ICMPRateLimited: "icmp_rate_limited",
+
+	ChecksumCompleted: "checksum_completed",
 }
 
 // String returns the reason's name in snake case, fit for a metrics label.

@@ -41,12 +41,19 @@
 // as source and decrements the hop limit. A route whose MAC is unknown
 // (all zero) drops the packet (NoNeighbor).
 //
+// A frame forwarded from a port with PortConfig.CompleteChecksums also
+// has a partial UDP or TCP checksum completed (ChecksumCompleted): a
+// Linux host on a veth or another virtual device leaves the checksum for
+// the "hardware" to finish, and AF_XDP drops the mark that says so. The
+// rules are in csum.go; a correct or a corrupt checksum is left alone.
+//
 // # Counters
 //
 // Every frame is counted under exactly one Reason: Forwarded on the
 // egress port (with its bytes), every other reason on the ingress port;
 // also received frames and bytes per ingress port. ICMPSent and
-// ICMPRateLimited count ICMPv6 errors on top of their Loop drop.
+// ICMPRateLimited count ICMPv6 errors on top of their Loop drop, and
+// ChecksumCompleted forwarded frames on top of Forwarded.
 // TxRingFull is for the caller to count with Count.
 //
 // # Concurrency

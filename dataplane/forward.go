@@ -67,8 +67,10 @@ type Forwarder struct {
 // A forwarded frame gets the route's next-hop MAC as destination, the
 // egress port's MAC as source and its hop limit decremented; nothing else
 // changes (IPv6 has no header checksum, and upper-layer checksums do not
-// cover the hop limit). Forward allocates nothing, and counts the frame
-// (see Reason) in this Forwarder until Flush.
+// cover the hop limit), except that from a port with CompleteChecksums a
+// partial UDP or TCP checksum is completed (see completeChecksum).
+// Forward allocates nothing, and counts the frame (see Reason) in this
+// Forwarder until Flush.
 func (f *Forwarder) Forward(snap *fib.Snapshot, in fib.PortID, frame []byte, now int64) (v Verdict, r Reason, out fib.PortID, n int) {
 	ii, p, c, res, done := f.head(snap, in, frame, now)
 	if done {
@@ -269,5 +271,12 @@ func (f *Forwarder) tail(snap *fib.Snapshot, ii int, p *port, c *counts, frame [
 	oc := &f.counts[oi]
 	oc[Forwarded]++
 	oc[cFwdBytes] += uint64(len(frame))
-	return Result{Forward, Forwarded, hop.Port, len(frame)}
+	// Completion comes last: with the call before the counting, values
+	// live across it cost every forwarded frame 8 instructions more, on
+	// ports without completion too (cachegrind); here 3.
+	out := hop.Port
+	if p.csum && completeChecksum(frame) {
+		c[ChecksumCompleted]++
+	}
+	return Result{Forward, Forwarded, out, len(frame)}
 }

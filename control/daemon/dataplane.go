@@ -60,6 +60,16 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, routes *xs
 		}
 		p.ID = ports[name]
 		p.MAC = [6]byte(ifi.HardwareAddr)
+		// A virtual device can hand over partial checksums, which AF_XDP
+		// does not mark: complete them. A device without driver
+		// information is a software device too (every NIC has a driver).
+		drv, derr := xsk.Driver(name)
+		p.CompleteChecksums = derr != nil || xsk.PartialChecksums(drv)
+		attrs := []any{"interface", name, "driver", drv, "complete_checksums", p.CompleteChecksums}
+		if derr != nil {
+			attrs = append(attrs, "driver_err", derr)
+		}
+		log.Info("dataplane port", attrs...)
 		addrs, _ := ifi.Addrs()
 		for _, a := range addrs {
 			ipn, ok := a.(*net.IPNet)

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pdrelay/pdrelay/dataplane"
 	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
 	"github.com/pdrelay/pdrelay/dataplane/xsk"
 	"github.com/pdrelay/pdrelay/fib"
@@ -108,7 +109,8 @@ func (s *mqState) queueOf(fr []byte) int {
 	return -1
 }
 
-// mqDecider forwards like testDecider, and counts per worker. It learns
+// mqDecider forwards like testDecider (completing partial checksums), and
+// counts per worker. It learns
 // its worker from the UMEM of the first frame it decides.
 type mqDecider struct {
 	s              *mqState
@@ -142,6 +144,7 @@ func (d *mqDecider) decide(in fib.PortID, fr []byte) (fib.PortID, int, bool) {
 	copy(fr[0:6], d.dstMAC)
 	copy(fr[6:12], d.srcMAC)
 	fr[21]--
+	dataplane.CompleteChecksum(fr) // A keeps its default offloads
 	w.forwarded.Add(1)
 	return 2, len(fr), true
 }

@@ -33,6 +33,9 @@
 //     fill and completion rings, and a batch API that allocates nothing:
 //     Receive, Transmit, Fill, FillFromUMEM, Complete, Frame, Poll.
 //   - Poller: blocks on several sockets when a worker is idle.
+//   - Driver and PartialChecksums: which kernel driver a port has
+//     (ethtool GDRVINFO), and whether its frames can carry partial
+//     checksums.
 //
 // # Frames and their owners
 //
@@ -97,10 +100,13 @@
 //     generic. A veth has one queue unless created with numrxqueues.
 //   - Every receive queue that can carry forwarded traffic needs a socket:
 //     frames on a queue with none go to the kernel.
-//   - Frames a local stack sends over a veth carry unfinished checksums
-//     (CHECKSUM_PARTIAL), and XDP sees them as they are: in a veth lab,
-//     hosts behind the dataplane need tx checksum offload off
-//     (ethtool -K dev tx off). Real NICs finish checksums on the wire.
+//   - Frames a local stack sends over a veth carry unfinished UDP and
+//     TCP checksums (CHECKSUM_PARTIAL), and XDP and AF_XDP see them as
+//     they are, without the mark. Driver reads a port's driver and
+//     PartialChecksums says whether its frames can be partial (veth, tun
+//     and other virtual devices); the dataplane then completes them
+//     (dataplane.PortConfig.CompleteChecksums). Real NICs receive
+//     finished checksums.
 //   - Rebinding a queue right after closing its socket can meet EBUSY for
 //     some milliseconds (the kernel releases the queue from a work
 //     queue); NewSocket retries for up to two seconds.

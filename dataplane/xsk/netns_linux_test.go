@@ -78,13 +78,6 @@ func newTopo(t testing.TB) *topo {
 	run(t, "ip", "-n", tp.r, "addr", "add", tp.addrRB+"/64", "dev", "rB", "nodad")
 	run(t, "ip", "-n", tp.b, "addr", "add", tp.addrVB+"/64", "dev", "vB", "nodad")
 	run(t, "ip", "-n", tp.b, "-6", "route", "add", "default", "via", tp.addrRB, "dev", "vB")
-	// The hosts' own stacks leave UDP/TCP checksums for the "hardware"
-	// to finish (CHECKSUM_PARTIAL). A veth never finishes them, and XDP
-	// and AF_XDP see the frame as is, so R would forward frames with bad
-	// checksums. Real NICs finish checksums before the wire; in a veth
-	// lab, hosts behind an XDP dataplane need tx checksum offload off.
-	nstest.TxCsumOff(t, tp.a, "vA")
-	nstest.TxCsumOff(t, tp.b, "vB")
 	tp.rA = ifindex(t, tp.r, "rA")
 	tp.rB = ifindex(t, tp.r, "rB")
 	tp.vA = ifindex(t, tp.a, "vA")

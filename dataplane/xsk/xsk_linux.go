@@ -757,3 +757,23 @@ func (p *Poller) Wait(timeout time.Duration) (int, error) {
 func (p *Poller) Ready(i int) bool {
 	return p.pfds[i].Revents&p.pfds[i].Events != 0
 }
+
+// Driver returns the name of the kernel driver of the network interface
+// name in the calling thread's network namespace, as `ethtool -i` shows
+// it (the SIOCETHTOOL ioctl, ETHTOOL_GDRVINFO; no ethtool binary). A
+// software device without driver information (no get_drvinfo and no
+// parent device) gives an error wrapping EOPNOTSUPP.
+func Driver(name string) (string, error) {
+	// Any socket reaches the device ioctls of its namespace; AF_UNIX
+	// exists whatever the IP configuration.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("xsk: driver of %s: socket: %w", name, err)
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, name)
+	if err != nil {
+		return "", fmt.Errorf("xsk: driver of %s (ethtool GDRVINFO): %w", name, err)
+	}
+	return unix.ByteSliceToString(info.Driver[:]), nil
+}

@@ -19,6 +19,8 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/ipv6"
+
+	"github.com/pdrelay/pdrelay/dataplane"
 )
 
 // ringCfg is a socket config for queue 0 with all rings of size n.
@@ -70,10 +72,12 @@ func udpIn(t testing.TB, ns, laddr string) *net.UDPConn {
 }
 
 // forwarder is the test's stand-in for the dataplane: what arrives on
-// in goes out on out with the MACs rewritten and the hop limit
-// decremented. With a shared UMEM the descriptor itself is transmitted
-// (zero-copy between ports); otherwise the frame is copied into a frame
-// of out's UMEM.
+// in goes out on out with the MACs rewritten, the hop limit decremented
+// and a partial checksum completed (dataplane.CompleteChecksum: the
+// hosts keep their default offloads, so their UDP leaves partial, and
+// AF_XDP does not say so). With a shared UMEM the descriptor itself is
+// transmitted (zero-copy between ports); otherwise the frame is copied
+// into a frame of out's UMEM.
 type forwarder struct {
 	in, out        *Socket
 	srcMAC, dstMAC net.HardwareAddr
@@ -83,6 +87,7 @@ type forwarder struct {
 	addr []uint64
 
 	received, forwarded, txFull int
+	completed                   int // checksums completed
 	first, last                 time.Time
 }
 
@@ -122,6 +127,9 @@ func (f *forwarder) step() int {
 		copy(fr[0:6], f.dstMAC)
 		copy(fr[6:12], f.srcMAC)
 		fr[21]--
+		if dataplane.CompleteChecksum(fr) {
+			f.completed++
+		}
 		if same {
 			f.tx[k] = d
 		} else {
@@ -236,6 +244,11 @@ func TestForward(t *testing.T) {
 				st, _ := pb.sock.Stats()
 				t.Log(run(t, "ip", "netns", "exec", tp.b, "sh", "-c", "grep -E 'Udp6|Ip6In' /proc/net/snmp6; ip -s link show vB"))
 				t.Fatalf("B got %q; forwarder received %d forwarded %d; rA stats %+v", res, f.received, f.forwarded, st)
+			}
+			// A's stack, at its default offloads, left the UDP checksum
+			// for the hardware; the forwarder completed it.
+			if f.completed == 0 {
+				t.Errorf("forwarded %d frames and completed no checksum: A's UDP arrived complete", f.forwarded)
 			}
 		})
 	}

@@ -97,3 +97,6 @@ func (*Routes) Delete(netip.Prefix) error { return ErrUnsupported }
 func (*Routes) Contains(netip.Addr) bool  { return false }
 func (*Routes) Len() int                  { return 0 }
 func (*Routes) Close() error              { return nil }
+
+// Driver returns ErrUnsupported.
+func Driver(string) (string, error) { return "", ErrUnsupported }

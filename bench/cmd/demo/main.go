@@ -2,7 +2,8 @@
 // Kea as the server and ISC dhclient as a prefix-delegation client, pdrelay
 // relaying between them and forwarding (kernel forwarding off). It prints
 // what the client was delegated and `pdrelay bindings`, pings through the
-// relay both ways and from a spoofed source, prints `pdrelay stats`, then
+// relay both ways and from a spoofed source, echoes UDP and TCP through
+// it (every host at its default offloads), prints `pdrelay stats`, then
 // tears everything down (at once, or on Ctrl-C with -wait). `make demo`
 // runs it as root.
 package main
@@ -34,7 +35,7 @@ func run(bin string, wait bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
 	}
-	if err := lab.Available("kea-dhcp6", "dhclient", "ethtool"); err != nil {
+	if err := lab.Available("kea-dhcp6", "dhclient"); err != nil {
 		return err
 	}
 	bin, err := filepath.Abs(bin) // the lab runs processes in its own directory
@@ -49,9 +50,6 @@ func run(bin string, wait bool) error {
 	interrupted := make(chan os.Signal, 1)
 	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
 
-	if err := l.PrepareTraffic(); err != nil {
-		return err
-	}
 	if _, err := l.StartKea(lab.KeaOptions{}); err != nil {
 		return err
 	}
@@ -96,6 +94,15 @@ func run(bin string, wait bool) error {
 		return fmt.Errorf("ping through pdrelay: %w", err)
 	}
 	fmt.Printf("$ ping -I %s %s   (from upstream, through pdrelay): answered\n", lab.UpstreamAddr, host)
+	// UDP and TCP too, with every host at its default offloads.
+	srv := netip.AddrPortFrom(lab.UpstreamAddr, 7)
+	if err := l.EchoUDP(l.ClientNS[0], host, l.ServerNS, srv, 1200); err != nil {
+		return fmt.Errorf("udp through pdrelay: %w", err)
+	}
+	if err := l.EchoTCP(l.ClientNS[0], host, l.ServerNS, srv, 64<<10, 5*time.Second); err != nil {
+		return fmt.Errorf("tcp through pdrelay: %w", err)
+	}
+	fmt.Printf("$ udp and tcp echo from %s to [%s]:7   (through pdrelay): answered\n", host, lab.UpstreamAddr)
 	spoof := netip.MustParseAddr("2001:db8:ff00::66")
 	if err := l.AddClientAddr(0, spoof); err != nil {
 		return err

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -202,37 +201,4 @@ func XDPShown(t testing.TB, ns, dev string) string {
 		}
 	}
 	return ""
-}
-
-// TxCsumOff turns off tx checksum offload on dev in ns, like `ethtool -K
-// dev tx off` (legacy ETHTOOL_STXCSUM ioctl; ethtool(8) is not needed).
-//
-// The hosts' own stacks leave UDP/TCP checksums for the "hardware" to
-// finish (CHECKSUM_PARTIAL). A veth never finishes them, and XDP and
-// AF_XDP see the frame as is, so a router in between would forward
-// frames with bad checksums. Real NICs finish checksums before the wire;
-// in a veth lab, hosts behind an XDP dataplane need tx checksum offload
-// off.
-func TxCsumOff(t testing.TB, ns, dev string) {
-	t.Helper()
-	MustInNS(t, ns, func() error {
-		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		const ethtoolSTXCSUM = 0x17
-		ev := struct{ cmd, data uint32 }{ethtoolSTXCSUM, 0}
-		var ifr struct {
-			name [unix.IFNAMSIZ]byte
-			data unsafe.Pointer
-			_    [16]byte
-		}
-		copy(ifr.name[:], dev)
-		ifr.data = unsafe.Pointer(&ev)
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); e != 0 {
-			return fmt.Errorf("ETHTOOL_STXCSUM %s: %w", dev, e)
-		}
-		return nil
-	})
 }
