@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -299,4 +300,54 @@ func FuzzPolicy(f *testing.F) {
 			t.Fatalf("a refused %s changed the table", p)
 		}
 	})
+}
+
+// TestNestedAgainstBruteForce churns a table over a small space of nested
+// prefixes (three lengths, a few clients, two ports) and checks every
+// answer of the nesting check against a walk of all bindings, so the
+// index built and dropped as lengths come and go never disagrees.
+func TestNestedAgainstBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	tb := NewTable(PortLimits{}, nil)
+	lens := []int{40, 48, 56}
+	clients := []string{duidA, duidB, "\x00\x03\x00\x01\x02\x00\x00\x00\x00\x0c"}
+	ports := []string{"eth1", "eth2"}
+	randKey := func() Key {
+		a := [16]byte{0x20, 0x01, 0x0d, 0xb8, byte(rng.IntN(2)), byte(rng.IntN(4)), byte(rng.IntN(4) << 6)}
+		return Key{
+			Port: ports[rng.IntN(2)], DUID: clients[rng.IntN(3)], IAID: uint32(rng.IntN(2)),
+			Prefix: netip.PrefixFrom(netip.AddrFrom16(a), lens[rng.IntN(len(lens))]).Masked(),
+		}
+	}
+	brute := func(k Key) bool { // refused for nesting?
+		for _, b := range tb.List() {
+			if b.Prefix != k.Prefix && b.Prefix.Overlaps(k.Prefix) && (b.Port != k.Port || b.DUID != k.DUID) {
+				return true
+			}
+		}
+		return false
+	}
+	built := 0
+	for step := range 20000 {
+		k := randKey()
+		if want, err := brute(k), tb.Check(k); want != (err != nil) {
+			t.Fatalf("step %d: Check(%v %x %s) = %v, brute force says refused %v", step, k.Port, k.DUID, k.Prefix, err, want)
+		}
+		if rng.IntN(3) == 0 {
+			if all := tb.List(); len(all) > 0 {
+				tb.Remove(all[rng.IntN(len(all))].Key, ReasonOperator)
+			}
+		} else {
+			tb.Learn(t0, Learned{Key: k, Valid: time.Hour})
+		}
+		if tb.nest != nil {
+			built++
+		}
+		if tb.nlens > 1 && tb.nest == nil {
+			t.Fatalf("step %d: %d lengths in use and no index", step, tb.nlens)
+		}
+	}
+	if built == 0 || built == 20000 {
+		t.Errorf("the index was present in %d of 20000 steps: the churn did not exercise building and dropping it", built)
+	}
 }

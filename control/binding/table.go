@@ -107,8 +107,13 @@ type Table struct {
 	byKey    map[Key]*entry
 	byPrefix map[netip.Prefix]*entry
 	// nest indexes the prefixes by containment, for the check that no
-	// client's binding nests in another's.
-	nest      *bart.Table[*entry]
+	// client's binding nests in another's. Prefixes of one length cannot
+	// nest, so it exists only while more than one length is in use (or a
+	// check of a new length needs it); lens counts the prefixes of each
+	// length, nlens the lengths in use.
+	nest      *bart.Lite
+	lens      [129]int32
+	nlens     int
 	policy    Policy
 	perClient map[clientKey][]*entry // a client's bindings on a port
 	perPort   map[string]int
@@ -131,7 +136,6 @@ func NewTable(def PortLimits, perPort map[string]PortLimits) *Table {
 	return &Table{
 		byKey:     make(map[Key]*entry),
 		byPrefix:  make(map[netip.Prefix]*entry),
-		nest:      new(bart.Table[*entry]),
 		perClient: make(map[clientKey][]*entry),
 		perPort:   make(map[string]int),
 		duidPorts: make(map[string][]portCount),
@@ -168,8 +172,18 @@ func (t *Table) Check(k Key) error {
 // checkNested refuses a prefix that strictly contains, or lies strictly
 // inside, a binding of another client (port and DUID).
 func (t *Table) checkNested(k Key) error {
-	other := func(q netip.Prefix, e *entry) error {
-		if q == k.Prefix || e.Port == k.Port && e.DUID == k.DUID {
+	if t.nest == nil {
+		if t.nlens == 0 || t.nlens == 1 && t.lens[k.Prefix.Bits()] > 0 {
+			return nil // one length: prefixes are identical or apart
+		}
+		t.buildNest()
+	}
+	if !t.nest.OverlapsPrefix(k.Prefix) {
+		return nil
+	}
+	other := func(q netip.Prefix) error {
+		e := t.byPrefix[q]
+		if q == k.Prefix || e == nil || e.Port == k.Port && e.DUID == k.DUID {
 			return nil
 		}
 		rel := "inside"
@@ -178,17 +192,52 @@ func (t *Table) checkNested(k Key) error {
 		}
 		return &RefusedError{RefuseNested, fmt.Sprintf("%s %s, bound to client %s on %s", rel, q, e.DUIDHex(), e.Port)}
 	}
-	for q, e := range t.nest.Supernets(k.Prefix) {
-		if err := other(q, e); err != nil {
+	for q := range t.nest.Supernets(k.Prefix) {
+		if err := other(q); err != nil {
 			return err
 		}
 	}
-	for q, e := range t.nest.Subnets(k.Prefix) {
-		if err := other(q, e); err != nil {
+	for q := range t.nest.Subnets(k.Prefix) {
+		if err := other(q); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// buildNest indexes every bound prefix for checkNested.
+func (t *Table) buildNest() {
+	t.nest = new(bart.Lite)
+	for p := range t.byPrefix {
+		t.nest.Insert(p)
+	}
+}
+
+// prefixAdded and prefixGone keep the nesting index and the length
+// counts as byPrefix gains or loses a prefix.
+func (t *Table) prefixAdded(p netip.Prefix) {
+	if t.lens[p.Bits()]++; t.lens[p.Bits()] == 1 {
+		t.nlens++
+	}
+	switch {
+	case t.nest != nil:
+		t.nest.Insert(p)
+	case t.nlens > 1:
+		t.buildNest()
+	}
+}
+
+func (t *Table) prefixGone(p netip.Prefix) {
+	if t.lens[p.Bits()]--; t.lens[p.Bits()] == 0 {
+		t.nlens--
+	}
+	if t.nest != nil {
+		if t.nlens <= 1 {
+			t.nest = nil // one length left: nothing can nest
+		} else {
+			t.nest.Delete(p)
+		}
+	}
 }
 
 // Len returns the number of bindings.
@@ -299,7 +348,7 @@ var (
 func (t *Table) insert(e *entry) {
 	t.byKey[e.Key] = e
 	t.byPrefix[e.Prefix] = e
-	t.nest.Insert(e.Prefix, e)
+	t.prefixAdded(e.Prefix)
 	ck := clientKey{e.Port, e.DUID}
 	t.perClient[ck] = append(t.perClient[ck], e)
 	t.perPort[e.Port]++
@@ -336,7 +385,7 @@ func (t *Table) remove(e *entry, reason string) {
 	delete(t.byKey, e.Key)
 	if t.byPrefix[e.Prefix] == e {
 		delete(t.byPrefix, e.Prefix)
-		t.nest.Delete(e.Prefix)
+		t.prefixGone(e.Prefix)
 	}
 	ck := clientKey{e.Port, e.DUID}
 	es := t.perClient[ck]
