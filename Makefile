@@ -31,14 +31,17 @@ race: deps ## unit tests under the race detector
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
-bench: ## benchmarks: relay path, bindings at 1M, store, restart, FIB (README has the figures)
+bench: ## benchmarks: relay path, bindings at 1M, store, restart, FIB, forwarding, kernel guard, flood (README has the figures)
 	$(GO) test -run '^$$' -bench 'RelayPair' -benchmem -cpu 1 ./control/relay/
 	$(GO) test -run '^$$' -bench 'TableMemory1M' -benchtime 1x -cpu 1 ./control/binding/
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
 	$(GO) test -run '^$$' -bench 'Restart1M' -benchtime 3x ./control/daemon/
 	$(GO) test -run '^$$' -bench 'Lookup|SourceAllowed|Publish|Memory|DRAM' -benchmem ./fib/
-	$(GO) test -run '^$$' -bench 'Forward|Parse|FIBParts' -benchmem ./dataplane/
+	$(GO) test -run '^$$' -bench 'Forward|Parse|FIBParts|Checksum|SumBytes' -benchmem ./dataplane/
+	$(GO) test -run '^$$' -bench 'Fill1M' -benchtime 1x ./dataplane/nftguard/  # as root: namespaces
+	$(GO) test -run '^$$' -bench 'Batch' ./dataplane/nftguard/  # as root: namespaces
 	$(GO) test -run '^$$' -bench VethForwarding -benchtime 1x ./bench/  # as root: namespaces
+	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
