@@ -37,7 +37,8 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, FIB, forwardin
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
 	$(GO) test -run '^$$' -bench 'Restart1M' -benchtime 3x ./control/daemon/
 	$(GO) test -run '^$$' -bench 'Lookup|SourceAllowed|Publish|Memory|DRAM' -benchmem ./fib/
-	$(GO) test -run '^$$' -bench 'Forward|Parse|FIBParts|Checksum|SumBytes' -benchmem ./dataplane/
+	$(GO) test -run '^$$' -bench 'Forward|Parse|FIBParts|Checksum' -benchmem ./dataplane/
+	$(GO) test -run '^$$' -bench Sum ./internal/csum/
 	$(GO) test -run '^$$' -bench 'Fill1M' -benchtime 1x ./dataplane/nftguard/  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'Batch' ./dataplane/nftguard/  # as root: namespaces
 	$(GO) test -run '^$$' -bench VethForwarding -benchtime 1x ./bench/  # as root: namespaces

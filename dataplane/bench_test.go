@@ -401,27 +401,3 @@ func benchChecksum(b *testing.B, bn *benchNet, payload, n int, on, isPartial boo
 	}
 	sinkN = sink
 }
-
-// BenchmarkSumBytes is the sum behind a partial checksum's completion over
-// a 1460-byte UDP packet (a 1514-byte frame), against sum16, the ICMPv6
-// errors' simpler sum, as a baseline in the same run.
-func BenchmarkSumBytes(b *testing.B) {
-	buf := make([]byte, 1460)
-	for i := range buf {
-		buf[i] = byte(i*7 + 3)
-	}
-	for _, c := range []struct {
-		name string
-		sum  func([]byte) uint64
-	}{{"sumBytes", sumBytes}, {"sum16", func(b []byte) uint64 { return sum16(b, 0) }}} {
-		b.Run(c.name, func(b *testing.B) {
-			b.SetBytes(int64(len(buf)))
-			b.ReportAllocs()
-			n := 0
-			for b.Loop() {
-				n += int(fold(c.sum(buf)))
-			}
-			sinkN = n
-		})
-	}
-}

@@ -1,8 +1,9 @@
 package dataplane
 
 import (
+	"github.com/pdrelay/pdrelay/internal/csum"
+
 	"encoding/binary"
-	"math/bits"
 )
 
 // CompleteChecksum completes a partial UDP or TCP checksum of the IPv6
@@ -165,8 +166,8 @@ func complete(frame []byte, off, n int, proto uint8, at int, p uint16) bool {
 	}
 	// The field holds P: sum the upper layer as it is, P included, which
 	// is the pseudo-header and the data with a zero field.
-	s := fold(sumBytes(frame[off : off+n]))
-	if fold(uint64(s)+uint64(p)) == 0xffff {
+	s := csum.Fold(csum.Sum(frame[off : off+n]))
+	if csum.Fold(uint64(s)+uint64(p)) == 0xffff {
 		return false // P is the correct checksum: it verifies as it stands
 	}
 	c := ^s
@@ -191,37 +192,4 @@ func fold47(s uint64) uint16 {
 func addrSum(a *[16]byte) uint64 {
 	h, l := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
 	return h>>32 + h&0xffffffff + l>>32 + l&0xffffffff
-}
-
-// sumBytes is the ones' complement sum of b as 16-bit big-endian words (a
-// final odd byte padded with zero), to be folded. It adds 64-bit words
-// with carry, 32 bytes a round: the checksum of a 1500-byte frame is the
-// one per-frame cost of completion that grows with the frame.
-func sumBytes(b []byte) uint64 {
-	var s, c uint64
-	for len(b) >= 32 {
-		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
-		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[8:]), c)
-		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[16:]), c)
-		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[24:]), c)
-		b = b[32:]
-	}
-	for len(b) >= 8 {
-		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
-		b = b[8:]
-	}
-	// The end-around carry; then halve the sum to 33 bits (2^32 is 1 in
-	// ones' complement arithmetic mod 0xffff), so that the tail's few
-	// 16-bit words cannot overflow it.
-	s, c = bits.Add64(s, c, 0)
-	s += c
-	s = s>>32 + s&0xffffffff
-	for len(b) >= 2 {
-		s += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint64(b[0]) << 8
-	}
-	return s
 }

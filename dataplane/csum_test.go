@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"github.com/pdrelay/pdrelay/internal/csum"
+
 	"bytes"
 	"encoding/binary"
 	"maps"
@@ -488,48 +490,18 @@ func TestCompleteChecksumsPorts(t *testing.T) {
 	}
 }
 
-// TestSumBytes checks sumBytes, folded, against a word-at-a-time sum with
-// an end-around carry (as refSum's) over every length from 0 to 300 bytes (both loops, odd tails),
-// with random bytes and with all-ones bytes (a carry out of every add).
-func TestSumBytes(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 5))
-	for l := range 301 {
-		for _, fill := range []func(int) byte{func(int) byte { return byte(r.Uint32()) }, func(int) byte { return 0xff }} {
-			b := make([]byte, l)
-			for i := range b {
-				b[i] = fill(i)
-			}
-			got := fold(sumBytes(b))
-			ref := uint32(0)
-			for i := 0; i < l; i += 2 {
-				w := uint32(b[i]) << 8
-				if i+1 < l {
-					w |= uint32(b[i+1])
-				}
-				ref += w
-				if ref > 0xffff {
-					ref = ref&0xffff + 1
-				}
-			}
-			if uint32(got) != ref {
-				t.Fatalf("%d bytes %x: sum %#04x, want %#04x", l, b, got, ref)
-			}
-		}
-	}
-}
-
 // TestFold47 checks the three-step fold against the looping one up to its
 // bound, where the third step matters.
 func TestFold47(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 7))
 	for _, s := range []uint64{0, 1, 0xffff, 0x10000, 0x1ffff, 0xffffffff, 0xffff_ffff_fff, 1<<47 - 1, 0x7fff_0000_ffff} {
-		if got, want := fold47(s), fold(s); got != want {
+		if got, want := fold47(s), csum.Fold(s); got != want {
 			t.Errorf("fold47(%#x) = %#x, want %#x", s, got, want)
 		}
 	}
 	for range 100000 {
 		s := r.Uint64N(1 << 47)
-		if got, want := fold47(s), fold(s); got != want {
+		if got, want := fold47(s), csum.Fold(s); got != want {
 			t.Fatalf("fold47(%#x) = %#x, want %#x", s, got, want)
 		}
 	}

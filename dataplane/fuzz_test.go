@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"github.com/pdrelay/pdrelay/internal/csum"
+
 	"bytes"
 	"encoding/binary"
 	"testing"
@@ -109,7 +111,7 @@ func FuzzForward(f *testing.F) {
 				}
 				msg := buf[:n]
 				if parse(msg) != Forwarded || offL4+int(msg[offPayLen])<<8+int(msg[offPayLen+1]) != n ||
-					fold(sum16(msg[offL4:], sum16(msg[offSrc:offL4], uint64(n-offL4)+protoICMPv6))) != 0xffff {
+					csum.Fold(csum.Sum(msg[offL4:])+csum.Sum(msg[offSrc:offL4])+uint64(n-offL4)+protoICMPv6) != 0xffff {
 					t.Fatalf("icmp: bad message %x", msg)
 				}
 			default:

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"github.com/pdrelay/pdrelay/internal/csum"
+
 	"encoding/binary"
 	"math"
 	"sync/atomic"
@@ -101,35 +103,10 @@ func buildReject(frame []byte, mac *[6]byte, src *[16]byte) int {
 	clear(frame[offICMPCsum : offICMPCsum+6]) // checksum and unused
 	// Pseudo-header (RFC 8200 section 8.1): source and destination (they
 	// are adjacent in the header), upper-layer length, next header.
-	sum := sum16(frame[offSrc:offL4], uint64(plen)+protoICMPv6)
-	sum = sum16(frame[offL4:], sum)
-	binary.BigEndian.PutUint16(frame[offICMPCsum:], ^fold(sum))
+	sum := csum.Sum(frame[offSrc:offL4]) + uint64(plen) + protoICMPv6
+	sum += csum.Sum(frame[offL4:])
+	binary.BigEndian.PutUint16(frame[offICMPCsum:], ^csum.Fold(sum))
 	return len(frame)
-}
-
-// sum16 adds b to the ones' complement sum s as 16-bit big-endian words (a
-// final odd byte padded with zero); fold the result.
-func sum16(b []byte, s uint64) uint64 {
-	for len(b) >= 8 {
-		s += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
-		b = b[8:]
-	}
-	for len(b) >= 2 {
-		s += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint64(b[0]) << 8
-	}
-	return s
-}
-
-// fold reduces a ones' complement sum to 16 bits.
-func fold(s uint64) uint16 {
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }
 
 // limiter is a token bucket for ICMPv6 errors (RFC 4443 2.4(f)), kept as a

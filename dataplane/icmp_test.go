@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"github.com/pdrelay/pdrelay/internal/csum"
+
 	"bytes"
 	"encoding/binary"
 	"maps"
@@ -340,7 +342,7 @@ func TestICMPRateLimit(t *testing.T) {
 func TestChecksumHelpers(t *testing.T) {
 	// RFC 1071's example: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
 	b := []byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}
-	if got := fold(sum16(b, 0)); got != 0xddf2 {
+	if got := csum.Fold(csum.Sum(b)); got != 0xddf2 {
 		t.Fatalf("sum = %#x, want 0xddf2", got)
 	}
 	for l := range len(b) + 1 { // odd lengths and the 8-byte loop
@@ -355,7 +357,7 @@ func TestChecksumHelpers(t *testing.T) {
 		for want > 0xffff {
 			want = want&0xffff + want>>16
 		}
-		if got := fold(sum16(b[:l], 0)); uint32(got) != want {
+		if got := csum.Fold(csum.Sum(b[:l])); uint32(got) != want {
 			t.Fatalf("%d bytes: %#x, want %#x", l, got, want)
 		}
 	}

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"github.com/pdrelay/pdrelay/internal/csum"
+
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -88,29 +90,6 @@ func udpChecksumOK(addrs, d []byte) bool {
 	if binary.BigEndian.Uint16(d[6:8]) == 0 {
 		return false
 	}
-	s := sum16(addrs, 0)
-	s += uint64(len(d)) + protUDP
-	s = sum16(d, s)
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return s == 0xffff
-}
-
-// sum16 adds b to s as big-endian 16-bit words (an odd last byte is the
-// high half of a word), without folding.
-func sum16(b []byte, s uint64) uint64 {
-	for len(b) >= 8 {
-		v := binary.BigEndian.Uint64(b)
-		s += v>>48 + v>>32&0xffff + v>>16&0xffff + v&0xffff
-		b = b[8:]
-	}
-	for len(b) >= 2 {
-		s += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint64(b[0]) << 8
-	}
-	return s
+	s := csum.Sum(addrs) + uint64(len(d)) + protUDP + csum.Sum(d)
+	return csum.Fold(s) == 0xffff
 }
