@@ -1,7 +1,8 @@
 package daemon
 
 import (
-	"bytes"
+	"github.com/pdrelay/pdrelay/internal/testutil"
+
 	"context"
 	"errors"
 	"fmt"
@@ -48,23 +49,6 @@ func (f *fakeResolver) counts(h hopKey) (resolve, forget int, tracking bool) {
 	return f.resolve[h], f.forget[h], f.tracking[h]
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 var (
 	nhA      = netip.MustParseAddr("fe80::a")
 	nhB      = netip.MustParseAddr("fe80::b")
@@ -88,12 +72,12 @@ type resolveRig struct {
 	ft   *fib.Table
 	n    *nextHops
 	res  *fakeResolver
-	logs *lockedBuf
+	logs *testutil.SyncBuffer
 }
 
 func newResolveRig(t *testing.T, restored ...binding.Binding) *resolveRig {
 	t.Helper()
-	r := &resolveRig{tab: binding.NewTable(binding.PortLimits{}, nil), ft: fib.NewTable(), res: newFakeResolver(), logs: &lockedBuf{}}
+	r := &resolveRig{tab: binding.NewTable(binding.PortLimits{}, nil), ft: fib.NewTable(), res: newFakeResolver(), logs: &testutil.SyncBuffer{}}
 	log := slog.New(slog.NewTextHandler(r.logs, nil))
 	fs := &fibSink{t: r.ft, ports: map[string]fib.PortID{"up0": 0, "dl1": 1, "dl2": 2}, log: log}
 	for _, b := range restored {

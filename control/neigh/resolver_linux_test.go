@@ -1,7 +1,8 @@
 package neigh
 
 import (
-	"bytes"
+	"github.com/pdrelay/pdrelay/internal/testutil"
+
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,37 +28,16 @@ type found struct {
 	mac    [6]byte
 }
 
-// syncBuf is a log sink tests read while the Resolver writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuf) count(substr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), substr)
-}
+// count counts substr in what the log holds so far.
+func count(logs *testutil.SyncBuffer, substr string) int { return strings.Count(logs.String(), substr) }
 
 // resolver starts a Resolver on namespace A; its reports go to the
 // returned channel, its log to the test and to the buffer. stop ends Run
 // and checks how it ended.
-func (tp *topo) resolver(t *testing.T, opt ResolverOptions) (*Resolver, <-chan found, *syncBuf, func()) {
+func (tp *topo) resolver(t *testing.T, opt ResolverOptions) (*Resolver, <-chan found, *testutil.SyncBuffer, func()) {
 	t.Helper()
 	opt.NetNS = tp.nsA
-	logs := &syncBuf{}
+	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reports := make(chan found, 1024)
 	r := NewResolver(opt, log, func(ifname string, addr netip.Addr, mac [6]byte) {
@@ -220,7 +199,7 @@ func TestResolverUnanswered(t *testing.T) {
 	if first > 700*time.Millisecond || lastGap < 1200*time.Millisecond {
 		t.Errorf("gaps %v then %v: the requests do not back off to MaxRetry", first, lastGap)
 	}
-	if n := logs.count("next hop unresolved"); n != 1 {
+	if n := count(logs, "next hop unresolved"); n != 1 {
 		t.Errorf("%d warnings, want 1", n)
 	}
 	list := tp.ip(t, tp.a, "-6", "neigh", "show", "dev", upIf)
@@ -235,14 +214,7 @@ func TestResolverUnanswered(t *testing.T) {
 		t.Errorf("after Forget: stats %+v (requests were %d)", s, requests)
 	}
 	stop()
-	for deadline := time.Now().Add(2 * time.Second); runtime.NumGoroutine() > before; {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines after Run returned, %d before:\n%s",
-				runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.NoLeak(t, before, "Run returned")
 }
 
 // TestResolverBoundedUnderLoad: 500 next hops that never answer and one

@@ -1,6 +1,8 @@
 package neigh
 
 import (
+	"github.com/pdrelay/pdrelay/internal/testutil"
+
 	"context"
 	"errors"
 	"fmt"
@@ -290,14 +292,7 @@ func TestWatchGlobalGateway(t *testing.T) {
 	updates, stop := tp.watch(t, gw, Options{})
 	await(t, updates, 5*time.Second, "resolving 2001:db8::1", resolvedTo(gw, gwMAC))
 	stop()
-	for deadline := time.Now().Add(2 * time.Second); runtime.NumGoroutine() > before; {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines after Watch returned, %d before:\n%s",
-				runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.NoLeak(t, before, "Watch returned")
 }
 
 // TestWatchUplinkRecreated checks that the watch survives the uplink

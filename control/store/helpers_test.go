@@ -1,12 +1,12 @@
 package store
 
 import (
-	"bytes"
+	"github.com/pdrelay/pdrelay/internal/testutil"
+
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,32 +83,14 @@ func show(b binding.Binding) string {
 		b.Preferred.UTC(), b.Expires.UTC(), b.ServerDUID, b.Updated.UTC())
 }
 
-// logBuf is a concurrency-safe log sink for tests.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLogger(w *logBuf) *slog.Logger {
+func newLogger(w *testutil.SyncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // openT opens a store and closes it at the end of the test.
-func openT(t testing.TB, path string, opts Options) (*Store, *logBuf) {
+func openT(t testing.TB, path string, opts Options) (*Store, *testutil.SyncBuffer) {
 	t.Helper()
-	lb := new(logBuf)
+	lb := new(testutil.SyncBuffer)
 	s, err := OpenWithOptions(path, newLogger(lb), opts)
 	if err != nil {
 		t.Fatalf("open: %v", err)

@@ -1,13 +1,13 @@
 package nftguard
 
 import (
-	"bytes"
+	"github.com/pdrelay/pdrelay/internal/testutil"
+
 	"context"
 	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,7 +53,7 @@ type topo struct {
 	send    *lab.PacketConn
 	capture *lab.PacketConn
 	tag     uint32
-	log     *syncBuf
+	log     *testutil.SyncBuffer
 }
 
 func newTopo(t *testing.T) *topo {
@@ -73,7 +73,7 @@ func newTopo(t *testing.T) *topo {
 	nstest.MustInNS(t, router, func() error {
 		return os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0)
 	})
-	tp := &topo{router: router, log: &syncBuf{}}
+	tp := &topo{router: router, log: &testutil.SyncBuffer{}}
 	f, err := os.Open("/run/netns/" + router)
 	if err != nil {
 		t.Fatal(err)
@@ -425,23 +425,4 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
-}
-
-// syncBuf is a log destination the guard's goroutine writes while the
-// test reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
