@@ -43,26 +43,7 @@ func (tp *topo) resolver(t *testing.T, opt ResolverOptions) (*Resolver, <-chan f
 	r := NewResolver(opt, log, func(ifname string, addr netip.Addr, mac [6]byte) {
 		reports <- found{ifname, addr, mac}
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-errc:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Run returned %v, want context.Canceled", err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Errorf("Run did not return within 2s of its context ending")
-		}
-	}
-	t.Cleanup(stop)
+	stop := testutil.Start(t, "Run", r.Run)
 	return r, reports, logs, stop
 }
 

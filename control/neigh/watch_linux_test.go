@@ -4,7 +4,6 @@ import (
 	"github.com/pdrelay/pdrelay/internal/testutil"
 
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -152,28 +151,9 @@ func (tp *topo) watch(t *testing.T, gw netip.Addr, opt Options) (<-chan rec, fun
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	updates := make(chan rec, 256)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		errc <- WatchWithOptions(ctx, upIf, gw, log, func(g Gateway, ok bool) { updates <- rec{g, ok} }, opt)
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-errc:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Watch returned %v, want context.Canceled", err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Errorf("Watch did not return within 2s of its context ending")
-		}
-	}
-	t.Cleanup(stop)
+	stop := testutil.Start(t, "Watch", func(ctx context.Context) error {
+		return WatchWithOptions(ctx, upIf, gw, log, func(g Gateway, ok bool) { updates <- rec{g, ok} }, opt)
+	})
 	return updates, stop
 }
 

@@ -6,6 +6,8 @@ package testutil
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"testing"
@@ -51,4 +53,33 @@ func NoLeak(t testing.TB, before int, what string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Start runs run in a goroutine with a context of its own and returns
+// stop, which cancels that context and fails t unless run then returns
+// context.Canceled within 2 s. stop may be called more than once; it is
+// also registered with t.Cleanup.
+func Start(t testing.TB, name string, run func(ctx context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%s returned %v, want context.Canceled", name, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("%s did not return within 2s of its context ending", name)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
 }
