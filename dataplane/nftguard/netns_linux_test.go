@@ -302,6 +302,13 @@ func TestGuardRebuild(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- g.Run(ctx) }()
 	defer func() { cancel(); <-done }()
+	// pause stops Run, so that the table can be seen broken before Run
+	// repairs it (it checks every 50 ms); resume starts it again.
+	pause := func() { cancel(); <-done }
+	resume := func() {
+		ctx, cancel = context.WithCancel(context.Background())
+		go func() { done <- g.Run(ctx) }()
+	}
 
 	// Someone deletes one element by hand; the guard then deletes it
 	// too: the kernel refuses (ENOENT) and the whole batch with it.
@@ -327,6 +334,7 @@ func TestGuardRebuild(t *testing.T) {
 	}
 
 	// An operator's `nft flush ruleset` (here: delete table).
+	pause()
 	c.DelTable(set.Table)
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
@@ -334,6 +342,7 @@ func TestGuardRebuild(t *testing.T) {
 	if !arrives(spoofedSrc) {
 		t.Fatal("with the table deleted a spoofed source does not flow: the check below proves nothing")
 	}
+	resume()
 	waitFor(t, "reinstall after the table was deleted", func() bool {
 		return strings.Contains(tp.log.String(), "deleted from outside") && g.Filled()
 	})
