@@ -16,9 +16,10 @@ func unknownMAC(l Learned) Learned {
 	return l
 }
 
-// TestSetMAC fills the MAC of one next hop on one port and checks, binding
-// by binding, what changed and what was recorded.
-func TestSetMAC(t *testing.T) {
+// TestSetMACs fills the MAC of one next hop on one port for the clients
+// waiting on it and checks, binding by binding, what changed and what was
+// recorded.
+func TestSetMACs(t *testing.T) {
 	tb := NewTable(PortLimits{}, nil)
 	const duidC = "\x00\x03\x00\x01\x02\x00\x00\x00\x00\x0c"
 	const duidD = "\x00\x03\x00\x01\x02\x00\x00\x00\x00\x0d"
@@ -48,10 +49,14 @@ func TestSetMAC(t *testing.T) {
 		before[b.Key] = b
 	}
 
+	all := []string{duidA, duidB, duidC, duidD}
+	set := func(port string, nh netip.Addr, mac [6]byte) int {
+		return tb.SetMACs([]Neighbor{{Port: port, NextHop: nh, MAC: mac, Clients: all}})[0]
+	}
 	// The next hop as the resolver reports it: with the port as zone.
-	n := tb.SetMAC("eth1", llA.WithZone("eth1"), resolved)
+	n := set("eth1", llA.WithZone("eth1"), resolved)
 	if n != 3 {
-		t.Fatalf("SetMAC changed %d bindings, want 3 (two zero, one different)", n)
+		t.Fatalf("SetMACs changed %d bindings, want 3 (two zero, one different)", n)
 	}
 	want := map[Key]Binding{}
 	for k, b := range before {
@@ -62,7 +67,7 @@ func TestSetMAC(t *testing.T) {
 	}
 	for _, b := range tb.List() {
 		if b != want[b.Key] {
-			t.Errorf("after SetMAC %v:\n got %+v\nwant %+v", b.Prefix, b, want[b.Key])
+			t.Errorf("after SetMACs %v:\n got %+v\nwant %+v", b.Prefix, b, want[b.Key])
 		}
 	}
 	ch := tb.TakeChanges()
@@ -82,27 +87,27 @@ func TestSetMAC(t *testing.T) {
 	}
 
 	// Again: nothing differs, nothing is recorded.
-	if n := tb.SetMAC("eth1", llA, resolved); n != 0 {
-		t.Errorf("second SetMAC changed %d", n)
+	if n := set("eth1", llA, resolved); n != 0 {
+		t.Errorf("second SetMACs changed %d", n)
 	}
 	// An all-zero MAC is never set; an unknown next hop or port matches
 	// nothing.
-	if n := tb.SetMAC("eth1", llA, [6]byte{}); n != 0 {
-		t.Errorf("SetMAC(zero) changed %d", n)
+	if n := set("eth1", llA, [6]byte{}); n != 0 {
+		t.Errorf("SetMACs(zero) changed %d", n)
 	}
-	if n := tb.SetMAC("eth9", llA, macC); n != 0 {
-		t.Errorf("SetMAC(other port) changed %d", n)
+	if n := set("eth9", llA, macC); n != 0 {
+		t.Errorf("SetMACs(other port) changed %d", n)
 	}
-	if n := tb.SetMAC("eth1", netip.MustParseAddr("fe80::99"), macC); n != 0 {
-		t.Errorf("SetMAC(other next hop) changed %d", n)
+	if n := set("eth1", netip.MustParseAddr("fe80::99"), macC); n != 0 {
+		t.Errorf("SetMACs(other next hop) changed %d", n)
 	}
 	if c := tb.TakeChanges(); c != nil {
 		t.Errorf("changes recorded for no change: %+v", c)
 	}
 	// The other port's binding with the same next hop is filled only by
 	// its own port's resolution.
-	if n := tb.SetMAC("eth2", llA, resolved); n != 1 {
-		t.Errorf("SetMAC(eth2) changed %d, want 1", n)
+	if n := set("eth2", llA, resolved); n != 1 {
+		t.Errorf("SetMACs(eth2) changed %d, want 1", n)
 	}
 	if g, _ := tb.Get(b1.Key); g != before[b1.Key] {
 		t.Errorf("fe80::b's binding changed: %+v", g)
@@ -117,8 +122,8 @@ func TestSetMACThenMatchedRequest(t *testing.T) {
 	l := learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, 2*time.Hour)
 	mustLearn(t, tb, t0, unknownMAC(l))
 	resolved := [6]byte{0x02, 0x00, 0x5e, 0x00, 0x53, 0x0a}
-	if n := tb.SetMAC("eth1", llA, resolved); n != 1 {
-		t.Fatalf("SetMAC changed %d", n)
+	if n := tb.SetClientMAC("eth1", duidA, llA, resolved); n != 1 {
+		t.Fatalf("SetClientMAC changed %d", n)
 	}
 	tb.TakeChanges()
 
@@ -143,73 +148,8 @@ func TestSetMACThenMatchedRequest(t *testing.T) {
 		t.Fatalf("matched renewal recorded %+v", ch)
 	}
 	// And a resolution saying the same changes nothing.
-	if n := tb.SetMAC("eth1", llA, macA); n != 0 {
-		t.Errorf("SetMAC with the bound MAC changed %d", n)
-	}
-}
-
-// TestSetMACsMatchesSetMAC checks the batch (map) path against SetMAC one
-// next hop at a time, the last MAC winning for a next hop named twice.
-func TestSetMACsMatchesSetMAC(t *testing.T) {
-	build := func() *Table {
-		tb := NewTable(PortLimits{}, nil)
-		for i := range 400 {
-			l := genLearned(i)
-			if i%3 != 0 {
-				l = unknownMAC(l)
-			}
-			if _, err := tb.Learn(t0, l); err != nil {
-				t.Fatal(err)
-			}
-		}
-		tb.TakeChanges()
-		return tb
-	}
-	var ns []Neighbor
-	for i := 0; i < 400; i += 7 {
-		l := genLearned(i)
-		ns = append(ns, Neighbor{Port: l.Port, NextHop: l.NextHop, MAC: [6]byte{0x02, 0xaa, 0, 0, byte(i >> 8), byte(i)}})
-	}
-	ns = append(ns, Neighbor{Port: ns[0].Port, NextHop: ns[0].NextHop, MAC: [6]byte{0x02, 0xbb, 0, 0, 0, 1}}) // wins over ns[0]
-	ns = append(ns, Neighbor{Port: ns[1].Port, NextHop: ns[1].NextHop})                                       // zero: ignored
-	if len(ns) <= setMACsLinear {
-		t.Fatal("the batch must take the map path")
-	}
-
-	batch, single := build(), build()
-	counts := batch.SetMACs(ns)
-	for _, n := range ns { // one at a time, in order: the last MAC wins
-		single.SetMAC(n.Port, n.NextHop, n.MAC)
-	}
-	if counts[0] != 0 {
-		t.Errorf("count of the overridden entry %d, want 0", counts[0])
-	}
-	if counts[len(ns)-1] != 0 {
-		t.Errorf("count of the zero MAC entry %d, want 0", counts[len(ns)-1])
-	}
-	sum := 0
-	for _, c := range counts {
-		sum += c
-	}
-	if sum == 0 {
-		t.Fatal("the batch changed nothing")
-	}
-	if got := len(batch.TakeChanges()); got != sum {
-		t.Errorf("%d changes recorded, counts say %d", got, sum)
-	}
-	if !slices.Equal(batch.List(), single.List()) {
-		t.Error("the batch and the one-by-one results differ")
-	}
-
-	// The linear path (a small batch) gives the same as SetMAC too.
-	small, ref := build(), build()
-	few := ns[2:6]
-	small.SetMACs(few)
-	for _, n := range few {
-		ref.SetMAC(n.Port, n.NextHop, n.MAC)
-	}
-	if !slices.Equal(small.List(), ref.List()) {
-		t.Error("the linear batch and the one-by-one results differ")
+	if n := tb.SetClientMAC("eth1", duidA, llA, macA); n != 0 {
+		t.Errorf("SetClientMAC with the bound MAC changed %d", n)
 	}
 }
 
@@ -279,7 +219,7 @@ func TestManagerSetMACs(t *testing.T) {
 	m.Apply(Update{Learn: []Learned{unknownMAC(l)}})
 	resolved := [6]byte{0x02, 0x00, 0x5e, 0x00, 0x53, 0x0a}
 	done := make(chan []int, 1)
-	m.SetMACs([]Neighbor{{Port: "eth1", NextHop: llA, MAC: resolved}}, func(_ []Neighbor, counts []int) { done <- counts })
+	m.SetMACs([]Neighbor{{Port: "eth1", NextHop: llA, MAC: resolved, Clients: []string{duidA}}}, func(_ []Neighbor, counts []int) { done <- counts })
 	select {
 	case c := <-done:
 		if len(c) != 1 || c[0] != 1 {
@@ -302,8 +242,8 @@ func TestManagerSetMACs(t *testing.T) {
 }
 
 // BenchmarkSetMAC is the cost of one resolution at 100k and 1M bindings,
-// none of which it changes: SetMAC walks the table, SetClientMAC looks at
-// one client's bindings. Each table is filled once.
+// none of which it changes: SetClientMAC looks at one client's bindings,
+// whatever the table's size. Each table is filled once.
 func BenchmarkSetMAC(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		tb := NewTable(PortLimits{}, nil)
@@ -318,12 +258,6 @@ func BenchmarkSetMAC(b *testing.B) {
 		tb.TakeChanges()
 		l := genLearned(0)
 		runtime.GC()
-		b.Run(fmt.Sprintf("walk-%dk", n/1000), func(b *testing.B) {
-			b.ReportAllocs()
-			for range b.N {
-				tb.SetMAC(l.Port, l.NextHop, l.MAC)
-			}
-		})
 		b.Run(fmt.Sprintf("client-%dk", n/1000), func(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
