@@ -247,7 +247,7 @@ func engineConfig(cfg *config.Config, relayID []byte, addrs portAddrs) relay.Con
 		RelayID:            relayID,
 		ReleaseRequestType: cfg.ReleaseRequest.MessageType,
 		AddrSource: func(port string) []netip.Addr {
-			return addrsOf(readPortAddrs(cfg)[port])
+			return addrsOf(readAddrs(port))
 		},
 	}
 	for _, d := range cfg.Downlinks {

@@ -21,34 +21,39 @@ type portAddrs map[string][]netip.Prefix
 // kernel. A port that is missing has none.
 func readPortAddrs(cfg *config.Config) portAddrs {
 	m := portAddrs{}
-	names := []string{cfg.Uplink.Interface}
+	m[cfg.Uplink.Interface] = readAddrs(cfg.Uplink.Interface)
 	for _, d := range cfg.Downlinks {
-		names = append(names, d.Interface)
-	}
-	for _, name := range names {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			continue
-		}
-		as, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range as {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			ones, bits := ipn.Mask.Size()
-			if !ok || !ip.Is6() || ip.Is4In6() || bits != 128 {
-				continue
-			}
-			m[name] = append(m[name], netip.PrefixFrom(ip, ones))
-		}
-		slices.SortFunc(m[name], func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+		m[d.Interface] = readAddrs(d.Interface)
 	}
 	return m
+}
+
+// readAddrs returns the IPv6 addresses of interface name, each with its
+// prefix length, sorted; none when the interface is missing.
+func readAddrs(name string) []netip.Prefix {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil
+	}
+	as, err := ifi.Addrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, a := range as {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		ones, bits := ipn.Mask.Size()
+		if !ok || !ip.Is6() || ip.Is4In6() || bits != 128 {
+			continue
+		}
+		out = append(out, netip.PrefixFrom(ip, ones))
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
 }
 
 // addrsOf returns the addresses of prefixes.
