@@ -29,6 +29,7 @@ type BindingJSON struct {
 	PreferredLifetime uint32    `json:"preferred_lifetime"`
 	ValidLifetime     uint32    `json:"valid_lifetime"`
 	ServerDUID        string    `json:"server_duid"` // lower-case hex; "" when unknown
+	Source            string    `json:"source"`      // snooped, store or leasequery
 	Expires           time.Time `json:"expires"`     // UTC; 9999-01-01T00:00:00Z for infinity
 }
 
@@ -44,6 +45,7 @@ func NewBindingJSON(b *binding.Binding, now time.Time) BindingJSON {
 		PreferredLifetime: Remaining(b.Preferred, now),
 		ValidLifetime:     Remaining(b.Expires, now),
 		ServerDUID:        hex.EncodeToString([]byte(b.ServerDUID)),
+		Source:            b.Source.String(),
 		Expires:           b.Expires.UTC(),
 	}
 }

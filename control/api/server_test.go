@@ -255,6 +255,7 @@ func TestBindingsJSON(t *testing.T) {
 		"preferred_lifetime": 1234.0, // 1234.5 s left: whole seconds
 		"valid_lifetime":     3600.0,
 		"server_duid":        "0001ab",
+		"source":             "snooped",
 		"expires":            "2026-01-02T16:04:05Z",
 	}
 	if !reflect.DeepEqual(got[0], want) {

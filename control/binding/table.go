@@ -87,6 +87,7 @@ type Learned struct {
 	Preferred  time.Duration
 	Valid      time.Duration
 	ServerDUID string
+	Source     Source
 }
 
 // portCount is how many bindings a DUID has on one port. A DUID is almost
@@ -287,7 +288,7 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 		}
 		routeChanged := e.NextHop != l.NextHop || e.MAC != l.MAC
 		e.NextHop, e.MAC = l.NextHop, l.MAC
-		e.Preferred, e.Expires, e.Updated = preferred, expires, now
+		e.Preferred, e.Expires, e.Updated, e.Source = preferred, expires, now, l.Source
 		if l.ServerDUID != "" {
 			e.ServerDUID = l.ServerDUID
 		}
@@ -318,12 +319,17 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 	}
 	var from *Key
 	if old != nil {
-		from = &old.Key
+		// The same client under another IAID is not a move: a binding
+		// recovered by Bulk Leasequery, which carries no IAID, learns its
+		// IAID from the client's next exchange this way.
+		if old.Port != l.Port || old.DUID != l.DUID {
+			from = &old.Key
+		}
 		t.remove(old, ReasonSuperseded)
 	}
 	e := &entry{Binding: Binding{
 		Key: l.Key, NextHop: l.NextHop, MAC: l.MAC,
-		Preferred: preferred, Expires: expires, ServerDUID: l.ServerDUID, Updated: now,
+		Preferred: preferred, Expires: expires, ServerDUID: l.ServerDUID, Updated: now, Source: l.Source,
 	}}
 	t.insert(e)
 	t.changes = append(t.changes, Change{Op: Added, Binding: e.Binding, RouteChanged: true, MovedFrom: from})

@@ -32,6 +32,29 @@ type Binding struct {
 	ServerDUID string
 	// Updated is when the server last confirmed the binding.
 	Updated time.Time
+	// Source is what last installed or confirmed the binding: a snooped
+	// Reply, the local store at start, or Bulk Leasequery. It is not
+	// stored: a restored binding's source is SourceStore.
+	Source Source
+}
+
+// Source says where a binding came from.
+type Source uint8
+
+// Binding sources.
+const (
+	SourceSnooped    Source = iota // a server's Reply the relay relayed
+	SourceStore                    // the local store, at start
+	SourceLeasequery               // Bulk Leasequery (RFC 5460)
+)
+
+var sourceNames = [...]string{"snooped", "store", "leasequery"}
+
+func (s Source) String() string {
+	if int(s) < len(sourceNames) {
+		return sourceNames[s]
+	}
+	return "unknown"
 }
 
 // DUIDHex returns the client DUID in lower-case hex, as the operator

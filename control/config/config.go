@@ -87,7 +87,8 @@ type Config struct {
 	Uplink         Uplink
 	Downlinks      []Downlink
 	Dataplane      Dataplane
-	ReleaseRequest ReleaseRequest
+	Leasequery     Leasequery
+	Release        Release
 	LogLevel       slog.Level
 }
 
@@ -199,11 +200,11 @@ type Dataplane struct {
 	ICMPRate int
 }
 
-// ReleaseRequest holds the message types of the relay-initiated-release
+// ReleaseTypes holds the message types of the relay-initiated-release
 // draft, which has no IANA numbers: the defaults are experimental.
-type ReleaseRequest struct {
-	MessageType dhcp6.MessageType
-	ReplyType   dhcp6.MessageType
+type ReleaseTypes struct {
+	Request dhcp6.MessageType
+	Reply   dhcp6.MessageType
 }
 
 // LinkType is a downlink's kind of link.

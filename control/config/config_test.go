@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pdrelay/pdrelay/control/binding"
 )
@@ -60,9 +61,19 @@ func TestLoadExample(t *testing.T) {
 				{Prefix: netip.MustParsePrefix("2001:db8:2400:ff00::/56"), Policy: LoopDrop},
 			},
 		}},
-		Dataplane:      Dataplane{Mode: DataplaneOff, Queues: 1, FrameSize: 2048, ICMPRate: 100},
-		ReleaseRequest: ReleaseRequest{MessageType: 250, ReplyType: 251},
-		LogLevel:       slog.LevelInfo,
+		Dataplane: Dataplane{Mode: DataplaneOff, Queues: 1, FrameSize: 2048, ICMPRate: 100},
+		Leasequery: Leasequery{
+			Servers: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8:ffff::547]:547")},
+			Query:   QueryRelayID, OnStart: true,
+			ConnTimeout: 30 * time.Second, DataTimeout: 30 * time.Second, MaxRetry: time.Minute,
+		},
+		Release: Release{
+			Mode: ReleaseRequest, Server: netip.MustParseAddrPort("[2001:db8:ffff::547]:547"),
+			Timeout: time.Second, MaxRC: 4,
+			Triggers: ReleaseTriggers{Operator: true, ClientReplaced: true, ClientMoved: true},
+			Types:    ReleaseTypes{Request: 250, Reply: 251},
+		},
+		LogLevel: slog.LevelInfo,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(example.yaml):\n got %+v\nwant %+v", c, want)
@@ -96,8 +107,10 @@ func TestDefaults(t *testing.T) {
 			MaxClientRate: DefaultMaxClientRate, MaxClientBurst: DefaultMaxClientBurst}},
 		DelegatedLengths: DefaultDelegatedLengths,
 		Dataplane:        Dataplane{Mode: DataplaneOff, Queues: DefaultQueues, FrameSize: DefaultFrameSize, ICMPRate: DefaultICMPRate},
-		ReleaseRequest:   ReleaseRequest{MessageType: 250, ReplyType: 251},
-		LogLevel:         slog.LevelInfo,
+		Leasequery:       Leasequery{Query: QueryRelayID, ConnTimeout: 30 * time.Second, DataTimeout: 30 * time.Second, MaxRetry: time.Minute},
+		Release: Release{Mode: ReleaseOff, Server: netip.MustParseAddrPort("[fe80::547%up0]:547"), Timeout: time.Second, MaxRC: 4,
+			Triggers: ReleaseTriggers{Operator: true, ClientReplaced: true, ClientMoved: true}, Types: ReleaseTypes{250, 251}},
+		LogLevel: slog.LevelInfo,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", c, want)
@@ -152,8 +165,32 @@ func TestValid(t *testing.T) {
 			func(c *Config) bool { return c.ServerPort == 547 }},
 		{"log level", minimal + "log_level: debug\n",
 			func(c *Config) bool { return c.LogLevel == slog.LevelDebug }},
-		{"release types above the assigned range", minimal + "release_request: {message_type: 38, reply_type: 255}\n",
-			func(c *Config) bool { return c.ReleaseRequest == ReleaseRequest{38, 255} }},
+		{"release types above the assigned range", minimal + "release: {message_types: {request: 38, reply: 255}}\n",
+			func(c *Config) bool { return c.Release.Types == ReleaseTypes{38, 255} }},
+		{"release defaults", minimal,
+			func(c *Config) bool {
+				r := c.Release
+				return r.Mode == ReleaseOff && r.Server == netip.MustParseAddrPort("[fe80::547%up0]:547") &&
+					r.Timeout == time.Second && r.MaxRC == 4 && r.Triggers == ReleaseTriggers{true, true, true, 0} &&
+					r.Types == ReleaseTypes{250, 251}
+			}},
+		{"release client-release with unavailable trigger", minimal + "release: {mode: client-release, triggers: {client_replaced: false, client_unavailable: 30m}}\n",
+			func(c *Config) bool {
+				return c.Release.Mode == ReleaseClient && c.Release.Triggers == ReleaseTriggers{true, false, true, 30 * time.Minute}
+			}},
+		{"leasequery defaults off", minimal,
+			func(c *Config) bool {
+				lq := c.Leasequery
+				return lq.Servers == nil && !lq.OnStart && lq.Query == QueryRelayID && lq.ConnTimeout == 30*time.Second
+			}},
+		{"leasequery servers and ports", minimal + "leasequery: {servers: [2001:db8::547, \"[2001:db8::1]:5470\", fe80::1], port: 1547, on_start: false, query: remote-id, remote_id: 00000009ab}\n",
+			func(c *Config) bool {
+				lq := c.Leasequery
+				return len(lq.Servers) == 3 && lq.Servers[0] == netip.MustParseAddrPort("[2001:db8::547]:1547") &&
+					lq.Servers[1] == netip.MustParseAddrPort("[2001:db8::1]:5470") &&
+					lq.Servers[2] == netip.MustParseAddrPort("[fe80::1%up0]:1547") &&
+					!lq.OnStart && lq.Query == QueryRemoteID && string(lq.RemoteID) == "\x00\x00\x00\x09\xab"
+			}},
 		{"no_route drop", strings.Replace(minimal, "{interface: up0}", "{interface: up0, no_route: drop}", 1),
 			func(c *Config) bool { return c.Uplink.NoRoute == NoRouteDrop }},
 		{"dataplane sizes", minimal + "dataplane: {mode: xdp, queues: 4, frame_size: 4096, icmp_rate: 0}\n",
@@ -286,12 +323,38 @@ func TestErrors(t *testing.T) {
 			`config: relay_id: "` + strings.Repeat("ab", 131) + `" is not a DUID in hex: 131 bytes`},
 		{"bad dataplane.mode", base + "dataplane: {mode: dpdk}\n",
 			`config: dataplane.mode: "dpdk" is not one of xdp, xdp-generic, off`},
-		{"release type collides with relay-reply", base + "release_request: {message_type: 13}\n",
-			`config: release_request.message_type: 13 is assigned by IANA (relay-reply); choose an unassigned type, 38..255`},
-		{"release type out of range", base + "release_request: {reply_type: 256}\n",
-			`config: release_request.reply_type: 256 is not a message type (1..255)`},
-		{"release types equal", base + "release_request: {message_type: 240, reply_type: 240}\n",
-			`config: release_request.reply_type: 240 is also the message_type`},
+		{"release type collides with relay-reply", base + "release: {message_types: {request: 13}}\n",
+			`config: release.message_types.request: 13 is assigned by IANA (relay-reply); choose an unassigned type, 38..255`},
+		{"release type out of range", base + "release: {message_types: {reply: 256}}\n",
+			`config: release.message_types.reply: 256 is not a message type (1..255)`},
+		{"release types equal", base + "release: {message_types: {request: 240, reply: 240}}\n",
+			`config: release.message_types.reply: 240 is also the request type`},
+		{"old release_request key", base + "release_request: {message_type: 240}\n",
+			`config: release_request: this key moved: it is now release.message_types (request, reply)`},
+		{"bad release mode", base + "release: {mode: always}\n",
+			`config: release.mode: "always" is not one of off, release-request, client-release`},
+		{"bad release server", base + "release: {server: \"[ff02::1:2]:547\"}\n",
+			`config: release.server: "[ff02::1:2]:547" is not a unicast address`},
+		{"bad release timeout", base + "release: {timeout: 5}\n",
+			`config: release.timeout: "5" has no unit; write 5s for seconds`},
+		{"bad release max_rc", base + "release: {max_rc: 0}\n",
+			`config: release.max_rc: 0 is not a number of transmissions (1..100)`},
+		{"bad unavailable trigger", base + "release: {triggers: {client_unavailable: soon}}\n",
+			`config: release.triggers.client_unavailable: "soon" is not a duration such as 30s or 2m`},
+		{"bad leasequery query", base + "leasequery: {servers: [2001:db8::547], query: by-mac}\n",
+			`config: leasequery.query: "by-mac" is not one of relay-id, link-address, remote-id`},
+		{"remote-id query without remote_id", base + "leasequery: {servers: [2001:db8::547], query: remote-id}\n",
+			`config: leasequery.remote_id: required with query remote-id`},
+		{"short remote_id", base + "leasequery: {remote_id: 0001}\n",
+			`config: leasequery.remote_id: "0001" is too short`},
+		{"multicast leasequery server", base + "leasequery: {servers: [ff05::1:3]}\n",
+			`config: leasequery.servers[0]: "ff05::1:3" is not a unicast server address`},
+		{"duplicate leasequery server", base + "leasequery: {servers: [2001:db8::547, \"[2001:db8::547]:547\"]}\n",
+			`config: leasequery.servers[1]: "[2001:db8::547]:547" is also leasequery.servers[0]`},
+		{"link-address query needs link addresses", base + "leasequery: {servers: [2001:db8::547], query: link-address}\n",
+			`config: downlinks[0].link_address: required with leasequery.query link-address`},
+		{"bad leasequery port", base + "leasequery: {port: 0}\n",
+			`config: leasequery.port: 0 is not a TCP port (1..65535)`},
 		{"multicast server without trusted_servers", strings.Replace(base, "[2001:db8::547]", "[2001:db8::547, ff05::1:3]", 1),
 			`config: servers[1]: "ff05::1:3" is a multicast group, and trusted_servers is not set`},
 		{"trusted_servers everything", base + "trusted_servers: ['::/0']\n",

@@ -74,10 +74,34 @@
 //	                 frame_size: UMEM frame bytes, 2048 (default) or 4096
 //	                 icmp_rate: ICMPv6 errors sent per second per port,
 //	                 0..1000000; default 100; 0 sends none
-//	release_request  message_type (default 250) and reply_type (default 251):
+//	leasequery       Bulk Leasequery (RFC 5460) requestor:
+//	  servers        unicast addresses, "addr" or "[addr]:port"; none: off
+//	  port           port of servers given without one; default 547
+//	  query          relay-id (default; QUERY_BY_RELAY_ID with the relay's
+//	                 DUID, link-address ::), link-address (QUERY_BY_LINK_ADDRESS
+//	                 for each downlink's link_address, which is then
+//	                 required) or remote-id (QUERY_BY_REMOTE_ID)
+//	  remote_id      Remote-ID option data in hex (enterprise number first),
+//	                 required with query remote-id
+//	  on_start       default true: query at every start
+//	  conn_timeout, data_timeout, max_retry
+//	                 durations; defaults 30s, 30s, 60s (BULK_LQ_CONN_TIMEOUT,
+//	                 BULK_LQ_DATA_TIMEOUT, BULK_LQ_MAX_RETRY)
+//	release          relay-initiated release at the server:
+//	  mode           off (default), release-request or client-release
+//	  server         where RELEASE-REQUESTs go; default the first unicast
+//	                 server on port 547
+//	  timeout, max_rc  retransmission: first wait (default 1s) and
+//	                 transmissions in all (default 4)
+//	  triggers       operator, client_replaced, client_moved (booleans,
+//	                 default true) and client_unavailable (off, the default,
+//	                 or a duration)
+//	  message_types  request (default 250) and reply (default 251):
 //	                 EXPERIMENTAL values from the unassigned range, because the
 //	                 relay-initiated-release draft has no IANA numbers; each
-//	                 1..255, distinct, and not an assigned type (1..37)
+//	                 1..255, distinct, and not an assigned type (1..37). The
+//	                 old top-level key release_request is refused with a
+//	                 pointer here.
 //	log_level        debug, info (default), warn or error
 //
 // A Config is a plain value: safe for concurrent reads, not for writes.

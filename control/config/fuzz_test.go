@@ -66,7 +66,12 @@ func FuzzParse(f *testing.F) {
 		if nr := c.Uplink.NoRoute; nr != NoRoutePass && nr != NoRouteDrop {
 			t.Fatalf("accepted uplink.no_route %q", nr)
 		}
-		if rr := c.ReleaseRequest; rr.MessageType <= LastAssignedMessageType || rr.ReplyType <= LastAssignedMessageType {
+		for _, s := range c.Leasequery.Servers {
+			if !s.IsValid() || s.Port() == 0 || s.Addr().IsMulticast() {
+				t.Fatalf("accepted leasequery server %v", s)
+			}
+		}
+		if rr := c.Release.Types; rr.Request <= LastAssignedMessageType || rr.Reply <= LastAssignedMessageType || rr.Request == rr.Reply {
 			t.Fatalf("accepted an assigned release type: %+v", rr)
 		}
 	})

@@ -30,7 +30,8 @@ type rawConfig struct {
 	Uplink         rawUplink     `yaml:"uplink"`
 	Downlinks      []rawDownlink `yaml:"downlinks"`
 	Dataplane      rawDataplane  `yaml:"dataplane"`
-	ReleaseRequest rawRelease    `yaml:"release_request"`
+	Leasequery     rawLeasequery `yaml:"leasequery"`
+	Release        rawRelease    `yaml:"release"`
 	LogLevel       string        `yaml:"log_level"`
 }
 
@@ -74,9 +75,36 @@ type rawDataplane struct {
 	ICMPRate  *int   `yaml:"icmp_rate"`
 }
 
+type rawLeasequery struct {
+	Servers     []string `yaml:"servers"`
+	Port        *int     `yaml:"port"`
+	Query       string   `yaml:"query"`
+	RemoteID    string   `yaml:"remote_id"`
+	OnStart     *bool    `yaml:"on_start"`
+	ConnTimeout string   `yaml:"conn_timeout"`
+	DataTimeout string   `yaml:"data_timeout"`
+	MaxRetry    string   `yaml:"max_retry"`
+}
+
 type rawRelease struct {
-	MessageType *int `yaml:"message_type"`
-	ReplyType   *int `yaml:"reply_type"`
+	Mode         string             `yaml:"mode"`
+	Server       string             `yaml:"server"`
+	Timeout      string             `yaml:"timeout"`
+	MaxRC        *int               `yaml:"max_rc"`
+	Triggers     rawReleaseTriggers `yaml:"triggers"`
+	MessageTypes rawReleaseTypes    `yaml:"message_types"`
+}
+
+type rawReleaseTriggers struct {
+	Operator          *bool  `yaml:"operator"`
+	ClientReplaced    *bool  `yaml:"client_replaced"`
+	ClientMoved       *bool  `yaml:"client_moved"`
+	ClientUnavailable string `yaml:"client_unavailable"`
+}
+
+type rawReleaseTypes struct {
+	Request *int `yaml:"request"`
+	Reply   *int `yaml:"reply"`
 }
 
 // maxSocketPath is the longest path a unix socket address holds
@@ -211,11 +239,8 @@ func (r *rawConfig) validate() (*Config, error) {
 		}
 	}
 
-	c.ReleaseRequest.MessageType = releaseType("release_request.message_type", r.ReleaseRequest.MessageType, DefaultReleaseRequest, &errs)
-	c.ReleaseRequest.ReplyType = releaseType("release_request.reply_type", r.ReleaseRequest.ReplyType, DefaultReleaseReply, &errs)
-	if rr := c.ReleaseRequest; rr.MessageType != 0 && rr.MessageType == rr.ReplyType {
-		errs.add("release_request.reply_type", "%d is also the message_type; the two must differ", rr.ReplyType)
-	}
+	c.Leasequery = r.Leasequery.validate(c, &errs)
+	c.Release = r.Release.validate(c, &errs)
 
 	c.LogLevel = DefaultLogLevel
 	if r.LogLevel != "" {

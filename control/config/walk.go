@@ -108,6 +108,10 @@ func (c *shapeChecker) checkMapping(n *yaml.Node, t reflect.Type, path string, s
 		}
 		ft, ok := fields[k.Value]
 		if !ok {
+			if to, moved := movedKeys[key]; moved {
+				errs.add(key, "this key moved: it is now %s", to)
+				continue
+			}
 			errs.add(key, "unknown key (known keys: %s)", strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
 			continue
 		}
@@ -118,6 +122,14 @@ func (c *shapeChecker) checkMapping(n *yaml.Node, t reflect.Type, path string, s
 		seen[k.Value] = k.Line
 		c.check(v, ft, key)
 	}
+}
+
+// movedKeys are keys of earlier versions, by path, and where their
+// settings live now.
+var movedKeys = map[string]string{
+	"release_request":              "release.message_types (request, reply)",
+	"release_request.message_type": "release.message_types.request",
+	"release_request.reply_type":   "release.message_types.reply",
 }
 
 // yamlFields maps the yaml key of each field of struct t to its type.

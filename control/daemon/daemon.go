@@ -245,7 +245,7 @@ func engineConfig(cfg *config.Config, relayID []byte, addrs portAddrs) relay.Con
 		Servers:            cfg.Servers,
 		TrustedServers:     cfg.TrustedServers,
 		RelayID:            relayID,
-		ReleaseRequestType: cfg.ReleaseRequest.MessageType,
+		ReleaseRequestType: cfg.Release.Types.Request,
 		AddrSource: func(port string) []netip.Addr {
 			return addrsOf(readAddrs(port))
 		},
@@ -366,6 +366,7 @@ func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger, o
 	batch := make([]fibOp, 0, batchLen)
 	var expired, refusedN int
 	skipped, err := st.Load(func(b binding.Binding) error {
+		b.Source = binding.SourceStore
 		ref, refused := t.RestoreRef(now, b)
 		for _, c := range t.TakeChanges() { // an older record of the same prefix or key
 			batch = append(batch, fibOp{removed: &c.Binding})
