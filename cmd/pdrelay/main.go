@@ -4,9 +4,10 @@
 //	pdrelay bindings [--json] [-s|--socket PATH]
 //	pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
 //	pdrelay stats [--json] [-s|--socket PATH]
+//	pdrelay lqserver --kea-socket PATH [--listen ADDR:PORT] [--release-listen ADDR:PORT] ...
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
-// commands in control/api.
+// commands in control/api, the leasequery server for Kea in control/lqserver.
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	"github.com/pdrelay/pdrelay/control/api"
 	"github.com/pdrelay/pdrelay/control/daemon"
+	"github.com/pdrelay/pdrelay/control/lqserver"
 )
 
 const usage = `usage:
@@ -27,6 +29,7 @@ const usage = `usage:
   pdrelay bindings [--json] [-s|--socket PATH]
   pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
   pdrelay stats [--json] [-s|--socket PATH]
+  ` + lqserver.Usage + `
 `
 
 func main() {
@@ -47,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return api.RunClear(args[1:], stdout, stderr)
 	case "stats":
 		return api.RunStats(args[1:], stdout, stderr)
+	case "lqserver":
+		return lqserver.Main(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
