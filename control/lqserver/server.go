@@ -60,7 +60,8 @@ type Options struct {
 	// get NotAllowed.
 	QueryTypes []uint8
 	Logger     *slog.Logger
-	// Now is the clock; nil means time.Now.
+	// Now is the clock lease times are read with (CLT time, expiry);
+	// nil means time.Now. Timeouts always use the real clock.
 	Now func() time.Time
 }
 
@@ -257,7 +258,7 @@ func (cc *conn) write(b []byte) error {
 	if cc.broken.Load() {
 		return errBroken
 	}
-	_ = cc.c.SetWriteDeadline(cc.s.opt.Now().Add(cc.s.opt.DataTimeout))
+	_ = cc.c.SetWriteDeadline(time.Now().Add(cc.s.opt.DataTimeout))
 	if _, err := cc.c.Write(b); err != nil {
 		cc.broken.Store(true)
 		cc.c.Close()
@@ -267,7 +268,7 @@ func (cc *conn) write(b []byte) error {
 }
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn, remote netip.AddrPort) {
-	start := s.opt.Now()
+	start := time.Now()
 	readCtx, stopRead := context.WithCancelCause(ctx)
 	defer stopRead(nil)
 	cc := &conn{s: s, c: c, remote: remote, stopRead: stopRead, xid: map[[3]byte]bool{}}
@@ -294,7 +295,7 @@ read:
 			if readCtx.Err() != nil {
 				break read
 			}
-			_ = c.SetReadDeadline(s.opt.Now().Add(s.opt.DataTimeout))
+			_ = c.SetReadDeadline(time.Now().Add(s.opt.DataTimeout))
 			_, err := br.Peek(1)
 			if err == nil {
 				break
@@ -314,7 +315,7 @@ read:
 			}
 			break read
 		}
-		_ = c.SetReadDeadline(s.opt.Now().Add(s.opt.DataTimeout))
+		_ = c.SetReadDeadline(time.Now().Add(s.opt.DataTimeout))
 		frame, err := fr.Next()
 		if err != nil {
 			if readCtx.Err() == nil {
@@ -370,7 +371,7 @@ read:
 		reason = "shutdown"
 	}
 	s.log.Info("bulk leasequery connection closed", "remote", remote.String(), "queries", queries,
-		"duration", s.opt.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
+		"duration", time.Since(start).Round(time.Millisecond).String(), "reason", reason)
 }
 
 // responder streams one query's answer.
@@ -391,9 +392,9 @@ type responder struct {
 }
 
 func (s *Server) answer(ctx context.Context, cc *conn, msg []byte) {
-	start := s.opt.Now()
+	start := time.Now()
 	s.stats.queries.Add(1)
-	r := &responder{s: s, cc: cc, now: start}
+	r := &responder{s: s, cc: cc, now: s.opt.Now()}
 	m, perr := dhcp6.ParseMessage(msg)
 	var q query
 	status, text := dhcp6.StatusMalformedQuery, ""
@@ -408,7 +409,7 @@ func (s *Server) answer(ctx context.Context, cc *conn, msg []byte) {
 		s.log.Info("bulk leasequery", "remote", cc.remote.String(), "xid", hex.EncodeToString(q.xid[:]),
 			"query", QueryTypeName(q.typ), "link", q.link.String(), "status", dhcp6.StatusName(status),
 			"text", text, "clients", r.clients, "prefixes", r.nprefixes, "skipped_leases", skipped,
-			"duration", s.opt.Now().Sub(start).Round(time.Millisecond).String())
+			"duration", time.Since(start).Round(time.Millisecond).String())
 	}
 	if status != dhcp6.StatusSuccess {
 		s.stats.refusals.Add(1)
@@ -417,7 +418,7 @@ func (s *Server) answer(ctx context.Context, cc *conn, msg []byte) {
 		log(status, text, 0)
 		return
 	}
-	mt := &matcher{q: &q, now: start.Unix()}
+	mt := &matcher{q: &q, now: r.now.Unix()}
 	if q.scoped() {
 		links, err := s.subnetLinks(ctx)
 		if err != nil {
