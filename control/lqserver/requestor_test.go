@@ -190,7 +190,9 @@ type answer struct {
 	msgs    int
 }
 
-func xidOf(m dhcp6.Message) uint32 { return uint32(m.XID[0])<<16 | uint32(m.XID[1])<<8 | uint32(m.XID[2]) }
+func xidOf(m dhcp6.Message) uint32 {
+	return uint32(m.XID[0])<<16 | uint32(m.XID[1])<<8 | uint32(m.XID[2])
+}
 
 // collect reads until every xid in want is complete: a REPLY with no
 // client data or an error, or a DONE. It returns each query's answer and
