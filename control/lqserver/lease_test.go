@@ -99,7 +99,7 @@ func TestServerID(t *testing.T) {
 		{"fixed EN", &KeaServerID{Type: "EN", EnterpriseID: 2495, Identifier: "abcd"}, nil, "00020000 09bfabcd"},
 		{"LLT without time falls back to the file", &KeaServerID{Type: "LLT", HType: 1, Identifier: "02"}, file(persisted), "0001000132a401a5020000 00ff01"},
 		{"file of another type", &KeaServerID{Type: "LL"}, file(persisted), ""},
-		{"not persisted", &KeaServerID{Type: "LL", Persist: &no}, file(persisted), ""},
+		{"not persisted: the file is stale", &KeaServerID{Type: "LLT", Persist: &no}, file(persisted), ""},
 		{"no file", &KeaServerID{Type: "LLT"}, file(""), ""},
 		{"garbage file", nil, file("hello"), ""},
 	}
