@@ -70,7 +70,7 @@ func genLeases(n int, cltt int64) (int, func(int) keatest.Lease) {
 }
 
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	kea    *keatest.Kea
 	srv    *Server
 	addr   string
@@ -80,7 +80,7 @@ type fixture struct {
 }
 
 // start runs a Server over a fake Kea on 127.0.0.1.
-func start(t *testing.T, ko keatest.Options, o Options, pageSize int) *fixture {
+func start(t testing.TB, ko keatest.Options, o Options, pageSize int) *fixture {
 	t.Helper()
 	kea, err := keatest.Start(t.TempDir(), ko)
 	if err != nil {
@@ -132,7 +132,7 @@ func (f *fixture) stop() error {
 }
 
 type requestor struct {
-	t  *testing.T
+	t  testing.TB
 	c  net.Conn
 	fr *dhcp6.FrameReader
 }
