@@ -34,7 +34,7 @@ type Manager struct {
 	// OnRefused) with the refused binding's key and source: the release
 	// triggers act on unique_client's ErrDuplicateDUID. It must not block.
 	OnRefusedKey func(k Key, source string, err error)
-	quiet     refusalLog
+	quiet        refusalLog
 }
 
 // NewManager returns a Manager for t. now may be nil for time.Now.

@@ -61,12 +61,12 @@ func TestBuildRequest(t *testing.T) {
 		0, 26, 0, 25, // OPTION_IAPREFIX, length 25
 		0, 0, 0, 0, // preferred-lifetime 0
 		0, 0, 0, 0, // valid-lifetime 0
-		56,                                                        // prefix-length
+		56,                                                         // prefix-length
 		0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 2001:db8:1::
 		0, 26, 0, 25, // OPTION_IAPREFIX, length 25
 		0, 0, 0, 0, // preferred-lifetime 0
 		0, 0, 0, 0, // valid-lifetime 0
-		60,                                                           // prefix-length
+		60,                                                         // prefix-length
 		0x20, 0x01, 0x0d, 0xb8, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 2001:db8:1:100::
 		0, 45, 0, 43, // OPTION_CLIENT_DATA, length 14 + 29
 		0, 1, 0, 10, // OPTION_CLIENTID, length 10
@@ -74,7 +74,7 @@ func TestBuildRequest(t *testing.T) {
 		0, 26, 0, 25, // OPTION_IAPREFIX, length 25
 		0, 0, 0, 0, // preferred-lifetime 0
 		0, 0, 0, 0, // valid-lifetime 0
-		56,                                                        // prefix-length
+		56,                                                         // prefix-length
 		0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 2001:db8:2::
 	}
 	if got := msgs[0].build(0); !bytes.Equal(got, want) {
@@ -194,12 +194,12 @@ func TestBuildClientRelease(t *testing.T) {
 		0, 26, 0, 25, // OPTION_IAPREFIX, length 25
 		0, 0, 0, 0, // preferred-lifetime 0
 		0, 0, 0, 0, // valid-lifetime 0
-		60,                                                        // prefix-length
+		60,                                                         // prefix-length
 		0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 2001:db8:2::
 		0, 26, 0, 25, // OPTION_IAPREFIX, length 25
 		0, 0, 0, 0, // preferred-lifetime 0
 		0, 0, 0, 0, // valid-lifetime 0
-		60,                                                        // prefix-length
+		60,                                                         // prefix-length
 		0x20, 0x01, 0x0d, 0xb8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 2001:db8:3::
 		0, 25, 0, 41, // OPTION_IA_PD, length 12 + 29
 		0, 0, 0, 7, // IAID 7
@@ -208,7 +208,7 @@ func TestBuildClientRelease(t *testing.T) {
 		0, 26, 0, 25, // OPTION_IAPREFIX, length 25
 		0, 0, 0, 0, // preferred-lifetime 0
 		0, 0, 0, 0, // valid-lifetime 0
-		56,                                                        // prefix-length
+		56,                                                         // prefix-length
 		0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 2001:db8:1::
 	}
 	if got := msgs[0].build(150); !bytes.Equal(got, want) {

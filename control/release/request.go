@@ -59,9 +59,9 @@ func buildRequests(bs []binding.Binding, typ dhcp6.MessageType, relayID []byte, 
 	bs = slices.Clone(bs)
 	slices.SortFunc(bs, byServerPortClient)
 	var cur *message
-	var hdr []byte   // the current message's header and top-level options
-	var body []byte  // its client data options, closed
-	var cd []byte    // the client data being filled: client id, prefixes
+	var hdr []byte  // the current message's header and top-level options
+	var body []byte // its client data options, closed
+	var cd []byte   // the client data being filled: client id, prefixes
 	var cdDUID string
 	flushCD := func() {
 		if len(cd) > 0 {
