@@ -25,7 +25,7 @@ type engineOriginator struct {
 	eng    *relay.Engine
 	r      *Releaser
 	answer func(n int, release dhcp6.Message) []byte // the Reply, nil for none
-	drop   int                                        // transmissions to leave unanswered first
+	drop   int                                       // transmissions to leave unanswered first
 
 	mu       sync.Mutex
 	n        int
