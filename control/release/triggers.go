@@ -312,22 +312,28 @@ func (t *Triggers) probe(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		gone, watched := t.unavail.round(t.now(), t.cfg.Prober, t.log)
-		t.met.unavailable.Set(float64(watched))
-		for _, h := range gone {
-			t.log.Info("release trigger", "trigger", TriggerClientUnavailable, "port", h.hop.port,
-				"next_hop", h.hop.addr, "unconfirmed_for", t.cfg.Unavailable, "bindings", len(h.keys))
-			keys, addr := h.keys, h.hop.addr
-			t.enqueue(job{trigger: TriggerClientUnavailable, id: "unavailable " + h.hop.String(),
-				find: func(tb *binding.Table) []binding.Binding {
-					var out []binding.Binding
-					for _, k := range keys {
-						if b, ok := tb.Get(k); ok && b.NextHop == addr {
-							out = append(out, b)
-						}
+		t.probeRound(t.now())
+	}
+}
+
+// probeRound runs one round of the unavailability watch and queues the
+// release of the next hops found unavailable.
+func (t *Triggers) probeRound(now time.Time) {
+	gone, watched := t.unavail.round(now, t.cfg.Prober, t.log)
+	t.met.unavailable.Set(float64(watched))
+	for _, h := range gone {
+		t.log.Info("release trigger", "trigger", TriggerClientUnavailable, "port", h.hop.port,
+			"next_hop", h.hop.addr, "unconfirmed_for", t.cfg.Unavailable, "bindings", len(h.keys))
+		keys, addr := h.keys, h.hop.addr
+		t.enqueue(job{trigger: TriggerClientUnavailable, id: "unavailable " + h.hop.String(),
+			find: func(tb *binding.Table) []binding.Binding {
+				var out []binding.Binding
+				for _, k := range keys {
+					if b, ok := tb.Get(k); ok && b.NextHop == addr {
+						out = append(out, b)
 					}
-					return out
-				}})
-		}
+				}
+				return out
+			}})
 	}
 }
