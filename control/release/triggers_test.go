@@ -125,7 +125,7 @@ func TestTriggerReplaced(t *testing.T) {
 	rig.learn(t, "p2p", clientA, 1, "2001:db8:1::/56", "fe80::a") // a renewal
 	rig.learn(t, "shared", clientA, 1, "2001:db8:7::/56", "fe80::a")
 	rig.learn(t, "shared", clientB, 1, "2001:db8:8::/56", "fe80::b") // another client on a shared link: fine
-	rig.learn(t, "p2p", clientB, 1, "2001:db8:2::/56", "fe80::b")   // the CPE was replaced
+	rig.learn(t, "p2p", clientB, 1, "2001:db8:2::/56", "fe80::b")    // the CPE was replaced
 	calls := rig.rel.wait(t, 1)
 	if calls[0].trigger != TriggerClientReplaced || !slices.Equal(prefixes(calls[0].keys), []string{"2001:db8:1:100::/60", "2001:db8:1::/56"}) {
 		t.Errorf("release %+v, want client A's two p2p bindings for client_replaced", calls[0])
