@@ -16,6 +16,7 @@ type Capture struct {
 	pc     *PacketConn
 	mu     sync.Mutex
 	frames [][]byte
+	times  []time.Time // when each frame was read
 	stop   atomic.Bool
 	done   chan struct{}
 }
@@ -34,6 +35,7 @@ func (l *Lab) Capture(ns, ifname string) (*Capture, error) {
 			err := pc.Collect(100*time.Millisecond, func(f []byte) {
 				c.mu.Lock()
 				c.frames = append(c.frames, append([]byte(nil), f...))
+				c.times = append(c.times, time.Now())
 				c.mu.Unlock()
 			})
 			if err != nil {
@@ -49,6 +51,17 @@ func (c *Capture) Frames() [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([][]byte(nil), c.frames...)
+}
+
+// Timed returns the frames captured so far with the time each was read.
+func (c *Capture) Timed() []TimedFrame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]TimedFrame, len(c.frames))
+	for i := range c.frames {
+		out[i] = TimedFrame{At: c.times[i], Data: c.frames[i]}
+	}
+	return out
 }
 
 // Stop ends the capture (it waits out the current 100 ms collection, so

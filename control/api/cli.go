@@ -60,7 +60,10 @@ Clears bindings: their routes and source filters go at once (RFC 8987 O-2).
                         on every port or only on --interface
       --interface IF    the bindings on downlink IF
       --all             every binding
-      --release         first ask the server to release them (RELEASE-REQUEST)
+      --release         first ask the server to release them (release.mode:
+                        RELEASE-REQUEST or a Release on the client's behalf);
+                        only those it releases are cleared, the others are
+                        listed and kept until they expire (exit status 1)
 ` + socketHelp
 
 // socketFlags are the flags that say where the relay is.
@@ -232,23 +235,39 @@ func RunClear(args []string, stdout, stderr io.Writer) int {
 		}
 		return ExitError
 	}
-	if resp.Count == 0 {
+	if resp.Count == 0 && len(resp.NotReleased) == 0 {
 		fmt.Fprintln(stdout, "no binding matched; nothing cleared")
 		return ExitOK
 	}
-	noun := "bindings"
-	if resp.Count == 1 {
-		noun = "binding"
+	if resp.Count > 0 {
+		fmt.Fprintf(stdout, "cleared %d %s", resp.Count, plural(resp.Count))
+		if req.Release {
+			fmt.Fprint(stdout, ", released at the server")
+		}
+		fmt.Fprintln(stdout)
+		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		for _, b := range resp.Cleared {
+			fmt.Fprintf(tw, "  %s\t%s\tclient %s\tiaid %d\n", b.Interface, b.Prefix, dash(b.ClientDUID), b.IAID)
+		}
+		tw.Flush()
 	}
-	fmt.Fprintf(stdout, "cleared %d %s", resp.Count, noun)
-	if req.Release {
-		fmt.Fprint(stdout, ", released at the server")
+	if len(resp.NotReleased) == 0 {
+		return ExitOK
 	}
-	fmt.Fprintln(stdout)
+	// The server kept these: they stay until they expire. Exit 1 so a
+	// script notices; the cleared ones above are cleared all the same.
+	fmt.Fprintf(stdout, "not released, kept until they expire: %d %s\n", len(resp.NotReleased), plural(len(resp.NotReleased)))
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-	for _, b := range resp.Cleared {
-		fmt.Fprintf(tw, "  %s\t%s\tclient %s\tiaid %d\n", b.Interface, b.Prefix, dash(b.ClientDUID), b.IAID)
+	for _, b := range resp.NotReleased {
+		fmt.Fprintf(tw, "  %s\t%s\tclient %s\tiaid %d\t%s\n", b.Interface, b.Prefix, dash(b.ClientDUID), b.IAID, b.Reason)
 	}
 	tw.Flush()
-	return ExitOK
+	return ExitError
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return "binding"
+	}
+	return "bindings"
 }

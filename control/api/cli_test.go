@@ -144,6 +144,17 @@ func TestRunClear(t *testing.T) {
 	if code != ExitOK || !strings.HasPrefix(out, "cleared 4 bindings, released at the server\n") || len(rb.released) != 4 {
 		t.Errorf("clear --all --release: exit %d, %q", code, out)
 	}
+	rb = &releasingBackend{fakeBackend: sample(), status: map[string]uint16{"2001:db8:3::/56": 10}}
+	code, out, _ = run(clearCmd, "--all", "--release", "--socket", serve(t, rb))
+	want := "cleared 3 bindings, released at the server\n" +
+		"  eth1  2001:db8:1::/56  client 00030001  iaid 1\n" +
+		"  eth1  2001:db8:2::/56  client 00030001  iaid 2\n" +
+		"  eth2  2001:db8:4::/56  client 00030001  iaid 1\n" +
+		"not released, kept until they expire: 1 binding\n" +
+		"  eth1  2001:db8:3::/56  client 00030002  iaid 1  NotAllowed\n"
+	if code != ExitError || out != want {
+		t.Errorf("clear --all --release, one refused: exit %d\n%s\nwant exit 1\n%s", code, out, want)
+	}
 }
 
 func TestRunClearErrors(t *testing.T) {
@@ -163,7 +174,7 @@ func TestRunClearErrors(t *testing.T) {
 		{[]string{"--prefix", "nope"}, ExitUsage, `prefix "nope" is not an IPv6 prefix`},
 		{[]string{"--client", "0"}, ExitUsage, `client "0" is not a DUID in hex`},
 		{[]string{"--all", "stray"}, ExitUsage, `unexpected argument "stray"`},
-		{[]string{"--all", "--release"}, ExitError, "release not supported yet; nothing was cleared"},
+		{[]string{"--all", "--release"}, ExitError, "(release.mode is off); nothing was cleared"},
 	} {
 		code, out, errOut := run(clearCmd, append(tc.args, "-s", path)...)
 		if code != tc.code || !strings.Contains(errOut, tc.msg) || out != "" {

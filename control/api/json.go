@@ -74,8 +74,9 @@ type ClearRequest struct {
 	Client    string `json:"client,omitempty"`    // a client DUID in hex, colons allowed
 	Interface string `json:"interface,omitempty"` // a downlink port
 	All       bool   `json:"all,omitempty"`
-	// Release also asks the server to release the bindings
-	// (RELEASE-REQUEST) before they are cleared.
+	// Release also asks the server to release the bindings (release.mode:
+	// RELEASE-REQUEST or a Release on the client's behalf); only those it
+	// released are cleared, the others are reported in NotReleased.
 	Release bool `json:"release,omitempty"`
 }
 
@@ -83,6 +84,17 @@ type ClearRequest struct {
 type ClearResponse struct {
 	Cleared []BindingJSON `json:"cleared"`
 	Count   int           `json:"count"`
+	// NotReleased, with release, are the bindings the server did not
+	// release (another status than Success or NoBinding, or no answer):
+	// they are kept until they expire, and may be cleared without release.
+	NotReleased []NotReleasedJSON `json:"not_released,omitempty"`
+}
+
+// NotReleasedJSON is a binding kept because its release failed, and why:
+// the server's status (UnspecFail, NotAllowed, ...) or "no answer".
+type NotReleasedJSON struct {
+	BindingJSON
+	Reason string `json:"reason"`
 }
 
 // errorJSON is the body of every answer that is not 200.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/release"
 )
 
 // Backend is what the server needs of the binding table;
@@ -22,11 +23,13 @@ type Backend interface {
 
 var _ Backend = (*binding.Manager)(nil)
 
-// Releaser asks the servers to release bindings on the clients' behalf
-// (RELEASE-REQUEST, relay-initiated-release draft). Release returns an
-// error unless every binding was released.
+// Releaser asks the server to release bindings on the clients' behalf
+// (relay-initiated release; *release.Releaser is one). Release reports per
+// binding whether the server released it (Success or NoBinding), and
+// clears those it released; the others stay until they expire. An error
+// means nothing was sent (release.ErrModeOff, release.ErrOperatorOff).
 type Releaser interface {
-	Release(ctx context.Context, bs []binding.Binding) error
+	Release(ctx context.Context, bs []binding.Binding) ([]release.Result, error)
 }
 
 // Server serves the operator API over HTTP. Set its fields before Serve;
@@ -131,29 +134,8 @@ func (s *Server) clear(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	if req.Release {
-		if s.Releaser == nil {
-			s.fail(w, http.StatusNotImplemented, errors.New("release not supported yet; nothing was cleared"))
-			return
-		}
-		// Release first: a binding whose release failed stays, so the
-		// operator can try again.
-		all, err := s.backend.List(ctx)
-		if err != nil {
-			s.fail(w, http.StatusServiceUnavailable, fmt.Errorf("list bindings: %w", err))
-			return
-		}
-		var victims []binding.Binding
-		for i := range all {
-			if f.Match(&all[i]) {
-				victims = append(victims, all[i])
-			}
-		}
-		if len(victims) > 0 {
-			if err := s.Releaser.Release(ctx, victims); err != nil {
-				s.fail(w, http.StatusBadGateway, fmt.Errorf("release %d bindings: %w; nothing was cleared", len(victims), err))
-				return
-			}
-		}
+		s.clearRelease(w, ctx, req, f)
+		return
 	}
 	cleared, err := s.backend.Clear(ctx, f)
 	if err != nil {
@@ -163,6 +145,54 @@ func (s *Server) clear(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("operator cleared bindings", "prefix", req.Prefix, "client", req.Client,
 		"interface", req.Interface, "all", req.All, "release", req.Release, "count", len(cleared))
 	writeJSON(w, http.StatusOK, ClearResponse{Cleared: s.toJSON(cleared), Count: len(cleared)})
+}
+
+// clearRelease serves clear with release: the selected bindings are
+// released at the server first; those it released are cleared (by the
+// Releaser), the others are kept and reported, and the request succeeds
+// either way. A release refused by the config clears nothing (501).
+func (s *Server) clearRelease(w http.ResponseWriter, ctx context.Context, req ClearRequest, f binding.Filter) {
+	if s.Releaser == nil {
+		s.fail(w, http.StatusNotImplemented, errors.New("release is not configured (release.mode is off); nothing was cleared"))
+		return
+	}
+	all, err := s.backend.List(ctx)
+	if err != nil {
+		s.fail(w, http.StatusServiceUnavailable, fmt.Errorf("list bindings: %w", err))
+		return
+	}
+	var victims []binding.Binding
+	for i := range all {
+		if f.Match(&all[i]) {
+			victims = append(victims, all[i])
+		}
+	}
+	resp := ClearResponse{Cleared: []BindingJSON{}}
+	if len(victims) > 0 {
+		results, err := s.Releaser.Release(ctx, victims)
+		switch {
+		case errors.Is(err, release.ErrModeOff) || errors.Is(err, release.ErrOperatorOff):
+			s.fail(w, http.StatusNotImplemented, fmt.Errorf("%w; nothing was cleared (clear without --release to clear locally only)", err))
+			return
+		case err != nil:
+			s.fail(w, http.StatusBadGateway, fmt.Errorf("release %d bindings: %w; nothing was cleared", len(victims), err))
+			return
+		}
+		now := s.Now()
+		for i := range results {
+			res := &results[i]
+			if res.Released() {
+				resp.Cleared = append(resp.Cleared, NewBindingJSON(&res.Binding, now))
+				continue
+			}
+			resp.NotReleased = append(resp.NotReleased, NotReleasedJSON{NewBindingJSON(&res.Binding, now), res.Reason()})
+		}
+	}
+	resp.Count = len(resp.Cleared)
+	s.log.Info("operator cleared bindings", "prefix", req.Prefix, "client", req.Client,
+		"interface", req.Interface, "all", req.All, "release", true, "count", resp.Count,
+		"not_released", len(resp.NotReleased))
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) toJSON(bs []binding.Binding) []BindingJSON {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pdrelay/pdrelay/control/binding"
+	"github.com/pdrelay/pdrelay/control/release"
 )
 
 var t0 = time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
@@ -65,16 +66,35 @@ func prefixesOf(bs []binding.Binding) []string {
 	return out
 }
 
-// releasingBackend also implements Releaser.
+// releasingBackend also implements Releaser: the server answers each
+// prefix with status[prefix] (Success when absent), or not at all for
+// the prefixes in silent; what it releases is cleared, as
+// release.Releaser does.
 type releasingBackend struct {
 	*fakeBackend
 	err      error
+	status   map[string]uint16
+	silent   map[string]bool
 	released []binding.Binding
 }
 
-func (r *releasingBackend) Release(_ context.Context, bs []binding.Binding) error {
+func (r *releasingBackend) Release(ctx context.Context, bs []binding.Binding) ([]release.Result, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
 	r.released = append(r.released, bs...)
-	return r.err
+	var out []release.Result
+	for _, b := range bs {
+		res := release.Result{Binding: b, Answered: true, Status: r.status[b.Prefix.String()]}
+		if r.silent[b.Prefix.String()] {
+			res = release.Result{Binding: b, Err: release.ErrNoAnswer}
+		}
+		if res.Released() {
+			r.fakeBackend.Clear(ctx, binding.Filter{Prefix: b.Prefix, DUID: b.DUID, Port: b.Port})
+		}
+		out = append(out, res)
+	}
+	return out, nil
 }
 
 func bnd(port, duid string, iaid uint32, prefix string) binding.Binding {
@@ -393,14 +413,26 @@ func TestClearInvalid(t *testing.T) {
 
 func TestClearRelease(t *testing.T) {
 	ctx := context.Background()
-	t.Run("unsupported", func(t *testing.T) {
+	t.Run("no releaser", func(t *testing.T) {
 		fb := sample()
 		_, err := Dial(serve(t, fb)).Clear(ctx, ClearRequest{All: true, Release: true})
 		var se *StatusError
-		if !errors.As(err, &se) || se.Code != http.StatusNotImplemented || !strings.Contains(se.Msg, "release not supported yet") {
+		if !errors.As(err, &se) || se.Code != http.StatusNotImplemented || !strings.Contains(se.Msg, "(release.mode is off); nothing was cleared") {
 			t.Errorf("Clear(release) = %v, want 501", err)
 		}
 		if n := len(fb.prefixes()); n != 4 {
+			t.Errorf("refused release cleared bindings: %d left", n)
+		}
+	})
+	t.Run("mode off", func(t *testing.T) {
+		rb := &releasingBackend{fakeBackend: sample(), err: release.ErrModeOff}
+		_, err := Dial(serve(t, rb)).Clear(ctx, ClearRequest{All: true, Release: true})
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != http.StatusNotImplemented ||
+			!strings.Contains(se.Msg, "release.mode is off") || !strings.Contains(se.Msg, "nothing was cleared") {
+			t.Errorf("Clear(release) = %v, want 501 naming release.mode", err)
+		}
+		if n := len(rb.prefixes()); n != 4 {
 			t.Errorf("refused release cleared bindings: %d left", n)
 		}
 	})
@@ -414,15 +446,38 @@ func TestClearRelease(t *testing.T) {
 		if got := prefixesOf(rb.released); !slices.Equal(got, want) {
 			t.Errorf("released %v, want %v", got, want)
 		}
-		if resp.Count != 2 || len(rb.prefixes()) != 2 {
-			t.Errorf("cleared %d, %d left", resp.Count, len(rb.prefixes()))
+		if resp.Count != 2 || len(rb.prefixes()) != 2 || len(resp.NotReleased) != 0 {
+			t.Errorf("cleared %d, %d left, not released %v", resp.Count, len(rb.prefixes()), resp.NotReleased)
+		}
+	})
+	t.Run("partly released", func(t *testing.T) {
+		rb := &releasingBackend{fakeBackend: sample(),
+			status: map[string]uint16{"2001:db8:2::/56": 3 /* NoBinding: done */, "2001:db8:3::/56": 1 /* UnspecFail */},
+			silent: map[string]bool{"2001:db8:4::/56": true}}
+		resp, err := Dial(serve(t, rb)).Clear(ctx, ClearRequest{All: true, Release: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cleared []string
+		for _, b := range resp.Cleared {
+			cleared = append(cleared, b.Prefix.String())
+		}
+		if !slices.Equal(cleared, []string{"2001:db8:1::/56", "2001:db8:2::/56"}) || resp.Count != 2 {
+			t.Errorf("cleared %v (count %d)", cleared, resp.Count)
+		}
+		if len(resp.NotReleased) != 2 || resp.NotReleased[0].Prefix.String() != "2001:db8:3::/56" || resp.NotReleased[0].Reason != "UnspecFail" ||
+			resp.NotReleased[1].Reason != "no answer" || resp.NotReleased[1].Interface != "eth2" {
+			t.Errorf("not released %+v", resp.NotReleased)
+		}
+		if got := rb.prefixes(); !slices.Equal(got, []string{"2001:db8:3::/56", "2001:db8:4::/56"}) {
+			t.Errorf("left %v, want the two kept", got)
 		}
 	})
 	t.Run("release fails", func(t *testing.T) {
-		rb := &releasingBackend{fakeBackend: sample(), err: errors.New("server unreachable")}
+		rb := &releasingBackend{fakeBackend: sample(), err: errors.New("release mode \"x\" unknown")}
 		_, err := Dial(serve(t, rb)).Clear(ctx, ClearRequest{Prefix: "2001:db8:3::/56", Release: true})
 		var se *StatusError
-		if !errors.As(err, &se) || se.Code != http.StatusBadGateway || !strings.Contains(se.Msg, "server unreachable") {
+		if !errors.As(err, &se) || se.Code != http.StatusBadGateway || !strings.Contains(se.Msg, "unknown; nothing was cleared") {
 			t.Errorf("Clear(release) = %v, want 502", err)
 		}
 		if n := len(rb.prefixes()); n != 4 {

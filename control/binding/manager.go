@@ -30,7 +30,11 @@ type Manager struct {
 	// policy refuses a binding, for metrics: err is one of the limit
 	// errors or a *RefusedError.
 	OnRefused func(port string, err error)
-	quiet     refusalLog
+	// OnRefusedKey, when set, is called (on the owner goroutine, after
+	// OnRefused) with the refused binding's key and source: the release
+	// triggers act on unique_client's ErrDuplicateDUID. It must not block.
+	OnRefusedKey func(k Key, source string, err error)
+	quiet        refusalLog
 }
 
 // NewManager returns a Manager for t. now may be nil for time.Now.
@@ -199,6 +203,9 @@ func (m *Manager) apply(t *Table, u Update) {
 func (m *Manager) Refused(now time.Time, k Key, source string, err error) {
 	if m.OnRefused != nil {
 		m.OnRefused(k.Port, err)
+	}
+	if m.OnRefusedKey != nil {
+		m.OnRefusedKey(k, source, err)
 	}
 	if m.log == nil {
 		return

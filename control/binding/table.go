@@ -480,6 +480,21 @@ func (t *Table) RemoveIA(port, duid string, iaid uint32, reason string) int {
 	return len(victims)
 }
 
+// ClientBindings returns the bindings of client duid on port, or on every
+// port when port is "", from the table's indexes (no walk of the table).
+func (t *Table) ClientBindings(duid, port string) []Binding {
+	var out []Binding
+	for _, pc := range t.duidPorts[duid] {
+		if port != "" && pc.port != port {
+			continue
+		}
+		for _, e := range t.perClient[clientKey{pc.port, duid}] {
+			out = append(out, e.Binding)
+		}
+	}
+	return out
+}
+
 // RemoveWhere removes every binding match selects.
 func (t *Table) RemoveWhere(match func(*Binding) bool, reason string) int {
 	var victims []*entry

@@ -113,8 +113,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// Bindings learned or restored without a MAC get it from neighbour
 	// discovery (resolve.go).
 	hops, resolver := startNextHops(table, log)
-	mgr := binding.NewManager(table, nil, log, guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink})...)
+	rel := &releasing{} // release.go
+	mgr := binding.NewManager(table, nil, log, guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink, rel.sink})...)
 	mgr.OnRefused = met.Refused
+	mgr.OnRefusedKey = rel.refused
 	hops.mgr = mgr
 	met.Registry.MustRegister(resolverMetrics{hops, resolver})
 	guard.register(met.Registry)
@@ -141,13 +143,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := rel.start(ctx, cfg, relayID, table, mgr, conn, met.Registry, log); err != nil {
+		conn.Close()
+		return err
+	}
 	log.Info("pdrelay started", "downlinks", names, "uplink", cfg.Uplink.Interface,
 		"servers", cfg.Servers, "bindings", table.Len(), "relay_id", fmt.Sprintf("%x", relayID))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 16) // room for every part below (11): none may block on it
+	errc := make(chan error, 16) // room for every part below (12): none may block on it
 	spawn := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -200,7 +206,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		spawn("kernel guard", func() error { return guard.run(ctx, restored, ports) })
 	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
+	spawn("release", func() error { return rel.run(ctx) })
 	apiSrv := api.NewServer(mgr, log)
+	apiSrv.Releaser = rel.rel
 	if fwd != nil {
 		apiSrv.Stats = guard.stats(fwd.stats)
 	}

@@ -78,6 +78,35 @@ type Conn struct {
 	q       *fairQueue
 	limits  []tokenBucket // by port; each owned by its reader
 	closers []io.Closer
+	// orig queues the messages the relay originates (Originate) for the
+	// engine's goroutine; onReply gets the servers' Replies to them.
+	orig    chan Originated
+	onReply func(port string, reply []byte)
+}
+
+// originQueueDepth bounds the originated messages waiting for the engine.
+const originQueueDepth = 256
+
+// ErrOriginQueueFull is returned by Originate when the engine's queue of
+// originated messages is full.
+var ErrOriginQueueFull = errors.New("relay: queue of originated messages full")
+
+// OnOriginatedReply sets the function that receives the servers' Replies
+// to originated messages (see Engine.Originate), on the engine's
+// goroutine: it must not block, and reply is valid only during the call.
+// Set it before Run.
+func (c *Conn) OnOriginatedReply(f func(port string, reply []byte)) { c.onReply = f }
+
+// Originate queues o to be wrapped by the engine and sent to the servers
+// as if the client had sent it. It never blocks: a full queue returns
+// ErrOriginQueueFull. o.Payload must not change afterwards.
+func (c *Conn) Originate(o Originated) error {
+	select {
+	case c.orig <- o:
+		return nil
+	default:
+		return ErrOriginQueueFull
+	}
 }
 
 type inbound struct {
@@ -105,7 +134,7 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) 
 	if cfg.ListenPort == 0 {
 		cfg.ListenPort = dhcp6.ServerPort
 	}
-	c = &Conn{eng: eng, cfg: cfg, log: log}
+	c = &Conn{eng: eng, cfg: cfg, log: log, orig: make(chan Originated, originQueueDepth)}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -272,12 +301,19 @@ func (c *Conn) Run(ctx context.Context, upd Updater) error {
 	go func() { defer wg.Done(); c.readServers(ctx) }()
 	defer func() { c.Close(); wg.Wait() }()
 	for {
+		select {
+		case o := <-c.orig:
+			c.originate(o)
+		default:
+		}
 		m, ok := c.q.pop()
 		if !ok {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-c.q.wake:
+			case o := <-c.orig:
+				c.originate(o)
 			}
 			continue
 		}
@@ -305,24 +341,17 @@ func (c *Conn) handle(m inbound, upd Updater) {
 		if !u.Empty() {
 			upd.Apply(u)
 		}
-		for _, s := range c.cfg.Servers {
-			dst := &net.UDPAddr{IP: net.IP(s.AsSlice()), Port: c.cfg.ServerPort, Zone: s.Zone()}
-			var cm *ipv6.ControlMessage
-			if s.IsMulticast() || s.IsLinkLocalUnicast() {
-				cm = &ipv6.ControlMessage{IfIndex: c.up.Index}
-				if dst.Zone == "" {
-					dst.Zone = c.up.Name
-				}
-			}
-			if _, err := c.udp.WriteTo(fwd, cm, dst); err != nil {
-				c.eng.Counters.Drop(DropSendError)
-				c.log.Debug("send relay-forward", "server", s, "err", err)
-			}
-		}
+		c.toServers(fwd)
 		return
 	}
 	out, u, err := c.eng.HandleServer(now, ServerPacket{Src: m.src, Uplink: m.up, Payload: m.data})
 	if err != nil {
+		return
+	}
+	if out.Originated {
+		if c.onReply != nil {
+			c.onReply(c.eng.ports[out.Port].Name, out.Payload)
+		}
 		return
 	}
 	if !u.Empty() {
@@ -336,6 +365,35 @@ func (c *Conn) handle(m inbound, upd Updater) {
 	if _, err := c.down[out.Port].WriteTo(out.Payload, nil, dst); err != nil {
 		c.eng.Counters.Drop(DropSendError)
 		c.log.Debug("send to client", "port", p.Name, "dst", out.Dst, "err", err)
+	}
+}
+
+// originate wraps a message the relay sends on a client's behalf and
+// sends it to the servers, by the path the client's own would take.
+func (c *Conn) originate(o Originated) {
+	fwd, err := c.eng.Originate(time.Now(), o)
+	if err != nil {
+		c.log.Warn("originate message", "port", o.Port, "err", err)
+		return
+	}
+	c.toServers(fwd)
+}
+
+// toServers sends a Relay-Forward to every server through the uplink.
+func (c *Conn) toServers(fwd []byte) {
+	for _, s := range c.cfg.Servers {
+		dst := &net.UDPAddr{IP: net.IP(s.AsSlice()), Port: c.cfg.ServerPort, Zone: s.Zone()}
+		var cm *ipv6.ControlMessage
+		if s.IsMulticast() || s.IsLinkLocalUnicast() {
+			cm = &ipv6.ControlMessage{IfIndex: c.up.Index}
+			if dst.Zone == "" {
+				dst.Zone = c.up.Name
+			}
+		}
+		if _, err := c.udp.WriteTo(fwd, cm, dst); err != nil {
+			c.eng.Counters.Drop(DropSendError)
+			c.log.Debug("send relay-forward", "server", s, "err", err)
+		}
 	}
 }
 

@@ -9,7 +9,15 @@
 // byte for byte (G-1). An Engine is owned by one goroutine; its Counters
 // may be read concurrently.
 //
+// Originate wraps a message the relay builds on a client's behalf (the
+// relay-initiated release's client-release mode) exactly as HandleClient
+// wraps the client's own, and remembers it: the server's Reply to it comes
+// out of HandleServer marked Originated, for the originator, and is never
+// delivered to the client or snooped.
+//
 // Conn (Linux) is the I/O around it: an AF_PACKET socket per downlink for
 // client frames, one UDP socket on port 547 for the servers' side and for
-// sending to clients.
+// sending to clients. Conn.Originate queues an originated message for the
+// engine's goroutine (never blocking), and the Replies to such messages go
+// to the function set by OnOriginatedReply.
 package relay

@@ -63,6 +63,7 @@ type Engine struct {
 	ports    []Port
 	byIfID   map[string]int
 	byLink   map[netip.Addr]int
+	byName   map[string]int
 	servers  map[netip.Addr]bool // the unicast ones
 	trusted  []netip.Prefix
 	addrs    []map[netip.Addr]bool // by port: the relay's own addresses
@@ -71,6 +72,7 @@ type Engine struct {
 	relayID  []byte
 	rrType   dhcp6.MessageType
 	pending  pendingTable
+	origin   originTable // messages the relay originated (originate.go)
 	buf      []byte
 	Counters Counters
 }
@@ -99,6 +101,10 @@ type ToClient struct {
 	Dst     netip.Addr
 	DstPort uint16
 	Payload []byte // aliases the Relay-Reply it came in
+	// Originated says the message is the server's Reply to a message the
+	// relay originated (Originate): it goes back to the originator and
+	// must not be sent to the client.
+	Originated bool
 }
 
 // ErrDropped wraps every drop; errors.As gives the DropError.
@@ -124,6 +130,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		byIfID:  make(map[string]int),
 		byLink:  make(map[netip.Addr]int),
+		byName:  make(map[string]int),
 		servers: make(map[netip.Addr]bool),
 		trusted: cfg.TrustedServers,
 		addrSrc: cfg.AddrSource,
@@ -158,6 +165,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("relay: interface-id %q used by two ports", p.InterfaceID)
 		}
 		e.byIfID[string(p.InterfaceID)] = i
+		e.byName[p.Name] = i
 		if !p.LinkAddr.IsUnspecified() {
 			if j, dup := e.byLink[p.LinkAddr]; dup {
 				return nil, fmt.Errorf("relay: link-address %s used by ports %s and %s", p.LinkAddr, cfg.Ports[j].Name, p.Name)
@@ -300,17 +308,29 @@ func (e *Engine) HandleClient(now time.Time, pkt ClientPacket) (relayForw []byte
 	e.Counters.msg(Up, t)
 	e.record(now, pkt, &upd)
 
-	b := dhcp6.AppendRelayHeader(e.buf[:0], dhcp6.MsgRelayForw, hops, link, pkt.Src)
-	b = dhcp6.AppendOption(b, dhcp6.OptInterfaceID, p.InterfaceID)
+	var mac *[6]byte
+	if !fromRelay {
+		mac = &pkt.SrcMAC
+	}
+	e.buf = e.wrap(e.buf[:0], hops, link, pkt.Src, p.InterfaceID, mac, pkt.Payload)
+	return e.buf, upd, nil
+}
+
+// wrap appends a Relay-Forward of payload: the header, Interface-ID,
+// Relay-ID (when the relay has one), the client link-layer address (when
+// mac is not nil) and the relay message. HandleClient and Originate both
+// wrap with it, so a message the relay originates is relayed exactly as
+// the client's own.
+func (e *Engine) wrap(b []byte, hops uint8, link, peer netip.Addr, ifid []byte, mac *[6]byte, payload []byte) []byte {
+	b = dhcp6.AppendRelayHeader(b, dhcp6.MsgRelayForw, hops, link, peer)
+	b = dhcp6.AppendOption(b, dhcp6.OptInterfaceID, ifid)
 	if len(e.relayID) > 0 {
 		b = dhcp6.AppendOption(b, dhcp6.OptRelayID, e.relayID)
 	}
-	if !fromRelay {
-		b = dhcp6.AppendClientLinkLayer(b, pkt.SrcMAC)
+	if mac != nil {
+		b = dhcp6.AppendClientLinkLayer(b, *mac)
 	}
-	b = dhcp6.AppendOption(b, dhcp6.OptRelayMsg, pkt.Payload)
-	e.buf = b
-	return b, upd, nil
+	return dhcp6.AppendOption(b, dhcp6.OptRelayMsg, payload)
 }
 
 // record notes the request so its Reply can be matched, and removes the
@@ -402,6 +422,10 @@ func (e *Engine) HandleServer(now time.Time, pkt ServerPacket) (out ToClient, up
 		out.DstPort = dhcp6.ServerPort // for the relay below
 	}
 	e.Counters.msg(Down, t)
+	if e.originated(now, port, r.Inner) {
+		out.Originated = true // the originator decides what it means
+		return out, upd, nil
+	}
 	e.snoop(now, port, r.PeerAddr, r.Inner, &upd)
 	return out, upd, nil
 }

@@ -1,0 +1,52 @@
+package main
+
+// End-to-end check of relay-initiated release in mode client-release
+// against Kea 2.2: `pdrelay clear --prefix P --release` sends a Release on
+// the client's behalf through the relay's own path, Kea drops the lease
+// (lease6-get-all), and the binding is cleared.
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pdrelay/pdrelay/bench/lab"
+)
+
+func TestEndToEndClientRelease(t *testing.T) {
+	lab.Require(t, "kea-dhcp6", "dhclient")
+	bin := buildRelay(t)
+	l := lab.NewT(t, lab.Config{Clients: 1})
+	kea, err := l.StartKea(lab.KeaOptions{ValidLifetime: 600, PreferredLifetime: 500, RenewTimer: 300, RebindTimer: 400})
+	if err != nil {
+		t.Fatalf("kea: %v", err)
+	}
+	r, err := l.StartPdrelay(bin, l.PdrelayConfig("release:\n  mode: client-release\n", ""))
+	if err != nil {
+		t.Fatalf("pdrelay: %v", err)
+	}
+	c, err := l.StartDhclient(0, lab.ClientOptions{})
+	if err != nil {
+		t.Fatalf("dhclient: %v", err)
+	}
+	ps, err := c.WaitPrefix(20 * time.Second)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
+	}
+	waitBindings(t, r, 1)
+	if ls, err := kea.Leases6(); err != nil || len(ls) != 1 || ls[0].Prefix != ps[0] {
+		t.Fatalf("kea leases %+v (%v), want %s", ls, err, ps[0])
+	}
+	out, err := r.CLI("clear", "--prefix", ps[0].String(), "--release")
+	if err != nil || !strings.HasPrefix(out, "cleared 1 binding, released at the server") {
+		t.Fatalf("clear --release: %v\n%s\n%s", err, out, r.Proc.Log())
+	}
+	ls, err := kea.WaitLeases(5*time.Second, func(ls []lab.Lease6) bool { return len(ls) == 0 })
+	if err != nil || len(ls) != 0 {
+		t.Fatalf("kea still holds %+v (%v) after the release", ls, err)
+	}
+	waitBindings(t, r, 0)
+	if log := r.Proc.Log(); !strings.Contains(log, "relay-initiated release") || !strings.Contains(log, "trigger=operator") {
+		t.Errorf("no release log line:\n%s", log)
+	}
+}
