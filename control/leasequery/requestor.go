@@ -355,6 +355,9 @@ func (r *Requestor) session(ctx context.Context, srv netip.AddrPort, runs []*que
 		return fmt.Errorf("send queries: %w", err)
 	}
 	if _, err := conn.Write(out); err != nil {
+		if isTimeout(err) {
+			return fmt.Errorf("send queries: blocked for %s (data timeout): %w", r.cfg.DataTimeout, err)
+		}
 		return fmt.Errorf("send queries: %w", ctxErr(ctx, err))
 	}
 
@@ -377,8 +380,7 @@ func (r *Requestor) session(ctx context.Context, srv netip.AddrPort, runs []*que
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("server closed the connection with %d queries unanswered", stream.Outstanding())
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if isTimeout(err) {
 				return fmt.Errorf("read replies: no data for %s (data timeout): %w", r.cfg.DataTimeout, err)
 			}
 			return fmt.Errorf("read replies: %w", ctxErr(ctx, err))
@@ -514,6 +516,11 @@ func (r *Requestor) addQuery(s *Stream, index int) ([3]byte, error) {
 			return xid, err
 		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // ctxErr returns the context's error when it ended (the connection was
