@@ -133,7 +133,7 @@ func lifetimes(p dhcp6.IAPrefix, clt uint32) (pref, valid time.Duration, ok bool
 		}
 		return v - clt
 	}
-	v, pr := left(p.Valid), left(p.Preferred)
+	v, pr := left(p.Valid), min(left(p.Preferred), left(p.Valid)) // a preferred past the valid is the valid
 	if v == 0 {
 		return 0, 0, false
 	}

@@ -445,7 +445,7 @@ func TestDataWithoutClientDataDiscarded(t *testing.T) {
 	srv := newFakeServer(t, func(c *fakeConn) {
 		q := c.readQuery()
 		c.send(msg(dhcp6.MsgLeasequeryReply, q.xid, sid, simpleClient(1, 0, 0)),
-			msg(dhcp6.MsgLeasequeryData, q.xid, opt(dhcp6.OptCLTTime, []byte{0, 0, 0, 1})), // no client data
+			msg(dhcp6.MsgLeasequeryData, q.xid, opt(dhcp6.OptCLTTime, []byte{0, 0, 0, 1})),               // no client data
 			msg(dhcp6.MsgLeasequeryData, q.xid, clientData(duidN(3), iaprefix("2001:db8:3::/56", 1, 2))), // no relay data: no port
 			msg(dhcp6.MsgLeasequeryData, q.xid, simpleClient(2, 0, 0)),
 			msg(dhcp6.MsgLeasequeryDone, q.xid))
@@ -477,8 +477,8 @@ func TestRefusedNotInstalled(t *testing.T) {
 	srv := newFakeServer(t, func(c *fakeConn) {
 		q := c.readQuery()
 		c.send(msg(dhcp6.MsgLeasequeryReply, q.xid, sid, client(1, "2001:db8:1::/56")),
-			msg(dhcp6.MsgLeasequeryData, q.xid, client(2, "2001:db8:2::/64")),   // length outside 48-60
-			msg(dhcp6.MsgLeasequeryData, q.xid, client(3, "2001:db9:3::/56")),   // outside the pool
+			msg(dhcp6.MsgLeasequeryData, q.xid, client(2, "2001:db8:2::/64")),    // length outside 48-60
+			msg(dhcp6.MsgLeasequeryData, q.xid, client(3, "2001:db9:3::/56")),    // outside the pool
 			msg(dhcp6.MsgLeasequeryData, q.xid, client(4, "2001:db8:1:10::/60")), // inside client 1's
 			msg(dhcp6.MsgLeasequeryData, q.xid, client(5, "2001:db8:5::/56")),
 			msg(dhcp6.MsgLeasequeryData, q.xid, client(5, "2001:db8:6::/56")), // over max_per_client 1
