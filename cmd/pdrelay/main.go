@@ -4,6 +4,7 @@
 //	pdrelay bindings [--json] [-s|--socket PATH]
 //	pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
 //	pdrelay stats [--json] [-s|--socket PATH]
+//	pdrelay recover [--server S] [--json] [-s|--socket PATH]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
 // commands in control/api.
@@ -27,6 +28,7 @@ const usage = `usage:
   pdrelay bindings [--json] [-s|--socket PATH]
   pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
   pdrelay stats [--json] [-s|--socket PATH]
+  pdrelay recover [--server S] [--json] [-s|--socket PATH]
 `
 
 func main() {
@@ -47,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return api.RunClear(args[1:], stdout, stderr)
 	case "stats":
 		return api.RunStats(args[1:], stdout, stderr)
+	case "recover":
+		return api.RunRecover(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -117,6 +117,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	mgr.OnRefused = met.Refused
 	hops.mgr = mgr
 	met.Registry.MustRegister(resolverMetrics{hops, resolver})
+	lq := newRequestor(cfg, relayID, mgr, log) // nil without leasequery.servers (recover.go)
+	if lq != nil {
+		met.Registry.MustRegister(lq)
+	}
 	guard.register(met.Registry)
 
 	// The forwarding plane: an attach failure stops the start with its
@@ -147,7 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 16) // room for every part below (11): none may block on it
+	errc := make(chan error, 16) // room for every part below (12): none may block on it
 	spawn := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -200,7 +204,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		spawn("kernel guard", func() error { return guard.run(ctx, restored, ports) })
 	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
+	if lq != nil && cfg.Leasequery.OnStart {
+		spawn("leasequery", func() error { recoverAtStart(ctx, lq, log); return nil })
+	}
 	apiSrv := api.NewServer(mgr, log)
+	if lq != nil {
+		apiSrv.Recoverer = lq
+	}
 	if fwd != nil {
 		apiSrv.Stats = guard.stats(fwd.stats)
 	}
