@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -530,4 +531,13 @@ func ctxErr(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	return err
+}
+
+// Queries names the queries a recovery sends each server, comma-separated.
+func (r *Requestor) Queries() string {
+	names := make([]string, len(r.cfg.Queries))
+	for i := range r.cfg.Queries {
+		names[i] = r.cfg.Queries[i].String()
+	}
+	return strings.Join(names, ",")
 }
