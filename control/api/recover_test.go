@@ -47,14 +47,13 @@ func serveRecover(t *testing.T, r Recoverer) string {
 func sampleReport(result string) leasequery.Report {
 	s := leasequery.ServerReport{Server: "[2001:db8::547]:547", Result: result, Attempts: 1,
 		Started: t0, DurationSeconds: 0.25,
-		Counts: leasequery.Counts{Received: 5, Added: 3, Updated: 1, Refused: 1, Removed: 2},
+		Counts:  leasequery.Counts{Received: 5, Added: 3, Updated: 1, Refused: 1, Removed: 2},
 		Queries: []leasequery.QueryReport{{Query: "relay-id", Result: "complete"}}}
 	if result != leasequery.ResultComplete {
 		s.Queries[0] = leasequery.QueryReport{Query: "relay-id", Result: "status", Status: "NotAllowed", Error: `server answered NotAllowed: "no"`}
 	}
 	return leasequery.Report{Servers: []leasequery.ServerReport{s}, Counts: s.Counts}
 }
-
 
 func TestRunRecover(t *testing.T) {
 	fr := &fakeRecoverer{rep: sampleReport(leasequery.ResultComplete)}
