@@ -34,6 +34,7 @@ const (
 	DefaultRetryBase   = time.Second
 	DefaultAttempts    = 8
 	DefaultBatch       = 512
+	maxInflight        = 4
 )
 
 // Config configures a Requestor. Zero durations and counts take the
@@ -69,6 +70,10 @@ type Requestor struct {
 	log *slog.Logger
 
 	running sync.Mutex // held by the recovery in progress
+	// inflight bounds the batches handed to the manager and not yet
+	// learned, so the manager's queue never fills with recovery work and
+	// the relay's own events wait behind at most a few batches.
+	inflight chan struct{}
 	mu      sync.Mutex
 	status  map[netip.AddrPort]*serverState
 	order   []netip.AddrPort
@@ -122,7 +127,8 @@ func New(cfg Config, mgr *binding.Manager, log *slog.Logger) *Requestor {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	r := &Requestor{cfg: cfg, mgr: mgr, log: log, status: make(map[netip.AddrPort]*serverState)}
+	r := &Requestor{cfg: cfg, mgr: mgr, log: log, status: make(map[netip.AddrPort]*serverState),
+		inflight: make(chan struct{}, maxInflight)}
 	for _, s := range cfg.Servers {
 		r.order = append(r.order, s)
 		r.status[s] = &serverState{runs: map[string]uint64{}, dropped: map[string]uint64{}, statuses: map[string]uint64{}}
@@ -367,7 +373,7 @@ func (r *Requestor) session(ctx context.Context, srv netip.AddrPort, runs []*que
 	var cands []Candidate
 	flush := func() {
 		if len(batch) > 0 {
-			r.post(batch)
+			r.post(ctx, batch)
 			batch = make([]learnItem, 0, r.cfg.Batch)
 		}
 	}
@@ -443,18 +449,28 @@ func (r *Requestor) ended(srv netip.AddrPort, qr *queryRun, ev *Event, attemptSt
 		msg = msg[:200]
 	}
 	qr.err = fmt.Errorf("server answered %s: %q", statusName(ev.Status), msg)
+	label := "other" // a server must not grow the metric's label set at will
+	if ev.Status <= dhcp6.StatusQueryTerminated {
+		label = statusName(ev.Status)
+	}
 	r.mu.Lock()
-	r.status[srv].statuses[statusName(ev.Status)]++
+	r.status[srv].statuses[label]++
 	r.mu.Unlock()
 	log.Warn("leasequery status", "query", qr.q.String(), "status", statusName(ev.Status), "message", msg,
 		"retry", again, "hint", statusHint(ev.Status))
 }
 
 // post hands a batch to the binding manager, which learns it on its own
-// goroutine. Post blocks while the manager's queue is full: the stream is
+// goroutine. It waits while maxInflight batches are queued: the stream is
 // read no faster than the table takes it.
-func (r *Requestor) post(batch []learnItem) {
+func (r *Requestor) post(ctx context.Context, batch []learnItem) {
+	select {
+	case r.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return // stopping: the rest of the stream is not learned
+	}
 	r.mgr.Post(func(t *binding.Table) {
+		defer func() { <-r.inflight }()
 		now := r.cfg.Now()
 		for i := range batch {
 			it := &batch[i]
