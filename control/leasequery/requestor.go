@@ -74,9 +74,9 @@ type Requestor struct {
 	// learned, so the manager's queue never fills with recovery work and
 	// the relay's own events wait behind at most a few batches.
 	inflight chan struct{}
-	mu      sync.Mutex
-	status  map[netip.AddrPort]*serverState
-	order   []netip.AddrPort
+	mu       sync.Mutex
+	status   map[netip.AddrPort]*serverState
+	order    []netip.AddrPort
 }
 
 // serverState is a server's status and counters, guarded by mu.
