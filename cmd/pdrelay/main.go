@@ -5,6 +5,7 @@
 //	pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
 //	pdrelay stats [--json] [-s|--socket PATH]
 //	pdrelay lqserver --kea-socket PATH [--listen ADDR:PORT] [--release-listen ADDR:PORT] ...
+//	pdrelay recover [--server S] [--json] [-s|--socket PATH]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
 // commands in control/api, the leasequery server for Kea in control/lqserver.
@@ -30,6 +31,7 @@ const usage = `usage:
   pdrelay clear (--prefix P | --client DUID [--interface IF] | --interface IF | --all) [--release] [-s|--socket PATH]
   pdrelay stats [--json] [-s|--socket PATH]
   ` + lqserver.Usage + `
+  pdrelay recover [--server S] [--json] [-s|--socket PATH]
 `
 
 func main() {
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return api.RunStats(args[1:], stdout, stderr)
 	case "lqserver":
 		return lqserver.Main(args[1:], stdout, stderr)
+	case "recover":
+		return api.RunRecover(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -45,7 +45,8 @@ const socketHelp = `  -s, --socket PATH     the relay's operator socket (default
 const bindingsUsage = `usage: pdrelay bindings [--json] [-s|--socket PATH | -c|--config FILE]
 
 Lists the active delegations: port, client DUID, IAID, prefix, next hop
-and its MAC, preferred and valid lifetime remaining, server DUID.
+and its MAC, preferred and valid lifetime remaining, server DUID, and
+where the binding came from (snooped, store, leasequery).
 
       --json            print a JSON array instead of a table
 ` + socketHelp
@@ -167,11 +168,11 @@ func runQuery[T any](name, usage string, args []string, stdout, stderr io.Writer
 // printBindings prints the human table of `pdrelay bindings`.
 func printBindings(w io.Writer, bs []BindingJSON) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tCLIENT-DUID\tIAID\tPREFIX\tNEXT-HOP\tMAC\tPREFERRED\tVALID\tSERVER-DUID")
+	fmt.Fprintln(tw, "PORT\tCLIENT-DUID\tIAID\tPREFIX\tNEXT-HOP\tMAC\tPREFERRED\tVALID\tSERVER-DUID\tSOURCE")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			b.Interface, dash(b.ClientDUID), b.IAID, b.Prefix, dash(addrString(b)), b.NextHopMAC,
-			lifetime(b.PreferredLifetime), lifetime(b.ValidLifetime), dash(b.ServerDUID))
+			lifetime(b.PreferredLifetime), lifetime(b.ValidLifetime), dash(b.ServerDUID), dash(b.Source))
 	}
 	tw.Flush()
 }

@@ -28,10 +28,10 @@ func TestRunBindingsTable(t *testing.T) {
 	if len(lines) != 5 {
 		t.Fatalf("output has %d lines, want a header and 4 rows:\n%s", len(lines), out)
 	}
-	if got := strings.Fields(lines[0]); strings.Join(got, " ") != "PORT CLIENT-DUID IAID PREFIX NEXT-HOP MAC PREFERRED VALID SERVER-DUID" {
+	if got := strings.Fields(lines[0]); strings.Join(got, " ") != "PORT CLIENT-DUID IAID PREFIX NEXT-HOP MAC PREFERRED VALID SERVER-DUID SOURCE" {
 		t.Errorf("header = %q", lines[0])
 	}
-	want := "eth1 00030001 1 2001:db8:1::/56 fe80::1 02:00:00:00:00:01 20m34s 1h0m0s 0001ab"
+	want := "eth1 00030001 1 2001:db8:1::/56 fe80::1 02:00:00:00:00:01 20m34s 1h0m0s 0001ab snooped"
 	if got := strings.Join(strings.Fields(lines[1]), " "); got != want {
 		t.Errorf("row 1 = %q\nwant    %q", got, want)
 	}

@@ -48,6 +48,23 @@
 // (RELEASE-REQUEST) and cleared only when that succeeds, so a failed
 // release can be retried.
 //
+// # POST /v1/recover
+//
+// Runs a Bulk Leasequery recovery now (`pdrelay recover`): the body
+// {"server": "2001:db8::547"} names one server of leasequery.servers, an
+// empty body or {} every server. It answers 200, once the recovery has
+// ended, with a leasequery.Report: per server its result (complete,
+// partial, failed), attempts, server DUID, and the prefixes received,
+// added, updated, refused, expired, discarded and the bindings removed,
+// with the same per query. 409 while another recovery runs; 400 for a
+// server not configured; 501 without leasequery.servers. The recovery
+// stops when the request does.
+//
+// # GET /v1/leasequery
+//
+// Answers 200 with each server's last recovery (leasequery.ServerStatus;
+// an empty array without leasequery.servers); `pdrelay stats` prints it.
+//
 // Every other answer carries {"error": "message"}: 400 for a request that
 // selects nothing, combines selectors it may not, or names a bad prefix,
 // DUID or interface; 501 when "release" is asked but the relay has no

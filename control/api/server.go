@@ -46,6 +46,9 @@ type Server struct {
 	Now func() time.Time
 	// Stats serves GET /v1/stats; nil when the forwarding plane is off.
 	Stats StatsSource
+	// Recoverer serves POST /v1/recover and GET /v1/leasequery (Bulk
+	// Leasequery, recover.go); nil when leasequery.servers is empty.
+	Recoverer Recoverer
 }
 
 // maxBody bounds a request body.
@@ -63,6 +66,8 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /v1/bindings", s.bindings)
 	s.mux.HandleFunc("POST /v1/clear", s.clear)
 	s.mux.HandleFunc("GET /v1/stats", s.stats)
+	s.mux.HandleFunc("POST /v1/recover", s.recover)
+	s.mux.HandleFunc("GET /v1/leasequery", s.leasequeryStatus)
 	return s
 }
 

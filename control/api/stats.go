@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sort"
 	"text/tabwriter"
+
+	"github.com/pdrelay/pdrelay/control/leasequery"
 )
 
 // PortStatsJSON is one port's forwarding-plane counters in GET /v1/stats
@@ -44,7 +46,21 @@ const statsUsage = `usage: pdrelay stats [--json] [-s|--socket PATH | -c|--confi
 // RunStats implements `pdrelay stats`: the forwarding plane's counters by
 // port and reason.
 func RunStats(args []string, stdout, stderr io.Writer) int {
-	return runQuery("stats", statsUsage, args, stdout, stderr, (*Client).Stats, printStats)
+	// The table also shows the Bulk Leasequery servers' last recoveries
+	// (GET /v1/leasequery); --json keeps to the ports' counters, and
+	// `pdrelay recover --json` or GET /v1/leasequery give the rest.
+	var lq []leasequery.ServerStatus
+	get := func(c *Client, ctx context.Context) ([]PortStatsJSON, error) {
+		st, err := c.Stats(ctx)
+		if err == nil {
+			lq, _ = c.Leasequery(ctx) // a relay without it shows none
+		}
+		return st, err
+	}
+	return runQuery("stats", statsUsage, args, stdout, stderr, get, func(w io.Writer, st []PortStatsJSON) {
+		printStats(w, st)
+		printLeasequery(w, lq)
+	})
 }
 
 // printStats prints the human table of `pdrelay stats`.

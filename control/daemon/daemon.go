@@ -119,6 +119,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	mgr.OnRefusedKey = rel.refused
 	hops.mgr = mgr
 	met.Registry.MustRegister(resolverMetrics{hops, resolver})
+	lq := newRequestor(cfg, relayID, mgr, log) // nil without leasequery.servers (recover.go)
+	if lq != nil {
+		met.Registry.MustRegister(lq)
+	}
 	guard.register(met.Registry)
 
 	// The forwarding plane: an attach failure stops the start with its
@@ -207,8 +211,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
 	spawn("release", func() error { return rel.run(ctx) })
+	if lq != nil && cfg.Leasequery.OnStart {
+		spawn("leasequery", func() error { recoverAtStart(ctx, lq, log); return nil })
+	}
 	apiSrv := api.NewServer(mgr, log)
 	apiSrv.Releaser = rel.rel
+	if lq != nil {
+		apiSrv.Recoverer = lq
+	}
 	if fwd != nil {
 		apiSrv.Stats = guard.stats(fwd.stats)
 	}
