@@ -23,11 +23,19 @@ type Capture struct {
 
 // Capture starts capturing on interface ifname in namespace ns. Stop ends
 // it and returns the frames.
-func (l *Lab) Capture(ns, ifname string) (*Capture, error) {
+func (l *Lab) Capture(ns, ifname string) (*Capture, error) { return l.capture(ns, ifname, false) }
+
+// CaptureBoth is Capture of the frames the interface sends as well as
+// those it receives, in the order the kernel handled them: one end of a
+// link shows a whole conversation, as tcpdump would.
+func (l *Lab) CaptureBoth(ns, ifname string) (*Capture, error) { return l.capture(ns, ifname, true) }
+
+func (l *Lab) capture(ns, ifname string, outgoing bool) (*Capture, error) {
 	var pc *PacketConn
 	if err := l.InNS(ns, func() (err error) { pc, err = ListenPacket(ifname); return err }); err != nil {
 		return nil, err
 	}
+	pc.Outgoing = outgoing
 	c := &Capture{pc: pc, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)

@@ -165,6 +165,9 @@ func ParseProbe(f []byte) (Probe, bool) {
 type PacketConn struct {
 	fd      int
 	ifindex int
+	// Outgoing makes Collect pass the frames the interface sends too,
+	// in the order the kernel saw both directions.
+	Outgoing bool
 }
 
 // ListenPacket opens a packet socket on interface ifname of the current
@@ -197,8 +200,8 @@ func (c *PacketConn) Send(frame []byte) error {
 	return nil
 }
 
-// Collect calls fn with each frame the interface receives (not the ones
-// it sends) until d has passed.
+// Collect calls fn with each frame the interface receives (and, with
+// Outgoing, the ones it sends) until d has passed.
 func (c *PacketConn) Collect(d time.Duration, fn func(frame []byte)) error {
 	buf := make([]byte, 65536)
 	deadline := time.Now().Add(d)
@@ -218,7 +221,7 @@ func (c *PacketConn) Collect(d time.Duration, fn func(frame []byte)) error {
 		case err != nil:
 			return fmt.Errorf("lab: capture: %w", err)
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING && !c.Outgoing {
 			continue
 		}
 		fn(buf[:n])

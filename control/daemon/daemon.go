@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 16) // room for every part below (12): none may block on it
+	errc := make(chan error, 16) // room for every part below (13): none may block on it
 	spawn := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {

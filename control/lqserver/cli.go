@@ -23,7 +23,7 @@ import (
 // Usage is the synopsis of `pdrelay lqserver`.
 const Usage = `pdrelay lqserver --kea-socket PATH [--listen ADDR:PORT] [--release-listen ADDR:PORT]
       [--server-id HEX] [--allow PREFIX]... [--max-conns N] [--max-queries N] [--page-size N]
-      [--data-timeout D] [--query-types LIST] [--release-types REQ,REPLY] [--release-allow PREFIX]...`
+      [--data-timeout D] [--query-types LIST] [--bare-prefixes] [--release-types REQ,REPLY] [--release-allow PREFIX]...`
 
 // Config is what `pdrelay lqserver` runs with.
 type Config struct {
@@ -38,6 +38,7 @@ type Config struct {
 	PageSize      int
 	DataTimeout   time.Duration
 	QueryTypes    []uint8
+	BarePrefixes  bool
 	RequestType   dhcp6.MessageType
 	ReplyType     dhcp6.MessageType
 }
@@ -86,6 +87,8 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxQueries, "max-queries", DefaultMaxQueries, "queries one connection runs in parallel at most")
 	fs.IntVar(&c.PageSize, "page-size", DefaultPageSize, "leases per lease6-get-page")
 	fs.DurationVar(&c.DataTimeout, "data-timeout", DefaultDataTimeout, "read and write timeout (BULK_LQ_DATA_TIMEOUT)")
+	fs.BoolVar(&c.BarePrefixes, "bare-prefixes", false,
+		"send prefixes as bare IAPREFIX options, strictly as RFC 5007 has it (the IAID is lost); default: wrapped in IA_PD")
 	fs.StringVar(&queryTypes, "query-types", "1,2,3,4,5", "query types answered; others get NotAllowed")
 	fs.StringVar(&relTypes, "release-types", fmt.Sprintf("%d,%d", DefaultReleaseRequestType, DefaultReleaseReplyType),
 		"RELEASE-REQUEST and RELEASE-REQUEST-REPLY message types (experimental: no IANA values)")
@@ -193,7 +196,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	log.Info("server id", "duid", hex.EncodeToString(sid), "source", src)
 	srv, err := NewServer(Options{
 		Kea: kea, ServerID: sid, Allow: c.Allow, MaxConns: c.MaxConns, MaxQueries: c.MaxQueries,
-		DataTimeout: c.DataTimeout, QueryTypes: c.QueryTypes, Logger: log,
+		DataTimeout: c.DataTimeout, QueryTypes: c.QueryTypes, BarePrefixes: c.BarePrefixes, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -67,19 +67,38 @@ func appendRelayForw(dst []byte, relays []Relay) []byte {
 	return dst
 }
 
-// prefixGrant is one delegated prefix with its lifetimes.
+// prefixGrant is one delegated prefix with its IA_PD and lifetimes.
 type prefixGrant struct {
 	prefix           netip.Prefix
+	iaid             uint32
 	preferred, valid uint32
 }
 
 // appendClientData appends an OPTION_CLIENT_DATA for the client of l
-// holding prefixes, clt seconds after its last transmission.
-func appendClientData(dst []byte, l *Lease, prefixes []prefixGrant, clt uint32) []byte {
+// holding prefixes, clt seconds after its last transmission. With bare,
+// each prefix is an OPTION_IAPREFIX of its own, as RFC 5007 has it;
+// otherwise the prefixes of each IA_PD are wrapped in an OPTION_IA_PD
+// (T1 and T2 0) so that the requestor learns the IAID, which RFC 5007's
+// form loses and a Release on the client's behalf must name.
+func appendClientData(dst []byte, l *Lease, prefixes []prefixGrant, clt uint32, bare bool) []byte {
 	dst, at := beginOption(dst, dhcp6.OptClientData)
 	dst = dhcp6.AppendOption(dst, dhcp6.OptClientID, l.DUID)
-	for _, p := range prefixes {
-		dst = dhcp6.AppendIAPrefix(dst, dhcp6.IAPrefix{Preferred: p.preferred, Valid: p.valid, Prefix: p.prefix})
+	for i := 0; i < len(prefixes); {
+		if bare {
+			p := prefixes[i]
+			dst = dhcp6.AppendIAPrefix(dst, dhcp6.IAPrefix{Preferred: p.preferred, Valid: p.valid, Prefix: p.prefix})
+			i++
+			continue
+		}
+		var ia int
+		dst, ia = beginOption(dst, dhcp6.OptIAPD)
+		dst = binary.BigEndian.AppendUint32(dst, prefixes[i].iaid)
+		dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0) // T1, T2: not the server's to say here
+		for iaid := prefixes[i].iaid; i < len(prefixes) && prefixes[i].iaid == iaid; i++ {
+			p := prefixes[i]
+			dst = dhcp6.AppendIAPrefix(dst, dhcp6.IAPrefix{Preferred: p.preferred, Valid: p.valid, Prefix: p.prefix})
+		}
+		dst = endOption(dst, ia)
 	}
 	dst = dhcp6.AppendCLTTime(dst, clt)
 	if in := l.Inner(); in != nil {

@@ -19,7 +19,7 @@ func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func TestAppendClientData(t *testing.T) {
 	p := netip.MustParsePrefix("2001:db8:1::/56")
-	grant := []prefixGrant{{p, 300, 600}}
+	grant := []prefixGrant{{p, 7, 300, 600}}
 	oneRelay := &Lease{DUID: duid(1), Relays: []Relay{{
 		Hop: 0, Link: linkA, Peer: netip.MustParseAddr("fe80::1"),
 		Options: cat(
@@ -71,7 +71,7 @@ func TestAppendClientData(t *testing.T) {
 		)},
 	}
 	for _, c := range cases {
-		got := appendClientData(nil, c.l, grant, 10)
+		got := appendClientData(nil, c.l, grant, 10, true)
 		if !bytes.Equal(got, c.want) {
 			t.Errorf("%s:\n got %x\nwant %x", c.name, got, c.want)
 		}
@@ -80,6 +80,52 @@ func TestAppendClientData(t *testing.T) {
 			t.Errorf("%s: does not parse back: %+v %v", c.name, cd, err)
 		}
 	}
+}
+
+// TestAppendClientDataIAPD: by default the prefixes of each IA_PD are
+// wrapped in it, so the requestor learns the IAID.
+func TestAppendClientDataIAPD(t *testing.T) {
+	grants := []prefixGrant{
+		{netip.MustParsePrefix("2001:db8:1::/56"), 7, 300, 600},
+		{netip.MustParsePrefix("2001:db8:2::/56"), 7, 300, 600},
+		{netip.MustParsePrefix("2001:db8:3::/60"), 9, 30, 60},
+	}
+	got := appendClientData(nil, &Lease{DUID: duid(1)}, grants, 10, false)
+	want := cat(
+		[]byte{0, 45, 0, 141},                                                  // OPTION_CLIENT_DATA, 141 bytes
+		[]byte{0, 1, 0, 10, 0, 3, 0, 1, 2, 0, 0, 0, 0, 1},                      // Client-ID
+		[]byte{0, 25, 0, 70},                                                   // IA_PD, 70 bytes
+		[]byte{0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0},                             // IAID 7, T1 0, T2 0
+		[]byte{0, 26, 0, 25, 0, 0, 1, 44, 0, 0, 2, 88},                         // IAPREFIX, preferred 300, valid 600
+		[]byte{56, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // /56 2001:db8:1::
+		[]byte{0, 26, 0, 25, 0, 0, 1, 44, 0, 0, 2, 88},                         // IAPREFIX, preferred 300, valid 600
+		[]byte{56, 0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // /56 2001:db8:2::
+		[]byte{0, 25, 0, 41},                                                   // IA_PD, 41 bytes
+		[]byte{0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0},                             // IAID 9, T1 0, T2 0
+		[]byte{0, 26, 0, 25, 0, 0, 0, 30, 0, 0, 0, 60},                         // IAPREFIX, preferred 30, valid 60
+		[]byte{60, 0x20, 0x01, 0x0d, 0xb8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // /60 2001:db8:3::
+		[]byte{0, 46, 0, 4, 0, 0, 0, 10},                                       // CLT_TIME 10 s
+	)
+	if !bytes.Equal(got, want) {
+		t.Errorf("\n got %x\nwant %x", got, want)
+	}
+	cd, err := dhcp6.ParseClientData(got[4:])
+	if err != nil || len(cd.Prefixes) != 0 || len(cd.IAPDs) != 2 || cd.IAPDs[0].IAID != 7 || cd.IAPDs[1].IAID != 9 {
+		t.Errorf("does not parse back: %+v %v", cd, err)
+	}
+}
+
+// allPrefixes returns a client data's prefixes, bare or in IA_PDs.
+func allPrefixes(cd dhcp6.ClientData) []dhcp6.IAPrefix {
+	out := append([]dhcp6.IAPrefix(nil), cd.Prefixes...)
+	for _, ia := range cd.IAPDs {
+		for d := range ia.Options.Each(dhcp6.OptIAPrefix) {
+			if p, err := dhcp6.ParseIAPrefix(d); err == nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 func TestFrames(t *testing.T) {
@@ -105,6 +151,18 @@ func TestFrames(t *testing.T) {
 	if !bytes.Equal(r.buf, want) {
 		t.Errorf("\n got %x\nwant %x", r.buf, want)
 	}
+	// A successful DONE carries Status Success too (Wireshark 4.0 calls a
+	// DONE without options malformed).
+	r.buf = r.buf[:0]
+	r.done(dhcp6.StatusSuccess, "")
+	if want := cat(
+		[]byte{0, 10},             // frame: 10 bytes
+		[]byte{16, 0, 0, 1},       // LEASEQUERY-DONE, xid 1
+		[]byte{0, 13, 0, 2, 0, 0}, // Status Code Success
+	); !bytes.Equal(r.buf, want) {
+		t.Errorf("DONE\n got %x\nwant %x", r.buf, want)
+	}
+	r.buf = append(r.buf[:0], want...)
 	// A message too large for a frame is taken back whole.
 	big := append(r.buf[:0:0], r.buf...)
 	b, at := beginFrame(big, dhcp6.MsgLeasequeryData, q.xid)

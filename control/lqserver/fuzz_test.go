@@ -33,10 +33,12 @@ func FuzzDecodeLease(f *testing.F) {
 			}
 		}
 		// What is decoded can be sent.
-		cd := appendClientData(nil, &l, []prefixGrant{{l.Prefix, l.Preferred, l.Valid}}, 1)
-		if len(cd) <= dhcp6.MaxFrame {
-			if _, err := dhcp6.ParseClientData(cd[4:]); err != nil {
-				t.Fatalf("client data from %s does not parse: %v", b, err)
+		for _, bare := range []bool{true, false} {
+			cd := appendClientData(nil, &l, []prefixGrant{{l.Prefix, l.IAID, l.Preferred, l.Valid}}, 1, bare)
+			if len(cd) <= dhcp6.MaxFrame {
+				if _, err := dhcp6.ParseClientData(cd[4:]); err != nil {
+					t.Fatalf("client data from %s does not parse: %v", b, err)
+				}
 			}
 		}
 	})

@@ -136,7 +136,7 @@ func TestRealKea(t *testing.T) {
 	}
 	for i, cd := range a.clients {
 		var got []netip.Prefix
-		for _, p := range cd.Prefixes {
+		for _, p := range allPrefixes(cd) {
 			got = append(got, p.Prefix)
 			if p.Valid != 3600 || p.Preferred != 1800 {
 				t.Errorf("client %d: lifetimes %d %d", i, p.Preferred, p.Valid)

@@ -59,7 +59,12 @@ type Options struct {
 	// QueryTypes, when not empty, are the query types answered; others
 	// get NotAllowed.
 	QueryTypes []uint8
-	Logger     *slog.Logger
+	// BarePrefixes sends each prefix as a bare OPTION_IAPREFIX in
+	// OPTION_CLIENT_DATA, strictly as RFC 5007 has it, for requestors
+	// that expect nothing else. By default each IA_PD's prefixes are
+	// wrapped in an OPTION_IA_PD carrying its IAID (see appendClientData).
+	BarePrefixes bool
+	Logger       *slog.Logger
 	// Now is the clock lease times are read with (CLT time, expiry);
 	// nil means time.Now. Timeouts always use the real clock.
 	Now func() time.Time
@@ -504,12 +509,12 @@ func (s *Server) subnetLinks(ctx context.Context) (*Links, error) {
 // it is the same client seen the same way, else the pending one is sent.
 func (r *responder) add(l *Lease) {
 	if r.group && len(r.prefixes) < maxGroup && sameClient(&r.first, l) {
-		r.prefixes = append(r.prefixes, prefixGrant{l.Prefix, l.Preferred, l.Valid})
+		r.prefixes = append(r.prefixes, prefixGrant{l.Prefix, l.IAID, l.Preferred, l.Valid})
 		return
 	}
 	r.flushGroup()
 	r.group, r.first = true, *l
-	r.prefixes = append(r.prefixes[:0], prefixGrant{l.Prefix, l.Preferred, l.Valid})
+	r.prefixes = append(r.prefixes[:0], prefixGrant{l.Prefix, l.IAID, l.Preferred, l.Valid})
 }
 
 func sameClient(a, b *Lease) bool {
@@ -541,7 +546,7 @@ func (r *responder) flushGroup() {
 	} else {
 		r.buf, at = beginFrame(r.buf, dhcp6.MsgLeasequeryData, r.q.xid)
 	}
-	r.buf = appendClientData(r.buf, &r.first, r.prefixes, uint32(clt))
+	r.buf = appendClientData(r.buf, &r.first, r.prefixes, uint32(clt), r.s.opt.BarePrefixes)
 	var ok bool
 	if r.buf, ok = endFrame(r.buf, at); !ok {
 		r.s.stats.tooLarge.Add(1)
@@ -570,9 +575,10 @@ func (r *responder) reply(status uint16, text string) {
 // done appends the LEASEQUERY-DONE.
 func (r *responder) done(status uint16, text string) {
 	buf, at := beginFrame(r.buf, dhcp6.MsgLeasequeryDone, r.q.xid)
-	if status != dhcp6.StatusSuccess {
-		buf = dhcp6.AppendStatus(buf, status, text)
-	}
+	// A DONE always carries its status, Success too: RFC 5460 allows
+	// it, and Wireshark's dissector (4.0, Debian 12) flags a DONE with no
+	// option at all as malformed, which would hide real faults in traces.
+	buf = dhcp6.AppendStatus(buf, status, text)
 	r.buf, _ = endFrame(buf, at)
 }
 

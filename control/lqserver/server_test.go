@@ -16,6 +16,33 @@ func relayIDOpt(id []byte) []byte { return dhcp6.AppendOption(nil, dhcp6.OptRela
 
 var any6 = netip.IPv6Unspecified()
 
+// TestBarePrefixes: by default each client's prefixes come in IA_PDs
+// with the lease's IAID; with BarePrefixes, as bare IAPREFIX options.
+func TestBarePrefixes(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	n, gen := genLeases(40, now.Unix()-100)
+	for _, bare := range []bool{false, true} {
+		f := start(t, keatest.Options{N: n, Gen: gen}, Options{BarePrefixes: bare}, 250)
+		a := f.dial().query(7, dhcp6.QueryByRelayID, any6, relayIDOpt(relayA))
+		if len(a.clients) == 0 {
+			t.Fatalf("bare %v: no clients", bare)
+		}
+		for i, cd := range a.clients {
+			want := gen(4 * i)
+			switch {
+			case bare && (len(cd.IAPDs) != 0 || len(cd.Prefixes) != 2):
+				t.Fatalf("bare: client %d has %d IA_PDs, %d bare prefixes", i, len(cd.IAPDs), len(cd.Prefixes))
+			case !bare && (len(cd.Prefixes) != 0 || len(cd.IAPDs) == 0 || cd.IAPDs[0].IAID != want.IAID):
+				t.Fatalf("wrapped: client %d has %d bare prefixes, IA_PDs %+v, want IAID %d", i, len(cd.Prefixes), cd.IAPDs, want.IAID)
+			}
+			if len(allPrefixes(cd)) != 2 {
+				t.Fatalf("bare %v: client %d prefixes %v", bare, i, allPrefixes(cd))
+			}
+		}
+		f.stop()
+	}
+}
+
 // TestBulkThousands: 6000 leases paged 250 at a time; QUERY_BY_RELAY_ID
 // returns relay A's 1500 clients, each with its two prefixes in one
 // OPTION_CLIENT_DATA, with CLT time and relay data, then DONE.
@@ -44,10 +71,10 @@ func TestBulkThousands(t *testing.T) {
 		if !bytes.Equal(cd.ClientID, want.DUID) {
 			t.Fatalf("client %d: DUID %x want %x", i, cd.ClientID, want.DUID)
 		}
-		if len(cd.Prefixes) != 2 || cd.Prefixes[0].Prefix != want.Prefix || cd.Prefixes[1].Prefix != gen(2*c+1).Prefix {
-			t.Fatalf("client %d: prefixes %v", i, cd.Prefixes)
+		if len(allPrefixes(cd)) != 2 || allPrefixes(cd)[0].Prefix != want.Prefix || allPrefixes(cd)[1].Prefix != gen(2*c+1).Prefix {
+			t.Fatalf("client %d: prefixes %v", i, allPrefixes(cd))
 		}
-		for _, p := range cd.Prefixes {
+		for _, p := range allPrefixes(cd) {
 			if p.Valid != 3600 || p.Preferred != 1800 || seen[p.Prefix] {
 				t.Fatalf("client %d: prefix %+v (seen %v)", i, p, seen[p.Prefix])
 			}
@@ -159,7 +186,7 @@ func duid(n byte) []byte { return []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, n} }
 func clientsOf(a *answer) []string {
 	var s []string
 	for _, cd := range a.clients {
-		s = append(s, string('0'+rune(cd.ClientID[len(cd.ClientID)-1]))+":"+string('0'+rune(len(cd.Prefixes))))
+		s = append(s, string('0'+rune(cd.ClientID[len(cd.ClientID)-1]))+":"+string('0'+rune(len(allPrefixes(cd)))))
 	}
 	return s
 }
