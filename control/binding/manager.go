@@ -109,6 +109,20 @@ func (m *Manager) logChange(c Change) {
 		return
 	}
 	b := &c.Binding
+	// A recovery (Bulk Leasequery) logs one summary line of its own: its
+	// bindings, up to millions, are logged one by one only at debug.
+	level := slog.LevelInfo
+	switch {
+	case c.Op == Updated && !c.RouteChanged:
+		level = slog.LevelDebug // a renewal: lifetimes only
+	case c.Op != Removed && b.Source == SourceLeasequery && c.MovedFrom == nil:
+		level = slog.LevelDebug
+	case c.Op == Removed && c.Reason == ReasonNotAtServer:
+		level = slog.LevelDebug
+	}
+	if !m.log.Enabled(context.Background(), level) {
+		return
+	}
 	attrs := []any{
 		"port", b.Port, "client", b.DUIDHex(), "iaid", b.IAID, "prefix", b.Prefix,
 	}
@@ -116,10 +130,6 @@ func (m *Manager) logChange(c Change) {
 	case Added, Updated:
 		attrs = append(attrs, "next_hop", b.NextHop, "mac", MACString(b.MAC),
 			"valid_until", b.Expires.Format(time.RFC3339))
-		level := slog.LevelInfo
-		if c.Op == Updated && !c.RouteChanged {
-			level = slog.LevelDebug // a renewal: lifetimes only
-		}
 		msg := "binding " + c.Op.String()
 		if f := c.MovedFrom; f != nil {
 			// The server's newer word wins: the prefix moves, as to a
@@ -129,7 +139,7 @@ func (m *Manager) logChange(c Change) {
 		}
 		m.log.Log(context.Background(), level, msg, attrs...)
 	case Removed:
-		m.log.Info("binding removed", append(attrs, "reason", c.Reason)...)
+		m.log.Log(context.Background(), level, "binding removed", append(attrs, "reason", c.Reason)...)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pdrelay/pdrelay/internal/testutil"
 )
 
 // fakeClock is a settable clock safe to read from the owner goroutine.
@@ -425,6 +427,41 @@ func TestManagerCanceledCallNoRace(t *testing.T) {
 			if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 				t.Fatal(err)
 			}
+		}
+	}
+}
+
+// TestManagerRecoveryLogs: bindings a Bulk Leasequery recovery installs,
+// and those it removes as not at the server, are logged one by one only
+// at debug (the recovery logs its own summary); a snooped one at info.
+func TestManagerRecoveryLogs(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var logs testutil.SyncBuffer
+		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))
+		m := NewManager(NewTable(PortLimits{}, nil), newFakeClock(t0).now, log)
+		startManager(t, m)
+		rec := learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, 2*time.Hour)
+		rec.Source = SourceLeasequery
+		snooped := learned("eth2", duidB, 1, "2001:db8:2::/56", time.Hour, 2*time.Hour)
+		m.Apply(Update{Learn: []Learned{rec, snooped}})
+		m.Apply(Update{Remove: []RemoveKey{{Key: rec.Key, Reason: ReasonNotAtServer}}})
+		// The sinks and logs see a batch after its events ran: wait for
+		// the snooped binding's line, logged in the same batch.
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "prefix=2001:db8:2::/56"); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				break
+			}
+		}
+		if _, err := m.List(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		out := logs.String()
+		debug := level == slog.LevelDebug
+		if got := strings.Contains(out, "prefix=2001:db8:1::/56"); got != debug {
+			t.Errorf("level %v: recovered binding logged %v, want %v:\n%s", level, got, debug, out)
+		}
+		if !strings.Contains(out, "prefix=2001:db8:2::/56") {
+			t.Errorf("level %v: snooped binding not logged:\n%s", level, out)
 		}
 	}
 }
