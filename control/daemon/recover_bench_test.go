@@ -132,8 +132,8 @@ func procCPU(pid int) time.Duration {
 		return 0
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime: field 14 of stat
-	st, _ := strconv.ParseInt(f[12], 10, 64) // stime: field 15
+	ut, _ := strconv.ParseInt(f[11], 10, 64)        // utime: field 14 of stat
+	st, _ := strconv.ParseInt(f[12], 10, 64)        // stime: field 15
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
