@@ -150,21 +150,37 @@ type valueEnd struct {
 }
 
 // scan consumes the next bytes and reports whether the value has ended,
-// and where in b.
+// and where in b. Strings are crossed with IndexByte, not byte by byte.
 func (e *valueEnd) scan(b []byte) (int, bool) {
-	for i, c := range b {
-		switch {
-		case e.scalar:
+	for i := 0; i < len(b); {
+		if e.scalar {
 			return 0, false
-		case e.inStr:
-			switch {
-			case e.esc:
+		}
+		if e.inStr {
+			if e.esc { // the byte after a backslash
 				e.esc = false
-			case c == '\\':
-				e.esc = true
-			case c == '"':
-				e.inStr = false
+				i++
+				continue
 			}
+			q := bytes.IndexByte(b[i:], '"')
+			if q < 0 {
+				q = len(b) - i
+			}
+			if bs := bytes.IndexByte(b[i:i+q], '\\'); bs >= 0 {
+				e.esc = true
+				i += bs + 1
+				continue
+			}
+			i += q
+			if i < len(b) {
+				e.inStr = false
+				i++
+			}
+			continue
+		}
+		c := b[i]
+		i++
+		switch {
 		case !e.started:
 			switch c {
 			case ' ', '\t', '\n', '\r':
@@ -180,7 +196,7 @@ func (e *valueEnd) scan(b []byte) (int, bool) {
 		case c == '}' || c == ']':
 			e.depth--
 			if e.depth == 0 {
-				return i + 1, true
+				return i, true
 			}
 		}
 	}
@@ -720,56 +736,65 @@ func (s *pageScan) hex(b []byte) ([]byte, bool) {
 	if len(b) >= 2 && b[0] == '0' && b[1] == 'X' {
 		b = b[2:]
 	}
-	digits := 0
-	for _, c := range b {
-		if c != ':' {
-			if unhex(c) > 15 {
-				return nil, false
-			}
-			digits++
-		}
-	}
-	if digits%2 != 0 {
-		return nil, false
-	}
-	n := digits / 2
-	if n == 0 {
-		return noBytes, true // hex.DecodeString's empty result is not nil
-	}
+	n := len(b) / 2 // at most
 	if cap(s.arena)-len(s.arena) < n {
 		s.arena = make([]byte, 0, max(n, arenaChunk))
 	}
-	out := s.arena[len(s.arena) : len(s.arena)+n : len(s.arena)+n]
-	s.arena = s.arena[:len(s.arena)+n]
+	dst := s.arena[len(s.arena) : len(s.arena)+n]
 	j, hi, half := 0, byte(0), false
 	for _, c := range b {
 		if c == ':' {
 			continue
 		}
-		if !half {
-			hi, half = unhex(c), true
-			continue
+		v := unhexTab[c]
+		if v > 15 {
+			return nil, false
 		}
-		out[j] = hi<<4 | unhex(c)
-		j++
-		half = false
+		if half {
+			dst[j] = hi<<4 | v
+			j++
+		} else {
+			hi = v
+		}
+		half = !half
 	}
-	return out, true
+	if half {
+		return nil, false
+	}
+	if j == 0 {
+		return noBytes, true // hex.DecodeString's empty result is not nil
+	}
+	s.arena = s.arena[:len(s.arena)+j]
+	return dst[:j:j], true
 }
 
 var noBytes = []byte{}
 
-func unhex(c byte) byte {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0'
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10
+// unhexTab maps a hex digit to its value, anything else to 255.
+var unhexTab = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 255
 	}
-	return 255
-}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c - 'a' + 10)
+		t[c-'a'+'A'] = byte(c - 'a' + 10)
+	}
+	return t
+}()
+
+func unhex(c byte) byte { return unhexTab[c] }
+
+// strTab marks the bytes a string scan must stop at: the closing quote,
+// an escape, a control character (invalid) and non-ASCII (not plain).
+var strTab = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c == '"' || c == '\\' || c < 0x20 || c >= 0x80
+	}
+	return t
+}()
 
 // parseAddr6Bytes is netip.ParseAddr plus the checks of keaLease.lease
 // and parseAddr6 (IPv6, no zone), on bytes: the plain hex-and-colons form
@@ -915,6 +940,10 @@ func (s *pageScan) str() (raw []byte, plain, ok bool) {
 	plain = true
 	for i := start; i < len(b); {
 		c := b[i]
+		if !strTab[c] {
+			i++
+			continue
+		}
 		switch {
 		case c == '"':
 			s.i = i + 1

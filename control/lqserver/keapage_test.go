@@ -286,6 +286,17 @@ func TestReadAnswer(t *testing.T) {
 			}
 		}
 	}
+	// Kea's page in reads of every size, with more behind it.
+	page := kea22Page(t)
+	for _, r := range []io.Reader{
+		iotest.OneByteReader(bytes.NewReader(append(page, " {}"...))),
+		iotest.HalfReader(bytes.NewReader(append(page, "x"...))),
+		iotest.DataErrReader(bytes.NewReader(page)),
+	} {
+		if got, err := readAnswer(r, nil); !bytes.Equal(got, bytes.TrimSpace(page)) || err != nil {
+			t.Errorf("Kea's page read as %d bytes (%v), want %d", len(got), err, len(bytes.TrimSpace(page)))
+		}
+	}
 	// It stops at the end of the value without waiting for EOF.
 	pr, pw := io.Pipe()
 	go pw.Write([]byte(`{"result":0}`)) // never closed
