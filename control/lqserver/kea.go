@@ -146,9 +146,13 @@ func (k *Kea) Leases(ctx context.Context, fn func(*Lease) error) (skipped int, e
 		buf := make([]byte, 0, 64<<10) // one answer at a time; grows to a page's size
 		for {
 			var p keaPage
+			fast := false
 			var err error
-			buf, err = k.getPage(ctx, from, limit, buf)
-			if err == nil {
+			buf, err = k.getPage(ctx, from, limit, buf, func(b []byte) bool {
+				p, fast = decodePageFast(b)
+				return fast
+			})
+			if err == nil && !fast {
 				if p, err = decodePage(buf); err != nil {
 					err = fmt.Errorf("kea lease6-get-page: read answer: %w", err)
 				}

@@ -95,7 +95,7 @@ func TestRealKea(t *testing.T) {
 	// Kea's own lease6-get-page answer takes the fast decoder's path and
 	// decodes as encoding/json decodes it (testdata/kea-2.2-page.json was
 	// captured here, with PDRELAY_KEA_PAGE_CAPTURE set to its path).
-	raw, err := (&Kea{Socket: k.Socket}).getPage(context.Background(), "start", 100, nil)
+	raw, err := (&Kea{Socket: k.Socket}).getPage(context.Background(), "start", 100, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,8 +83,9 @@ func decodePageRef(b []byte) (keaPage, error) {
 }
 
 // getPage sends lease6-get-page and reads the whole answer into buf,
-// which it returns (grown if needed) for the next page.
-func (k *Kea) getPage(ctx context.Context, from string, limit int, buf []byte) ([]byte, error) {
+// which it returns (grown if needed) for the next page. decoded, if not
+// nil, is readAnswer's.
+func (k *Kea) getPage(ctx context.Context, from string, limit int, buf []byte, decoded func([]byte) bool) ([]byte, error) {
 	const cmd = "lease6-get-page"
 	timeout := k.Timeout
 	if timeout <= 0 {
@@ -106,7 +107,7 @@ func (k *Kea) getPage(ctx context.Context, from string, limit int, buf []byte) (
 	if _, err := c.Write(req); err != nil {
 		return buf, fmt.Errorf("kea %s: send: %w", cmd, ctxErr(ctx, err))
 	}
-	buf, err = readAnswer(c, buf[:0])
+	buf, err = readAnswer(c, buf[:0], decoded)
 	if err != nil {
 		return buf, fmt.Errorf("kea %s: read answer: %w", cmd, ctxErr(ctx, err))
 	}
@@ -114,19 +115,37 @@ func (k *Kea) getPage(ctx context.Context, from string, limit int, buf []byte) (
 }
 
 // readAnswer appends to buf what r sends until the first JSON value in
-// it is complete (by bracket count), or until EOF. A value that is not
-// JSON is for the decoder to refuse: readAnswer only frames.
-func readAnswer(r io.Reader, buf []byte) ([]byte, error) {
+// it is complete, or until EOF. A value that is not JSON is for the
+// decoder to refuse: readAnswer only frames.
+//
+// When what has come so far ends with '}', decoded (if not nil) is tried
+// on it first: it reports whether that is a whole answer it decoded, and
+// then the answer is not scanned twice. Once it says no (the answer is
+// cut there, or not of its shape) it is not tried again, and brackets
+// are counted instead (valueEnd), from the start, over what came and
+// comes: at most one wasted try, never a quadratic walk.
+func readAnswer(r io.Reader, buf []byte, decoded func([]byte) bool) ([]byte, error) {
 	var e valueEnd
+	scanned := len(buf)
+	trying := decoded != nil
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
-		if end, ok := e.scan(buf[len(buf) : len(buf)+n]); ok {
-			return buf[:len(buf)+end], nil
-		}
 		buf = buf[:len(buf)+n]
+		if n > 0 && trying && lastNonSpace(buf) == '}' {
+			if decoded(buf) {
+				return buf, nil
+			}
+			trying = false
+		}
+		if !trying {
+			if end, ok := e.scan(buf[scanned:]); ok {
+				return buf[:scanned+end], nil
+			}
+			scanned = len(buf)
+		}
 		if err == io.EOF {
 			if len(buf) == 0 {
 				return buf, io.EOF
@@ -137,6 +156,17 @@ func readAnswer(r io.Reader, buf []byte) ([]byte, error) {
 			return buf, err
 		}
 	}
+}
+
+func lastNonSpace(b []byte) byte {
+	for i := len(b) - 1; i >= 0; i-- {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return b[i]
+		}
+	}
+	return 0
 }
 
 // valueEnd finds the end of a JSON object or array in a byte stream by
@@ -289,20 +319,54 @@ var (
 // none of them; ok=false when the key would need encoding/json's rules
 // (escaped, not ASCII, or equal to a known key but for case).
 func keyBit(key []byte, plain bool, keys []string) (bit int, ok bool) {
-	if !plain {
-		return 0, false
-	}
 	for i, k := range keys {
 		if string(key) == k {
-			return 1 << i, true
+			return 1 << i, plain
 		}
 	}
+	return 0, plain && !foldsToKey(key, keys)
+}
+
+// foldsToKey reports whether key equals one of keys but for case.
+func foldsToKey(key []byte, keys []string) bool {
 	for _, k := range keys {
 		if len(key) == len(k) && bytes.EqualFold(key, []byte(k)) {
-			return 0, false
+			return true
 		}
 	}
-	return 0, true
+	return false
+}
+
+// leaseKeyBit is keyBit for a lease's keys (the hot one).
+func leaseKeyBit(key []byte, plain bool) (int, bool) {
+	bit := 0
+	switch string(key) {
+	case "cltt":
+		bit = kCLTT
+	case "duid":
+		bit = kDUID
+	case "iaid":
+		bit = kIAID
+	case "ip-address":
+		bit = kIPAddress
+	case "preferred-lft":
+		bit = kPreferred
+	case "prefix-len":
+		bit = kPrefixLen
+	case "state":
+		bit = kState
+	case "subnet-id":
+		bit = kSubnetID
+	case "type":
+		bit = kType
+	case "user-context":
+		bit = kUserContext
+	case "valid-lft":
+		bit = kValid
+	default:
+		return 0, plain && !foldsToKey(key, leaseKeys)
+	}
+	return bit, plain
 }
 
 // decodePageFast decodes b when it has the plain shape (see above);
@@ -443,7 +507,7 @@ func (s *pageScan) lease(rl *rawLease) bool {
 		if !more {
 			return true
 		}
-		bit, ok := keyBit(key, plain, leaseKeys)
+		bit, ok := leaseKeyBit(key, plain)
 		if !ok || seen&bit != 0 {
 			return false
 		}
@@ -798,16 +862,20 @@ var strTab = func() (t [256]bool) {
 
 // parseAddr6Bytes is netip.ParseAddr plus the checks of keaLease.lease
 // and parseAddr6 (IPv6, no zone), on bytes: the plain hex-and-colons form
-// is parsed here (the loop of netip's parseIPv6), anything with a '.' or
-// a '%' by netip itself.
+// is parsed here, without allocating, anything else (an embedded IPv4
+// address, a zone, not an address) by netip itself.
 func parseAddr6Bytes(b []byte) (netip.Addr, bool) {
-	if bytes.IndexByte(b, '.') >= 0 || bytes.IndexByte(b, '%') >= 0 {
-		a, err := netip.ParseAddr(string(b))
-		return a, err == nil && a.Is6() && a.Zone() == ""
+	if a, ok := parseHexColons(b); ok {
+		return a, true
 	}
-	if bytes.IndexByte(b, ':') < 0 {
-		return netip.Addr{}, false
-	}
+	a, err := netip.ParseAddr(string(b))
+	return a, err == nil && a.Is6() && a.Zone() == ""
+}
+
+// parseHexColons is the loop of netip's parseIPv6 for an address of hex
+// digits and colons only (which netip.ParseAddr hands to parseIPv6, with
+// no zone). ok=false for anything else, valid or not.
+func parseHexColons(b []byte) (netip.Addr, bool) {
 	var ip [16]byte
 	ellipsis := -1
 	if len(b) >= 2 && b[0] == ':' && b[1] == ':' {

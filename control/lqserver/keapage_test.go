@@ -116,7 +116,7 @@ func TestDecodePageKeatest(t *testing.T) {
 			k := &Kea{Socket: kea.Socket}
 			from, pages, total := "start", 0, 0
 			for {
-				raw, err := k.getPage(context.Background(), from, 1000, nil)
+				raw, err := k.getPage(context.Background(), from, 1000, nil, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -280,7 +280,7 @@ func TestReadAnswer(t *testing.T) {
 			if one {
 				r = iotest.OneByteReader(r)
 			}
-			got, err := readAnswer(r, nil)
+			got, err := readAnswer(r, nil, nil)
 			if string(got) != c.want || !errors.Is(err, c.err) {
 				t.Errorf("%s (one byte %v): %q %v, want %q %v", c.name, one, got, err, c.want, c.err)
 			}
@@ -293,18 +293,51 @@ func TestReadAnswer(t *testing.T) {
 		iotest.HalfReader(bytes.NewReader(append(page, "x"...))),
 		iotest.DataErrReader(bytes.NewReader(page)),
 	} {
-		if got, err := readAnswer(r, nil); !bytes.Equal(got, bytes.TrimSpace(page)) || err != nil {
+		if got, err := readAnswer(r, nil, nil); !bytes.Equal(got, bytes.TrimSpace(page)) || err != nil {
 			t.Errorf("Kea's page read as %d bytes (%v), want %d", len(got), err, len(bytes.TrimSpace(page)))
+		}
+	}
+	// With the fast decoder tried: a whole answer is decoded once; one
+	// cut after a '}' is tried once, then framed by brackets, also when
+	// the decoder gives up on a whole answer (here: an escape), and
+	// without waiting for EOF.
+	two := pageOf(okLease, okLease)
+	cut := strings.Index(two, okLease) + len(okLease) // just after the first lease's '}'
+	for _, c := range []struct {
+		name   string
+		chunks []string
+		tries  int
+	}{
+		{"whole", []string{pageOf(okLease)}, 1},
+		{"cut after a lease", []string{two[:cut], two[cut:]}, 1},
+		{"not the fast shape", []string{`{"result":0,"text":"\u0078"}`}, 1},
+		{"cut elsewhere", []string{pageOf(okLease)[:30], pageOf(okLease)[30:]}, 1},
+	} {
+		pr, pw := io.Pipe()
+		go func() {
+			for _, ch := range c.chunks {
+				pw.Write([]byte(ch))
+			}
+		}()
+		tries, want := 0, strings.Join(c.chunks, "")
+		got, err := readAnswer(pr, nil, func(b []byte) bool {
+			tries++
+			_, ok := decodePageFast(b)
+			return ok
+		})
+		pw.Close()
+		if string(got) != want || err != nil || tries != c.tries {
+			t.Errorf("%s: %q %v after %d tries, want %q after %d", c.name, got, err, tries, want, c.tries)
 		}
 	}
 	// It stops at the end of the value without waiting for EOF.
 	pr, pw := io.Pipe()
 	go pw.Write([]byte(`{"result":0}`)) // never closed
-	if got, err := readAnswer(pr, make([]byte, 0, 4)); string(got) != `{"result":0}` || err != nil {
+	if got, err := readAnswer(pr, make([]byte, 0, 4), nil); string(got) != `{"result":0}` || err != nil {
 		t.Errorf("open stream: %q %v", got, err)
 	}
 	pw.Close()
-	if _, err := readAnswer(iotest.ErrReader(errors.New("boom")), nil); err == nil || err.Error() != "boom" {
+	if _, err := readAnswer(iotest.ErrReader(errors.New("boom")), nil, nil); err == nil || err.Error() != "boom" {
 		t.Errorf("read error: %v", err)
 	}
 }
@@ -317,7 +350,7 @@ func keatestPage(t testing.TB, n int) []byte {
 		t.Fatal(err)
 	}
 	defer kea.Close()
-	raw, err := (&Kea{Socket: kea.Socket}).getPage(context.Background(), "start", n, nil)
+	raw, err := (&Kea{Socket: kea.Socket}).getPage(context.Background(), "start", n, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,5 +391,23 @@ func BenchmarkDecodePage(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestLeaseKeyBit: the switch agrees with leaseKeys and the k* bits.
+func TestLeaseKeyBit(t *testing.T) {
+	for i, k := range leaseKeys {
+		bit, ok := leaseKeyBit([]byte(k), true)
+		gen, gok := keyBit([]byte(k), true, leaseKeys)
+		if bit != 1<<i || !ok || gen != bit || !gok {
+			t.Errorf("%s: bit %b %v (keyBit %b %v), want %b", k, bit, ok, gen, gok, 1<<i)
+		}
+	}
+	for _, k := range []string{"Cltt", "IP-ADDRESS", "hostname", "x"} {
+		bit, ok := leaseKeyBit([]byte(k), true)
+		gen, gok := keyBit([]byte(k), true, leaseKeys)
+		if bit != 0 || bit != gen || ok != gok || ok != (k == "hostname" || k == "x") {
+			t.Errorf("%s: bit %b %v, keyBit %b %v", k, bit, ok, gen, gok)
+		}
 	}
 }
