@@ -151,6 +151,15 @@ func lease(members ...string) string {
 	return okLease[:len(okLease)-1] + "," + strings.Join(members, ",") + "}"
 }
 
+// addrLeases returns an IA_NA lease per address.
+func addrLeases(addrs ...string) []string {
+	var out []string
+	for _, a := range addrs {
+		out = append(out, `{"ip-address":"`+a+`","type":"IA_NA"}`)
+	}
+	return out
+}
+
 // TestDecodePageCases: the shapes the fast decoder reads itself and
 // those it leaves to encoding/json; either way the result is the
 // reference's.
@@ -184,6 +193,10 @@ func TestDecodePageCases(t *testing.T) {
 		{"no address", pageOf(`{"type":"IA_PD","prefix-len":56}`), true},
 		{"zone", pageOf(`{"ip-address":"fe80::1%eth0","type":"IA_NA"}`), true},
 		{"IPv4", pageOf(`{"ip-address":"192.0.2.1","type":"IA_NA"}`), true},
+		{"bad address forms", pageOf(addrLeases("1:2:3:4:5:6:7::8", "1::2::3", ":1::", "1::2:", "1:::2", "12345::", "1:2:3:4:5:6:7:8:9",
+			"1:2:3:4:5:6:7", "::ffff:1.2.3", "1.2::3", "fe80::1%", "%eth0", "abcd", ":", "")...), true},
+		{"good address forms", pageOf(addrLeases("::", "::1", "1::", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6::8", "ABCD:ef01::0", "0:0:0:0:0:0:0:0",
+			"::ffff:10.0.0.1", "1:2:3:4:5:6:1.2.3.4")...), true},
 		{"prefix length 0", pageOf(`{"ip-address":"2001:db8::","type":"IA_PD","prefix-len":0}`), true},
 		{"prefix length 129", pageOf(`{"ip-address":"2001:db8::","type":"IA_PD","prefix-len":129}`), true},
 		{"odd duid", pageOf(`{"ip-address":"2001:db8::","type":"IA_PD","prefix-len":56,"duid":"0:1:2"}`), true},
