@@ -11,7 +11,9 @@
 // Kea walks its leases with lease6-get-page (Kea.PageSize each, 1000 by
 // default), so no answer holds all leases: a query streams one page into
 // TCP frames while the next is fetched, and the requestor's reading paces
-// the walk. Only IA_PD leases in state 0 (default) that have not expired
+// the walk. A page is decoded by a scanner of its own (keapage.go) when
+// it has the plain shape Kea writes, by encoding/json otherwise, with the
+// same result either way. Only IA_PD leases in state 0 (default) that have not expired
 // answer a query. Kea 2.2 keeps each lease's relay data in its
 // user-context, {"ISC": {"relays": [{"hop", "link", "peer", "options"}]}}
 // (later versions: "relay-info"), outermost relay first; "options" is the

@@ -121,16 +121,16 @@ type pageAnswer struct {
 
 // Leases calls fn with every IPv6 lease Kea holds, in Kea's order (by
 // address), paging with lease6-get-page so that at most two pages are in
-// memory: the one fn is walking and the next, fetched meanwhile. The
-// *Lease passed to fn is valid only during the call. A lease Kea
-// reports that does not decode is skipped and counted in skipped. Leases
-// stops at fn's first error and returns it; an error from Kea (a failed
-// command, a broken socket) ends the walk with that error, after fn has
-// seen every lease before it.
+// memory: the one fn is walking and the next, fetched and decoded
+// meanwhile (decodePage). The *Lease passed to fn is valid only during
+// the call. A lease Kea reports that does not decode is skipped and
+// counted in skipped. Leases stops at fn's first error and returns it; an
+// error from Kea (a failed command, a broken socket) ends the walk with
+// that error, after fn has seen every lease before it.
 func (k *Kea) Leases(ctx context.Context, fn func(*Lease) error) (skipped int, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	type page struct {
-		leases []keaLease
+		leases []Lease
 		err    error
 	}
 	ch := make(chan page, 1)
@@ -143,11 +143,22 @@ func (k *Kea) Leases(ctx context.Context, fn func(*Lease) error) (skipped int, e
 	go func() {
 		defer close(ch)
 		from := "start"
+		buf := make([]byte, 0, 64<<10) // one answer at a time; grows to a page's size
 		for {
-			var a pageAnswer
-			err := k.command(ctx, "lease6-get-page", map[string]any{"from": from, "limit": limit}, &a)
+			var p keaPage
+			fast := false
+			var err error
+			buf, err = k.getPage(ctx, from, limit, buf, func(b []byte) bool {
+				p, fast = decodePageFast(b)
+				return fast
+			})
+			if err == nil && !fast {
+				if p, err = decodePage(buf); err != nil {
+					err = fmt.Errorf("kea lease6-get-page: read answer: %w", err)
+				}
+			}
 			if err == nil {
-				err = a.check("lease6-get-page")
+				err = p.check("lease6-get-page")
 			}
 			if err != nil {
 				select {
@@ -156,19 +167,18 @@ func (k *Kea) Leases(ctx context.Context, fn func(*Lease) error) (skipped int, e
 				}
 				return
 			}
-			if a.Result == keaEmpty || a.Arguments == nil || len(a.Arguments.Leases) == 0 {
+			if p.Result == keaEmpty || !p.hasArgs || len(p.leases) == 0 {
 				return
 			}
-			ls := a.Arguments.Leases
 			select {
-			case ch <- page{leases: ls}:
+			case ch <- page{leases: p.leases}:
 			case <-ctx.Done():
 				return
 			}
-			if len(ls) < limit {
+			if len(p.leases) < limit {
 				return // a short page is the last
 			}
-			from = ls[len(ls)-1].IPAddress
+			from = p.from
 		}
 	}()
 	for p := range ch {
@@ -176,12 +186,12 @@ func (k *Kea) Leases(ctx context.Context, fn func(*Lease) error) (skipped int, e
 			return skipped, p.err
 		}
 		for i := range p.leases {
-			l, err := p.leases[i].lease()
-			if err != nil {
+			l := &p.leases[i]
+			if !l.Prefix.IsValid() { // did not decode
 				skipped++
 				continue
 			}
-			if err := fn(&l); err != nil {
+			if err := fn(l); err != nil {
 				return skipped, err
 			}
 		}

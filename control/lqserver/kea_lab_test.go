@@ -92,6 +92,22 @@ func TestRealKea(t *testing.T) {
 	if err != nil || len(leases) != 5 {
 		t.Fatalf("Kea holds %v %v", leases, err)
 	}
+	// Kea's own lease6-get-page answer takes the fast decoder's path and
+	// decodes as encoding/json decodes it (testdata/kea-2.2-page.json was
+	// captured here, with PDRELAY_KEA_PAGE_CAPTURE set to its path).
+	raw, err := (&Kea{Socket: k.Socket}).getPage(context.Background(), "start", 100, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPageDecoders(t, raw, true)
+	if p, _ := decodePageFast(raw); len(p.leases) != 5 {
+		t.Errorf("fast decoder: %d leases of 5", len(p.leases))
+	}
+	if path := os.Getenv("PDRELAY_KEA_PAGE_CAPTURE"); path != "" {
+		if err := os.WriteFile(path, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// lqserver as `pdrelay lqserver` runs it, the server DUID read from
 	// Kea's persisted file.

@@ -228,6 +228,7 @@ func (k *Kea) answer(c net.Conn) {
 		if out, ok = k.page(req.Arguments); !ok {
 			return // fault: no answer
 		}
+		defer putBuf(out)
 	case "lease6-get":
 		out = k.get(req.Arguments)
 	case "lease6-get-by-duid":
@@ -294,14 +295,16 @@ func (k *Kea) page(raw json.RawMessage) ([]byte, bool) {
 	if from.IsValid() {
 		i = k.after(from)
 	}
-	buf := make([]byte, 0, 64+*a.Limit*420)
-	buf = append(buf, `{"count":`...)
+	// The whole answer is built in one reused buffer: {"arguments":
+	// {"count": N, "leases": [...]}, "result": R, "text": T}.
+	buf := getBuf()
+	buf = append(buf, `{"arguments":{"count":`...)
 	countAt := len(buf)
 	buf = append(buf, `0000000000,"leases":[`...)
 	n := 0
 	for ; i < k.count() && n < *a.Limit; i++ {
 		l := k.at(i)
-		if k.deleted[l.Prefix.Addr()] {
+		if len(k.deleted) > 0 && k.deleted[l.Prefix.Addr()] {
 			continue
 		}
 		if n > 0 {
@@ -311,16 +314,32 @@ func (k *Kea) page(raw json.RawMessage) ([]byte, bool) {
 		n++
 	}
 	k.mu.Unlock()
-	buf = append(buf, "]}"...)
 	// Patch the count in place, padded with spaces (valid JSON).
 	cnt := strconv.Itoa(n)
 	copy(buf[countAt:], cnt+"          "[:10-len(cnt)])
-	code, text := 0, strconv.Itoa(n)+" IPv6 lease(s) found."
+	code := 0
 	if n == 0 {
 		code = 3
 	}
-	return result(buf, code, text), true
+	buf = append(buf, `]},"result":`...)
+	buf = strconv.AppendInt(buf, int64(code), 10)
+	buf = append(buf, `,"text":"`...)
+	buf = append(buf, cnt...)
+	return append(buf, ` IPv6 lease(s) found."}`...), true
 }
+
+// pageBufs keeps page answers' buffers: a page of 1000 leases is about
+// 450 kB, built for every lease6-get-page.
+var pageBufs sync.Pool
+
+func getBuf() []byte {
+	if b, ok := pageBufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, 64<<10)
+}
+
+func putBuf(b []byte) { pageBufs.Put(&b) }
 
 type addrArgs struct {
 	IPAddress string `json:"ip-address"`
