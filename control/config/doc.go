@@ -81,6 +81,9 @@
 //	                 DUID, link-address ::), link-address (QUERY_BY_LINK_ADDRESS
 //	                 for each downlink's link_address, which is then
 //	                 required) or remote-id (QUERY_BY_REMOTE_ID)
+//	  per_link       default false; true sends a relay-id or remote-id query
+//	                 per downlink with its link_address (then required)
+//	                 instead of one with link-address ::
 //	  remote_id      Remote-ID option data in hex (enterprise number first),
 //	                 required with query remote-id
 //	  on_start       default true: query at every start

@@ -36,6 +36,9 @@ type Leasequery struct {
 	// Servers are queried in parallel; empty means no recovery.
 	Servers []netip.AddrPort
 	Query   LeasequeryQuery
+	// PerLink sends a relay-id or remote-id query once per downlink, with
+	// the downlink's link_address, instead of once with link-address ::.
+	PerLink bool
 	// RemoteID is the Remote-ID option data (enterprise number and id)
 	// for QueryRemoteID.
 	RemoteID []byte
@@ -135,11 +138,12 @@ func (r *rawLeasequery) validate(c *Config, errs *errList) Leasequery {
 	if lq.Query == QueryRemoteID && len(lq.RemoteID) == 0 && r.RemoteID == "" {
 		errs.add("leasequery.remote_id", "required with query remote-id")
 	}
-	if lq.Query == QueryLinkAddress && len(lq.Servers) > 0 {
+	lq.PerLink = r.PerLink
+	if (lq.Query == QueryLinkAddress || lq.PerLink) && len(lq.Servers) > 0 {
 		for i, d := range c.Downlinks {
 			if !d.LinkAddress.IsValid() {
 				errs.add(fmt.Sprintf("downlinks[%d].link_address", i),
-					"required with leasequery.query link-address: it is the link the server is asked about")
+					"required with leasequery.query link-address or per_link: it is the link the server is asked about")
 			}
 		}
 	}

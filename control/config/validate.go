@@ -79,6 +79,7 @@ type rawLeasequery struct {
 	Servers     []string `yaml:"servers"`
 	Port        *int     `yaml:"port"`
 	Query       string   `yaml:"query"`
+	PerLink     bool     `yaml:"per_link"`
 	RemoteID    string   `yaml:"remote_id"`
 	OnStart     *bool    `yaml:"on_start"`
 	ConnTimeout string   `yaml:"conn_timeout"`

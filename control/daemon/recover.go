@@ -35,12 +35,23 @@ func newRequestor(cfg *config.Config, relayID []byte, mgr *binding.Manager, log 
 			queries = append(queries, leasequery.LinkAddressQuery(d.Interface, d.LinkAddress))
 		}
 	}
+	var q leasequery.Query
 	switch lq.Query {
 	case config.QueryRemoteID:
-		queries = []leasequery.Query{leasequery.RemoteIDQuery(lq.RemoteID)}
+		q = leasequery.RemoteIDQuery(lq.RemoteID)
 	case config.QueryLinkAddress:
 	default:
-		queries = []leasequery.Query{leasequery.RelayIDQuery(relayID)}
+		q = leasequery.RelayIDQuery(relayID)
+	}
+	if lq.Query != config.QueryLinkAddress {
+		if !lq.PerLink {
+			queries = []leasequery.Query{q}
+		}
+		for _, d := range cfg.Downlinks {
+			if lq.PerLink && d.LinkAddress.IsValid() {
+				queries = append(queries, q.OnLink(d.Interface, d.LinkAddress))
+			}
+		}
 	}
 	return leasequery.New(leasequery.Config{
 		Servers:     lq.Servers,

@@ -213,14 +213,17 @@ func TestNewRequestorQueries(t *testing.T) {
 		t.Fatal("a requestor without servers")
 	}
 	for _, tc := range []struct {
-		q    config.LeasequeryQuery
-		want string
+		q       config.LeasequeryQuery
+		perLink bool
+		want    string
 	}{
-		{config.QueryRelayID, "relay-id"},
-		{config.QueryLinkAddress, "link-address 2001:db8:f0::1 (dl0),link-address 2001:db8:f1::1 (dl1)"},
-		{config.QueryRemoteID, "remote-id 00000009ab"},
+		{config.QueryRelayID, false, "relay-id"},
+		{config.QueryLinkAddress, false, "link-address 2001:db8:f0::1 (dl0),link-address 2001:db8:f1::1 (dl1)"},
+		{config.QueryRemoteID, false, "remote-id 00000009ab"},
+		{config.QueryRelayID, true, "relay-id on 2001:db8:f0::1 (dl0),relay-id on 2001:db8:f1::1 (dl1)"},
+		{config.QueryRemoteID, true, "remote-id 00000009ab on 2001:db8:f0::1 (dl0),remote-id 00000009ab on 2001:db8:f1::1 (dl1)"},
 	} {
-		cfg := &config.Config{Downlinks: dl, Leasequery: config.Leasequery{Servers: srv, Query: tc.q, RemoteID: []byte{0, 0, 0, 9, 0xab}}}
+		cfg := &config.Config{Downlinks: dl, Leasequery: config.Leasequery{Servers: srv, Query: tc.q, PerLink: tc.perLink, RemoteID: []byte{0, 0, 0, 9, 0xab}}}
 		lq := newRequestor(cfg, []byte{1}, nil, slog.New(slog.DiscardHandler))
 		if got := lq.Queries(); got != tc.want {
 			t.Errorf("%s: queries %q, want %q", tc.q, got, tc.want)

@@ -302,3 +302,24 @@ func TestInteropFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestInteropRelayIDOnLink: a relay-id query narrowed to one port's link
+// returns that port's bindings only, and removes stale ones only there.
+func TestInteropRelayIDOnLink(t *testing.T) {
+	const n = 800
+	io := startInterop(t, n, lqserver.Options{})
+	stale := io.addStale(t) // on dl0
+	q := leasequery.RelayIDQuery(ioRelayID).OnLink("dl1", ioLink(1))
+	rep, err := io.requestor(t, []leasequery.Query{q}, []netip.AddrPort{io.addr}, nil).Recover(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Servers[0].Result != leasequery.ResultComplete || rep.Added != n/ioPorts || rep.Removed != 0 || !io.has(t, stale) {
+		t.Fatalf("report %+v; stale on another port kept: %v", rep.Servers[0], io.has(t, stale))
+	}
+	for _, b := range io.list(t) {
+		if b.Port != "dl1" && b.Key != stale {
+			t.Fatalf("binding on %s from a query about dl1", b.Port)
+		}
+	}
+}

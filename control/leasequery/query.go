@@ -31,6 +31,15 @@ func RelayIDQuery(relayID []byte) Query {
 		Options: dhcp6.AppendOption(nil, dhcp6.OptRelayID, relayID)}
 }
 
+// OnLink narrows q (a relay-id or remote-id query) to the link of link,
+// which is the downlink port: the server returns only the bindings on
+// that link (RFC 5460 sections 5.3.1, 5.3.3), and a complete answer's
+// stale bindings are looked for only on the port.
+func (q Query) OnLink(port string, link netip.Addr) Query {
+	q.Link, q.Port = link, port
+	return q
+}
+
 // LinkAddressQuery asks for the bindings on the link of link, which is
 // the downlink port (QUERY_BY_LINK_ADDRESS).
 func LinkAddressQuery(port string, link netip.Addr) Query {
@@ -48,11 +57,17 @@ func RemoteIDQuery(remoteID []byte) Query {
 func (q Query) String() string {
 	switch q.Type {
 	case dhcp6.QueryByRelayID:
+		if q.Port != "" {
+			return fmt.Sprintf("relay-id on %s (%s)", q.Link, q.Port)
+		}
 		return "relay-id"
 	case dhcp6.QueryByLinkAddress:
 		return fmt.Sprintf("link-address %s (%s)", q.Link, q.Port)
 	case dhcp6.QueryByRemoteID:
 		if d, ok := dhcp6.Options(q.Options).Get(dhcp6.OptRemoteID); ok {
+			if q.Port != "" {
+				return fmt.Sprintf("remote-id %s on %s (%s)", hex.EncodeToString(d), q.Link, q.Port)
+			}
 			return "remote-id " + hex.EncodeToString(d)
 		}
 		return "remote-id"
