@@ -31,11 +31,14 @@ race: deps ## unit tests under the race detector
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
-bench: ## benchmarks: relay path, bindings at 1M, store, restart, FIB, forwarding, kernel guard, flood (README has the figures)
+bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB, forwarding, kernel guard, flood (README has the figures)
 	$(GO) test -run '^$$' -bench 'RelayPair' -benchmem -cpu 1 ./control/relay/
 	$(GO) test -run '^$$' -bench 'TableMemory1M' -benchtime 1x -cpu 1 ./control/binding/
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
 	$(GO) test -run '^$$' -bench 'Restart1M' -benchtime 3x ./control/daemon/
+	$(GO) test -run '^$$' -bench '^BenchmarkRecovery$$' -benchtime 1x -timeout 30m ./control/daemon/
+	$(GO) test -run '^$$' -bench '^BenchmarkExchangeDuringRecovery$$' -benchtime 1x -timeout 30m ./control/daemon/
+	$(GO) test -run '^$$' -bench 'BulkQuery' -benchtime 1x ./control/lqserver/
 	$(GO) test -run '^$$' -bench 'Lookup|SourceAllowed|Publish|Memory|DRAM' -benchmem ./fib/
 	$(GO) test -run '^$$' -bench 'Forward|Parse|FIBParts|Checksum' -benchmem ./dataplane/
 	$(GO) test -run '^$$' -bench Sum ./internal/csum/
