@@ -200,6 +200,18 @@ func lifetime(s uint32) string {
 	return (time.Duration(s) * time.Second).String()
 }
 
+// requestFailed reports a failed API request of command name and returns
+// the exit code: a usage error when the relay refused the request as bad
+// (HTTP 400), else an error.
+func requestFailed(stderr io.Writer, name string, err error) int {
+	fmt.Fprintf(stderr, "pdrelay %s: %v\n", name, err)
+	var se *StatusError
+	if errors.As(err, &se) && se.Code == http.StatusBadRequest {
+		return ExitUsage
+	}
+	return ExitError
+}
+
 // RunClear implements `pdrelay clear`; args follow the subcommand. It
 // returns the exit code.
 func RunClear(args []string, stdout, stderr io.Writer) int {
@@ -229,12 +241,7 @@ func RunClear(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	resp, err := Dial(path).Clear(ctx, req)
 	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay clear: %v\n", err)
-		var se *StatusError
-		if errors.As(err, &se) && se.Code == http.StatusBadRequest {
-			return ExitUsage
-		}
-		return ExitError
+		return requestFailed(stderr, "clear", err)
 	}
 	if resp.Count == 0 && len(resp.NotReleased) == 0 {
 		fmt.Fprintln(stdout, "no binding matched; nothing cleared")

@@ -122,12 +122,7 @@ func RunRecover(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	rep, err := Dial(path).Recover(ctx, req)
 	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay recover: %v\n", err)
-		var se *StatusError
-		if errors.As(err, &se) && se.Code == http.StatusBadRequest {
-			return ExitUsage
-		}
-		return ExitError
+		return requestFailed(stderr, "recover", err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

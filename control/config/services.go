@@ -99,16 +99,13 @@ func (r *rawLeasequery) validate(c *Config, errs *errList) Leasequery {
 	seen := map[netip.AddrPort]int{}
 	for i, s := range r.Servers {
 		key := fmt.Sprintf("leasequery.servers[%d]", i)
-		ap, ok := hostPort(key, s, port, errs)
+		ap, ok := hostPort(key, s, port, c.Uplink.Interface, errs)
 		if !ok {
 			continue
 		}
 		if a := ap.Addr(); a.IsMulticast() || a.IsUnspecified() || (a.Zone() != "" && !a.IsLinkLocalUnicast()) {
 			errs.add(key, "%q is not a unicast server address (Bulk Leasequery runs over TCP)", s)
 			continue
-		}
-		if ap.Addr().IsLinkLocalUnicast() && ap.Addr().Zone() == "" {
-			ap = netip.AddrPortFrom(ap.Addr().WithZone(c.Uplink.Interface), ap.Port())
 		}
 		if j, dup := seen[ap]; dup {
 			errs.add(key, "%q is also leasequery.servers[%d]", s, j)
@@ -170,13 +167,10 @@ func (r *rawRelease) validate(c *Config, errs *errList) Release {
 		errs.add("release.mode", "%q is not one of off, release-request, client-release", r.Mode)
 	}
 	if r.Server != "" {
-		if ap, ok := hostPort("release.server", r.Server, DefaultServerPort, errs); ok {
+		if ap, ok := hostPort("release.server", r.Server, DefaultServerPort, c.Uplink.Interface, errs); ok {
 			if a := ap.Addr(); a.IsMulticast() || a.IsUnspecified() {
 				errs.add("release.server", "%q is not a unicast address", r.Server)
 			} else {
-				if a.IsLinkLocalUnicast() && a.Zone() == "" {
-					ap = netip.AddrPortFrom(a.WithZone(c.Uplink.Interface), ap.Port())
-				}
 				rel.Server = ap
 			}
 		}
@@ -219,24 +213,28 @@ func (r *rawRelease) validate(c *Config, errs *errList) Release {
 	return rel
 }
 
-// hostPort parses "addr" or "[addr]:port"; a bare address gets port def.
-func hostPort(key, s string, def uint16, errs *errList) (netip.AddrPort, bool) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		if !ap.Addr().Is6() || ap.Addr().Is4In6() {
-			errs.add(key, "%q is not an IPv6 address", s)
-			return ap, false
+// hostPort parses "addr" or "[addr]:port"; a bare address gets port def,
+// and a link-local one without a zone the uplink's as zone.
+func hostPort(key, s string, def uint16, uplink string, errs *errList) (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(s)
+	switch {
+	case err != nil:
+		a, ok := parseAddr(key, s, errs)
+		if !ok {
+			return netip.AddrPort{}, false
 		}
-		if ap.Port() == 0 {
-			errs.add(key, "%q: port 0", s)
-			return ap, false
-		}
-		return ap, true
+		ap = netip.AddrPortFrom(a, def)
+	case !ap.Addr().Is6() || ap.Addr().Is4In6():
+		errs.add(key, "%q is not an IPv6 address", s)
+		return ap, false
+	case ap.Port() == 0:
+		errs.add(key, "%q: port 0", s)
+		return ap, false
 	}
-	a, ok := parseAddr(key, s, errs)
-	if !ok {
-		return netip.AddrPort{}, false
+	if a := ap.Addr(); a.IsLinkLocalUnicast() && a.Zone() == "" {
+		ap = netip.AddrPortFrom(a.WithZone(uplink), ap.Port())
 	}
-	return netip.AddrPortFrom(a, def), true
+	return ap, true
 }
 
 // duration parses a Go duration ("30s", "2m") of at least a millisecond

@@ -373,56 +373,42 @@ func leaseKeyBit(key []byte, plain bool) (int, bool) {
 // ok=false when it does not, or is not valid JSON.
 func decodePageFast(b []byte) (p keaPage, ok bool) {
 	s := &pageScan{b: b}
-	if !s.object() {
-		return p, false
-	}
-	seen := 0
-	for first := true; ; first = false {
-		key, plain, more, ok := s.key(first)
-		if !ok {
-			return p, false
-		}
-		if !more {
-			break
-		}
-		bit, ok := keyBit(key, plain, answerKeys)
-		if !ok || seen&bit != 0 {
-			return p, false
-		}
-		seen |= bit
+	ok = s.fields(answerKeys, func(bit int) bool {
 		switch bit {
 		case kResult:
 			v, ok := s.int64()
 			if !ok || (v != keaSuccess && v != keaEmpty) {
-				return p, false // failures are rare: the reference reads their text
+				return false // failures are rare: the reference reads their text
 			}
 			p.Result = int(v)
 		case kText:
 			text, ok := s.plainStr()
 			if !ok {
-				return p, false
+				return false
 			}
 			p.Text = string(text)
 		case kArguments:
 			p.hasArgs = true
-			if !s.arguments(&p) {
-				return p, false
-			}
-		default:
-			if !s.skip() {
-				return p, false
-			}
+			return s.arguments(&p)
 		}
-	}
-	return p, true
+		return true
+	})
+	return p, ok
 }
 
-// arguments reads {"count": N, "leases": [...]}.
-func (s *pageScan) arguments(p *keaPage) bool {
+// fields reads an object whose keys are in keys (an unknown key's value
+// is checked and skipped; a known one may come only once) and calls
+// value to read the value of each known key, by its bit.
+func (s *pageScan) fields(keys []string, value func(bit int) bool) bool {
+	return s.fieldsBy(func(key []byte, plain bool) (int, bool) { return keyBit(key, plain, keys) }, value)
+}
+
+// fieldsBy is fields with the keys looked up by bitOf.
+func (s *pageScan) fieldsBy(bitOf func(key []byte, plain bool) (int, bool), value func(bit int) bool) bool {
 	if !s.object() {
 		return false
 	}
-	seen, count := 0, int64(0)
+	seen := 0
 	for first := true; ; first = false {
 		key, plain, more, ok := s.key(first)
 		if !ok {
@@ -431,26 +417,35 @@ func (s *pageScan) arguments(p *keaPage) bool {
 		if !more {
 			return true
 		}
-		bit, ok := keyBit(key, plain, argumentKeys)
+		bit, ok := bitOf(key, plain)
 		if !ok || seen&bit != 0 {
 			return false
 		}
 		seen |= bit
-		switch bit {
-		case kCount:
-			if count, ok = s.int64(); !ok {
-				return false
-			}
-		case kLeases:
-			if !s.leases(p, count) {
-				return false
-			}
-		default:
-			if !s.skip() {
-				return false
-			}
+		if bit == 0 {
+			ok = s.skip()
+		} else {
+			ok = value(bit)
+		}
+		if !ok {
+			return false
 		}
 	}
+}
+
+// arguments reads {"count": N, "leases": [...]}.
+func (s *pageScan) arguments(p *keaPage) bool {
+	count := int64(0)
+	return s.fields(argumentKeys, func(bit int) (ok bool) {
+		switch bit {
+		case kCount:
+			count, ok = s.int64()
+			return ok
+		case kLeases:
+			return s.leases(p, count)
+		}
+		return true
+	})
 }
 
 // leases reads the array of leases; count (when it came first) sizes it.
@@ -495,23 +490,7 @@ func (s *pageScan) leases(p *keaPage, count int64) bool {
 
 // lease reads one lease object into rl.
 func (s *pageScan) lease(rl *rawLease) bool {
-	if !s.object() {
-		return false
-	}
-	seen := 0
-	for first := true; ; first = false {
-		key, plain, more, ok := s.key(first)
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-		bit, ok := leaseKeyBit(key, plain)
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
+	return s.fieldsBy(leaseKeyBit, func(bit int) (ok bool) {
 		switch bit {
 		case kCLTT:
 			rl.cltt, ok = s.int64()
@@ -538,66 +517,23 @@ func (s *pageScan) lease(rl *rawLease) bool {
 			ok = s.userContext(rl)
 		case kValid:
 			rl.valid, ok = s.uint32()
-		default:
-			ok = s.skip()
 		}
-		if !ok {
-			return false
-		}
-	}
+		return ok
+	})
 }
 
 // userContext reads {"ISC": {"relays": [...], "relay-info": [...]}},
 // other keys skipped.
 func (s *pageScan) userContext(rl *rawLease) bool {
-	if !s.object() {
-		return false
-	}
-	seen := 0
-	for first := true; ; first = false {
-		key, plain, more, ok := s.key(first)
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-		bit, ok := keyBit(key, plain, ucKeys)
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		if bit == 0 {
-			ok = s.skip()
-		} else {
-			rl.isc = true
-			ok = s.isc(rl)
-		}
-		if !ok {
-			return false
-		}
-	}
+	return s.fields(ucKeys, func(int) bool {
+		rl.isc = true
+		return s.isc(rl)
+	})
 }
 
 func (s *pageScan) isc(rl *rawLease) bool {
-	if !s.object() {
-		return false
-	}
-	seen := 0
 	s.rel, s.info = s.rel[:0], s.info[:0]
-	for first := true; ; first = false {
-		key, plain, more, ok := s.key(first)
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-		bit, ok := keyBit(key, plain, iscKeys)
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
+	return s.fields(iscKeys, func(bit int) (ok bool) {
 		switch bit {
 		case kRelays:
 			rl.hasRel = true
@@ -605,13 +541,9 @@ func (s *pageScan) isc(rl *rawLease) bool {
 		case kRelayInfo:
 			rl.hasInfo = true
 			s.info, rl.ninfo, ok = s.relayList(s.info)
-		default:
-			ok = s.skip()
 		}
-		if !ok {
-			return false
-		}
-	}
+		return ok
+	})
 }
 
 // relayList reads an array of relay levels into dst, keeping at most
@@ -653,23 +585,7 @@ func (s *pageScan) relayList(dst []rawRelay) ([]rawRelay, int, bool) {
 }
 
 func (s *pageScan) relay(r *rawRelay) bool {
-	if !s.object() {
-		return false
-	}
-	seen := 0
-	for first := true; ; first = false {
-		key, plain, more, ok := s.key(first)
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-		bit, ok := keyBit(key, plain, relayKeys)
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
+	return s.fields(relayKeys, func(bit int) (ok bool) {
 		switch bit {
 		case kHop:
 			r.hop, ok = s.int64()
@@ -680,13 +596,9 @@ func (s *pageScan) relay(r *rawRelay) bool {
 			r.peer, ok = s.plainStr()
 		case kOptions:
 			r.opts, ok = s.plainStr()
-		default:
-			ok = s.skip()
 		}
-		if !ok {
-			return false
-		}
-	}
+		return ok
+	})
 }
 
 // convert turns a lease as read into a Lease, as keaLease.lease does;
