@@ -7,6 +7,7 @@ package main
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,5 +49,62 @@ func TestEndToEndClientRelease(t *testing.T) {
 	waitBindings(t, r, 0)
 	if log := r.Proc.Log(); !strings.Contains(log, "relay-initiated release") || !strings.Contains(log, "trigger=operator") {
 		t.Errorf("no release log line:\n%s", log)
+	}
+}
+
+// TestEndToEndClientReplaced: a CPE is swapped on a point-to-point port
+// without releasing (dhclient killed); when the new one (another
+// dhclient with another DUID) obtains its prefix, pdrelay releases the old DUID's binding at
+// Kea on its behalf (trigger client_replaced), so the old prefix returns
+// to the pool at once instead of when its lease runs out.
+func TestEndToEndClientReplaced(t *testing.T) {
+	lab.Require(t, "kea-dhcp6", "dhclient")
+	bin := buildRelay(t)
+	l := lab.NewT(t, lab.Config{Clients: 1})
+	kea, err := l.StartKea(lab.KeaOptions{ValidLifetime: 600, PreferredLifetime: 500, RenewTimer: 300, RebindTimer: 400})
+	if err != nil {
+		t.Fatalf("kea: %v", err)
+	}
+	r, err := l.StartPdrelay(bin, l.PdrelayConfig("release:\n  mode: client-release\n", ""))
+	if err != nil {
+		t.Fatalf("pdrelay: %v", err)
+	}
+	old, err := l.StartDhclient(0, lab.ClientOptions{})
+	if err != nil {
+		t.Fatalf("dhclient: %v", err)
+	}
+	oldPs, err := old.WaitPrefix(20 * time.Second)
+	if err != nil || len(oldPs) != 1 {
+		t.Fatalf("dhclient prefixes %v: %v\n%s", oldPs, err, r.Proc.Log())
+	}
+	waitBindings(t, r, 1)
+	if err := old.Proc.Signal(syscall.SIGKILL); err != nil { // gone without a Release
+		t.Fatal(err)
+	}
+	old.Proc.Wait(5 * time.Second)
+	if ls, _ := kea.Leases6(); len(ls) != 1 {
+		t.Fatalf("kea leases before the swap: %+v", ls)
+	}
+
+	repl, err := l.StartDhclient(0, lab.ClientOptions{ExtraConfig: "send dhcp6.client-id 00:03:00:01:02:00:00:00:99:99;\n"})
+	if err != nil {
+		t.Fatalf("dhclient: %v", err)
+	}
+	newPs, err := repl.WaitPrefix(20 * time.Second)
+	if err != nil || len(newPs) != 1 || newPs[0] == oldPs[0] {
+		t.Fatalf("new dhclient's prefixes %v (old %v): %v\n%s", newPs, oldPs, err, r.Proc.Log())
+	}
+	ls, err := kea.WaitLeases(10*time.Second, func(ls []lab.Lease6) bool {
+		return len(ls) == 1 && ls[0].Prefix == newPs[0]
+	})
+	if err != nil {
+		t.Fatalf("kea leases %+v after the swap, want only %s: %v\n%s", ls, newPs[0], err, r.Proc.Log())
+	}
+	bs := bindings(t, r)
+	if len(bs) != 1 || bs[0].Prefix != newPs[0] {
+		t.Errorf("relay bindings %+v, want only %s", bs, newPs[0])
+	}
+	if log := r.Proc.Log(); !strings.Contains(log, "trigger=client_replaced") {
+		t.Errorf("no client_replaced release logged:\n%s", log)
 	}
 }
