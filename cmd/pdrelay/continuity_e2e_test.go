@@ -98,8 +98,9 @@ func TestEndToEndRecoveryAndRelease(t *testing.T) {
 
 	const metricsAddr = "127.0.0.1:9551"
 	relayConf := func(mode string) string {
+		// No relay_id: the generated one (a DUID-LL of the uplink's MAC)
+		// is made again the same after the state directory is lost.
 		return l.PdrelayConfig(fmt.Sprintf(`metrics_listen: %s
-relay_id: 0002000000090102
 dataplane:
   mode: xdp
 leasequery:

@@ -17,7 +17,8 @@
 //	api_socket       the operator socket; default /run/pdrelay/pdrelay.sock (the CLI's default too)
 //	metrics_listen   host:port for GET /metrics; empty: no metrics listener
 //	relay_id         the relay's DUID in hex, colons allowed, 2..130 bytes;
-//	                 empty: the caller generates one and persists it
+//	                 empty: a DUID-LL of the uplink's MAC (the same again
+//	                 after state_dir is lost), persisted
 //	servers          at least one IPv6 address, unicast or multicast (such as
 //	                 ff05::1:3). A link-local address (fe80::/10 or ff02::/16)
 //	                 without a zone is given the uplink's interface as zone.

@@ -311,8 +311,11 @@ func globalAddr(name string) (a netip.Addr) {
 }
 
 // relayID returns the configured Relay-ID, or the persisted one, or a new
-// DUID-LLT made from the uplink's MAC (DUID-EN style random when it has
-// none) that is then persisted.
+// DUID-LL made from the uplink's MAC (a random DUID-UUID when it has
+// none) that is then persisted. A DUID-LL has no time in it, so a relay
+// that loses its state directory makes the same one again from the same
+// NIC, and Bulk Leasequery by Relay-ID still finds its bindings; on other
+// hardware only a configured relay_id does.
 func relayID(cfg *config.Config, st *store.Store, log *slog.Logger) ([]byte, error) {
 	if len(cfg.RelayID) > 0 {
 		return cfg.RelayID, nil
@@ -324,7 +327,7 @@ func relayID(cfg *config.Config, st *store.Store, log *slog.Logger) ([]byte, err
 	if err != nil && !errors.Is(err, store.ErrNoRelayID) {
 		return nil, fmt.Errorf("read relay id: %w", err)
 	}
-	id = newDUID(cfg.Uplink.Interface, time.Now())
+	id = newDUID(cfg.Uplink.Interface)
 	if err := st.SetRelayID(id); err != nil {
 		return nil, fmt.Errorf("persist relay id: %w", err)
 	}
@@ -332,17 +335,20 @@ func relayID(cfg *config.Config, st *store.Store, log *slog.Logger) ([]byte, err
 		return nil, fmt.Errorf("persist relay id: %w", err)
 	}
 	log.Info("generated relay id", "relay_id", fmt.Sprintf("%x", id))
+	if len(cfg.Leasequery.Servers) > 0 && cfg.Leasequery.Query == config.QueryRelayID && id[1] != 3 {
+		log.Warn("relay_id is not configured and the uplink has no MAC to make a stable one from: "+
+			"Bulk Leasequery by relay-id cannot find this relay's bindings once state_dir is lost; set relay_id",
+			"relay_id", fmt.Sprintf("%x", id))
+	}
 	return id, nil
 }
 
 // newDUID makes a DUID-LLT (RFC 8415 11.2) from the interface's Ethernet
 // address, or a DUID-UUID (RFC 6355) from random bytes when it has none.
-func newDUID(ifname string, now time.Time) []byte {
+func newDUID(ifname string) []byte {
 	if ifi, err := net.InterfaceByName(ifname); err == nil && len(ifi.HardwareAddr) == 6 {
-		epoch := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-		b := binary.BigEndian.AppendUint16(nil, 1) // DUID-LLT
+		b := binary.BigEndian.AppendUint16(nil, 3) // DUID-LL
 		b = binary.BigEndian.AppendUint16(b, 1)    // hardware type Ethernet
-		b = binary.BigEndian.AppendUint32(b, uint32(now.Sub(epoch)/time.Second))
 		return append(b, ifi.HardwareAddr...)
 	}
 	b := binary.BigEndian.AppendUint16(nil, 4) // DUID-UUID

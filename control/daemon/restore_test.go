@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"runtime"
@@ -220,4 +222,27 @@ func BenchmarkRestart1M(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestNewDUID: a generated relay DUID is a DUID-LL of the uplink's MAC,
+// the same every time (a relay that lost its state makes the same one
+// again, and Bulk Leasequery by Relay-ID finds its bindings); without a
+// MAC, a random DUID-UUID.
+func TestNewDUID(t *testing.T) {
+	ifs, _ := net.Interfaces()
+	for _, ifi := range ifs {
+		if len(ifi.HardwareAddr) != 6 {
+			continue
+		}
+		a, b := newDUID(ifi.Name), newDUID(ifi.Name)
+		want := append([]byte{0, 3, 0, 1}, ifi.HardwareAddr...)
+		if !bytes.Equal(a, want) || !bytes.Equal(a, b) {
+			t.Errorf("%s: %x then %x, want %x both times", ifi.Name, a, b, want)
+		}
+		break
+	}
+	u1, u2 := newDUID("no-such-if"), newDUID("no-such-if")
+	if len(u1) != 18 || u1[1] != 4 || bytes.Equal(u1, u2) {
+		t.Errorf("without a MAC: %x, %x; want two random DUID-UUIDs", u1, u2)
+	}
 }
