@@ -160,6 +160,18 @@ func TestTriggerMoved(t *testing.T) {
 		t.Errorf("release %+v, want client A's eth1 binding for client_moved", calls[0])
 	}
 	close(rig.rel.gate)
+	// The release clears the eth1 binding when it returns, on the
+	// trigger's worker: wait for that, as the client's next exchange
+	// would come seconds later.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		bs, _ := rig.mgr.List(context.Background())
+		if len(bs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client A's eth1 binding not cleared after its release: %+v", bs)
+		}
+	}
 	rig.learn(t, "eth2", clientA, 1, "2001:db8:9::/56", "fe80::a")
 	bs, _ := rig.mgr.List(context.Background())
 	if len(bs) != 1 || bs[0].Port != "eth2" {
