@@ -144,11 +144,15 @@ func TestRequestRetransmits(t *testing.T) {
 	if !bytes.Equal(got[0], got[1]) || !bytes.Equal(got[1], got[2]) {
 		t.Errorf("retransmissions differ:\n%x\n%x\n%x", got[0], got[1], got[2])
 	}
-	if d := at[1].Sub(at[0]); d < irt {
-		t.Errorf("second transmission %v after the first, want at least IRT %v", d, irt)
+	// The schedule itself is TestSchedule's; here the waits are seen
+	// from the server, whose receive times can be a few milliseconds off
+	// the sender's timers either way: spaced by IRT, then about twice it.
+	d1, d2 := at[1].Sub(at[0]), at[2].Sub(at[1])
+	if d1 < irt*8/10 {
+		t.Errorf("second transmission %v after the first, want about IRT %v", d1, irt)
 	}
-	if d := at[2].Sub(at[1]); d < 2*irt {
-		t.Errorf("third transmission %v after the second, want at least 2*IRT", d)
+	if d2 < 2*irt*8/10 || d2 < d1 {
+		t.Errorf("third transmission %v after the second (the second %v after the first), want about 2*IRT", d2, d1)
 	}
 	if k := keysOf(t, mgr); len(k) != 0 {
 		t.Errorf("released bindings still in the table: %v", k)
