@@ -1,6 +1,9 @@
 # pdrelay: DHCPv6 prefix-delegating relay. `make help` lists the targets.
 GO       ?= go
 BIN      := bin/pdrelay
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X github.com/pdrelay/pdrelay/internal/version.version=$(VERSION) -X github.com/pdrelay/pdrelay/internal/version.commit=$(COMMIT)
 PKGS     := ./...
 FUZZTIME ?= 30s
 # Debian packages the end-to-end tests and the demo run as real peers.
@@ -12,7 +15,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## build bin/pdrelay
-	$(GO) build -o $(BIN) ./cmd/pdrelay
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pdrelay
 
 deps: ## install Go modules and (as root) the Debian packages the tests use
 	$(GO) mod download

@@ -6,6 +6,7 @@
 //	pdrelay stats [--json] [-s|--socket PATH]
 //	pdrelay lqserver --kea-socket PATH [--listen ADDR:PORT] [--release-listen ADDR:PORT] ...
 //	pdrelay recover [--server S] [--json] [-s|--socket PATH]
+//	pdrelay version [--json]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
 // commands in control/api, the leasequery server for Kea in control/lqserver.
@@ -13,6 +14,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +25,7 @@ import (
 	"github.com/pdrelay/pdrelay/control/api"
 	"github.com/pdrelay/pdrelay/control/daemon"
 	"github.com/pdrelay/pdrelay/control/lqserver"
+	"github.com/pdrelay/pdrelay/internal/version"
 )
 
 const usage = `usage:
@@ -32,6 +35,7 @@ const usage = `usage:
   pdrelay stats [--json] [-s|--socket PATH]
   ` + lqserver.Usage + `
   pdrelay recover [--server S] [--json] [-s|--socket PATH]
+  pdrelay version [--json]
 `
 
 func main() {
@@ -56,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return lqserver.Main(args[1:], stdout, stderr)
 	case "recover":
 		return api.RunRecover(args[1:], stdout, stderr)
+	case "version", "--version":
+		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -77,5 +83,27 @@ func runRelay(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pdrelay: %v\n", err)
 		return 1
 	}
+	return 0
+}
+
+// runVersion prints the version, commit and Go version, one line or JSON.
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print as JSON")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: pdrelay version [--json]")
+		return 2
+	}
+	info := version.Get()
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(info); err != nil {
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintln(stdout, info)
 	return 0
 }

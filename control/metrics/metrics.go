@@ -18,6 +18,7 @@ import (
 
 	"github.com/pdrelay/pdrelay/control/binding"
 	"github.com/pdrelay/pdrelay/control/relay"
+	"github.com/pdrelay/pdrelay/internal/version"
 )
 
 // Metrics is the relay's registry.
@@ -62,7 +63,12 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 			m.refusals.WithLabelValues(p, r)
 		}
 	}
-	m.Registry.MustRegister(m.bindings, m.changes, m.limitHits, m.refusals,
+	info := version.Get()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pdrelay_build_info", Help: "Always 1: the running pdrelay's version, commit and Go version as labels.",
+	}, []string{"version", "commit", "goversion"})
+	build.WithLabelValues(info.Version, info.Commit, info.Go).Set(1)
+	m.Registry.MustRegister(build, m.bindings, m.changes, m.limitHits, m.refusals,
 		&engineCollector{c: eng, ports: ports},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

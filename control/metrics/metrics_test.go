@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"github.com/pdrelay/pdrelay/control/dhcp6"
 	"io"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pdrelay/pdrelay/control/binding"
 	"github.com/pdrelay/pdrelay/control/relay"
+	"github.com/pdrelay/pdrelay/internal/version"
 )
 
 // TestScrape drives a real engine and binding table and reads /metrics as
@@ -48,7 +50,9 @@ func TestScrape(t *testing.T) {
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
+	info := version.Get()
 	for _, want := range []string{
+		fmt.Sprintf(`pdrelay_build_info{commit=%q,goversion=%q,version=%q} 1`, info.Commit, info.Go, info.Version),
 		`pdrelay_dhcp_messages_total{direction="up",type="solicit"} 1`,
 		`pdrelay_dhcp_drops_total{reason="untrusted_server"} 1`,
 		`pdrelay_dhcp_drops_total{reason="bad_destination"} 1`,
