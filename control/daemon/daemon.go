@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/pdrelay/pdrelay/control/api"
@@ -154,20 +153,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	log.Info("pdrelay started", "downlinks", names, "uplink", cfg.Uplink.Interface,
 		"servers", cfg.Servers, "bindings", table.Len(), "relay_id", fmt.Sprintf("%x", relayID))
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 16) // room for every part below (13): none may block on it
-	spawn := func(name string, f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- fmt.Errorf("%s: %w", name, err)
-				cancel()
-			}
-		}()
-	}
+	sup := newParts(ctx, log)
+	defer sup.stop()
+	ctx = sup.ctx // done when the relay stops or a part fails
+	spawn := sup.spawn
 	spawn("bindings", func() error { return mgr.Run(ctx) })
 	spawn("next hop resolver", func() error { return runResolver(ctx, resolver, log) })
 	spawn("fib dense blocks", func() error {
@@ -226,8 +215,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if cfg.MetricsListen != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
-			cancel()
-			wg.Wait()
+			sup.stop()
+			sup.wait()
 			return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
 		}
 		mux := http.NewServeMux()
@@ -242,10 +231,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		})
 	}
 	<-ctx.Done()
-	wg.Wait()
-	close(errc)
+	err = sup.wait() // nil when every part stopped cleanly
 	log.Info("pdrelay stopping", "bindings", table.Len())
-	return <-errc // nil when every part stopped cleanly
+	return err
 }
 
 // portIDs numbers the ports for the FIB: the uplink 0, downlinks from 1 in
