@@ -6,6 +6,7 @@ package main
 // (lease6-get-all), and the binding is cleared.
 
 import (
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,7 +15,11 @@ import (
 	"github.com/pdrelay/pdrelay/bench/lab"
 )
 
-func TestEndToEndClientRelease(t *testing.T) {
+// clientReleaseLab starts Kea, pdrelay in mode client-release and a
+// dhclient on port 0, and returns once the client holds its prefix and
+// the relay its binding.
+func clientReleaseLab(t *testing.T) (*lab.Lab, *lab.Kea, *lab.Pdrelay, *lab.Client, netip.Prefix) {
+	t.Helper()
 	lab.Require(t, "kea-dhcp6", "dhclient")
 	bin := buildRelay(t)
 	l := lab.NewT(t, lab.Config{Clients: 1})
@@ -35,6 +40,12 @@ func TestEndToEndClientRelease(t *testing.T) {
 		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
 	}
 	waitBindings(t, r, 1)
+	return l, kea, r, c, ps[0]
+}
+
+func TestEndToEndClientRelease(t *testing.T) {
+	_, kea, r, _, p := clientReleaseLab(t)
+	ps := []netip.Prefix{p}
 	if ls, err := kea.Leases6(); err != nil || len(ls) != 1 || ls[0].Prefix != ps[0] {
 		t.Fatalf("kea leases %+v (%v), want %s", ls, err, ps[0])
 	}
@@ -58,26 +69,8 @@ func TestEndToEndClientRelease(t *testing.T) {
 // Kea on its behalf (trigger client_replaced), so the old prefix returns
 // to the pool at once instead of when its lease runs out.
 func TestEndToEndClientReplaced(t *testing.T) {
-	lab.Require(t, "kea-dhcp6", "dhclient")
-	bin := buildRelay(t)
-	l := lab.NewT(t, lab.Config{Clients: 1})
-	kea, err := l.StartKea(lab.KeaOptions{ValidLifetime: 600, PreferredLifetime: 500, RenewTimer: 300, RebindTimer: 400})
-	if err != nil {
-		t.Fatalf("kea: %v", err)
-	}
-	r, err := l.StartPdrelay(bin, l.PdrelayConfig("release:\n  mode: client-release\n", ""))
-	if err != nil {
-		t.Fatalf("pdrelay: %v", err)
-	}
-	old, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		t.Fatalf("dhclient: %v", err)
-	}
-	oldPs, err := old.WaitPrefix(20 * time.Second)
-	if err != nil || len(oldPs) != 1 {
-		t.Fatalf("dhclient prefixes %v: %v\n%s", oldPs, err, r.Proc.Log())
-	}
-	waitBindings(t, r, 1)
+	l, kea, r, old, oldP := clientReleaseLab(t)
+	oldPs := []netip.Prefix{oldP}
 	if err := old.Proc.Signal(syscall.SIGKILL); err != nil { // gone without a Release
 		t.Fatal(err)
 	}
