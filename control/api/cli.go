@@ -77,6 +77,17 @@ func (s *socketFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.config, "config", "", "")
 }
 
+// client returns a Client for the relay the flags name, or reports
+// why there is none for command name and returns false (exit ExitUsage).
+func (s *socketFlags) client(name string, stderr io.Writer) (*Client, bool) {
+	path, err := s.path()
+	if err != nil {
+		fmt.Fprintf(stderr, "pdrelay %s: %v\n", name, err)
+		return nil, false
+	}
+	return Dial(path), true
+}
+
 func (s *socketFlags) path() (string, error) {
 	switch {
 	case s.socket != "" && s.config != "":
@@ -137,14 +148,13 @@ func runQuery[T any](name, usage string, args []string, stdout, stderr io.Writer
 	if code, done := parse(fs, args, stderr); done {
 		return code
 	}
-	path, err := sock.path()
-	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay %s: %v\n", name, err)
+	c, ok := sock.client(name, stderr)
+	if !ok {
 		return ExitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
 	defer cancel()
-	v, err := get(Dial(path), ctx)
+	v, err := get(c, ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "pdrelay %s: %v\n", name, err)
 		return ExitError
@@ -232,14 +242,13 @@ func RunClear(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return ExitUsage
 	}
-	path, err := sock.path()
-	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay clear: %v\n", err)
+	c, ok := sock.client("clear", stderr)
+	if !ok {
 		return ExitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clearTimeout)
 	defer cancel()
-	resp, err := Dial(path).Clear(ctx, req)
+	resp, err := c.Clear(ctx, req)
 	if err != nil {
 		return requestFailed(stderr, "clear", err)
 	}

@@ -113,14 +113,13 @@ func RunRecover(args []string, stdout, stderr io.Writer) int {
 	if code, done := parse(fs, args, stderr); done {
 		return code
 	}
-	path, err := sock.path()
-	if err != nil {
-		fmt.Fprintf(stderr, "pdrelay recover: %v\n", err)
+	c, ok := sock.client("recover", stderr)
+	if !ok {
 		return ExitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), recoverTimeout)
 	defer cancel()
-	rep, err := Dial(path).Recover(ctx, req)
+	rep, err := c.Recover(ctx, req)
 	if err != nil {
 		return requestFailed(stderr, "recover", err)
 	}
