@@ -46,6 +46,27 @@ func bindings(t *testing.T, r *lab.Pdrelay) []api.BindingJSON {
 	return bs
 }
 
+// relayOneClient starts pdrelay with config on l, then a dhclient on
+// port 0, and returns once the client holds its one prefix and the relay
+// its binding.
+func relayOneClient(t *testing.T, l *lab.Lab, bin, config string) (*lab.Pdrelay, *lab.Client, netip.Prefix) {
+	t.Helper()
+	r, err := l.StartPdrelay(bin, config)
+	if err != nil {
+		t.Fatalf("pdrelay: %v", err)
+	}
+	c, err := l.StartDhclient(0, lab.ClientOptions{})
+	if err != nil {
+		t.Fatalf("dhclient: %v", err)
+	}
+	ps, err := c.WaitPrefix(20 * time.Second)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
+	}
+	waitBindings(t, r, 1)
+	return r, c, ps[0]
+}
+
 // key is what a binding and a Kea IA_PD lease must agree on.
 type key struct {
 	duid   string

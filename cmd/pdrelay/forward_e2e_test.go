@@ -81,20 +81,7 @@ func TestEndToEndForwarding(t *testing.T) {
 	const metricsAddr = "127.0.0.1:9548"
 	cfg := l.PdrelayConfig("metrics_listen: "+metricsAddr+"\ndataplane:\n  mode: xdp\n",
 		"    loop_icmp: true\n")
-	r, err := l.StartPdrelay(bin, cfg)
-	if err != nil {
-		t.Fatalf("pdrelay: %v", err)
-	}
-	c, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		t.Fatalf("dhclient: %v", err)
-	}
-	ps, err := c.WaitPrefix(20 * time.Second)
-	if err != nil || len(ps) != 1 {
-		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
-	}
-	p := ps[0]
-	waitBindings(t, r, 1)
+	r, c, p := relayOneClient(t, l, bin, cfg)
 	host := p.Addr().Next() // P::1
 	if err := l.AddClientAddr(0, host); err != nil {
 		t.Fatal(err)

@@ -59,23 +59,11 @@ func TestEndToEndKernelGuard(t *testing.T) {
 		t.Fatalf("kea: %v", err)
 	}
 	const metricsAddr = "127.0.0.1:9551"
-	r, err := l.StartPdrelay(bin, l.PdrelayConfig("metrics_listen: "+metricsAddr+"\ndataplane:\n  mode: xdp\n", ""))
-	if err != nil {
-		t.Fatalf("pdrelay: %v", err)
-	}
-	c, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		t.Fatalf("dhclient: %v", err)
-	}
-	ps, err := c.WaitPrefix(20 * time.Second)
-	if err != nil || len(ps) != 1 {
-		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
-	}
-	waitBindings(t, r, 1)
+	r, _, delegated := relayOneClient(t, l, bin, l.PdrelayConfig("metrics_listen: "+metricsAddr+"\ndataplane:\n  mode: xdp\n", ""))
 	if err := r.Proc.WaitLog("kernel guard filled", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	own := ps[0].Addr().Next() // P::1, inside the client's delegated prefix
+	own := delegated.Addr().Next() // P::1, inside the client's delegated prefix
 	spoofed := netip.MustParseAddr("2001:db8:ffff::1")
 	dl := l.Downlinks[0]
 

@@ -27,20 +27,8 @@ func clientReleaseLab(t *testing.T) (*lab.Lab, *lab.Kea, *lab.Pdrelay, *lab.Clie
 	if err != nil {
 		t.Fatalf("kea: %v", err)
 	}
-	r, err := l.StartPdrelay(bin, l.PdrelayConfig("release:\n  mode: client-release\n", ""))
-	if err != nil {
-		t.Fatalf("pdrelay: %v", err)
-	}
-	c, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		t.Fatalf("dhclient: %v", err)
-	}
-	ps, err := c.WaitPrefix(20 * time.Second)
-	if err != nil || len(ps) != 1 {
-		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
-	}
-	waitBindings(t, r, 1)
-	return l, kea, r, c, ps[0]
+	r, c, p := relayOneClient(t, l, bin, l.PdrelayConfig("release:\n  mode: client-release\n", ""))
+	return l, kea, r, c, p
 }
 
 func TestEndToEndClientRelease(t *testing.T) {
