@@ -64,17 +64,24 @@ func ParseIAPrefix(data []byte) (IAPrefix, error) {
 	}, nil
 }
 
-// optionsStatus returns the status code in opts: Success when there is
-// none, UnspecFail when it is malformed (a failure is the safe reading).
-func optionsStatus(opts Options) uint16 {
-	data, ok := opts.Get(OptStatusCode)
+// Status returns the status code option in o, its message, and whether
+// there is one: Success when there is none, UnspecFail when it is
+// malformed (a failure is the safe reading).
+func (o Options) Status() (code uint16, msg string, present bool) {
+	data, ok := o.Get(OptStatusCode)
 	if !ok {
-		return StatusSuccess
+		return StatusSuccess, "", false
 	}
-	code, _, err := StatusCode(data)
+	code, msg, err := StatusCode(data)
 	if err != nil {
-		return StatusUnspecFail
+		return StatusUnspecFail, "malformed status code option", true
 	}
+	return code, msg, true
+}
+
+// optionsStatus returns the status code in opts (see Options.Status).
+func optionsStatus(opts Options) uint16 {
+	code, _, _ := opts.Status()
 	return code
 }
 

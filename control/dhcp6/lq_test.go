@@ -279,3 +279,22 @@ func FuzzFrameReader(f *testing.F) {
 		}
 	})
 }
+
+func TestOptionsStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		opts    []byte
+		code    uint16
+		msg     string
+		present bool
+	}{
+		{"absent", dhcp6.AppendOption(nil, dhcp6.OptClientID, []byte{1}), dhcp6.StatusSuccess, "", false},
+		{"NoBinding", dhcp6.AppendStatus(nil, dhcp6.StatusNoBinding, "gone"), dhcp6.StatusNoBinding, "gone", true},
+		{"malformed reads as a failure", []byte{0, 13, 0, 1, 0}, dhcp6.StatusUnspecFail, "malformed status code option", true},
+	} {
+		code, msg, present := dhcp6.Options(tc.opts).Status()
+		if code != tc.code || msg != tc.msg || present != tc.present {
+			t.Errorf("%s: %d %q %v, want %d %q %v", tc.name, code, msg, present, tc.code, tc.msg, tc.present)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package leasequery
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/pdrelay/pdrelay/control/dhcp6"
 )
 
 // Results of a query and of a server's run, as reports, logs and metrics
@@ -115,7 +117,7 @@ func (qr *queryRun) report() QueryReport {
 		r.Result = ResultIncomplete
 	}
 	if qr.hasStat {
-		r.Status = statusName(qr.status)
+		r.Status = dhcp6.StatusName(qr.status)
 	}
 	if !qr.complete && qr.err != nil {
 		r.Error = qr.err.Error()

@@ -448,15 +448,15 @@ func (r *Requestor) ended(srv netip.AddrPort, qr *queryRun, ev *Event, attemptSt
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}
-	qr.err = fmt.Errorf("server answered %s: %q", statusName(ev.Status), msg)
+	qr.err = fmt.Errorf("server answered %s: %q", dhcp6.StatusName(ev.Status), msg)
 	label := "other" // a server must not grow the metric's label set at will
 	if ev.Status <= dhcp6.StatusQueryTerminated {
-		label = statusName(ev.Status)
+		label = dhcp6.StatusName(ev.Status)
 	}
 	r.mu.Lock()
 	r.status[srv].statuses[label]++
 	r.mu.Unlock()
-	log.Warn("leasequery status", "query", qr.q.String(), "status", statusName(ev.Status), "message", msg,
+	log.Warn("leasequery status", "query", qr.q.String(), "status", dhcp6.StatusName(ev.Status), "message", msg,
 		"retry", again, "hint", statusHint(ev.Status))
 }
 

@@ -51,9 +51,6 @@ func statusHint(code uint16) string {
 	return "unexpected status for a leasequery"
 }
 
-// statusName is dhcp6.StatusName.
-func statusName(code uint16) string { return dhcp6.StatusName(code) }
-
 // backoff returns the wait before retry number n (0 for the first retry):
 // base doubled n times, capped at max (BULK_LQ_MAX_RETRY, RFC 5460
 // section 6.1), then scaled by a jitter factor in [0.8, 1.2) drawn from

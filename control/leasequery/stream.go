@@ -170,16 +170,9 @@ func (s *Stream) Handle(b []byte) (Event, error) {
 	return Event{}, fmt.Errorf("%s xid %x: %w", m.Type, m.XID, ErrUnexpected)
 }
 
-// status returns the status code in opts, Success when absent; a
-// malformed status option reads as UnspecFail, the safe reading.
+// status returns the status code in opts and its message (see
+// dhcp6.Options.Status).
 func status(opts dhcp6.Options) (uint16, string) {
-	d, ok := opts.Get(dhcp6.OptStatusCode)
-	if !ok {
-		return dhcp6.StatusSuccess, ""
-	}
-	code, msg, err := dhcp6.StatusCode(d)
-	if err != nil {
-		return dhcp6.StatusUnspecFail, "malformed status code option"
-	}
+	code, msg, _ := opts.Status()
 	return code, msg
 }

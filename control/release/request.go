@@ -177,15 +177,8 @@ func parseRequestReply(b []byte, typ dhcp6.MessageType) (requestReply, error) {
 // statusIn returns the status code in opts, if there is one (a malformed
 // one reads as UnspecFail).
 func statusIn(opts dhcp6.Options) (uint16, bool) {
-	data, ok := opts.Get(dhcp6.OptStatusCode)
-	if !ok {
-		return 0, false
-	}
-	code, _, err := dhcp6.StatusCode(data)
-	if err != nil {
-		return dhcp6.StatusUnspecFail, true
-	}
-	return code, true
+	code, _, ok := opts.Status()
+	return code, ok
 }
 
 // requestResults reads a valid reply for the bindings of msg (draft
