@@ -3,7 +3,6 @@ package lab
 import (
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -17,15 +16,11 @@ type TimedFrame struct {
 	Data []byte
 }
 
-// WritePcap writes frames, in time order, to a pcap file at path
-// (Ethernet link type), for tshark or Wireshark. Captures of both ends of
-// a link merged this way hold both directions of its traffic.
-func WritePcap(path string, frames ...[]TimedFrame) error {
-	var all []TimedFrame
-	for _, fs := range frames {
-		all = append(all, fs...)
-	}
-	slices.SortStableFunc(all, func(a, b TimedFrame) int { return a.At.Compare(b.At) })
+// WritePcap writes frames, in their order, to a pcap file at path
+// (Ethernet link type), for tshark or Wireshark. For a conversation, give
+// one capture of both directions (Lab.CaptureBoth): the read times of two
+// captures do not order a TCP exchange reliably.
+func WritePcap(path string, frames []TimedFrame) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("lab: pcap: %w", err)
@@ -35,7 +30,7 @@ func WritePcap(path string, frames ...[]TimedFrame) error {
 		f.Close()
 		return fmt.Errorf("lab: pcap %s: %w", path, err)
 	}
-	for _, fr := range all {
+	for _, fr := range frames {
 		ci := gopacket.CaptureInfo{Timestamp: fr.At, CaptureLength: len(fr.Data), Length: len(fr.Data)}
 		if err := w.WritePacket(ci, fr.Data); err != nil {
 			f.Close()
