@@ -331,7 +331,7 @@ func relayID(cfg *config.Config, st *store.Store, log *slog.Logger) ([]byte, err
 	return id, nil
 }
 
-// newDUID makes a DUID-LLT (RFC 8415 11.2) from the interface's Ethernet
+// newDUID makes a DUID-LL (RFC 8415 11.4) from the interface's Ethernet
 // address, or a DUID-UUID (RFC 6355) from random bytes when it has none.
 func newDUID(ifname string) []byte {
 	if ifi, err := net.InterfaceByName(ifname); err == nil && len(ifi.HardwareAddr) == 6 {
