@@ -10,6 +10,7 @@ package metrics
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,10 +53,33 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 			Help: "Delegations not installed because the policy refused them (delegated_lengths, delegated_pools, reserved space, the relay's own prefixes, nesting with another client's binding), by port and reason.",
 		}, []string{"interface", "reason"}),
 		perPort: make(map[string]int),
-		ports:   ports,
 	}
+	m.AddPorts(ports...)
+	info := version.Get()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pdrelay_build_info", Help: "Always 1: the running pdrelay's version, commit and Go version as labels.",
+	}, []string{"version", "commit", "goversion"})
+	build.WithLabelValues(info.Version, info.Commit, info.Go).Set(1)
+	m.Registry.MustRegister(build, m.bindings, m.changes, m.limitHits, m.refusals,
+		&engineCollector{c: eng},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// AddPorts makes the per-port series of ports that have none yet (at
+// zero, or the port's binding count the Sink has kept), for a port added
+// at run time (a config reload). A port removed from the config keeps its
+// series: its bindings stay until they expire or are cleared, and the
+// gauge follows them; its counters stay as they were.
+func (m *Metrics) AddPorts(ports ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, p := range ports {
-		m.bindings.WithLabelValues(p).Set(0)
+		if slices.Contains(m.ports, p) {
+			continue
+		}
+		m.ports = append(m.ports, p)
+		m.bindings.WithLabelValues(p).Set(float64(m.perPort[p]))
 		for _, l := range []string{"max_per_client", "max_delegations", "unique_client"} {
 			m.limitHits.WithLabelValues(p, l)
 		}
@@ -63,15 +87,6 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 			m.refusals.WithLabelValues(p, r)
 		}
 	}
-	info := version.Get()
-	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "pdrelay_build_info", Help: "Always 1: the running pdrelay's version, commit and Go version as labels.",
-	}, []string{"version", "commit", "goversion"})
-	build.WithLabelValues(info.Version, info.Commit, info.Go).Set(1)
-	m.Registry.MustRegister(build, m.bindings, m.changes, m.limitHits, m.refusals,
-		&engineCollector{c: eng, ports: ports},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
 }
 
 // Sink is a binding.Sink keeping the per-port gauges and change counters.
@@ -140,9 +155,11 @@ var (
 	descPendingBytes = prometheus.NewDesc("pdrelay_pending_bytes", "Bytes the pending requests are accounted to hold (bounded).", nil, nil)
 )
 
+// engineCollector reads the engine's counters at scrape time. The
+// per-port drops are those of every port the engine has had, so a port
+// removed at run time keeps its series (frozen) until the relay restarts.
 type engineCollector struct {
-	c     *relay.Counters
-	ports []string
+	c *relay.Counters
 }
 
 func (e *engineCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -164,10 +181,8 @@ func (e *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	e.c.EachSnoop(func(s relay.SnoopEvent, n uint64) {
 		ch <- prometheus.MustNewConstMetric(descSnoop, prometheus.CounterValue, float64(n), s.String())
 	})
-	e.c.EachPortDrop(func(port int, r relay.Drop, n uint64) {
-		if port < len(e.ports) {
-			ch <- prometheus.MustNewConstMetric(descPortDrops, prometheus.CounterValue, float64(n), e.ports[port], r.String())
-		}
+	e.c.EachPortDropByName(func(port string, r relay.Drop, n uint64) {
+		ch <- prometheus.MustNewConstMetric(descPortDrops, prometheus.CounterValue, float64(n), port, r.String())
 	})
 	n, b := e.c.Pending()
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(n))

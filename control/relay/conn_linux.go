@@ -7,13 +7,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,22 +67,66 @@ const (
 //   - a reader goroutine per socket that parses, checks and rate limits,
 //     then queues for the engine's goroutine, which serves the ports in
 //     turn (fairQueue).
+//
+// Reconfigure adds and removes downlinks and changes the rest of the
+// configuration while Run runs (reconfigure_linux.go).
 type Conn struct {
-	eng     *Engine
-	cfg     ConnConfig
-	log     *slog.Logger
-	up      *net.Interface
-	udp     *ipv6.PacketConn   // the uplink's
-	down    []*ipv6.PacketConn // by port: sends to clients
-	raw     []*os.File         // by port: the clients' frames
-	q       *fairQueue
-	limits  []tokenBucket // by port; each owned by its reader
-	closers []io.Closer
+	eng *Engine
+	cfg ConnConfig // Servers change on the engine's goroutine (Reconfigure)
+	log *slog.Logger
+	up  *net.Interface
+	udp *ipv6.PacketConn // the uplink's
+	q   *fairQueue
+
+	// mu guards downs, bySlot's growth and closed against Close, which
+	// may come from any goroutine; the engine's goroutine is the only
+	// one to change them otherwise (commit).
+	mu     sync.Mutex
+	downs  []*downlink // in the engine's port order
+	bySlot []*downlink // by fair queue source; nil: the servers', or a removed port's
+	closed bool
+
 	// orig queues the messages the relay originates (Originate) for the
 	// engine's goroutine; onReply gets the servers' Replies to them.
 	orig    chan Originated
 	onReply func(port string, reply []byte)
+
+	// reconf hands a prepared reconfiguration to Run; reconfMu makes
+	// reconfigurations one at a time. runCtx and readers belong to Run:
+	// commit starts a new port's reader with them.
+	reconf   chan *reconfig
+	reconfMu sync.Mutex
+	running  bool          // under mu: Run has started
+	runDone  chan struct{} // closed when Run returns
+	runCtx   context.Context
+	readers  sync.WaitGroup
 }
+
+// downlink is one port's sockets and what its reader needs.
+type downlink struct {
+	name string
+	ifi  *net.Interface
+	udp  *ipv6.PacketConn // sends to clients; owns port 547 on the port
+	raw  *os.File         // the clients' frames
+	slot int              // its source in the fair queue, never reused
+	// rate is the port's client rate limit; its reader picks up a new
+	// one (Reconfigure) at its next message.
+	rate atomic.Pointer[Rate]
+	// gone is set when the port is removed, before its sockets close.
+	gone atomic.Bool
+	// Owned by the engine's goroutine: the port's index in the engine,
+	// and its counts (the reader reads cnt only after commit set it).
+	port int
+	cnt  *portCounters
+}
+
+func (d *downlink) close() error {
+	return errors.Join(d.raw.Close(), d.udp.Close())
+}
+
+// serverSlot is the servers' source in the fair queue; the downlinks'
+// follow it.
+const serverSlot = 0
 
 // originQueueDepth bounds the originated messages waiting for the engine.
 const originQueueDepth = 256
@@ -110,7 +154,7 @@ func (c *Conn) Originate(o Originated) error {
 }
 
 type inbound struct {
-	port int // -1: from the servers' side
+	slot int // the fair queue source: serverSlot, or a downlink's
 	src  netip.Addr
 	dst  netip.Addr
 	mac  [6]byte
@@ -134,7 +178,12 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) 
 	if cfg.ListenPort == 0 {
 		cfg.ListenPort = dhcp6.ServerPort
 	}
-	c = &Conn{eng: eng, cfg: cfg, log: log, orig: make(chan Originated, originQueueDepth)}
+	c = &Conn{
+		eng: eng, cfg: cfg, log: log,
+		orig:    make(chan Originated, originQueueDepth),
+		reconf:  make(chan *reconfig),
+		runDone: make(chan struct{}),
+	}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -148,7 +197,6 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) 
 	if c.udp, err = listenUDP(cfg.Uplink, cfg.ListenPort, false); err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", cfg.Uplink, err)
 	}
-	c.closers = append(c.closers, c.udp)
 	if err := c.udp.SetControlMessage(ipv6.FlagInterface|ipv6.FlagDst, true); err != nil {
 		return nil, fmt.Errorf("udp pktinfo: %w", err)
 	}
@@ -157,44 +205,64 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) 
 	if err := c.udp.SetMulticastHopLimit(dhcp6.HopCountLimit); err != nil {
 		return nil, fmt.Errorf("udp multicast hop limit: %w", err)
 	}
-	group := &net.UDPAddr{IP: net.IP(dhcp6.AllRelayAgentsAndServers.AsSlice())}
+	c.q = newFairQueue(1, func(int) int { return serverQueueDepth })
+	c.bySlot = []*downlink{serverSlot: nil}
+	cnt := eng.Counters.setPorts(portNames(eng.ports))
 	for i, p := range eng.Ports() {
-		ifi, err := net.InterfaceByName(p.Name)
+		d, err := c.openDownlink(p.Name)
 		if err != nil {
-			return nil, fmt.Errorf("downlink %s: %w", p.Name, err)
+			return nil, err
 		}
-		eng.ports[i].Index = ifi.Index
-		pc, err := listenUDP(p.Name, cfg.ListenPort, true)
-		if err != nil {
-			return nil, fmt.Errorf("downlink %s: %w", p.Name, err)
-		}
-		c.closers = append(c.closers, pc)
-		c.down = append(c.down, pc)
-		// Joining ff02::1:2 programs the NIC's multicast filter so the
-		// client's frames reach the packet socket.
-		if err := pc.JoinGroup(ifi, group); err != nil {
-			return nil, fmt.Errorf("join ff02::1:2 on %s: %w", p.Name, err)
-		}
-		f, err := openPacketSocket(ifi.Index, uint16(cfg.ListenPort))
-		if err != nil {
-			return nil, fmt.Errorf("packet socket on %s: %w", p.Name, err)
-		}
-		c.closers = append(c.closers, f)
-		c.raw = append(c.raw, f)
-		var r Rate
-		if i < len(cfg.Rates) {
-			r = cfg.Rates[i]
-		}
-		c.limits = append(c.limits, newTokenBucket(r.Rate, r.Burst))
+		eng.ports[i].Index = d.ifi.Index
+		d.port, d.cnt = i, cnt[i]
+		d.rate.Store(rateAt(cfg.Rates, i))
+		c.addDownlink(d)
 	}
-	n := len(c.raw)
-	c.q = newFairQueue(n+1, func(i int) int {
-		if i == n {
-			return serverQueueDepth
-		}
-		return clientQueueDepth
-	})
 	return c, nil
+}
+
+// openDownlink opens a downlink's sockets: the UDP socket that sends to
+// its clients, joined to ff02::1:2, and the packet socket that reads
+// their frames. Errors name the port.
+func (c *Conn) openDownlink(name string) (d *downlink, err error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("downlink %s: %w", name, err)
+	}
+	d = &downlink{name: name, ifi: ifi}
+	if d.udp, err = listenUDP(name, c.cfg.ListenPort, true); err != nil {
+		return nil, fmt.Errorf("downlink %s: %w", name, err)
+	}
+	// Joining ff02::1:2 programs the NIC's multicast filter so the
+	// client's frames reach the packet socket.
+	group := &net.UDPAddr{IP: net.IP(dhcp6.AllRelayAgentsAndServers.AsSlice())}
+	if err := d.udp.JoinGroup(ifi, group); err != nil {
+		d.udp.Close()
+		return nil, fmt.Errorf("join ff02::1:2 on %s: %w", name, err)
+	}
+	if d.raw, err = openPacketSocket(ifi.Index, uint16(c.cfg.ListenPort)); err != nil {
+		d.udp.Close()
+		return nil, fmt.Errorf("packet socket on %s: %w", name, err)
+	}
+	return d, nil
+}
+
+// addDownlink gives d a fair queue source of its own and makes it one of
+// c's ports (after those already there: the caller orders downs).
+func (c *Conn) addDownlink(d *downlink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d.slot = c.q.addSource(clientQueueDepth)
+	c.downs = append(c.downs, d)
+	c.bySlot = append(c.bySlot, d)
+}
+
+func rateAt(rates []Rate, i int) *Rate {
+	var r Rate
+	if i < len(rates) {
+		r = rates[i]
+	}
+	return &r
 }
 
 // listenUDP opens a UDP socket on [::]:port bound to interface ifname
@@ -282,28 +350,48 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // Close closes every socket.
 func (c *Conn) Close() error {
-	var errs []error
-	for _, cl := range c.closers {
-		errs = append(errs, cl.Close())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
 	}
-	c.closers = nil
+	c.closed = true
+	var errs []error
+	if c.udp != nil {
+		errs = append(errs, c.udp.Close())
+	}
+	for _, d := range c.downs {
+		errs = append(errs, d.close())
+	}
 	return errors.Join(errs...)
 }
 
 // Run relays until ctx is done. upd receives what snooping learns.
 func (c *Conn) Run(ctx context.Context, upd Updater) error {
-	var wg sync.WaitGroup
-	for i, f := range c.raw {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.readClients(ctx, i, f) }()
+	// Under reconfMu too: a Reconfigure that saw the relay not running
+	// commits on its own goroutine, before Run starts.
+	c.reconfMu.Lock()
+	c.mu.Lock()
+	if c.running || c.closed {
+		c.mu.Unlock()
+		c.reconfMu.Unlock()
+		return errors.New("relay: Run called twice, or after Close")
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); c.readServers(ctx) }()
-	defer func() { c.Close(); wg.Wait() }()
+	c.running, c.runCtx = true, ctx
+	for _, d := range c.downs {
+		c.startReader(d)
+	}
+	c.mu.Unlock()
+	c.reconfMu.Unlock()
+	c.readers.Add(1)
+	go func() { defer c.readers.Done(); c.readServers(ctx) }()
+	defer func() { c.Close(); c.readers.Wait(); close(c.runDone) }()
 	for {
 		select {
 		case o := <-c.orig:
 			c.originate(o)
+		case r := <-c.reconf:
+			c.commit(r)
 		default:
 		}
 		m, ok := c.q.pop()
@@ -314,12 +402,14 @@ func (c *Conn) Run(ctx context.Context, upd Updater) error {
 			case <-c.q.wake:
 			case o := <-c.orig:
 				c.originate(o)
+			case r := <-c.reconf:
+				c.commit(r)
 			}
 			continue
 		}
 		c.handle(m, upd)
 		if m.buf != nil {
-			if m.port >= 0 {
+			if m.slot != serverSlot {
 				clientBufs.Put(m.buf)
 			} else {
 				serverBufs.Put(m.buf)
@@ -331,10 +421,21 @@ func (c *Conn) Run(ctx context.Context, upd Updater) error {
 	}
 }
 
+// startReader starts d's reader on Run's context.
+func (c *Conn) startReader(d *downlink) {
+	c.readers.Add(1)
+	go func() { defer c.readers.Done(); c.readClients(c.runCtx, d) }()
+}
+
 func (c *Conn) handle(m inbound, upd Updater) {
 	now := time.Now()
-	if m.port >= 0 {
-		fwd, u, err := c.eng.HandleClient(now, ClientPacket{Port: m.port, SrcMAC: m.mac, Src: m.src, Dst: m.dst, Payload: m.data})
+	if m.slot != serverSlot {
+		d := c.bySlot[m.slot]
+		if d == nil { // a removed port's; commit drains them, so hardly ever
+			c.eng.Counters.Drop(DropUnknownPort)
+			return
+		}
+		fwd, u, err := c.eng.HandleClient(now, ClientPacket{Port: d.port, SrcMAC: m.mac, Src: m.src, Dst: m.dst, Payload: m.data})
 		if err != nil {
 			return // counted by the engine
 		}
@@ -362,7 +463,7 @@ func (c *Conn) handle(m inbound, upd Updater) {
 	if out.Dst.IsLinkLocalUnicast() {
 		dst.Zone = p.Name
 	}
-	if _, err := c.down[out.Port].WriteTo(out.Payload, nil, dst); err != nil {
+	if _, err := c.downs[out.Port].udp.WriteTo(out.Payload, nil, dst); err != nil {
 		c.eng.Counters.Drop(DropSendError)
 		c.log.Debug("send to client", "port", p.Name, "dst", out.Dst, "err", err)
 	}
@@ -397,18 +498,21 @@ func (c *Conn) toServers(fwd []byte) {
 	}
 }
 
-// readClients reads port's client frames until ctx ends: each is parsed
-// (checksum included), rate limited, copied out of the read buffer and
-// queued for the engine. What fails is counted under its reason.
-func (c *Conn) readClients(ctx context.Context, port int, f *os.File) {
-	rc, err := f.SyscallConn()
+// readClients reads d's client frames until its socket closes or ctx
+// ends: each is parsed (checksum included), rate limited, copied out of
+// the read buffer and queued for the engine. What fails is counted under
+// its reason.
+func (c *Conn) readClients(ctx context.Context, d *downlink) {
+	rc, err := d.raw.SyscallConn()
 	if err != nil {
-		c.log.Error("client socket", "port", c.eng.ports[port].Name, "err", err)
+		c.log.Error("client socket", "port", d.name, "err", err)
 		return
 	}
 	buf := make([]byte, clientFrameMax)
 	oob := make([]byte, unix.CmsgSpace(int(auxdataLen)))
-	lim := &c.limits[port]
+	rate := d.rate.Load()
+	lim := newTokenBucket(rate.Rate, rate.Burst)
+	cnt := d.cnt
 	var statsRead time.Time
 	for {
 		var n, oobn, flags int
@@ -421,10 +525,10 @@ func (c *Conn) readClients(ctx context.Context, port int, f *os.File) {
 			err = rerr
 		}
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) || d.gone.Load() {
 				return
 			}
-			c.log.Warn("read client frame", "port", c.eng.ports[port].Name, "err", err)
+			c.log.Warn("read client frame", "port", d.name, "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -435,25 +539,29 @@ func (c *Conn) readClients(ctx context.Context, port int, f *os.File) {
 			statsRead = now
 			_ = rc.Control(func(fd uintptr) {
 				if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-					c.eng.Counters.dropPortN(port, DropSocketOverflow, uint64(st.Drops))
+					c.eng.Counters.dropOn(cnt, DropSocketOverflow, uint64(st.Drops))
 				}
 			})
 		}
 		if flags&unix.MSG_TRUNC != 0 {
-			c.eng.Counters.DropPort(port, DropMalformed)
+			c.eng.Counters.dropOn(cnt, DropMalformed, 1)
 			continue
 		}
 		fr, err := ParseClientFrame(buf[:n], auxChecksum(oob[:oobn]))
 		switch {
 		case errors.Is(err, ErrChecksum):
-			c.eng.Counters.DropPort(port, DropBadChecksum)
+			c.eng.Counters.dropOn(cnt, DropBadChecksum, 1)
 			continue
 		case err != nil:
-			c.eng.Counters.DropPort(port, DropMalformed)
+			c.eng.Counters.dropOn(cnt, DropMalformed, 1)
 			continue
 		}
+		if r := d.rate.Load(); r != rate {
+			rate = r
+			lim.retune(r.Rate, r.Burst)
+		}
 		if !lim.allow(now) {
-			c.eng.Counters.DropPort(port, DropRateLimited)
+			c.eng.Counters.dropOn(cnt, DropRateLimited, 1)
 			continue
 		}
 		bp := clientBufs.Get().(*[]byte)
@@ -461,10 +569,13 @@ func (c *Conn) readClients(ctx context.Context, port int, f *os.File) {
 			*bp = make([]byte, len(fr.Payload))
 		}
 		data := append((*bp)[:0], fr.Payload...)
-		m := inbound{port: port, src: fr.Src, dst: fr.Dst, mac: fr.SrcMAC, data: data, buf: bp}
-		if !c.q.push(port, m) {
+		m := inbound{slot: d.slot, src: fr.Src, dst: fr.Dst, mac: fr.SrcMAC, data: data, buf: bp}
+		if !c.q.push(d.slot, m) {
 			clientBufs.Put(bp)
-			c.eng.Counters.DropPort(port, DropQueueFull)
+			if d.gone.Load() {
+				return
+			}
+			c.eng.Counters.dropOn(cnt, DropQueueFull, 1)
 		}
 		if ctx.Err() != nil {
 			return
@@ -498,7 +609,6 @@ func auxChecksum(oob []byte) Checksum {
 const auxdataLen = 20
 
 func (c *Conn) readServers(ctx context.Context) {
-	server := len(c.raw)
 	for {
 		bp := serverBufs.Get().(*[]byte)
 		n, cm, src, err := c.udp.ReadFrom(*bp)
@@ -517,8 +627,8 @@ func (c *Conn) readServers(ctx context.Context) {
 			serverBufs.Put(bp)
 			continue
 		}
-		m := inbound{port: -1, src: addr.Unmap(), up: cm != nil && cm.IfIndex == c.up.Index, data: (*bp)[:n], buf: bp}
-		if !c.q.push(server, m) {
+		m := inbound{slot: serverSlot, src: addr.Unmap(), up: cm != nil && cm.IfIndex == c.up.Index, data: (*bp)[:n], buf: bp}
+		if !c.q.push(serverSlot, m) {
 			serverBufs.Put(bp)
 			c.eng.Counters.Drop(DropQueueFull)
 		}

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/pdrelay/pdrelay/control/dhcp6"
@@ -71,21 +73,76 @@ var snoopNames = [numSnoop]string{"unparsable", "unmatched_reply", "pending_evic
 func (s SnoopEvent) String() string { return snoopNames[s] }
 
 // Counters are the engine's counters; safe to read while the engine runs.
-// Drops of client messages are counted per downlink as well.
+// Drops of client messages are counted per downlink as well, by name: a
+// port's counts live as long as the Counters, so a port removed by
+// Engine.Reconfigure keeps its (frozen) counts, and a port added again
+// goes on from them.
 type Counters struct {
 	msgs  [2][256]atomic.Uint64
 	drops [numDrops]atomic.Uint64
 	snoop [numSnoop]atomic.Uint64
-	ports [][numDrops]atomic.Uint64 // by port; sized once by init
+	// cur are the engine's ports' counts in port order; all are every
+	// port's the Counters have known, in order of first use. Both are
+	// replaced, never changed, under mu (copy on write), so readers only
+	// load them.
+	mu  sync.Mutex
+	cur atomic.Pointer[[]*portCounters]
+	all atomic.Pointer[[]*portCounters]
 	// pending and pendingBytes mirror the pending table's size.
 	pending, pendingBytes atomic.Int64
+}
+
+// portCounters are one downlink's drop counts.
+type portCounters struct {
+	name  string
+	drops [numDrops]atomic.Uint64
 }
 
 // Pending returns how many requests await their Reply and the bytes they
 // are accounted to hold.
 func (c *Counters) Pending() (n, bytes int64) { return c.pending.Load(), c.pendingBytes.Load() }
 
-func (c *Counters) init(nports int) { c.ports = make([][numDrops]atomic.Uint64, nports) }
+// setPorts makes names, in order, the current ports, finding each one's
+// counts by name (new ones start at zero), and returns them.
+func (c *Counters) setPorts(names []string) []*portCounters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var all []*portCounters
+	if p := c.all.Load(); p != nil {
+		all = *p
+	}
+	byName := make(map[string]*portCounters, len(all))
+	for _, pc := range all {
+		byName[pc.name] = pc
+	}
+	cur := make([]*portCounters, len(names))
+	grown := false
+	for i, n := range names {
+		pc := byName[n]
+		if pc == nil {
+			pc = &portCounters{name: n}
+			byName[n] = pc
+			if !grown {
+				all = slices.Clip(all) // never append into a slice readers hold
+				grown = true
+			}
+			all = append(all, pc)
+		}
+		cur[i] = pc
+	}
+	c.all.Store(&all)
+	c.cur.Store(&cur)
+	return cur
+}
+
+// port returns the counts of current port i, or nil.
+func (c *Counters) port(i int) *portCounters {
+	p := c.cur.Load()
+	if p == nil || i < 0 || i >= len(*p) {
+		return nil
+	}
+	return (*p)[i]
+}
 
 func (c *Counters) msg(d Direction, t dhcp6.MessageType) { c.msgs[d][t].Add(1) }
 
@@ -93,37 +150,53 @@ func (c *Counters) msg(d Direction, t dhcp6.MessageType) { c.msgs[d][t].Add(1) }
 func (c *Counters) Drop(r Drop) { c.drops[r].Add(1) }
 
 // DropPort counts the drop of a message from downlink port i (an index
-// into Config.Ports), in the total and in the port's counts.
-func (c *Counters) DropPort(i int, r Drop) {
-	c.drops[r].Add(1)
-	if i >= 0 && i < len(c.ports) {
-		c.ports[i][r].Add(1)
-	}
-}
+// into the engine's current ports), in the total and in the port's counts.
+func (c *Counters) DropPort(i int, r Drop) { c.dropOn(c.port(i), r, 1) }
 
-func (c *Counters) dropPortN(i int, r Drop, n uint64) {
+// dropOn counts n drops of a message from the port whose counts are p
+// (nil: the total only).
+func (c *Counters) dropOn(p *portCounters, r Drop, n uint64) {
 	if n == 0 {
 		return
 	}
 	c.drops[r].Add(n)
-	if i >= 0 && i < len(c.ports) {
-		c.ports[i][r].Add(n)
+	if p != nil {
+		p.drops[r].Add(n)
 	}
 }
 
-// PortDrops returns port i's count of drop reason r.
+// PortDrops returns current port i's count of drop reason r.
 func (c *Counters) PortDrops(i int, r Drop) uint64 {
-	if i < 0 || i >= len(c.ports) {
-		return 0
+	if p := c.port(i); p != nil {
+		return p.drops[r].Load()
 	}
-	return c.ports[i][r].Load()
+	return 0
 }
 
-// EachPortDrop calls fn for every port and every drop reason.
+// EachPortDrop calls fn for every current port (by index) and every drop
+// reason.
 func (c *Counters) EachPortDrop(fn func(port int, r Drop, n uint64)) {
-	for i := range c.ports {
-		for r := range c.ports[i] {
-			fn(i, Drop(r), c.ports[i][r].Load())
+	p := c.cur.Load()
+	if p == nil {
+		return
+	}
+	for i, pc := range *p {
+		for r := range pc.drops {
+			fn(i, Drop(r), pc.drops[r].Load())
+		}
+	}
+}
+
+// EachPortDropByName calls fn for every port the counters have known,
+// removed ones included, and every drop reason.
+func (c *Counters) EachPortDropByName(fn func(port string, r Drop, n uint64)) {
+	p := c.all.Load()
+	if p == nil {
+		return
+	}
+	for _, pc := range *p {
+		for r := range pc.drops {
+			fn(pc.name, Drop(r), pc.drops[r].Load())
 		}
 	}
 }

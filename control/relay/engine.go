@@ -72,6 +72,7 @@ type Engine struct {
 	relayID  []byte
 	rrType   dhcp6.MessageType
 	pending  pendingTable
+	pendCfg  pendingConfig
 	origin   originTable // messages the relay originated (originate.go)
 	buf      []byte
 	Counters Counters
@@ -127,6 +128,20 @@ func (e *DropError) Unwrap() []error { return []error{ErrDropped, e.Err} }
 
 // NewEngine validates cfg and returns an engine.
 func NewEngine(cfg Config) (*Engine, error) {
+	e, err := compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	e.Counters.setPorts(portNames(e.ports))
+	e.pending.init(cfg.PendingMax, cfg.PendingBytes, len(e.ports), cfg.PendingTTL)
+	return e, nil
+}
+
+// compile validates cfg and returns an engine holding what it configures
+// (ports and their indexes, servers, trust), with no state: NewEngine
+// starts one from it, Reconfigure moves a running one's state into it.
+// It reads nothing but cfg, so any goroutine may call it.
+func compile(cfg Config) (*Engine, error) {
 	e := &Engine{
 		byIfID:  make(map[string]int),
 		byLink:  make(map[netip.Addr]int),
@@ -137,6 +152,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		relayID: cfg.RelayID,
 		rrType:  cfg.ReleaseRequestType,
 		buf:     make([]byte, 0, 2048),
+		pendCfg: pendingConfig{max: cfg.PendingMax, bytes: cfg.PendingBytes, ttl: cfg.PendingTTL},
 	}
 	if len(cfg.Servers) == 0 {
 		return nil, errors.New("relay: no servers")
@@ -161,6 +177,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if !p.LinkAddr.IsValid() {
 			p.LinkAddr = netip.IPv6Unspecified()
 		}
+		if _, dup := e.byName[p.Name]; dup {
+			return nil, fmt.Errorf("relay: port %s configured twice", p.Name)
+		}
 		if _, dup := e.byIfID[string(p.InterfaceID)]; dup {
 			return nil, fmt.Errorf("relay: interface-id %q used by two ports", p.InterfaceID)
 		}
@@ -176,9 +195,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.addrs = append(e.addrs, addrSet(p.Addrs))
 	}
 	e.addrRead = make([]time.Time, len(e.ports))
-	e.Counters.init(len(e.ports))
-	e.pending.init(cfg.PendingMax, cfg.PendingBytes, len(e.ports), cfg.PendingTTL)
 	return e, nil
+}
+
+func portNames(ps []Port) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	return names
 }
 
 func addrSet(as []netip.Addr) map[netip.Addr]bool {

@@ -21,6 +21,15 @@ func newTokenBucket(rate, burst int) tokenBucket {
 	return tokenBucket{rate: float64(rate), burst: float64(burst), tokens: float64(burst)}
 }
 
+// retune sets a new rate and burst, keeping the tokens saved (at most the
+// new burst).
+func (b *tokenBucket) retune(rate, burst int) {
+	nb := newTokenBucket(rate, burst)
+	nb.tokens = min(nb.burst, b.tokens)
+	nb.last = b.last
+	*b = nb
+}
+
 // allow takes a token at now if there is one.
 func (b *tokenBucket) allow(now time.Time) bool {
 	if b.rate == 0 {
@@ -108,6 +117,40 @@ func (q *fairQueue) push(i int, m inbound) bool {
 	default:
 	}
 	return true
+}
+
+// addSource adds a source holding at most depth messages and returns its
+// index. Sources are never renumbered.
+func (q *fairQueue) addSource(depth int) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.qs = append(q.qs, ring[inbound]{buf: make([]inbound, max(depth, 1))})
+	// The turn order keeps its order in a ring with room for every source.
+	active := ring[int]{buf: make([]int, len(q.qs))}
+	for q.active.size > 0 {
+		active.push(q.active.pop())
+	}
+	q.active = active
+	return len(q.qs) - 1
+}
+
+// removeSource empties source i and returns what it held; from then on
+// the source holds nothing (push returns false).
+func (q *fairQueue) removeSource(i int) []inbound {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	r := &q.qs[i]
+	var out []inbound
+	for r.size > 0 {
+		out = append(out, r.pop())
+	}
+	r.buf = nil // full() from now on: nothing more is queued
+	for n := q.active.size; n > 0; n-- {
+		if j := q.active.pop(); j != i {
+			q.active.push(j)
+		}
+	}
+	return out
 }
 
 // pop takes the next message in round-robin order over the sources with

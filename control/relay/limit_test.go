@@ -53,23 +53,23 @@ func TestTokenBucket(t *testing.T) {
 func TestFairQueue(t *testing.T) {
 	q := newFairQueue(3, func(i int) int { return []int{4, 4, 8}[i] })
 	for i := range 10 {
-		ok := q.push(0, inbound{port: 0, dst: ip(i)})
+		ok := q.push(0, inbound{slot: 0, dst: ip(i)})
 		if ok != (i < 4) {
 			t.Fatalf("push %d to a queue of 4: %v", i, ok)
 		}
 	}
-	q.push(1, inbound{port: 1})
-	q.push(2, inbound{port: -1})
-	q.push(1, inbound{port: 1})
+	q.push(1, inbound{slot: 1})
+	q.push(2, inbound{slot: 2})
+	q.push(1, inbound{slot: 1})
 	var order []int
 	for {
 		m, ok := q.pop()
 		if !ok {
 			break
 		}
-		order = append(order, m.port)
+		order = append(order, m.slot)
 	}
-	want := []int{0, 1, -1, 0, 1, 0, 0}
+	want := []int{0, 1, 2, 0, 1, 0, 0}
 	if len(order) != len(want) {
 		t.Fatalf("order %v, want %v", order, want)
 	}

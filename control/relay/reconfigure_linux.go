@@ -1,0 +1,200 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// ErrClosed is returned by Reconfigure once the Conn is closed or its Run
+// has returned.
+var ErrClosed = errors.New("relay: connection closed")
+
+// reconfig is a reconfiguration prepared by Reconfigure, for commit.
+type reconfig struct {
+	next   *Engine              // the engine's new configuration (compile)
+	opened map[string]*downlink // the new ports' sockets, open
+	cfg    ConnConfig
+	done   chan struct{} // closed by commit
+}
+
+// Reconfigure applies engCfg and connCfg to the running relay without
+// stopping it:
+//
+//   - a port in engCfg.Ports and not running is added: its sockets are
+//     opened here, on the calling goroutine (so in its network
+//     namespace), and its reader starts once the engine has the port;
+//   - a running port not in engCfg.Ports is removed: its reader stops and
+//     its sockets close; what it had queued is dropped;
+//   - a port in both (by name) keeps its sockets and its reader, so it is
+//     listened to throughout, and none of its messages is lost or
+//     reordered; its Interface-ID, link-address, trust flags, addresses
+//     and rate limit (connCfg.Rates, by engCfg.Ports order) take the new
+//     values;
+//   - the servers, trusted servers and pending bounds take the new values;
+//     the Counters carry over (see Engine.Reconfigure).
+//
+// The change is atomic for the relay: the engine's goroutine makes it
+// between two messages, so each message is handled wholly under the old
+// configuration or wholly under the new. Reconfigure returns once it is
+// made.
+//
+// It fails cleanly: when engCfg is invalid, when a new port's sockets
+// cannot be opened (the error names the port), or when connCfg changes
+// what needs a restart (Uplink, ServerPort, ListenPort) or engCfg the
+// RelayID (ErrRelayIDChanged), nothing changes. Called before Run, it
+// applies at once; after Run has returned it returns ErrClosed. One
+// Reconfigure runs at a time.
+func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfig) (err error) {
+	c.reconfMu.Lock()
+	defer c.reconfMu.Unlock()
+	if connCfg.ServerPort == 0 {
+		connCfg.ServerPort = c.cfg.ServerPort
+	}
+	if connCfg.ListenPort == 0 {
+		connCfg.ListenPort = c.cfg.ListenPort
+	}
+	if connCfg.Uplink == "" {
+		connCfg.Uplink = c.cfg.Uplink
+	}
+	switch {
+	case connCfg.Uplink != c.cfg.Uplink:
+		return fmt.Errorf("relay: uplink %s cannot change to %s at run time", c.cfg.Uplink, connCfg.Uplink)
+	case connCfg.ServerPort != c.cfg.ServerPort:
+		return fmt.Errorf("relay: server port %d cannot change to %d at run time", c.cfg.ServerPort, connCfg.ServerPort)
+	case connCfg.ListenPort != c.cfg.ListenPort:
+		return fmt.Errorf("relay: listen port %d cannot change to %d at run time", c.cfg.ListenPort, connCfg.ListenPort)
+	}
+
+	c.mu.Lock()
+	closed, running := c.closed, c.running
+	old := make(map[string]*downlink, len(c.downs))
+	for _, d := range c.downs {
+		old[d.name] = d
+	}
+	c.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+
+	// The interface indexes: kept for the ports that stay, read for the
+	// new ones as their sockets open.
+	engCfg.Ports = slices.Clone(engCfg.Ports)
+	for i := range engCfg.Ports {
+		if d := old[engCfg.Ports[i].Name]; d != nil {
+			engCfg.Ports[i].Index = d.ifi.Index
+		}
+	}
+	next, err := c.eng.prepare(engCfg)
+	if err != nil {
+		return err
+	}
+	r := &reconfig{next: next, opened: make(map[string]*downlink), cfg: connCfg, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			for _, d := range r.opened {
+				d.close()
+			}
+		}
+	}()
+	for i := range next.ports {
+		p := &next.ports[i]
+		if old[p.Name] != nil {
+			continue
+		}
+		d, err := c.openDownlink(p.Name)
+		if err != nil {
+			return err // names the port
+		}
+		r.opened[p.Name] = d
+		p.Index = d.ifi.Index
+	}
+
+	if !running {
+		c.commit(r)
+		return nil
+	}
+	select {
+	case c.reconf <- r:
+	case <-c.runDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-r.done // commit never blocks
+	return nil
+}
+
+// commit makes r the running configuration: on the engine's goroutine,
+// or on the caller's before Run.
+func (c *Conn) commit(r *reconfig) {
+	defer close(r.done)
+	c.eng.adopt(r.next)
+
+	c.mu.Lock()
+	old := make(map[string]*downlink, len(c.downs))
+	for _, d := range c.downs {
+		old[d.name] = d
+	}
+	downs := make([]*downlink, len(c.eng.ports))
+	var added []*downlink
+	for i, p := range c.eng.ports {
+		d := old[p.Name]
+		if d == nil {
+			d = r.opened[p.Name]
+			d.slot = c.q.addSource(clientQueueDepth)
+			c.bySlot = append(c.bySlot, d)
+			added = append(added, d)
+		}
+		delete(old, p.Name)
+		d.port, d.cnt = i, c.eng.Counters.port(i)
+		if rt, cur := rateAt(r.cfg.Rates, i), d.rate.Load(); cur == nil || *rt != *cur {
+			d.rate.Store(rt)
+		}
+		downs[i] = d
+	}
+	c.downs = downs
+	var removed []string
+	for name, d := range old {
+		d.gone.Store(true)
+		if err := d.close(); err != nil {
+			c.log.Warn("close removed downlink", "port", name, "err", err)
+		}
+		for _, m := range c.q.removeSource(d.slot) {
+			clientBufs.Put(m.buf)
+		}
+		c.bySlot[d.slot] = nil
+		removed = append(removed, name)
+	}
+	for _, d := range added {
+		switch {
+		case c.closed: // Close came first: nothing will read or close it
+			d.close()
+		case c.running:
+			c.startReader(d)
+		}
+	}
+	c.mu.Unlock()
+	c.cfg.Servers = slices.Clone(r.cfg.Servers)
+	c.cfg.Rates = slices.Clone(r.cfg.Rates)
+
+	var addedNames []string
+	for _, d := range added {
+		addedNames = append(addedNames, d.name)
+	}
+	slices.Sort(removed)
+	c.log.Info("relay reconfigured", "downlinks", portNames(c.eng.ports), "added", addedNames,
+		"removed", removed, "servers", addrStrings(c.cfg.Servers))
+}
+
+func addrStrings(as []netip.Addr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
+}
