@@ -346,6 +346,9 @@ func TestConnReconfigure(t *testing.T) {
 			sentA.Add(1)
 		}
 	}()
+	var stopOnce sync.Once
+	stopStream := func() { stopOnce.Do(func() { close(stopA); <-streamDone }) }
+	defer stopStream() // before Run stops, on every way out
 	wait("A's first message", func(f forward) bool { return f.ifid == "port-a" })
 	time.Sleep(100 * time.Millisecond)
 
@@ -426,8 +429,7 @@ func TestConnReconfigure(t *testing.T) {
 	}
 
 	time.Sleep(100 * time.Millisecond)
-	close(stopA)
-	<-streamDone
+	stopStream()
 	wait("A's last message", func(f forward) bool { return f.ifid == "port-a" && f.xid == sentA.Load() })
 	// Whatever else is in flight.
 	for len(srv.got) > 0 {
