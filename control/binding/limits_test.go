@@ -116,3 +116,23 @@ func TestSetLimitsUniqueClient(t *testing.T) {
 		t.Errorf("renewal: %v", op)
 	}
 }
+
+// TestExcessPerClient: the max_per_client excess counts every client over
+// the limit and reports the most any holds.
+func TestExcessPerClient(t *testing.T) {
+	tb := NewTable(PortLimits{}, nil)
+	for c := range 10 {
+		n := 3
+		if c == 4 {
+			n = 5
+		}
+		for i := range n {
+			mustLearn(t, tb, t0, learned("eth1", fmt.Sprint("duid", c), uint32(i), fmt.Sprintf("2001:db8:%x%x::/56", c, i), time.Hour, time.Hour))
+		}
+	}
+	mustLearn(t, tb, t0, learned("eth1", "duid-ok", 1, "2001:db8:ff::/56", time.Hour, time.Hour))
+	ex := tb.SetLimits(PortLimits{MaxPerClient: 2}, nil)
+	if want := []LimitExcess{{Port: "eth1", Limit: LimitMaxPerClient, Max: 2, Have: 5, Clients: 10}}; !slices.Equal(ex, want) {
+		t.Errorf("excess %+v, want %+v", ex, want)
+	}
+}
