@@ -80,7 +80,7 @@ func (m *Metrics) AddPorts(ports ...string) {
 		}
 		m.ports = append(m.ports, p)
 		m.bindings.WithLabelValues(p).Set(float64(m.perPort[p]))
-		for _, l := range []string{"max_per_client", "max_delegations", "unique_client"} {
+		for _, l := range []string{binding.LimitMaxPerClient, binding.LimitMaxDelegations, binding.LimitUniqueClient} {
 			m.limitHits.WithLabelValues(p, l)
 		}
 		for _, r := range binding.RefuseReasons {
@@ -131,11 +131,11 @@ func (m *Metrics) Refused(port string, err error) {
 	limit := "other"
 	switch {
 	case errors.Is(err, binding.ErrClientLimit):
-		limit = "max_per_client"
+		limit = binding.LimitMaxPerClient
 	case errors.Is(err, binding.ErrPortLimit):
-		limit = "max_delegations"
+		limit = binding.LimitMaxDelegations
 	case errors.Is(err, binding.ErrDuplicateDUID):
-		limit = "unique_client"
+		limit = binding.LimitUniqueClient
 	}
 	m.limitHits.WithLabelValues(port, limit).Inc()
 }
