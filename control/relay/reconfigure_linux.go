@@ -35,8 +35,9 @@ type reconfig struct {
 //     reordered; its Interface-ID, link-address, trust flags, addresses
 //     and rate limit (connCfg.Rates, by engCfg.Ports order) take the new
 //     values;
-//   - the servers, trusted servers and pending bounds take the new values;
-//     the Counters carry over (see Engine.Reconfigure).
+//   - the servers (and their port), trusted servers and pending bounds
+//     take the new values; the Counters carry over (see
+//     Engine.Reconfigure).
 //
 // The change is atomic for the relay: the engine's goroutine makes it
 // between two messages, so each message is handled wholly under the old
@@ -45,8 +46,9 @@ type reconfig struct {
 //
 // It fails cleanly: when engCfg is invalid, when a new port's sockets
 // cannot be opened (the error names the port), or when connCfg changes
-// what needs a restart (Uplink, ServerPort, ListenPort) or engCfg the
-// RelayID (ErrRelayIDChanged), nothing changes. Called before Run, it
+// what needs a restart (Uplink, ListenPort) or engCfg the RelayID
+// (ErrRelayIDChanged), nothing changes. A zero ServerPort or ListenPort,
+// or an empty Uplink, keeps the running one. Called before Run, it
 // applies at once; after Run has returned it returns ErrClosed. One
 // Reconfigure runs at a time.
 func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfig) (err error) {
@@ -64,8 +66,6 @@ func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfi
 	switch {
 	case connCfg.Uplink != c.cfg.Uplink:
 		return fmt.Errorf("relay: uplink %s cannot change to %s at run time", c.cfg.Uplink, connCfg.Uplink)
-	case connCfg.ServerPort != c.cfg.ServerPort:
-		return fmt.Errorf("relay: server port %d cannot change to %d at run time", c.cfg.ServerPort, connCfg.ServerPort)
 	case connCfg.ListenPort != c.cfg.ListenPort:
 		return fmt.Errorf("relay: listen port %d cannot change to %d at run time", c.cfg.ListenPort, connCfg.ListenPort)
 	}
@@ -179,7 +179,7 @@ func (c *Conn) commit(r *reconfig) {
 		}
 	}
 	c.mu.Unlock()
-	c.cfg.Servers = slices.Clone(r.cfg.Servers)
+	c.cfg.Servers, c.cfg.ServerPort = slices.Clone(r.cfg.Servers), r.cfg.ServerPort
 	c.cfg.Rates = slices.Clone(r.cfg.Rates)
 
 	var addedNames []string

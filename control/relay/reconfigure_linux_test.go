@@ -166,6 +166,7 @@ func (c *rrClient) send(xid uint32) error {
 // forward is a Relay-Forward as a server received it.
 type forward struct {
 	server netip.Addr
+	port   int // the server's UDP port
 	at     time.Time
 	ifid   string
 	peer   netip.Addr
@@ -173,19 +174,19 @@ type forward struct {
 	raw    []byte
 }
 
-// rrServers are UDP sockets on both server addresses; every Relay-Forward
-// they receive goes to got.
+// rrServers are UDP sockets on both server addresses, port 547, and on
+// the second one's port 1547; every Relay-Forward they receive goes to got.
 type rrServers struct {
-	conns map[netip.Addr]*net.UDPConn
+	conns map[netip.AddrPort]*net.UDPConn
 	got   chan forward
 }
 
 func (tp *rrTopo) startServers(t *testing.T) *rrServers {
 	t.Helper()
-	s := &rrServers{conns: map[netip.Addr]*net.UDPConn{}, got: make(chan forward, 100000)}
-	for _, a := range []netip.Addr{rrServer1, rrServer2} {
+	s := &rrServers{conns: map[netip.AddrPort]*net.UDPConn{}, got: make(chan forward, 100000)}
+	for _, a := range []netip.AddrPort{netip.AddrPortFrom(rrServer1, 547), netip.AddrPortFrom(rrServer2, 547), netip.AddrPortFrom(rrServer2, 1547)} {
 		err := inNS(tp.servers, func() error {
-			c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 547)))
+			c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(a))
 			s.conns[a] = c
 			return err
 		})
@@ -210,7 +211,7 @@ func (tp *rrTopo) startServers(t *testing.T) *rrServers {
 					continue
 				}
 				id, _ := r.InterfaceID()
-				s.got <- forward{at: time.Now(), server: a, ifid: string(id), peer: r.PeerAddr, raw: append([]byte(nil), buf[:n]...),
+				s.got <- forward{at: time.Now(), server: a.Addr(), port: int(a.Port()), ifid: string(id), peer: r.PeerAddr, raw: append([]byte(nil), buf[:n]...),
 					xid: uint32(r.Inner[1])<<16 | uint32(r.Inner[2])<<8 | uint32(r.Inner[3])}
 			}
 		}()
@@ -369,7 +370,7 @@ func TestConnReconfigure(t *testing.T) {
 	rr := dhcp6.AppendRelayHeader(nil, dhcp6.MsgRelayRepl, 0, netip.IPv6Unspecified(), fb.peer)
 	rr = dhcp6.AppendOption(rr, dhcp6.OptInterfaceID, []byte("port-b"))
 	rr = dhcp6.AppendOption(rr, dhcp6.OptRelayMsg, advertise)
-	if _, err := srv.conns[rrServer1].WriteToUDPAddrPort(rr, netip.AddrPortFrom(rrRelayUp, 547)); err != nil {
+	if _, err := srv.conns[netip.AddrPortFrom(rrServer1, 547)].WriteToUDPAddrPort(rr, netip.AddrPortFrom(rrRelayUp, 547)); err != nil {
 		t.Fatal(err)
 	}
 	cb.pc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -503,6 +504,20 @@ func TestConnReconfigure(t *testing.T) {
 	}
 	if n := eng.Counters.PortDrops(0, DropRateLimited); n != 4 {
 		t.Errorf("%d of 5 messages rate limited at 1/s burst 1, want 4", n)
+	}
+
+	// The uplink cannot change; the servers' port can.
+	if err := reconfigure(engCfg(two, portA), ConnConfig{Uplink: "dla", Servers: two}); err == nil || !strings.Contains(err.Error(), "uplink") {
+		t.Errorf("Reconfigure of the uplink: %v, want refused", err)
+	}
+	if err := reconfigure(engCfg(two, portA), ConnConfig{Uplink: "up0", Servers: two, ServerPort: 1547}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.send(0x100010); err != nil {
+		t.Fatal(err)
+	}
+	if f := wait("A's message to the new server port", func(f forward) bool { return f.xid == 0x100010 }); f.port != 1547 {
+		t.Errorf("A's message after the server port changed went to port %d", f.port)
 	}
 }
 
