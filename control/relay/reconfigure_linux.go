@@ -19,6 +19,7 @@ type reconfig struct {
 	next   *Engine              // the engine's new configuration (compile)
 	opened map[string]*downlink // the new ports' sockets, open
 	cfg    ConnConfig
+	at     func()        // atSwitch
 	done   chan struct{} // closed by commit
 }
 
@@ -42,7 +43,13 @@ type reconfig struct {
 // The change is atomic for the relay: the engine's goroutine makes it
 // between two messages, so each message is handled wholly under the old
 // configuration or wholly under the new. Reconfigure returns once it is
-// made.
+// made. atSwitch, when not nil, runs on the engine's goroutine at that
+// point, after the last message handled under the old configuration and
+// before the first under the new: what it posts to the binding Manager
+// (Post, whose queue the relay's own updates go through) takes effect in
+// the table exactly between the updates of the two, so a port's new
+// limits and policy are in force before the first binding learned under
+// the new configuration. It must not block for long.
 //
 // It fails cleanly: when engCfg is invalid, when a new port's sockets
 // cannot be opened (the error names the port), or when connCfg changes
@@ -51,7 +58,7 @@ type reconfig struct {
 // or an empty Uplink, keeps the running one. Called before Run, it
 // applies at once; after Run has returned it returns ErrClosed. One
 // Reconfigure runs at a time.
-func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfig) (err error) {
+func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfig, atSwitch func()) (err error) {
 	c.reconfMu.Lock()
 	defer c.reconfMu.Unlock()
 	if connCfg.ServerPort == 0 {
@@ -93,7 +100,7 @@ func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfi
 	if err != nil {
 		return err
 	}
-	r := &reconfig{next: next, opened: make(map[string]*downlink), cfg: connCfg, done: make(chan struct{})}
+	r := &reconfig{next: next, opened: make(map[string]*downlink), cfg: connCfg, at: atSwitch, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			for _, d := range r.opened {
@@ -134,6 +141,9 @@ func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfi
 func (c *Conn) commit(r *reconfig) {
 	defer close(r.done)
 	c.eng.adopt(r.next)
+	if r.at != nil {
+		r.at()
+	}
 
 	c.mu.Lock()
 	old := make(map[string]*downlink, len(c.downs))

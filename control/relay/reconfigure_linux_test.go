@@ -155,11 +155,27 @@ func solicit(xid uint32) []byte {
 	}
 }
 
+// release is a Release with transaction id xid, a Client Identifier and
+// an IA_PD whose IAID is xid too: relaying it, the engine removes the
+// IA_PD (an update for the binding Manager that names the message).
+func release(xid uint32) []byte {
+	return []byte{
+		8,                                          // msg-type RELEASE
+		byte(xid >> 16), byte(xid >> 8), byte(xid), // transaction-id
+		0, 1, 0, 4, 'c', 'l', 'i', 'd', // Client Identifier, 4 bytes
+		0, 25, 0, 12, // IA_PD, 12 bytes
+		byte(xid >> 24), byte(xid >> 16), byte(xid >> 8), byte(xid), // IAID
+		0, 0, 0, 0, 0, 0, 0, 0, // T1, T2
+	}
+}
+
 // send sends a Solicit with transaction id xid to ff02::1:2 through the
 // client's interface (by index: no zone is looked up).
-func (c *rrClient) send(xid uint32) error {
+func (c *rrClient) send(xid uint32) error { return c.sendMsg(solicit(xid)) }
+
+func (c *rrClient) sendMsg(m []byte) error {
 	dst := &net.UDPAddr{IP: net.IP(dhcp6.AllRelayAgentsAndServers.AsSlice()), Port: 547}
-	_, err := c.pc.WriteTo(solicit(xid), &ipv6.ControlMessage{IfIndex: c.ifx}, dst)
+	_, err := c.pc.WriteTo(m, &ipv6.ControlMessage{IfIndex: c.ifx}, dst)
 	return err
 }
 
@@ -264,20 +280,27 @@ func TestConnReconfigure(t *testing.T) {
 		t.Fatal(err)
 	}
 	reconfigure := func(e Config, c ConnConfig) error {
-		return inNS(tp.relay, func() error { return conn.Reconfigure(context.Background(), e, c) })
+		return inNS(tp.relay, func() error { return conn.Reconfigure(context.Background(), e, c, nil) })
 	}
 	goroutines := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
+	rec := &recorder{}
 	go func() {
 		// In the relay's namespace: Run sends to clients by interface name.
-		runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, nopUpdater{}) })
+		runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, rec) })
 	}()
+	var runOnce sync.Once
+	stopRun := func() {
+		runOnce.Do(func() {
+			cancel()
+			if err := <-runErr; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
 	defer func() {
-		cancel()
-		if err := <-runErr; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+		stopRun()
 		testutil.NoLeak(t, goroutines, "Run")
 	}()
 
@@ -326,7 +349,8 @@ func TestConnReconfigure(t *testing.T) {
 	}
 	t.Logf("relay up after %v", time.Since(start).Round(time.Millisecond))
 
-	// A's stream: transaction ids 1, 2, ... every 2 ms until stopped.
+	// A's stream: Releases with transaction ids 1, 2, ... every 2 ms until
+	// stopped.
 	var sentA atomic.Uint32
 	stopA := make(chan struct{})
 	streamDone := make(chan struct{})
@@ -340,7 +364,7 @@ func TestConnReconfigure(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if err := ca.send(sentA.Load() + 1); err != nil {
+			if err := ca.sendMsg(release(sentA.Load() + 1)); err != nil {
 				t.Errorf("send on ca: %v", err)
 				return
 			}
@@ -393,7 +417,11 @@ func TestConnReconfigure(t *testing.T) {
 	}
 
 	// The server changes: from now on A's messages go to server 2 only.
-	if err := reconfigure(engCfg(two, portA, portB), connCfg(two)); err != nil {
+	// The switch is marked among the relay's binding updates.
+	err = inNS(tp.relay, func() error {
+		return conn.Reconfigure(context.Background(), engCfg(two, portA, portB), connCfg(two), func() { rec.mark() })
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	switched := sentA.Load() // sent before Reconfigure returned: either server
@@ -519,8 +547,49 @@ func TestConnReconfigure(t *testing.T) {
 	if f := wait("A's message to the new server port", func(f forward) bool { return f.xid == 0x100010 }); f.port != 1547 {
 		t.Errorf("A's message after the server port changed went to port %d", f.port)
 	}
+
+	// The updates of A's Releases reached the Updater in order, and the
+	// switch to server 2 (atSwitch) lies exactly between the last
+	// relayed to server 1 and the first to server 2.
+	stopRun()
+	server := map[uint32]netip.Addr{}
+	for _, f := range fromA {
+		if f.xid < 0x100000 { // the stream's Releases
+			server[f.xid] = f.server
+		}
+	}
+	if len(rec.log) != len(server)+1 {
+		t.Errorf("the Updater got %d updates and marks, want %d updates and one mark", len(rec.log), len(server))
+	}
+	marked := false
+	for i, e := range rec.log {
+		switch {
+		case e == 0:
+			marked = true
+		case e != uint32(i+1) && !marked || marked && e != uint32(i):
+			t.Fatalf("update %d is for message %d: out of order", i, e)
+		case server[e] == rrServer1 && marked:
+			t.Errorf("message %d, relayed to server 1, updated after the switch", e)
+		case server[e] == rrServer2 && !marked:
+			t.Errorf("message %d, relayed to server 2, updated before the switch", e)
+		}
+	}
+	if !marked {
+		t.Error("atSwitch did not run")
+	}
 }
 
-type nopUpdater struct{}
+// recorder is an Updater noting, for each update, the IAID of the IA_PD a
+// Release on dla removed (A's Releases carry their transaction id there),
+// and 0 for a mark. It runs on the engine's goroutine.
+type recorder struct{ log []uint32 }
 
-func (nopUpdater) Apply(binding.Update) {}
+func (r *recorder) Apply(u binding.Update) {
+	for _, ia := range u.RemoveIAs {
+		if ia.Port == "dla" && ia.IAID < 0x700000 {
+			r.log = append(r.log, ia.IAID)
+		}
+	}
+}
+
+func (r *recorder) mark() { r.log = append(r.log, 0) }
