@@ -114,8 +114,8 @@ type downlink struct {
 	rate atomic.Pointer[Rate]
 	// gone is set when the port is removed, before its sockets close.
 	gone atomic.Bool
-	// Owned by the engine's goroutine: the port's index in the engine,
-	// and its counts (the reader reads cnt only after commit set it).
+	// port is the port's index in the engine, owned by the engine's
+	// goroutine; cnt its counts, set once before its reader starts.
 	port int
 	cnt  *portCounters
 }

@@ -161,7 +161,10 @@ func (c *Conn) commit(r *reconfig) {
 			added = append(added, d)
 		}
 		delete(old, p.Name)
-		d.port, d.cnt = i, c.eng.Counters.port(i)
+		d.port = i
+		if d.cnt == nil { // a new port's, before its reader starts; a port's counts never change
+			d.cnt = c.eng.Counters.port(i)
+		}
 		if rt, cur := rateAt(r.cfg.Rates, i), d.rate.Load(); cur == nil || *rt != *cur {
 			d.rate.Store(rt)
 		}
