@@ -108,5 +108,12 @@
 //	                 pointer here.
 //	log_level        debug, info (default), warn or error
 //
+// Diff compares the running config with a new one for a reload (SIGHUP,
+// pdrelay reload): it returns what changed that a running relay applies
+// in place (Changes), or an error naming each key only a restart applies
+// (*RestartError, ErrNeedsRestart): state_dir, api_socket,
+// metrics_listen, relay_id, the uplink, the dataplane keys, and in the xdp
+// modes a downlink added or removed or a port's forwarding keys.
+//
 // A Config is a plain value: safe for concurrent reads, not for writes.
 package config

@@ -5,6 +5,11 @@
 // Counters that live elsewhere (the relay engine's atomics) are read at
 // scrape time by a Collector, so the relay path pays nothing for them. All
 // types here are safe for concurrent use.
+//
+// Ports may come and go with a config reload: AddPorts makes a new port's
+// series, and a removed port's series stay until the relay restarts (its
+// bindings stay until they expire, and its bindings gauge follows them;
+// its counters stay as they were).
 package metrics
 
 import (
