@@ -22,7 +22,8 @@ var ErrRelayIDChanged = errors.New("relay: relay_id cannot change at run time")
 // messages: the ports (added, removed, or changed by name), servers,
 // trusted servers, trust flags, Interface-IDs, link-addresses and the
 // pending table's bounds. It is called on the engine's goroutine, like
-// HandleClient. A port is the same port across the change when its Name
+// HandleClient; an engine run by a Conn is reconfigured through
+// Conn.Reconfigure, which also opens and closes the ports' sockets. A port is the same port across the change when its Name
 // is: its recorded requests (pending table, originated messages) and its
 // drop counts carry over, under its new index; a removed port's recorded
 // requests are forgotten (a Reply for it names no port and is dropped as

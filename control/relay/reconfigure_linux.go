@@ -43,8 +43,8 @@ type reconfig struct {
 // The change is atomic for the relay: the engine's goroutine makes it
 // between two messages, so each message is handled wholly under the old
 // configuration or wholly under the new. Reconfigure returns once it is
-// made. atSwitch, when not nil, runs on the engine's goroutine at that
-// point, after the last message handled under the old configuration and
+// made. atSwitch, when not nil, runs on the engine's goroutine (before
+// Run, on the caller's) at that point, after the last message handled under the old configuration and
 // before the first under the new: what it posts to the binding Manager
 // (Post, whose queue the relay's own updates go through) takes effect in
 // the table exactly between the updates of the two, so a port's new
