@@ -49,6 +49,9 @@ type Server struct {
 	// Recoverer serves POST /v1/recover and GET /v1/leasequery (Bulk
 	// Leasequery, recover.go); nil when leasequery.servers is empty.
 	Recoverer Recoverer
+	// Reloader serves POST /v1/reload (`pdrelay reload`); nil: refused
+	// (501).
+	Reloader Reloader
 }
 
 // maxBody bounds a request body.
@@ -68,6 +71,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /v1/stats", s.stats)
 	s.mux.HandleFunc("POST /v1/recover", s.recover)
 	s.mux.HandleFunc("GET /v1/leasequery", s.leasequeryStatus)
+	s.mux.HandleFunc("POST /v1/reload", s.reload)
 	return s
 }
 

@@ -8,175 +8,265 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pdrelay/pdrelay/control/api"
 	"github.com/pdrelay/pdrelay/control/binding"
 	"github.com/pdrelay/pdrelay/control/config"
+	"github.com/pdrelay/pdrelay/control/leasequery"
 	"github.com/pdrelay/pdrelay/control/metrics"
+	"github.com/pdrelay/pdrelay/control/neigh"
 	"github.com/pdrelay/pdrelay/control/relay"
 	"github.com/pdrelay/pdrelay/control/store"
 	"github.com/pdrelay/pdrelay/fib"
+	"github.com/pdrelay/pdrelay/internal/version"
 )
 
 // RunFile loads the config at path and runs the relay until ctx ends.
-// Logs go to logOut as text.
+// Logs go to logOut as text. SIGHUP, and `pdrelay reload` through the
+// API, reload the file (reload.go).
 func RunFile(ctx context.Context, path string, logOut io.Writer) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	return Run(ctx, cfg, log)
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+	// From now on SIGHUP is the reload's, not the default (terminate):
+	// one that comes during a long restore waits for the relay to run.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	d, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	d.path, d.level, d.hup = path, level, hup
+	return d.Run(ctx)
 }
 
 // Run runs the relay described by cfg until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	d, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+// Daemon is one relay: built by New, which opens everything (store,
+// sockets, forwarding plane, kernel tables) and restores the bindings,
+// then run by Run, which supervises its parts until its context ends and
+// closes what New opened. Reload changes its config while it runs.
+type Daemon struct {
+	log   *slog.Logger
+	level *slog.LevelVar   // the log level a reload may change; nil: fixed
+	path  string           // the config file a reload reads; "": none
+	hup   <-chan os.Signal // SIGHUP, when RunFile set it up; nil: runReloads does
+
+	reloadMu sync.Mutex // one reload at a time
+	cfg      *config.Config
+	ports    map[string]fib.PortID // every port this process has numbered; only grows
+
+	st       *store.Store
+	relayID  []byte
+	guard    *kernelGuard // nil: nothing to guard
+	ft       *fib.Table
+	fw       *fibWriter
+	mir      *mirror // nil: no route map (uplink.no_route drop)
+	restored *fib.Snapshot
+	addrs    portAddrs
+	eng      *relay.Engine
+	met      *metrics.Metrics
+	table    *binding.Table
+	mgr      *binding.Manager
+	hops     *nextHops
+	resolver *neigh.Resolver
+	rel      *releasing
+	lq       *leasequery.Requestor // nil: leasequery.servers empty
+	fwd      *forwarding           // nil: no AF_XDP plane
+	conn     *relay.Conn
+	ready    chan struct{} // closed once every part runs
+
+	// closers undo New's steps, last first, when Run ends or New fails.
+	closers []func()
+}
+
+// onClose registers f to run when the daemon closes.
+func (d *Daemon) onClose(f func()) { d.closers = append(d.closers, f) }
+
+func (d *Daemon) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	d.closers = nil
+}
+
+// New builds the relay described by cfg: it opens the store, installs
+// the kernel guard, restores the bindings into the table and the FIB,
+// attaches the forwarding plane and opens the relay's sockets. Nothing
+// runs until Run. ctx bounds what New starts that outlives it (the
+// releaser's socket). On error, everything New opened is closed.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
+	d := &Daemon{log: log, cfg: cfg, ready: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
+		return nil, fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
 	}
 	st, err := store.Open(filepath.Join(cfg.StateDir, "bindings.db"), log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
+	d.st = st
+	d.onClose(func() {
 		if err := st.Close(); err != nil {
 			log.Error("close store", "err", err)
 		}
-	}()
-	relayID, err := relayID(cfg, st, log)
-	if err != nil {
-		return err
+	})
+	if d.relayID, err = relayID(cfg, st, log); err != nil {
+		return nil, err
 	}
 
-	ports := portIDs(cfg)
+	d.ports = portIDs(cfg)
 	// After the store: a second relay started by mistake waits on the
 	// store's lock instead of replacing the running one's table.
-	guard, err := startGuard(cfg, log, realGuardKernel) // nil: nothing to guard
-	if err != nil {
-		return err
+	if d.guard, err = startGuard(cfg, log, realGuardKernel); err != nil {
+		return nil, err
 	}
-	if guard != nil {
-		defer guard.close()
+	if d.guard != nil {
+		d.onClose(d.guard.close)
 	}
-	ft := fib.NewTable()
-	for _, d := range cfg.Downlinks {
-		if err := ft.SetAllowedSources(ports[d.Interface], d.AllowedSources); err != nil {
-			return fmt.Errorf("downlinks %s allowed_sources: %w", d.Interface, err)
+	d.ft = fib.NewTable()
+	for _, dl := range cfg.Downlinks {
+		if err := d.ft.SetAllowedSources(d.ports[dl.Interface], dl.AllowedSources); err != nil {
+			return nil, fmt.Errorf("downlinks %s allowed_sources: %w", dl.Interface, err)
 		}
 	}
-	fs := &fibSink{t: ft, ports: ports, log: log, loop: clientLoopPolicies(cfg)}
+	d.fw = &fibWriter{t: d.ft, ports: maps.Clone(d.ports), log: log, loop: clientLoopPolicies(cfg)}
 	routes, err := newRouteMirror(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var mir *mirror
 	if routes != nil {
-		defer routes.Close()
-		mir = &mirror{set: routes}
-		if err := mir.beginFill(); err != nil {
-			return fmt.Errorf("xdp route map: %w", err)
+		d.onClose(func() { routes.Close() })
+		d.mir = &mirror{set: routes}
+		if err := d.mir.beginFill(); err != nil {
+			return nil, fmt.Errorf("xdp route map: %w", err)
 		}
 	}
 
-	var names []string
-	for _, d := range cfg.Downlinks {
-		names = append(names, d.Interface)
+	names := downlinkNames(cfg)
+	d.addrs = readPortAddrs(cfg)
+	if d.eng, err = relay.NewEngine(engineConfig(cfg, d.relayID, d.addrs)); err != nil {
+		return nil, err
 	}
-	addrs := readPortAddrs(cfg)
-	eng, err := relay.NewEngine(engineConfig(cfg, relayID, addrs))
-	if err != nil {
-		return err
-	}
-	met := metrics.New(&eng.Counters, names)
+	d.met = metrics.New(&d.eng.Counters, names)
 
-	table := binding.NewTable(binding.PortLimits{MaxPerClient: config.DefaultMaxPerClient, MaxDelegations: config.DefaultMaxDelegations}, cfg.PortLimits())
-	table.SetPolicy(bindingPolicy(cfg, addrs))
+	d.table = binding.NewTable(defaultPortLimits, cfg.PortLimits())
+	d.table.SetPolicy(bindingPolicy(cfg, d.addrs))
 	// Restored bindings are not changes: restore builds the FIB beside the
 	// table, and the gauges are read from it.
-	if err := restore(table, st, fs, log, met.Refused); err != nil {
-		return err
+	if err := restore(d.table, st, d.fw, log, d.met.Refused); err != nil {
+		return nil, err
 	}
-	met.Load(table.PortCount)
-	restored := ft.Load()
-	if mir != nil {
-		fs.mirror = mir // from now on binding changes go to the map too
+	d.met.Load(d.table.PortCount)
+	d.restored = d.ft.Load()
+	if d.mir != nil {
+		d.fw.mirror = d.mir // from now on binding changes go to the map too
 	}
-	toStore := storeSink(st)
 
 	// Bindings learned or restored without a MAC get it from neighbour
 	// discovery (resolve.go).
-	hops, resolver := startNextHops(table, log)
-	rel := &releasing{} // release.go
-	mgr := binding.NewManager(table, nil, log, guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink, rel.sink})...)
-	mgr.OnRefused = met.Refused
-	mgr.OnRefusedKey = rel.refused
-	hops.mgr = mgr
-	met.Registry.MustRegister(resolverMetrics{hops, resolver})
-	lq := newRequestor(cfg, relayID, mgr, log) // nil without leasequery.servers (recover.go)
-	if lq != nil {
-		met.Registry.MustRegister(lq)
+	d.hops, d.resolver = startNextHops(d.table, log)
+	d.rel = &releasing{} // release.go
+	sinks := []binding.Sink{storeSink(st), d.fw.Sink, d.met.Sink, d.hops.Sink, d.rel.sink}
+	d.mgr = binding.NewManager(d.table, nil, log, d.guard.sinks(sinks)...)
+	d.mgr.OnRefused = d.met.Refused
+	d.mgr.OnRefusedKey = d.rel.refused
+	d.hops.mgr = d.mgr
+	d.met.Registry.MustRegister(resolverMetrics{d.hops, d.resolver})
+	d.lq = newRequestor(cfg, d.relayID, d.mgr, log) // nil without leasequery.servers (recover.go)
+	if d.lq != nil {
+		d.met.Registry.MustRegister(d.lq)
 	}
-	guard.register(met.Registry)
+	d.guard.register(d.met.Registry)
 
 	// The forwarding plane: an attach failure stops the start with its
 	// cause (dataplane.mode xdp asks for forwarding; running without it
 	// would be a silent failure).
-	fwd, err := startForwarding(cfg, ports, routes, log)
-	if err != nil {
-		return err
+	if d.fwd, err = startForwarding(cfg, d.ports, routes, log); err != nil {
+		return nil, err
 	}
-	if fwd != nil {
-		met.Registry.MustRegister(fwd)
-		defer fwd.plane.Close() // detach on every way out; Run closes it too
+	if d.fwd != nil {
+		d.met.Registry.MustRegister(d.fwd)
+		d.onClose(func() { d.fwd.plane.Close() }) // detach on every way out
 	}
 
-	var rates []relay.Rate
-	for _, d := range cfg.Downlinks {
-		rates = append(rates, relay.Rate{Rate: d.MaxClientRate, Burst: d.MaxClientBurst})
-	}
-	conn, err := relay.Listen(eng, relay.ConnConfig{
-		Uplink: cfg.Uplink.Interface, Servers: cfg.Servers, ServerPort: int(cfg.ServerPort), Rates: rates,
-	}, log)
+	conn, err := relay.Listen(d.eng, relayConnConfig(cfg), log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := rel.start(ctx, cfg, relayID, table, mgr, conn, met.Registry, log); err != nil {
-		conn.Close()
-		return err
+	d.conn = conn
+	d.onClose(func() { conn.Close() })
+	if err := d.rel.start(ctx, cfg, d.relayID, d.table, d.mgr, conn, d.met.Registry, log); err != nil {
+		return nil, err
 	}
-	log.Info("pdrelay started", "downlinks", names, "uplink", cfg.Uplink.Interface,
-		"servers", cfg.Servers, "bindings", table.Len(), "relay_id", fmt.Sprintf("%x", relayID))
+	return d, nil
+}
+
+func downlinkNames(cfg *config.Config) []string {
+	var names []string
+	for _, d := range cfg.Downlinks {
+		names = append(names, d.Interface)
+	}
+	return names
+}
+
+// Run runs the relay's parts until ctx ends or one fails, then closes
+// everything New opened. It returns the first part's failure, or nil.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.close()
+	cfg, log, mgr := d.cfg, d.log, d.mgr
+	log.Info("pdrelay started", "version", version.Get().Version, "dataplane", cfg.Dataplane.Mode,
+		"downlinks", downlinkNames(cfg), "uplink", cfg.Uplink.Interface,
+		"servers", cfg.Servers, "bindings", d.table.Len(), "relay_id", fmt.Sprintf("%x", d.relayID))
 
 	sup := newParts(ctx, log)
 	defer sup.stop()
 	ctx = sup.ctx // done when the relay stops or a part fails
 	spawn := sup.spawn
 	spawn("bindings", func() error { return mgr.Run(ctx) })
-	spawn("next hop resolver", func() error { return runResolver(ctx, resolver, log) })
+	spawn("next hop resolver", func() error { return runResolver(ctx, d.resolver, log) })
 	spawn("fib dense blocks", func() error {
-		// The restore published without them (PublishDeferred); the
-		// FIB's owner publishes again, making them.
+		// The restore published without them (PublishDeferred); a
+		// publish after it makes them.
 		start := time.Now()
-		if err := mgr.Do(ctx, func(*binding.Table) { ft.Publish() }); err != nil {
-			return nil // stopping
-		}
+		d.fw.Publish()
 		log.Info("fib dense blocks made", "took", time.Since(start).Round(time.Millisecond))
 		return nil
 	})
-	if fwd != nil {
-		spawn("dataplane", func() error { return fwd.run(ctx, ft.FIB()) })
-		spawn("gateway", func() error { return watchGateway(ctx, cfg, mgr, ft, log) })
+	if d.fwd != nil {
+		spawn("dataplane", func() error { return d.fwd.run(ctx, d.ft.FIB()) })
+		spawn("gateway", func() error { return watchGateway(ctx, cfg, d.fw, log) })
 	}
-	if mir != nil {
+	if d.mir != nil {
 		spawn("xdp route map", func() error {
 			start := time.Now()
-			n, err := mir.fill(ctx, restored.Routes())
+			n, err := d.mir.fill(ctx, d.restored.Routes())
 			switch {
 			case err == nil:
 				log.Info("xdp route map filled", "routes", n, "took", time.Since(start).Round(time.Millisecond))
@@ -189,29 +279,36 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		})
 	}
 	spawn("addresses", func() error {
-		return watchAddrs(ctx, cfg, addrs, func(a portAddrs) {
+		return watchAddrs(ctx, d.currentConfig, d.addrs, func(a portAddrs) {
 			log.Info("port addresses changed", "addresses", a)
-			pol := bindingPolicy(cfg, a)
+			pol := bindingPolicy(d.currentConfig(), a)
 			mgr.Post(func(t *binding.Table) { t.SetPolicy(pol) })
 		})
 	})
-	if guard != nil {
-		spawn("kernel guard", func() error { return guard.run(ctx, restored, ports) })
+	if d.guard != nil {
+		spawn("kernel guard", func() error { return d.guard.run(ctx, d.restored, d.ports) })
 	}
-	spawn("relay", func() error { return conn.Run(ctx, mgr) })
-	spawn("release", func() error { return rel.run(ctx) })
-	if lq != nil && cfg.Leasequery.OnStart {
-		spawn("leasequery", func() error { recoverAtStart(ctx, lq, log); return nil })
+	spawn("relay", func() error { return d.conn.Run(ctx, mgr) })
+	spawn("release", func() error { return d.rel.run(ctx) })
+	if d.lq != nil && cfg.Leasequery.OnStart {
+		spawn("leasequery", func() error { recoverAtStart(ctx, d.lq, log); return nil })
 	}
 	apiSrv := api.NewServer(mgr, log)
-	apiSrv.Releaser = rel.rel
-	if lq != nil {
-		apiSrv.Recoverer = lq
+	apiSrv.Releaser = d.rel.rel
+	apiSrv.Reloader = d
+	if d.lq != nil {
+		apiSrv.Recoverer = d.lq
 	}
-	if fwd != nil {
-		apiSrv.Stats = guard.stats(fwd.stats)
+	if d.fwd != nil {
+		apiSrv.Stats = d.guard.stats(d.fwd.stats)
 	}
-	spawn("api", func() error { return apiSrv.Serve(ctx, cfg.APISocket) })
+	ln, err := api.Listen(cfg.APISocket)
+	if err != nil {
+		sup.stop()
+		sup.wait()
+		return err
+	}
+	spawn("api", func() error { return apiSrv.ServeListener(ctx, ln) })
 	if cfg.MetricsListen != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -220,7 +317,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", met.Handler())
+		mux.Handle("/metrics", d.met.Handler())
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		spawn("metrics", func() error {
 			go func() { <-ctx.Done(); hs.Close() }()
@@ -230,10 +327,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return nil
 		})
 	}
+	spawn("reload", func() error { return d.runReloads(ctx) })
+	close(d.ready)
+	notify(log, sdReady)
 	<-ctx.Done()
+	notify(log, sdStopping)
 	err = sup.wait() // nil when every part stopped cleanly
-	log.Info("pdrelay stopping", "bindings", table.Len())
+	log.Info("pdrelay stopping", "bindings", d.table.Len())
 	return err
+}
+
+// currentConfig returns the config in force.
+func (d *Daemon) currentConfig() *config.Config {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	return d.cfg
 }
 
 // portIDs numbers the ports for the FIB: the uplink 0, downlinks from 1 in
@@ -351,7 +459,7 @@ func newDUID(ifname string) []byte {
 // expired while the relay was down, and builds the FIB from the restored
 // bindings as they come: a second goroutine applies them to fs in table
 // order, so at 1M bindings the two halves of a restart overlap on two cores.
-func restore(t *binding.Table, st *store.Store, fs *fibSink, log *slog.Logger, onRefused func(port string, err error)) error {
+func restore(t *binding.Table, st *store.Store, fs *fibWriter, log *slog.Logger, onRefused func(port string, err error)) error {
 	now := time.Now()
 	n, err := st.Len()
 	if err != nil {

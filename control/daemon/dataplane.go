@@ -228,22 +228,18 @@ func clientLoopPolicies(cfg *config.Config) func(port, duid string) fib.LoopPoli
 }
 
 // watchGateway keeps the FIB's default route on the uplink gateway's
-// current MAC, from the kernel's neighbour table. Updates go through the
-// binding manager's goroutine, the FIB's only writer.
-func watchGateway(ctx context.Context, cfg *config.Config, mgr *binding.Manager, ft *fib.Table, log *slog.Logger) error {
+// current MAC, from the kernel's neighbour table.
+func watchGateway(ctx context.Context, cfg *config.Config, fw *fibWriter, log *slog.Logger) error {
 	return neigh.Watch(ctx, cfg.Uplink.Interface, cfg.Uplink.Gateway, log, func(gw neigh.Gateway, ok bool) {
-		mgr.Post(func(*binding.Table) {
-			var r *fib.Route
-			if ok {
-				r = &fib.Route{Port: 0, NextHop: gw.Addr.WithZone(""), MAC: gw.MAC}
-			}
-			if err := ft.SetDefault(r); err != nil {
-				log.Error("fib default route", "err", err)
-				return
-			}
-			ft.Publish()
-			log.Info("uplink gateway", "addr", gw.Addr, "mac", binding.MACString(gw.MAC), "usable", ok)
-		})
+		var r *fib.Route
+		if ok {
+			r = &fib.Route{Port: 0, NextHop: gw.Addr.WithZone(""), MAC: gw.MAC}
+		}
+		if err := fw.SetDefault(r); err != nil {
+			log.Error("fib default route", "err", err)
+			return
+		}
+		log.Info("uplink gateway", "addr", gw.Addr, "mac", binding.MACString(gw.MAC), "usable", ok)
 	})
 }
 

@@ -112,7 +112,7 @@ const addrPoll = 10 * time.Second
 // watchAddrs reads the ports' addresses every addrPoll until ctx ends and
 // calls update with them whenever they change (not for the first read,
 // which the caller made).
-func watchAddrs(ctx context.Context, cfg *config.Config, last portAddrs, update func(portAddrs)) error {
+func watchAddrs(ctx context.Context, cfg func() *config.Config, last portAddrs, update func(portAddrs)) error {
 	t := time.NewTicker(addrPoll)
 	defer t.Stop()
 	for {
@@ -121,7 +121,7 @@ func watchAddrs(ctx context.Context, cfg *config.Config, last portAddrs, update 
 			return nil
 		case <-t.C:
 		}
-		if now := readPortAddrs(cfg); !reflect.DeepEqual(now, last) {
+		if now := readPortAddrs(cfg()); !reflect.DeepEqual(now, last) {
 			last = now
 			update(now)
 		}

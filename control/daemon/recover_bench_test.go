@@ -188,7 +188,7 @@ func newBenchRelay(b *testing.B, server netip.AddrPort) *benchRelay {
 	}
 	r := &benchRelay{tab: binding.NewTable(binding.PortLimits{}, nil), ft: fib.NewTable(), st: st, cfg: cfg, done: make(chan struct{})}
 	r.tab.SetPolicy(binding.Policy{MinLen: 32, MaxLen: 64})
-	fs := testFIBSink(r.ft)
+	fs := testFIBWriter(r.ft)
 	r.mgr = binding.NewManager(r.tab, nil, log, storeSink(st), fs.Sink)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

@@ -106,7 +106,7 @@ func TestRecoverDaemon(t *testing.T) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	ft := fib.NewTable()
-	fs := testFIBSink(ft)
+	fs := testFIBWriter(ft)
 	tab := binding.NewTable(binding.PortLimits{}, nil)
 	// A binding stored before the state was lost at the server: the
 	// server no longer has it, so a complete answer removes it.

@@ -79,7 +79,7 @@ func newResolveRig(t *testing.T, restored ...binding.Binding) *resolveRig {
 	t.Helper()
 	r := &resolveRig{tab: binding.NewTable(binding.PortLimits{}, nil), ft: fib.NewTable(), res: newFakeResolver(), logs: &testutil.SyncBuffer{}}
 	log := slog.New(slog.NewTextHandler(r.logs, nil))
-	fs := &fibSink{t: r.ft, ports: map[string]fib.PortID{"up0": 0, "dl1": 1, "dl2": 2}, log: log}
+	fs := &fibWriter{t: r.ft, ports: map[string]fib.PortID{"up0": 0, "dl1": 1, "dl2": 2}, log: log}
 	for _, b := range restored {
 		if b, _ := r.tab.RestoreRef(time.Now(), b); b != nil {
 			fs.add(b, true)

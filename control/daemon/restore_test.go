@@ -43,13 +43,13 @@ func makeBindings(n int, now time.Time) []binding.Binding {
 	return bs
 }
 
-// testFIBSink routes ports dl0..dl15 as 1..16.
-func testFIBSink(ft *fib.Table) *fibSink {
+// testFIBWriter routes ports dl0..dl15 as 1..16.
+func testFIBWriter(ft *fib.Table) *fibWriter {
 	ports := map[string]fib.PortID{}
 	for i := range 16 {
 		ports[fmt.Sprintf("dl%d", i)] = fib.PortID(i + 1)
 	}
-	return &fibSink{t: ft, ports: ports, log: slog.New(slog.DiscardHandler)}
+	return &fibWriter{t: ft, ports: ports, log: slog.New(slog.DiscardHandler)}
 }
 
 // TestRestoreFromStore checks the restart path the daemon takes: store to
@@ -86,7 +86,7 @@ func TestRestoreFromStore(t *testing.T) {
 	tab.SetPolicy(binding.Policy{MinLen: 32, MaxLen: 64})
 	ft := fib.NewTable()
 	var refused []string
-	if err := restore(tab, st, testFIBSink(ft), slog.New(slog.DiscardHandler), func(port string, err error) {
+	if err := restore(tab, st, testFIBWriter(ft), slog.New(slog.DiscardHandler), func(port string, err error) {
 		refused = append(refused, port+": "+err.Error())
 	}); err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestRestoreFromStore(t *testing.T) {
 	}
 	for b := range tab.All() {
 		r, ok := snap.Lookup(b.Prefix.Addr())
-		if !ok || r.Prefix != b.Prefix || r.MAC != b.MAC || !snap.SourceAllowed(testFIBSink(nil).ports[b.Port], b.Prefix.Addr()) {
+		if !ok || r.Prefix != b.Prefix || r.MAC != b.MAC || !snap.SourceAllowed(testFIBWriter(nil).ports[b.Port], b.Prefix.Addr()) {
 			t.Fatalf("binding %v: route %+v %v", b.Prefix, r, ok)
 		}
 	}
@@ -119,7 +119,7 @@ func TestRestoreFromStore(t *testing.T) {
 	if r, _ := snap.Lookup(bs[7].Prefix.Addr()); r == nil || r.Port != 10 {
 		t.Fatalf("moved prefix routed %+v, want port 10 (dl9)", r)
 	}
-	if snap.SourceAllowed(testFIBSink(nil).ports[bs[7].Port], bs[7].Prefix.Addr()) { // bs[7] was on dl1
+	if snap.SourceAllowed(testFIBWriter(nil).ports[bs[7].Port], bs[7].Prefix.Addr()) { // bs[7] was on dl1
 		t.Fatal("superseded binding's source filter survived")
 	}
 	st.Flush()
@@ -161,7 +161,7 @@ func BenchmarkRestart1M(b *testing.B) {
 			}
 			tab := binding.NewTable(binding.PortLimits{}, nil)
 			ft := fib.NewTable()
-			fs := testFIBSink(ft)
+			fs := testFIBWriter(ft)
 			var mir *mirror
 			var done func()
 			if newMap != nil {

@@ -16,7 +16,7 @@ import (
 // the right port, and only while the binding lives.
 func TestFIBSinkFollowsBindings(t *testing.T) {
 	ft := fib.NewTable()
-	s := &fibSink{t: ft, ports: map[string]fib.PortID{"up0": 0, "dl1": 1, "dl2": 2}, log: slog.New(slog.DiscardHandler)}
+	s := &fibWriter{t: ft, ports: map[string]fib.PortID{"up0": 0, "dl1": 1, "dl2": 2}, log: slog.New(slog.DiscardHandler)}
 	tab := binding.NewTable(binding.PortLimits{MaxPerClient: 8}, nil)
 	now := time.Unix(1_000_000, 0)
 	nh := netip.MustParseAddr("fe80::1")
@@ -72,7 +72,7 @@ func TestFIBSinkFollowsBindings(t *testing.T) {
 // published snapshot alone.
 func TestRenewalDoesNotPublish(t *testing.T) {
 	ft := fib.NewTable()
-	s := &fibSink{t: ft, ports: map[string]fib.PortID{"dl1": 1}, log: slog.New(slog.DiscardHandler)}
+	s := &fibWriter{t: ft, ports: map[string]fib.PortID{"dl1": 1}, log: slog.New(slog.DiscardHandler)}
 	tab := binding.NewTable(binding.PortLimits{}, nil)
 	l := binding.Learned{
 		Key:     binding.Key{Port: "dl1", DUID: "a", IAID: 1, Prefix: netip.MustParsePrefix("2001:db8::/56")},
@@ -98,7 +98,7 @@ func TestClientLoopPolicyOnRoutes(t *testing.T) {
 		LoopOverrides: []config.LoopOverride{{Client: []byte("vip"), Policy: config.LoopForward}},
 	}}}
 	ft := fib.NewTable()
-	s := &fibSink{t: ft, ports: map[string]fib.PortID{"dl1": 1}, log: slog.New(slog.DiscardHandler), loop: clientLoopPolicies(cfg)}
+	s := &fibWriter{t: ft, ports: map[string]fib.PortID{"dl1": 1}, log: slog.New(slog.DiscardHandler), loop: clientLoopPolicies(cfg)}
 	tab := binding.NewTable(binding.PortLimits{}, nil)
 	now := time.Unix(1_000_000, 0)
 	for duid, p := range map[string]string{"vip": "2001:db8:1::/56", "other": "2001:db8:2::/56"} {
@@ -125,7 +125,7 @@ func (m setMirror) Delete(p netip.Prefix) error { delete(m, p); return nil }
 func TestMirrorFollowsRoutes(t *testing.T) {
 	ft := fib.NewTable()
 	m := setMirror{}
-	s := &fibSink{t: ft, ports: map[string]fib.PortID{"dl1": 1, "dl2": 2}, log: slog.New(slog.DiscardHandler), mirror: m}
+	s := &fibWriter{t: ft, ports: map[string]fib.PortID{"dl1": 1, "dl2": 2}, log: slog.New(slog.DiscardHandler), mirror: m}
 	tab := binding.NewTable(binding.PortLimits{}, nil)
 	now := time.Unix(1_000_000, 0)
 	p := netip.MustParsePrefix("2001:db8:1::/56")
