@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +24,8 @@ type Pdrelay struct {
 	Socket string // api_socket
 	Proc   *Proc  // the running process; replaced by Restart
 
-	l *Lab
+	l   *Lab
+	env []string // added to the process's environment
 }
 
 // PdrelayConfig returns a config for the Lab: Kea's address as the server,
@@ -47,6 +49,9 @@ type PdrelayConfigOptions struct {
 	// "multi-access". Empty: multi-access if the Lab has SharedSegment,
 	// else point-to-point.
 	LinkType string
+	// Ports are the downlinks (indexes into Lab.Downlinks) the config
+	// names; nil: all of them.
+	Ports []int
 }
 
 // PdrelayConfigWith is PdrelayConfig with the downlinks' link_type chosen
@@ -62,7 +67,10 @@ func (l *Lab) PdrelayConfigWith(o PdrelayConfigOptions) string {
 	var b strings.Builder
 	b.WriteString("state_dir: $DIR/state\napi_socket: $DIR/api.sock\nlog_level: debug\n")
 	fmt.Fprintf(&b, "servers: [%s]\nuplink:\n  interface: %s\ndownlinks:\n", ServerAddr, l.Uplink.Name)
-	for _, d := range l.Downlinks {
+	for i, d := range l.Downlinks {
+		if o.Ports != nil && !slices.Contains(o.Ports, i) {
+			continue
+		}
 		fmt.Fprintf(&b, "  - interface: %s\n    link_type: %s\n%s", d.Name, lt, o.PerPort)
 	}
 	b.WriteString(o.Extra)
@@ -74,12 +82,18 @@ func (l *Lab) PdrelayConfigWith(o PdrelayConfigOptions) string {
 // namespace. It returns once
 // the operator API answers.
 func (l *Lab) StartPdrelay(bin, config string) (*Pdrelay, error) {
+	return l.StartPdrelayEnv(bin, config)
+}
+
+// StartPdrelayEnv is StartPdrelay with env ("KEY=value") added to the
+// relay's environment, on every start.
+func (l *Lab) StartPdrelayEnv(bin, config string, env ...string) (*Pdrelay, error) {
 	dir, err := os.MkdirTemp(l.Dir, "pdrelay-")
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	config = strings.ReplaceAll(config, "$DIR", dir)
-	p := &Pdrelay{Bin: bin, Dir: dir, Config: filepath.Join(dir, "pdrelay.yaml"), Socket: filepath.Join(dir, "api.sock"), l: l}
+	p := &Pdrelay{Bin: bin, Dir: dir, Config: filepath.Join(dir, "pdrelay.yaml"), Socket: filepath.Join(dir, "api.sock"), l: l, env: env}
 	if err := os.WriteFile(p.Config, []byte(config), 0o600); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -87,7 +101,7 @@ func (l *Lab) StartPdrelay(bin, config string) (*Pdrelay, error) {
 }
 
 func (p *Pdrelay) start() error {
-	proc, err := p.l.Start(p.l.RelayNS, "pdrelay", p.Bin, "run", "-c", p.Config)
+	proc, err := p.l.start(p.l.RelayNS, "pdrelay", p.env, p.Bin, "run", "-c", p.Config)
 	if err != nil {
 		return err
 	}
@@ -110,6 +124,16 @@ func (p *Pdrelay) start() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// WriteConfig replaces the relay's config file ($DIR is replaced), for a
+// reload.
+func (p *Pdrelay) WriteConfig(config string) error {
+	config = strings.ReplaceAll(config, "$DIR", p.Dir)
+	if err := os.WriteFile(p.Config, []byte(config), 0o600); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	return nil
 }
 
 // Restart stops the relay with sig (SIGTERM: graceful; SIGKILL: a crash)

@@ -81,6 +81,18 @@ func (d *Daemon) ReloadConfig(ctx context.Context, cfg *config.Config) (api.Relo
 		d.log.Error("reload refused: the relay keeps its config", "err", err)
 		return api.ReloadReport{}, fmt.Errorf("%w: %w", api.ErrReloadRefused, err)
 	}
+	// The requestor and the releaser are built once, at start.
+	var restart []error
+	if ch.Leasequery {
+		restart = append(restart, &config.RestartError{Key: "leasequery", Why: "the Bulk Leasequery requestor is built at start"})
+	}
+	if ch.Release {
+		restart = append(restart, &config.RestartError{Key: "release", Why: "the releaser and its triggers are built at start"})
+	}
+	if err := errors.Join(restart...); err != nil {
+		d.log.Error("reload refused: the relay keeps its config", "err", err)
+		return api.ReloadReport{}, fmt.Errorf("%w: %w", api.ErrReloadRefused, err)
+	}
 	rep := api.ReloadReport{Changed: ch.Keys}
 	if ch.Empty() {
 		d.log.Info("config reloaded: nothing changed")
