@@ -148,16 +148,35 @@ func parseAck(hdrFlags uint16, data []byte) (syscall.Errno, string, error) {
 	if off > len(data) {
 		return errno, "", nil
 	}
-	attrs, err := nl.ParseRouteAttr(data[off:])
-	if err != nil {
-		return errno, "", nil // the message is a nicety
-	}
-	for _, a := range attrs {
-		if a.Attr.Type == unix.NLMSGERR_ATTR_MSG {
-			return errno, cstring(a.Value), nil
+	msg := ""
+	_ = eachAttr(data[off:], func(typ uint16, v []byte) { // the message is a nicety
+		if typ == unix.NLMSGERR_ATTR_MSG {
+			msg = cstring(v)
 		}
+	})
+	return errno, msg, nil
+}
+
+// eachAttr calls f with the type and value of each netlink attribute in
+// b, and reports false if b is not a well-formed list (f may have been
+// called for the attributes before the fault). It is
+// nl.ParseRouteAttr with its bounds checked: that one panics on a
+// length past the end.
+func eachAttr(b []byte, f func(typ uint16, v []byte)) bool {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(nl.NativeEndian().Uint16(b))
+		typ := nl.NativeEndian().Uint16(b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return false
+		}
+		f(typ, b[unix.SizeofRtAttr:l])
+		l = (l + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
+		if l >= len(b) {
+			return true
+		}
+		b = b[l:]
 	}
-	return errno, "", nil
+	return len(b) == 0
 }
 
 var errShort = errors.New("short netlink message")
@@ -184,24 +203,20 @@ func parseRoute(data []byte, table uint32) (kernelRoute, bool) {
 		h.Src_len != 0 || h.Tos != 0 || h.Dst_len > 128 {
 		return kr, false
 	}
-	attrs, err := nl.ParseRouteAttr(data[unix.SizeofRtMsg:])
-	if err != nil {
-		return kr, false
-	}
 	tab := uint32(h.Table)
 	var dst [16]byte
 	metric := uint32(0)
-	gw, oif := false, false
-	for _, a := range attrs {
-		v := a.Value
-		switch a.Attr.Type {
+	gw, oif, bad := false, false, false
+	ok := eachAttr(data[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
+		switch typ {
 		case unix.RTA_TABLE:
 			if len(v) == 4 {
 				tab = nl.NativeEndian().Uint32(v)
 			}
 		case unix.RTA_DST:
 			if len(v) != 16 {
-				return kr, false
+				bad = true
+				return
 			}
 			dst = [16]byte(v)
 		case unix.RTA_GATEWAY:
@@ -221,8 +236,8 @@ func parseRoute(data []byte, table uint32) (kernelRoute, bool) {
 		case unix.RTA_MULTIPATH, unix.RTA_VIA, rtaNHID, unix.RTA_ENCAP:
 			kr.odd = true
 		}
-	}
-	if tab != table {
+	})
+	if !ok || bad || tab != table {
 		return kr, false
 	}
 	kr.prefix = netip.PrefixFrom(netip.AddrFrom16(dst), int(h.Dst_len))
@@ -249,16 +264,13 @@ func parseNeigh(data []byte) (kernelNeigh, bool) {
 		return kn, false
 	}
 	kn.index = int32(nl.NativeEndian().Uint32(data[4:]))
-	attrs, err := nl.ParseRouteAttr(data[ndmsgLen:])
-	if err != nil {
-		return kn, false
-	}
-	for _, a := range attrs {
-		v := a.Value
-		switch a.Attr.Type {
+	bad := false
+	ok := eachAttr(data[ndmsgLen:], func(typ uint16, v []byte) {
+		switch typ {
 		case unix.NDA_DST:
 			if len(v) != 16 {
-				return kn, false
+				bad = true
+				return
 			}
 			kn.addr = netip.AddrFrom16([16]byte(v))
 		case unix.NDA_LLADDR:
@@ -268,8 +280,8 @@ func parseNeigh(data []byte) (kernelNeigh, bool) {
 		case netlink.NDA_PROTOCOL:
 			kn.ours = len(v) == 1 && v[0] == Protocol
 		}
-	}
-	return kn, kn.addr.IsValid()
+	})
+	return kn, ok && !bad && kn.addr.IsValid()
 }
 
 // rtaNHID is RTA_NH_ID (Linux 5.3): the route uses a nexthop object,
