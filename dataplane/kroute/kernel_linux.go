@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,13 +53,14 @@ type nlKernel struct {
 	d    *nl.NetlinkSocket
 	dseq uint32
 
-	fmu     sync.Mutex
-	flaps   map[string]bool // interfaces seen down since the last flapped
-	flapAll bool
+	table uint32 // for the route events
+
+	fmu sync.Mutex
+	ev  events // since the last events()
 }
 
-func openKernel(netnsFd int) (kernel, error) {
-	k := &nlKernel{ns: netns.None()}
+func openKernel(netnsFd int, table uint32) (kernel, error) {
+	k := &nlKernel{ns: netns.None(), table: table}
 	if netnsFd != 0 {
 		k.ns = netns.NsHandle(netnsFd)
 	}
@@ -336,17 +338,20 @@ func (k *nlKernel) links(names []string) ([]link, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		a := l.Attrs()
-		out[i] = link{index: int32(a.Index), up: a.Flags&net.FlagUp != 0}
+		out[i] = link{index: int32(a.Index), up: a.Flags&net.FlagUp != 0, carrier: a.RawFlags&unix.IFF_LOWER_UP != 0}
 	}
 	return out, nil
 }
 
-// watch follows the namespace's interfaces (RTNLGRP_LINK): any change
-// may be a downlink going down, coming up or being made anew, which Run
-// checks. Changes are coalesced into one pending signal; interfaces seen
-// down, without carrier or deleted are kept for flapped. A subscription
-// that fails (the kernel dropped events: ENOBUFS) is made again, and
-// counts as every interface flapped.
+// watch follows the namespace's interfaces (RTNLGRP_LINK) and the
+// deletions of routes of Protocol (RTNLGRP_IPV6_ROUTE) until done
+// closes, signalling each (coalesced) on the channel; events returns
+// what they were. Interfaces seen down, without carrier or deleted are
+// kept as flapped. The route socket carries a socket filter that passes
+// only RTM_DELROUTE of Protocol, so the Router's own route writes (some
+// 70k a second at a reconcile) wake nothing. A lost event (the kernel
+// drops them when the socket's buffer is full: ENOBUFS) is reported as
+// lost, and a link subscription that ends is made again.
 func (k *nlKernel) watch(done <-chan struct{}) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	signal := func() {
@@ -354,6 +359,12 @@ func (k *nlKernel) watch(done <-chan struct{}) <-chan struct{} {
 		case out <- struct{}{}:
 		default:
 		}
+	}
+	record := func(f func(ev *events)) {
+		k.fmu.Lock()
+		f(&k.ev)
+		k.fmu.Unlock()
+		signal()
 	}
 	subscribe := func() (chan netlink.LinkUpdate, error) {
 		ch := make(chan netlink.LinkUpdate, 256)
@@ -371,17 +382,16 @@ func (k *nlKernel) watch(done <-chan struct{}) <-chan struct{} {
 		for {
 			for u := range ch {
 				const upAndCarrier = unix.IFF_UP | unix.IFF_LOWER_UP
-				if u.Header.Type == unix.RTM_DELLINK || u.IfInfomsg.Flags&upAndCarrier != upAndCarrier {
-					k.fmu.Lock()
-					if k.flaps == nil {
-						k.flaps = map[string]bool{}
+				flapped := u.Header.Type == unix.RTM_DELLINK || u.IfInfomsg.Flags&upAndCarrier != upAndCarrier
+				record(func(ev *events) {
+					ev.links = true
+					if flapped && u.Link != nil {
+						if ev.flapped == nil {
+							ev.flapped = map[string]bool{}
+						}
+						ev.flapped[u.Link.Attrs().Name] = true
 					}
-					if u.Link != nil {
-						k.flaps[u.Link.Attrs().Name] = true
-					}
-					k.fmu.Unlock()
-				}
-				signal()
+				})
 			}
 			// The subscription ended: stopping, or an error.
 			for {
@@ -390,25 +400,101 @@ func (k *nlKernel) watch(done <-chan struct{}) <-chan struct{} {
 					return
 				case <-time.After(time.Second):
 				}
-				k.fmu.Lock()
-				k.flapAll = true
-				k.fmu.Unlock()
-				signal()
+				record(func(ev *events) { ev.links, ev.lost = true, true })
 				if ch, err = subscribe(); err == nil {
 					break
 				}
 			}
 		}
 	}()
+	if s, err := k.routeEvents(); err == nil {
+		go func() {
+			<-done
+			s.Close()
+		}()
+		go func() {
+			for {
+				msgs, _, err := s.Receive()
+				switch {
+				case errors.Is(err, syscall.ENOBUFS):
+					record(func(ev *events) { ev.lost = true })
+					continue
+				case err != nil:
+					return // closed
+				}
+				for _, m := range msgs {
+					if m.Header.Type != unix.RTM_DELROUTE {
+						continue
+					}
+					if kr, ok := parseRoute(m.Data, k.table); ok {
+						record(func(ev *events) { ev.gone = append(ev.gone, kr.prefix) })
+					}
+				}
+			}
+		}()
+	}
 	return out
 }
 
-func (k *nlKernel) flapped() (map[string]bool, bool) {
+// routeEvents opens a socket on the IPv6 route notifications with a
+// socket filter that passes RTM_DELROUTE of Protocol alone.
+func (k *nlKernel) routeEvents() (*nl.NetlinkSocket, error) {
+	s, err := nl.SubscribeAt(k.ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_IPV6_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := bpf.Assemble(delRouteFilter())
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	fp := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		fp[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	if err := unix.SetsockoptSockFprog(s.GetFd(), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(fp)), Filter: &fp[0]}); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.SetReceiveBufferSize(sockBuf, true); err != nil {
+		_ = s.SetReceiveBufferSize(sockBuf, false)
+	}
+	return s, nil
+}
+
+// delRouteFilter is a classic BPF program over one notification (a
+// netlink message alone in its datagram):
+//
+//	offset 4..5  nlmsg_type      RTM_DELROUTE (in the host's byte order)
+//	offset 16    rtm_family      AF_INET6
+//	offset 21    rtm_protocol    Protocol
+//
+// It keeps the whole message when all match and drops it otherwise.
+func delRouteFilter() []bpf.Instruction {
+	lo, hi := uint32(4), uint32(5) // bytes of nlmsg_type: low, high
+	if nl.NativeEndian().Uint16([]byte{1, 0}) != 1 {
+		lo, hi = 5, 4
+	}
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: lo, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.RTM_DELROUTE & 0xff, SkipTrue: 7},
+		bpf.LoadAbsolute{Off: hi, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.RTM_DELROUTE >> 8, SkipTrue: 5},
+		bpf.LoadAbsolute{Off: unix.NLMSG_HDRLEN, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.AF_INET6, SkipTrue: 3},
+		bpf.LoadAbsolute{Off: unix.NLMSG_HDRLEN + 5, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: Protocol, SkipTrue: 1},
+		bpf.RetConstant{Val: 0xffff},
+		bpf.RetConstant{Val: 0},
+	}
+}
+
+func (k *nlKernel) events() events {
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
-	f, all := k.flaps, k.flapAll
-	k.flaps, k.flapAll = nil, false
-	return f, all
+	ev := k.ev
+	k.ev = events{}
+	return ev
 }
 
 func (k *nlKernel) close() {

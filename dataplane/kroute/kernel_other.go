@@ -3,4 +3,4 @@
 package kroute
 
 // openKernel fails: rtnetlink is Linux's.
-func openKernel(int) (kernel, error) { return nil, ErrUnsupported }
+func openKernel(int, uint32) (kernel, error) { return nil, ErrUnsupported }

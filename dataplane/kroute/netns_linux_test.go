@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
 	"github.com/pdrelay/pdrelay/internal/testutil"
@@ -404,6 +405,17 @@ func TestKernelDownInterface(t *testing.T) {
 	if !tp.reaches(t, 0) {
 		t.Fatal("dl0's client unreachable after the flap")
 	}
+	// The client's end goes down and up: dl0 loses its carrier, and the
+	// kernel flushes dl0's entries but keeps its routes. The entry is
+	// written again.
+	nstest.Run(t, "ip", "-n", tp.clients[0], "link", "set", "eth0", "down")
+	waitFor(t, "the kernel to flush dl0's entries on carrier loss", func() bool {
+		return len(tp.ipShow(t, "neigh", "show", "dev", "dl0", "proto", "157")) == 0
+	})
+	nstest.Run(t, "ip", "-n", tp.clients[0], "link", "set", "eth0", "up")
+	waitFor(t, "dl0's entry after the carrier came back", func() bool {
+		return len(tp.ipShow(t, "neigh", "show", "dev", "dl0", "proto", "157")) == 1
+	})
 	// A downlink that does not exist: its routes wait, the others flow.
 	nstest.Run(t, "ip", "-n", tp.router, "link", "del", "dl1")
 	r.Add(Route{Prefix: netip.MustParsePrefix("2001:db8:3::/48"), Port: "dl1", NextHop: clientLL})
@@ -413,11 +425,11 @@ func TestKernelDownInterface(t *testing.T) {
 	waitFor(t, "routes through the absent downlink counted waiting", func() bool { return r.Waiting() == 2 })
 }
 
-// TestKernelHandDeleted: a route an operator deletes is back within the
-// next check.
+// TestKernelHandDeleted: a route an operator deletes is back at once,
+// from the kernel's notification (the periodic check is off).
 func TestKernelHandDeleted(t *testing.T) {
 	tp := newTopo(t)
-	r := tp.newRouter(t, Config{Check: 50 * time.Millisecond})
+	r := tp.newRouter(t, Config{Check: -1})
 	r.Add(route(0))
 	if err := r.Flush(); err != nil {
 		t.Fatal(err)
@@ -428,6 +440,15 @@ func TestKernelHandDeleted(t *testing.T) {
 	waitFor(t, "the deleted route back", func() bool { return len(tp.ipShow(t, "route", "show", "proto", "157")) == 1 })
 	if !tp.reaches(t, 0) {
 		t.Fatal("unreachable after the repair")
+	}
+	// pdrelay's own deletes are notified too, and stay deleted.
+	r.Delete(delegated[0], "dl0")
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := tp.ipShow(t, "route", "show", "proto", "157"); len(got) != 0 {
+		t.Errorf("a deleted route came back: %v", got)
 	}
 }
 
@@ -572,5 +593,73 @@ func TestKernelBatchAnswers(t *testing.T) {
 	r.k.write(ops)
 	if ops[0].err == nil || !strings.Contains(ops[0].err.Error(), "network is down: Nexthop device is not up") {
 		t.Errorf("a route through a down device: %v", ops[0].err)
+	}
+}
+
+// TestKernelRouteEventFilter: the route event socket's filter passes the
+// deletions of pdrelay's routes and nothing else: not its writes, not
+// another protocol's deletions.
+func TestKernelRouteEventFilter(t *testing.T) {
+	tp := newTopo(t)
+	r := tp.newRouter(t, Config{})
+	s, err := r.k.(*nlKernel).routeEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	nstest.Run(t, "ip", "-n", tp.router, "-6", "route", "add", "2001:db8:8::/48", "via", "fe80::7", "dev", "dl0", "proto", "static")
+	r.Add(route(0))
+	r.Add(route(1))
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	nstest.Run(t, "ip", "-n", tp.router, "-6", "route", "del", "2001:db8:8::/48")
+	nstest.Run(t, "ip", "-n", tp.router, "-6", "route", "del", delegated[1].String(), "proto", "157")
+	var got []string
+	s.SetReceiveTimeout(&unix.Timeval{Usec: 300_000})
+	for {
+		msgs, _, err := s.Receive()
+		if err != nil {
+			break
+		}
+		for _, m := range msgs {
+			kr, ok := parseRoute(m.Data, MainTable)
+			got = append(got, fmt.Sprintf("%d %v %v", m.Header.Type, kr.prefix, ok))
+		}
+	}
+	if want := []string{"25 2001:db8:2::/48 true"}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v (RTM_DELROUTE of the deleted route of protocol 157 alone)", got, want)
+	}
+}
+
+// TestKernelManyNeighbours: a port with more clients than the kernel's
+// neighbour table holds by default (gc_thresh3, 1,024) gets every entry:
+// extern_learn entries do not count against it. Without the flag the
+// kernel refuses all past 1,024 (and evicts down to 512 five seconds
+// later).
+func TestKernelManyNeighbours(t *testing.T) {
+	tp := newTopo(t)
+	r := tp.newRouter(t, Config{})
+	const n = 3000
+	for i := range n {
+		rt := benchRoute(i + 256) // next hops from fe80::100: not the router's fe80::1
+		rt.Port = "dl0"
+		r.Add(rt)
+	}
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	kns, err := r.k.neighs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := 0
+	for _, kn := range kns {
+		if kn.ours {
+			ours++
+		}
+	}
+	if s := r.Stats(); ours != n || s.NeighsWritten != n || s.Failed != 0 {
+		t.Errorf("kernel holds %d of pdrelay's entries, want %d; %+v", ours, n, s)
 	}
 }

@@ -36,7 +36,7 @@ const DefaultBatch = 2048
 
 // DefaultCheck is how often Run compares the kernel's routes with the
 // desired ones by default.
-const DefaultCheck = 10 * time.Second
+const DefaultCheck = 30 * time.Second
 
 // ErrUnsupported is returned by New on systems without rtnetlink.
 var ErrUnsupported = errors.New("kroute: kernel routes need Linux")
@@ -129,8 +129,26 @@ type kernelNeigh struct {
 
 // link is an interface's state: index 0 when it does not exist.
 type link struct {
-	index int32
-	up    bool
+	index   int32
+	up      bool // IFF_UP
+	carrier bool // IFF_LOWER_UP
+}
+
+// events are what the kernel reported since they were last taken.
+type events struct {
+	// links: some interface changed (Run checks the downlinks).
+	links bool
+	// flapped are the interfaces seen down, without carrier or deleted.
+	// The kernel flushes such an interface's neighbour entries, and its
+	// routes when it was down, even if it is back by the time the
+	// Router looks.
+	flapped map[string]bool
+	// gone are prefixes whose route of Protocol in the table was
+	// deleted, by the Router or from outside.
+	gone []netip.Prefix
+	// lost: events were lost; take every interface as flapped and read
+	// the routes back.
+	lost bool
 }
 
 // errUnknown is an op's result when the kernel's answer was lost (the
@@ -149,15 +167,10 @@ type kernel interface {
 	neighs() ([]kernelNeigh, error)
 	// links looks up the named interfaces.
 	links(names []string) ([]link, error)
-	// watch reports interface changes on the channel (coalesced) until
-	// done closes; nil if it cannot.
+	// watch reports kernel events on the channel (coalesced) until done
+	// closes; nil if it cannot. events returns, and forgets, them.
 	watch(done <-chan struct{}) <-chan struct{}
-	// flapped returns, and forgets, the interfaces seen down, without
-	// carrier or deleted since the last call (all: some changes were
-	// lost). The kernel flushes such an interface's neighbour entries,
-	// and its routes when it was down, even if it is back by the time
-	// the Router looks.
-	flapped() (names map[string]bool, all bool)
+	events() events
 	close()
 }
 
@@ -202,8 +215,9 @@ func (n *nent) unsure() { n.in, n.inMAC = true, [6]byte{} }
 
 // portState is a downlink's interface as last seen.
 type portState struct {
-	index int32 // 0: absent
-	up    bool
+	index   int32 // 0: absent
+	up      bool  // IFF_UP: routes can be written
+	carrier bool  // up and IFF_LOWER_UP: neighbour entries can be written
 	// downLogged avoids logging the same down port at every batch.
 	downLogged bool
 	// flapped: it went down or lost carrier since the last look, so the
@@ -266,7 +280,7 @@ func New(cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := openKernel(cfg.NetNS)
+	k, err := openKernel(cfg.NetNS, r.table)
 	if err != nil {
 		return nil, err
 	}
@@ -564,7 +578,7 @@ func (r *Router) routeOp(p netip.Prefix, e *entry) (op, bool) {
 func (r *Router) neighOp(k nkey, n *nent) (op, bool) {
 	ps := &r.ports[k.port]
 	switch {
-	case n.refs > 0 && n.mac != ([6]byte{}) && ps.index != 0 && ps.up && (!n.in || n.inMAC != n.mac || n.inIndex != ps.index):
+	case n.refs > 0 && n.mac != ([6]byte{}) && ps.index != 0 && ps.carrier && (!n.in || n.inMAC != n.mac || n.inIndex != ps.index):
 		return op{kind: opNeigh, addr: k.addr, index: ps.index, mac: n.mac, port: k.port}, true
 	case (n.refs <= 0 || n.mac == [6]byte{}) && n.in:
 		// No route through it, or its MAC forgotten (the last route went
@@ -693,7 +707,7 @@ func linkGone(err error) bool {
 // through it; Run's next check sees when it is back.
 func (r *Router) portDownLocked(port uint16, err error) {
 	ps := &r.ports[port]
-	ps.up = false
+	ps.up, ps.carrier = false, false
 	if errors.Is(err, syscall.ENODEV) {
 		ps.index = 0
 	}
@@ -703,10 +717,15 @@ func (r *Router) portDownLocked(port uint16, err error) {
 	}
 }
 
-// setLinksLocked records the ports' interfaces. A port that is back (up
-// again, or a new interface of its name) gets every route and neighbour
-// entry through it written again: the kernel dropped them when it went
-// down.
+// setLinksLocked records the ports' interfaces. A port that comes up
+// gets its waiting routes written (a check, which reads the routes back
+// right after, finds which the kernel dropped). A port whose carrier is
+// back, or that is a new interface of its name, or that flapped
+// meanwhile, gets every neighbour entry through it written again: the
+// kernel flushes them when a link goes down or loses carrier. Entries
+// wait for the carrier (the kernel would flush them again when it comes
+// back down), routes only for the port to be up: the kernel keeps the
+// routes of a port without carrier.
 func (r *Router) setLinksLocked(ls []link) {
 	for i, l := range ls {
 		if i >= len(r.ports) {
@@ -718,10 +737,12 @@ func (r *Router) setLinksLocked(ls []link) {
 			delete(r.byIdx, old.index)
 		}
 		ps.index, ps.up = l.index, l.up && l.index != 0
+		ps.carrier = ps.up && l.carrier
 		if ps.index != 0 {
 			r.byIdx[ps.index] = uint16(i)
 		}
-		back := ps.up && (!old.up || old.index != ps.index || old.flapped)
+		back := ps.up && (!old.up || old.index != ps.index)
+		neighBack := ps.carrier && (!old.carrier || old.index != ps.index || old.flapped)
 		ps.flapped = false
 		switch {
 		case back && ps.downLogged:
@@ -731,23 +752,19 @@ func (r *Router) setLinksLocked(ls []link) {
 			ps.downLogged = true
 			r.log.Warn("kernel routes: downlink down or absent; its routes wait for it", "interface", r.names[i])
 		}
-		if !back && ps.up == old.up {
-			continue
-		}
-		for p, e := range r.routes {
-			if e.port == uint16(i) && (e.wanted || e.in) {
-				if back {
-					e.known = false // the kernel may have dropped it
+		if back || ps.up != old.up {
+			for p, e := range r.routes {
+				if e.port == uint16(i) && (e.wanted || e.in) {
+					r.bulk = append(r.bulk, p)
 				}
-				r.bulk = append(r.bulk, p)
 			}
 		}
-		for k, n := range r.neighs {
-			if k.port == uint16(i) {
-				if back {
-					n.unsure() // likely flushed when the link went down
+		if neighBack {
+			for k, n := range r.neighs {
+				if k.port == uint16(i) {
+					n.unsure()
+					r.bulkN = append(r.bulkN, k)
 				}
-				r.bulkN = append(r.bulkN, k)
 			}
 		}
 	}
@@ -820,8 +837,52 @@ func (r *Router) Run(ctx context.Context) error {
 		case <-tick:
 			r.requestCheck()
 		case <-events:
-			r.requestCheck()
+			r.takeEvents()
 		}
+	}
+}
+
+// takeEvents applies the kernel's events: a downlink that flapped is
+// written again at the next check, which any interface change asks
+// for; a route of Protocol deleted from outside is written again at
+// once (a route the Router deleted itself is no longer held as in).
+func (r *Router) takeEvents() {
+	ev := r.k.events()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, name := range r.names {
+		if ev.lost || ev.flapped[name] {
+			r.ports[i].flapped = true
+		}
+	}
+	if ev.links || ev.lost {
+		r.check = true
+	}
+	for _, p := range ev.gone {
+		e := r.routes[p]
+		if e == nil || !e.known || !e.in {
+			continue
+		}
+		r.goneLocked(e)
+		e.known = false
+		r.bulk = append(r.bulk, p)
+	}
+	if ev.links || ev.lost || len(ev.gone) > 0 {
+		r.signal()
+	}
+}
+
+// goneLocked notes that e's route is gone from outside. Whatever removed
+// it (the port taken down and up again, an operator's flush) likely took
+// the next hop's entry too: it is written again.
+func (r *Router) goneLocked(e *entry) {
+	if !e.via.IsValid() {
+		return
+	}
+	k := nkey{e.port, e.via}
+	if n := r.neighs[k]; n != nil {
+		n.unsure()
+		r.bulkN = append(r.bulkN, k)
 	}
 }
 
@@ -900,7 +961,7 @@ func (r *Router) checkKernel(full bool) error {
 		r.recStart = time.Now()
 	}
 	r.mu.Unlock()
-	flaps, all := r.k.flapped()
+	r.takeEvents()
 	ls, err := r.k.links(r.names)
 	if err != nil {
 		return fmt.Errorf("look up downlinks: %w", err)
@@ -917,11 +978,6 @@ func (r *Router) checkKernel(full bool) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i, name := range r.names {
-		if all || flaps[name] {
-			r.ports[i].flapped = true
-		}
-	}
 	r.setLinksLocked(ls)
 	seen := make(map[netip.Prefix]bool, len(krs))
 	r.extra = r.extra[:0]
@@ -951,15 +1007,8 @@ func (r *Router) checkKernel(full bool) error {
 			continue
 		}
 		if !seen[p] {
-			if e.known && e.in && e.via.IsValid() {
-				// Gone from outside. Whatever removed it (the port taken
-				// down and up again between two checks, an operator's
-				// flush) likely took the next hop's entry too.
-				k := nkey{e.port, e.via}
-				if n := r.neighs[k]; n != nil && n.wrote <= seq0 {
-					n.unsure()
-					r.bulkN = append(r.bulkN, k)
-				}
+			if e.known && e.in {
+				r.goneLocked(e)
 			}
 			e.known, e.in = true, false
 		}

@@ -35,8 +35,8 @@ type modelKernel struct {
 	// onDump runs inside routes(), between reading and returning: a
 	// binding change that races a check.
 	onDump func()
-	events chan struct{}
-	flaps  map[string]bool
+	ev     events
+	dumps  int // routes() calls
 }
 
 type mroute struct {
@@ -59,17 +59,38 @@ func newModel(ports ...string) *modelKernel {
 
 func (m *modelKernel) addIf(name string, up bool) {
 	m.nextIf++
-	m.ifs[name] = link{index: m.nextIf, up: up}
+	m.ifs[name] = link{index: m.nextIf, up: up, carrier: up}
 }
 
 // setUp takes an interface up or down; down removes its routes and
 // neighbour entries.
 func (m *modelKernel) setUp(name string, up bool) {
 	l := m.ifs[name]
-	l.up = up
+	l.up, l.carrier = up, up
 	m.ifs[name] = l
+	m.ev.links = true
 	if !up {
 		m.dropIf(l.index)
+	}
+}
+
+// setCarrier takes an interface's carrier away or back; away flushes its
+// neighbour entries (the routes stay), as the kernel does.
+func (m *modelKernel) setCarrier(name string, on bool) {
+	l := m.ifs[name]
+	l.carrier = on && l.up
+	m.ifs[name] = l
+	m.ev.links = true
+	if !on {
+		for k := range m.nbs {
+			if k.index == l.index {
+				delete(m.nbs, k)
+			}
+		}
+		if m.ev.flapped == nil {
+			m.ev.flapped = map[string]bool{}
+		}
+		m.ev.flapped[name] = true
 	}
 }
 
@@ -79,24 +100,33 @@ func (m *modelKernel) delIf(name string) {
 	delete(m.ifs, name)
 }
 
-func (m *modelKernel) flapped() (map[string]bool, bool) {
-	f := m.flaps
-	m.flaps = nil
-	return f, false
+func (m *modelKernel) events() events {
+	ev := m.ev
+	m.ev = events{}
+	return ev
+}
+
+// handDelete deletes a route from outside; with event, the kernel's
+// notification reaches the Router.
+func (m *modelKernel) handDelete(k mroute, event bool) {
+	delete(m.rts, k)
+	if event {
+		m.ev.gone = append(m.ev.gone, k.prefix)
+	}
 }
 
 func (m *modelKernel) dropIf(index int32) {
 	for n, l := range m.ifs {
 		if l.index == index {
-			if m.flaps == nil {
-				m.flaps = map[string]bool{}
+			if m.ev.flapped == nil {
+				m.ev.flapped = map[string]bool{}
 			}
-			m.flaps[n] = true
+			m.ev.flapped[n] = true
 		}
 	}
 	for k, r := range m.rts {
 		if r.index == index {
-			delete(m.rts, k)
+			m.handDelete(k, true)
 		}
 	}
 	for k := range m.nbs {
@@ -149,7 +179,7 @@ func (m *modelKernel) apply(o *op) error {
 	case opUnroute:
 		for k := range m.rts {
 			if k.prefix == o.prefix && (o.metric == 0 || o.metric == k.metric) {
-				delete(m.rts, k)
+				m.handDelete(k, true) // the Router's own delete is notified too
 				return nil
 			}
 		}
@@ -170,6 +200,7 @@ func (m *modelKernel) apply(o *op) error {
 }
 
 func (m *modelKernel) routes(uint32) ([]kernelRoute, error) {
+	m.dumps++
 	var out []kernelRoute
 	for _, r := range m.rts {
 		out = append(out, r)
@@ -198,7 +229,7 @@ func (m *modelKernel) links(names []string) ([]link, error) {
 	return out, nil
 }
 
-func (m *modelKernel) watch(<-chan struct{}) <-chan struct{} { return m.events }
+func (m *modelKernel) watch(<-chan struct{}) <-chan struct{} { return nil }
 func (m *modelKernel) close()                                {}
 
 // table returns the model's routes as "prefix via nexthop dev name"
@@ -655,19 +686,33 @@ func TestLostAnswers(t *testing.T) {
 	}
 }
 
-// TestHandDeleted: a route deleted from outside is written again by the
-// next check; one added by hand with pdrelay's protocol is deleted.
+// TestHandDeleted: a route deleted from outside is written again at
+// once from the kernel's notification (no read of the whole table), or,
+// when the notification was lost, by the next check; one added by hand
+// with pdrelay's protocol is deleted by the check.
 func TestHandDeleted(t *testing.T) {
 	m := newModel("dl0", "dl1")
 	r, _ := newModelRouter(t, Config{}, m)
 	settle(t, r) // the reconcile
-	r.Add(Route{Prefix: pA, Port: "dl0", NextHop: hop1})
+	r.Add(Route{Prefix: pA, Port: "dl0", NextHop: hop1, MAC: mac1})
+	r.Add(Route{Prefix: pB, Port: "dl0", NextHop: hop1})
 	mustFlush(t, r)
-	delete(m.rts, mroute{pA, Metric})
+	r.Delete(pB, "dl0") // the Router's own delete: notified, and ignored
+	mustFlush(t, r)
+	delete(m.nbs, mneigh{m.ifs["dl0"].index, hop1})
+	m.handDelete(mroute{pA, Metric}, true)
+	dumps, writes := m.dumps, len(m.log)
+	r.takeEvents()
+	settle(t, r)
+	expect(t, m, []string{"2001:db8:1:100::/56 via fe80::1 dev dl0"}, []string{"fe80::1 1 dev dl0"})
+	if m.dumps != dumps || len(m.log) != writes+2 {
+		t.Errorf("the repair read the table %d times and wrote %v, want the route and its entry alone", m.dumps-dumps, m.log[writes:])
+	}
+	m.handDelete(mroute{pA, Metric}, false)
 	m.holds(pC, "dl1", hop2, Metric)
 	r.requestCheck()
 	settle(t, r)
-	expect(t, m, []string{"2001:db8:1:100::/56 via fe80::1 dev dl0"}, nil)
+	expect(t, m, []string{"2001:db8:1:100::/56 via fe80::1 dev dl0"}, []string{"fe80::1 1 dev dl0"})
 }
 
 // TestCheckRace: a Flush between a check's read of the kernel and its
@@ -678,20 +723,31 @@ func TestCheckRace(t *testing.T) {
 	settle(t, r)
 	r.Add(Route{Prefix: pA, Port: "dl0", NextHop: hop1})
 	mustFlush(t, r)
+	r.Add(Route{Prefix: pC, Port: "dl0", NextHop: hop1})
+	mustFlush(t, r)
 	m.onDump = func() {
 		r.Delete(pA, "dl0")
 		r.Add(Route{Prefix: pB, Port: "dl0", NextHop: hop1})
+		r.Update(Route{Prefix: pC, Port: "dl0", NextHop: hop2})
 		mustFlush(t, r)
 	}
 	r.requestCheck()
+	n := len(m.log)
 	settle(t, r)
-	expect(t, m, []string{"2001:db8:1:200::/56 via fe80::1 dev dl0"}, nil)
+	expect(t, m, []string{"2001:db8:1:200::/56 via fe80::1 dev dl0", "2001:db8:2::/48 via fe80::2 dev dl0"}, nil)
+	// What the check read before the Flush does not overwrite what the
+	// Router knows: the same route again writes nothing.
+	r.Add(Route{Prefix: pC, Port: "dl0", NextHop: hop2})
+	mustFlush(t, r)
+	if len(m.log) != n+3 {
+		t.Errorf("the check wrote again what the Flush during its read wrote: %v", m.log[n+3:])
+	}
 	for _, o := range m.log {
 		if o.prefix == pB && o.kind == opUnroute {
 			t.Error("the check deleted the route added during its read")
 		}
 	}
-	if r.Waiting() != 0 || r.Len() != 1 {
+	if r.Waiting() != 0 || r.Len() != 2 {
 		t.Errorf("Waiting %d Len %d", r.Waiting(), r.Len())
 	}
 }
@@ -844,22 +900,33 @@ func TestOracle(t *testing.T) {
 				m.lose = 0
 			case x < 17:
 				port := ports[rng.IntN(3)]
-				m.setUp(port, !m.ifs[port].up)
+				if rng.IntN(2) == 0 {
+					m.setUp(port, !m.ifs[port].up)
+				} else {
+					m.setCarrier(port, !m.ifs[port].carrier)
+				}
 				if rng.IntN(2) == 0 {
 					r.requestCheck()
 				}
 			case x < 18:
 				for k := range m.rts {
-					delete(m.rts, k) // an operator's flush
+					m.handDelete(k, rng.IntN(2) == 0) // an operator's, notified or not
 					break
 				}
+			case x < 19:
+				r.takeEvents()
 			default:
 				r.requestCheck()
 				r.step()
 			}
 		}
 		for _, port := range ports {
-			m.setUp(port, true)
+			if !m.ifs[port].up {
+				m.setUp(port, true)
+			}
+			if !m.ifs[port].carrier {
+				m.setCarrier(port, true)
+			}
 		}
 		r.Flush()
 		r.requestCheck()
