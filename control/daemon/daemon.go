@@ -64,6 +64,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if guard != nil {
 		defer guard.close()
 	}
+	kr, err := startKernelRoutes(cfg, log, realRouteKernel) // nil unless dataplane.mode kernel (kernel.go)
+	if err != nil {
+		return err
+	}
+	if kr != nil {
+		defer kr.close()
+	}
 	ft := fib.NewTable()
 	for _, d := range cfg.Downlinks {
 		if err := ft.SetAllowedSources(ports[d.Interface], d.AllowedSources); err != nil {
@@ -104,6 +111,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	met.Load(table.PortCount)
 	restored := ft.Load()
+	kr.restore(restored, ports)
 	if mir != nil {
 		fs.mirror = mir // from now on binding changes go to the map too
 	}
@@ -113,7 +121,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// discovery (resolve.go).
 	hops, resolver := startNextHops(table, log)
 	rel := &releasing{} // release.go
-	mgr := binding.NewManager(table, nil, log, guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink, rel.sink})...)
+	mgr := binding.NewManager(table, nil, log, kr.sinks(guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink, rel.sink}))...)
 	mgr.OnRefused = met.Refused
 	mgr.OnRefusedKey = rel.refused
 	hops.mgr = mgr
@@ -150,7 +158,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		conn.Close()
 		return err
 	}
-	log.Info("pdrelay started", "downlinks", names, "uplink", cfg.Uplink.Interface,
+	log.Info("pdrelay started", "mode", cfg.Dataplane.Mode, "downlinks", names, "uplink", cfg.Uplink.Interface,
 		"servers", cfg.Servers, "bindings", table.Len(), "relay_id", fmt.Sprintf("%x", relayID))
 
 	sup := newParts(ctx, log)
@@ -197,6 +205,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	})
 	if guard != nil {
 		spawn("kernel guard", func() error { return guard.run(ctx, restored, ports) })
+	}
+	if kr != nil {
+		spawn("kernel routes", func() error { return kr.run(ctx) })
 	}
 	spawn("relay", func() error { return conn.Run(ctx, mgr) })
 	spawn("release", func() error { return rel.run(ctx) })
