@@ -200,7 +200,9 @@ func TestValid(t *testing.T) {
 				return c.Dataplane == Dataplane{Mode: DataplaneXDP, Queues: 4, FrameSize: 4096, ICMPRate: 0}
 			}},
 		{"dataplane mode kernel", minimal + "dataplane: {mode: kernel}\n",
-			func(c *Config) bool { return c.Dataplane.Mode == DataplaneKernel && c.Kernel == Kernel{Table: TableMain} }},
+			func(c *Config) bool {
+				return c.Dataplane.Mode == DataplaneKernel && c.Kernel == Kernel{Table: TableMain}
+			}},
 		{"kernel table by name", minimal + "kernel: {table: main, flush_on_stop: true}\n",
 			func(c *Config) bool { return c.Kernel == Kernel{Table: 254, FlushOnStop: true} }},
 		{"kernel table by number", minimal + "kernel: {table: 4294967295}\n",
