@@ -12,10 +12,9 @@ import (
 )
 
 // Benchmarks of the kernel side, root only, each in a namespace of its
-// own (two veth downlinks, up):
-//
-//	go test -run '^$' -bench Program100k -benchtime 1x ./dataplane/kroute/
-//	go test -run '^$' -bench 'Batch|Check' ./dataplane/kroute/
+// own (two veth downlinks, up); the commands and figures are in doc.go.
+// Program100k's pipelined and serial runs are best alternated, one of
+// each at a time, on a shared machine.
 //
 // Every route has a next hop of its own with a known MAC (one client a
 // prefix, as on a point-to-point access port), so each route comes with

@@ -106,37 +106,45 @@
 //
 // # What it costs
 //
-// Measured on the project's 2-core build machine (kernel 6.18), with
-// the benchmarks in this package (root; each in a namespace of its own,
+// Measured on the project's 2-core build machine (kernel 6.18), shared
+// with other jobs (load average 7 during the runs below), with the
+// benchmarks in this package (root; each in a namespace of its own,
 // every route with a next hop and MAC of its own, so with an entry):
 //
-//	go test -run '^$' -bench Program100k -benchtime 1x -count 5 ./dataplane/kroute/
-//	go test -run '^$' -bench 'Reconcile100k|Batch|Check100k' ./dataplane/kroute/
+//	go test -c -o kr.bench ./dataplane/kroute/
+//	for i in 1 2 3 4 5; do for m in pipelined serial; do
+//		./kr.bench -test.run '^$' -test.bench "Program100k/$m\$" -test.benchtime 1x
+//	done; done
+//	./kr.bench -test.run '^$' -test.bench 'Reconcile100k|Batch|Check100k' -test.count 3
 //
 // gave (medians):
 //
 //   - 100k restored routes into an empty kernel (a first start, a
-//     reboot): 1.4 s, some 70k routes and 70k entries a second. Written
-//     one request and ack at a time, as netlink.RouteReplace does, the
-//     same took 3.5 s. The Router pipelines: as many requests as fit in
-//     256 KiB go in one sendmsg, only the last asks for an ack, and the
-//     kernel, which goes on after a refusal, answers only the refusals
-//     and that ack.
-//   - A restart with the 100k routes and entries in the kernel: 0.8 s to
-//     read them back and compare; nothing written.
-//   - A Flush of 1,000 new bindings (route and entry each): 10-14 ms; of
-//     one: 21-23 us.
-//   - A periodic check at 100k routes: 0.2-0.35 s, most of it the
-//     kernel's dump; every 30 s, about 1% of a core.
+//     reboot): 2.5 s (2.2-3.0 s), some 40k routes and 40k entries a
+//     second; 1.4 s (70k routes a second) on a quiet machine. Written one
+//     request and ack at a time, as netlink.RouteReplace does, the same
+//     took 5.3 s (5.0-6.2 s; 3.5 s quiet): pipelining is 2.3 times
+//     faster, run for run. The Router pipelines: as many requests as fit
+//     in 256 KiB go in one sendmsg, only the last asks for an ack, and
+//     the kernel, which goes on after a refusal, answers only the
+//     refusals and that ack. Half the CPU time is the kernel's inserts;
+//     building the requests with nl's allocations is a fifth.
+//   - A restart with the 100k routes and entries in the kernel: 1.1 s
+//     (0.65-1.3 s) to read them back and compare; nothing written.
+//   - A Flush of 1,000 new bindings (route and entry each): 12-13 ms; of
+//     one: 25 us.
+//   - A periodic check at 100k routes: 0.3-0.5 s, most of it the kernel's
+//     dump; every 30 s, 1-1.5% of a core.
 //
 // # Concurrency
 //
 // A Router's methods are safe for concurrent use. Add, Update, Delete
 // and Flush are meant for one binding sink (the binding manager's
 // goroutine); Restore comes before them; Run is one goroutine of its own.
-// Flush and each step of Run hold the Router's lock for one batch of
-// writes (at most Config.Batch changes, some 15-30 ms), so a binding
-// change waits at most that long behind a reconcile. Run's reads of the
+// Flush holds the Router's lock while it writes its changes (one binding
+// manager batch); each step of Run holds it for one batch of writes (at
+// most Config.Batch changes, some 15-50 ms), so a binding change waits
+// at most that long behind a reconcile. Run's reads of the
 // kernel (a check's dump of 100k routes) hold no lock and use a socket
 // of their own: a prefix written meanwhile keeps the state its write
 // left. Writes go over one netlink socket, reads over another, events
