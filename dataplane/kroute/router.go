@@ -261,11 +261,11 @@ type Router struct {
 	retryAt     time.Time
 	closed      bool
 	wake        chan struct{}
-	total       stats // since New, for Stats
+	total       Counts // since New, for Stats
 }
 
-// stats counts the Router's kernel writes.
-type stats struct {
+// Counts are the Router's kernel writes.
+type Counts struct {
 	RoutesWritten, RoutesRemoved int
 	NeighsWritten, NeighsRemoved int
 	Failed                       int
@@ -317,8 +317,8 @@ func newRouter(cfg Config) (*Router, error) {
 	if r.every == 0 {
 		r.every = DefaultCheck
 	}
-	// 0 (unspec) is refused above by defaulting; 253 and 255 are the
-	// kernel's default and local tables, no place for delegated routes.
+	// 253 and 255 are the kernel's default and local tables, no place
+	// for delegated routes.
 	if r.table == 253 || r.table == 255 {
 		return nil, fmt.Errorf("kroute: table %d is the kernel's %s table", r.table, map[uint32]string{253: "default", 255: "local"}[r.table])
 	}
@@ -352,7 +352,7 @@ func (r *Router) lookupLinks() {
 	r.setLinksLocked(ls)
 }
 
-// check normalizes rt and returns its port, or false for an unknown port
+// checkRoute normalizes rt and returns its port, or false for an unknown port
 // or a prefix that is not IPv6.
 func (r *Router) checkRoute(rt *Route) (uint16, bool) {
 	i, ok := r.index[rt.Port]
@@ -1114,7 +1114,7 @@ func (r *Router) Reconciled() bool {
 }
 
 // Stats returns the Router's kernel writes since New.
-func (r *Router) Stats() stats {
+func (r *Router) Stats() Counts {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.total
