@@ -321,7 +321,12 @@ func TestKernelReconcile(t *testing.T) {
 	if tp.neighMAC(t, "dl0", clientLL) == "" {
 		t.Errorf("the kernel's entry on dl0 went: %v", tp.ipShow(t, "neigh", "show", "dev", "dl0"))
 	}
-	time.Sleep(100 * time.Millisecond) // the last events
+	waitFor(t, "the stale routes' deletions notified", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(deleted) >= 2
+	})
+	time.Sleep(100 * time.Millisecond) // any later ones
 	mu.Lock()
 	slices.Sort(deleted)
 	if !slices.Equal(deleted, []string{stale.String(), stale.String()}) {
