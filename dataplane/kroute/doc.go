@@ -21,9 +21,9 @@
 // 157`; /etc/iproute2/rt_protos.d/pdrelay.conf can name it ("157
 // pdrelay"). 157 was chosen free of: the kernel's RTPROT_* values
 // (linux/rtnetlink.h: 0-4, 8-18, 42, 99, 186-189, 192), iproute2's
-// rt_protos on the build machine (the same less 17), FRR's rt_protos.d/frr.conf
-// (186-197, one per FRR daemon) and BIRD's (12, RTPROT_BIRD, unless
-// configured otherwise). The Router owns every route of Protocol in its
+// rt_protos on the build machine (the same less 17), FRR's
+// rt_protos.d/frr.conf (186-197, one per FRR daemon) and BIRD's (12,
+// RTPROT_BIRD, unless configured otherwise). The Router owns every route of Protocol in its
 // table: a reconcile deletes those no binding backs, so two pdrelays
 // must not share a namespace and table.
 //
