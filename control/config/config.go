@@ -87,6 +87,7 @@ type Config struct {
 	Uplink         Uplink
 	Downlinks      []Downlink
 	Dataplane      Dataplane
+	Kernel         Kernel // dataplane.mode kernel (kernel.go)
 	Leasequery     Leasequery
 	Release        Release
 	LogLevel       slog.Level
@@ -241,6 +242,7 @@ type DataplaneMode string
 
 // Dataplane modes.
 const (
+	DataplaneKernel     DataplaneMode = "kernel"      // the kernel forwards; pdrelay writes its routes
 	DataplaneXDP        DataplaneMode = "xdp"         // native (driver) XDP
 	DataplaneXDPGeneric DataplaneMode = "xdp-generic" // generic (skb) XDP
 	DataplaneOff        DataplaneMode = "off"         // no forwarding plane

@@ -69,12 +69,19 @@
 //	  delegated_pools        this port's pools, replacing the global ones
 //	  allowed_sources        extra IPv6 source prefixes accepted from the port
 //	                         besides its delegated prefixes; default none
-//	dataplane        mode: xdp, xdp-generic or off; default off (control plane
-//	                 only, the kernel forwards)
+//	dataplane        mode: kernel, xdp, xdp-generic or off; default off
+//	                 (control plane only, pdrelay routes nothing). kernel:
+//	                 the kernel forwards, pdrelay writes a route per
+//	                 delegated prefix (protocol 157) and its nftables guard
 //	                 queues: AF_XDP queues (sockets) per port, 1..1024; default 1
 //	                 frame_size: UMEM frame bytes, 2048 (default) or 4096
 //	                 icmp_rate: ICMPv6 errors sent per second per port,
 //	                 0..1000000; default 100; 0 sends none
+//	kernel           the routes of dataplane.mode kernel:
+//	  table          routing table: main (the default, 254) or a number,
+//	                 1..4294967295, not 253 (default) or 255 (local)
+//	  flush_on_stop  default false: the routes stay when pdrelay stops, so
+//	                 the kernel forwards across a restart; true removes them
 //	leasequery       Bulk Leasequery (RFC 5460) requestor:
 //	  servers        unicast addresses, "addr" or "[addr]:port"; none: off
 //	  port           port of servers given without one; default 547

@@ -30,6 +30,7 @@ type rawConfig struct {
 	Uplink         rawUplink     `yaml:"uplink"`
 	Downlinks      []rawDownlink `yaml:"downlinks"`
 	Dataplane      rawDataplane  `yaml:"dataplane"`
+	Kernel         rawKernel     `yaml:"kernel"`
 	Leasequery     rawLeasequery `yaml:"leasequery"`
 	Release        rawRelease    `yaml:"release"`
 	LogLevel       string        `yaml:"log_level"`
@@ -209,10 +210,10 @@ func (r *rawConfig) validate() (*Config, error) {
 	c.Dataplane.Mode = DefaultDataplaneMode
 	if m := DataplaneMode(r.Dataplane.Mode); m != "" {
 		switch m {
-		case DataplaneXDP, DataplaneXDPGeneric, DataplaneOff:
+		case DataplaneKernel, DataplaneXDP, DataplaneXDPGeneric, DataplaneOff:
 			c.Dataplane.Mode = m
 		default:
-			errs.add("dataplane.mode", "%q is not one of xdp, xdp-generic, off", r.Dataplane.Mode)
+			errs.add("dataplane.mode", "%q is not one of kernel, xdp, xdp-generic, off", r.Dataplane.Mode)
 		}
 	}
 	c.Dataplane.Queues = DefaultQueues
@@ -240,6 +241,7 @@ func (r *rawConfig) validate() (*Config, error) {
 		}
 	}
 
+	c.Kernel = r.Kernel.validate(&errs)
 	c.Leasequery = r.Leasequery.validate(c, &errs)
 	c.Release = r.Release.validate(c, &errs)
 

@@ -80,7 +80,8 @@ type Daemon struct {
 
 	st       *store.Store
 	relayID  []byte
-	guard    *kernelGuard // nil: nothing to guard
+	guard    *kernelGuard  // nil: nothing to guard
+	kr       *kernelRoutes // nil unless dataplane.mode kernel
 	ft       *fib.Table
 	fw       *fibWriter
 	mir      *mirror // nil: no route map (uplink.no_route drop)
@@ -150,6 +151,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	if d.guard != nil {
 		d.onClose(d.guard.close)
 	}
+	if d.kr, err = startKernelRoutes(cfg, log, realRouteKernel); err != nil { // nil unless dataplane.mode kernel (kernel.go)
+		return nil, err
+	}
+	if d.kr != nil {
+		d.onClose(d.kr.close)
+	}
 	d.ft = fib.NewTable()
 	for _, dl := range cfg.Downlinks {
 		if err := d.ft.SetAllowedSources(d.ports[dl.Interface], dl.AllowedSources); err != nil {
@@ -185,6 +192,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	}
 	d.met.Load(d.table.PortCount)
 	d.restored = d.ft.Load()
+	d.kr.restore(d.restored, d.ports)
 	if d.mir != nil {
 		d.fw.mirror = d.mir // from now on binding changes go to the map too
 	}
@@ -194,7 +202,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	d.hops, d.resolver = startNextHops(d.table, log)
 	d.rel = &releasing{} // release.go
 	sinks := []binding.Sink{storeSink(st), d.fw.Sink, d.met.Sink, d.hops.Sink, d.rel.sink}
-	d.mgr = binding.NewManager(d.table, nil, log, d.guard.sinks(sinks)...)
+	d.mgr = binding.NewManager(d.table, nil, log, d.kr.sinks(d.guard.sinks(sinks))...)
 	d.mgr.OnRefused = d.met.Refused
 	d.mgr.OnRefusedKey = d.rel.refused
 	d.hops.mgr = d.mgr
@@ -287,6 +295,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	if d.guard != nil {
 		spawn("kernel guard", func() error { return d.guard.run(ctx, d.restored, d.ports) })
+	}
+	if d.kr != nil {
+		spawn("kernel routes", func() error { return d.kr.run(ctx) })
 	}
 	spawn("relay", func() error { return d.conn.Run(ctx, mgr) })
 	spawn("release", func() error { return d.rel.run(ctx) })

@@ -36,11 +36,11 @@ func loopPolicy(p config.LoopPolicy) fib.LoopPolicy {
 
 // startForwarding builds the Forwarder from the config and the ports'
 // addresses, attaches the XDP program and opens the AF_XDP sockets. With
-// dataplane.mode off it returns nil.
+// dataplane.mode off or kernel (no AF_XDP plane) it returns nil.
 func startForwarding(cfg *config.Config, ports map[string]fib.PortID, routes *xsk.Routes, log *slog.Logger) (*forwarding, error) {
 	var mode xsk.Mode
 	switch cfg.Dataplane.Mode {
-	case config.DataplaneOff:
+	case config.DataplaneOff, config.DataplaneKernel: // kernel: the kernel forwards (kernel.go)
 		return nil, nil
 	case config.DataplaneXDP:
 		mode = xsk.ModeAuto // native, else generic; neither: the start fails with the cause
@@ -188,10 +188,11 @@ func (f *forwarding) Collect(ch chan<- prometheus.Metric) {
 // newRouteMirror returns the delegated-prefix map the uplink's XDP program
 // consults for uplink.no_route: pass (a destination outside every
 // delegated prefix goes to the kernel before an AF_XDP socket takes it),
-// or nil when the plane is off or no_route is drop. It holds as many
+// or nil when there is no AF_XDP plane (mode off or kernel) or no_route
+// is drop. It holds as many
 // prefixes as the downlinks' max_delegations allow (4M when unlimited).
 func newRouteMirror(cfg *config.Config) (*xsk.Routes, error) {
-	if cfg.Dataplane.Mode == config.DataplaneOff || cfg.Uplink.NoRoute != config.NoRoutePass {
+	if cfg.Dataplane.Mode == config.DataplaneOff || cfg.Dataplane.Mode == config.DataplaneKernel || cfg.Uplink.NoRoute != config.NoRoutePass {
 		return nil, nil
 	}
 	size := 0

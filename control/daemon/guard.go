@@ -39,13 +39,14 @@ var realGuardKernel = guardKernel{install: nftguard.New, forwarding: forwardingO
 
 // startGuard installs the guard's table with every downlink's chain and
 // allowed_sources (no binding yet: their traffic through the kernel is
-// dropped until the fill), replacing one a crashed relay left. With
-// dataplane.mode off there is nothing to guard: pdrelay forwards nothing
-// and the XDP program is not attached. If nf_tables cannot be used, the
+// dropped until the fill), replacing one a crashed relay left, in the
+// xdp modes and in kernel mode (where the kernel forwards everything).
+// With dataplane.mode off there is nothing to guard: pdrelay forwards
+// nothing and the XDP program is not attached. If nf_tables cannot be used, the
 // start fails when IPv6 forwarding is on (the kernel would forward
 // spoofed sources) and goes on with a warning when it is off.
 func startGuard(cfg *config.Config, log *slog.Logger, k guardKernel) (*kernelGuard, error) {
-	if cfg.Dataplane.Mode != config.DataplaneXDP && cfg.Dataplane.Mode != config.DataplaneXDPGeneric {
+	if cfg.Dataplane.Mode == config.DataplaneOff {
 		return nil, nil
 	}
 	gc := nftguard.Config{Log: log}

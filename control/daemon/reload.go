@@ -124,8 +124,11 @@ func (d *Daemon) apply(ctx context.Context, old, cfg *config.Config, ch *config.
 			next++
 		}
 	}
-	// The kernel's tables first: a new port is guarded before the relay
-	// can learn a binding on it.
+	// The kernel's tables first: a new port is guarded and routed before
+	// the relay can learn a binding on it.
+	if err := d.kr.reconfigure(cfg); err != nil {
+		return fmt.Errorf("kernel routes: %w", err)
+	}
 	if d.guard != nil {
 		if err := d.guard.reconfigure(cfg); err != nil {
 			return fmt.Errorf("kernel guard: %w", err)

@@ -1,0 +1,289 @@
+package kroute
+
+import (
+	"errors"
+	"net/netip"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// The rtnetlink messages of the Router, built and read with
+// github.com/vishvananda/netlink/nl. Routes:
+//
+//	RTM_NEWROUTE  NLM_F_CREATE|NLM_F_REPLACE
+//	  rtmsg    family AF_INET6, dst_len = the prefix's length, table,
+//	           protocol Protocol, scope universe, type unicast
+//	           (flags RTNH_F_ONLINK for a next hop that is not link-local)
+//	  RTA_DST      the prefix (16 bytes)
+//	  RTA_GATEWAY  the next hop (16 bytes)
+//	  RTA_OIF      the downlink's index (u32)
+//	  RTA_PRIORITY Metric (u32)
+//	  RTA_TABLE    the table (u32; rtmsg's table is 8 bits)
+//	RTM_DELROUTE
+//	  rtmsg    family, dst_len, table, protocol Protocol: the kernel
+//	           deletes only a route of this protocol (any metric)
+//	  RTA_DST, RTA_TABLE
+//
+// Neighbour entries:
+//
+//	RTM_NEWNEIGH  NLM_F_CREATE|NLM_F_REPLACE
+//	  ndmsg    family AF_INET6, ifindex, state NUD_STALE, flags NTF_EXT_LEARNED
+//	  NDA_DST      the next hop (16 bytes)
+//	  NDA_LLADDR   its MAC (6 bytes)
+//	  NDA_PROTOCOL Protocol (u8, Linux 5.3)
+//	RTM_DELNEIGH
+//	  ndmsg    family AF_INET6, ifindex
+//	  NDA_DST
+
+// headerTable is the rtmsg table field for table: the table itself if it
+// fits in 8 bits, else RT_TABLE_UNSPEC and RTA_TABLE alone says it.
+func headerTable(table uint32) uint8 {
+	if table < 256 {
+		return uint8(table)
+	}
+	return unix.RT_TABLE_UNSPEC
+}
+
+// appendOp appends o's request, with sequence number seq and no ack
+// asked, to b.
+func appendOp(b []byte, o *op, seq uint32) []byte {
+	var req *nl.NetlinkRequest
+	switch o.kind {
+	case opRoute, opUnroute:
+		req = routeRequest(o)
+	default:
+		req = neighRequest(o)
+	}
+	req.Seq = seq
+	return append(b, req.Serialize()...)
+}
+
+func routeRequest(o *op) *nl.NetlinkRequest {
+	p := o.prefix
+	dst := p.Addr().As16()
+	m := &nl.RtMsg{RtMsg: unix.RtMsg{
+		Family:   unix.AF_INET6,
+		Dst_len:  uint8(p.Bits()),
+		Table:    headerTable(o.table),
+		Protocol: Protocol,
+	}}
+	var req *nl.NetlinkRequest
+	if o.kind == opUnroute {
+		req = nl.NewNetlinkRequest(unix.RTM_DELROUTE, 0)
+		m.Scope = unix.RT_SCOPE_NOWHERE
+		req.AddData(m)
+		req.AddData(nl.NewRtAttr(unix.RTA_DST, dst[:]))
+		req.AddData(nl.NewRtAttr(unix.RTA_TABLE, nl.Uint32Attr(o.table)))
+		if o.metric != 0 {
+			req.AddData(nl.NewRtAttr(unix.RTA_PRIORITY, nl.Uint32Attr(o.metric)))
+		}
+		return req
+	}
+	req = nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
+	m.Scope = unix.RT_SCOPE_UNIVERSE
+	m.Type = unix.RTN_UNICAST
+	if !o.addr.IsLinkLocalUnicast() {
+		// A global next hop (a client behind an LDRA may be known by
+		// one) is on the downlink's link whatever its prefix.
+		m.Flags = unix.RTNH_F_ONLINK
+	}
+	gw := o.addr.As16()
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst[:]))
+	req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, gw[:]))
+	req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(o.index))))
+	req.AddData(nl.NewRtAttr(unix.RTA_PRIORITY, nl.Uint32Attr(Metric)))
+	req.AddData(nl.NewRtAttr(unix.RTA_TABLE, nl.Uint32Attr(o.table)))
+	return req
+}
+
+func neighRequest(o *op) *nl.NetlinkRequest {
+	dst := o.addr.As16()
+	m := &netlink.Ndmsg{Family: unix.AF_INET6, Index: uint32(o.index)}
+	var req *nl.NetlinkRequest
+	if o.kind == opUnneigh {
+		req = nl.NewNetlinkRequest(unix.RTM_DELNEIGH, 0)
+		req.AddData(m)
+		req.AddData(nl.NewRtAttr(unix.NDA_DST, dst[:]))
+		return req
+	}
+	req = nl.NewNetlinkRequest(unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
+	m.State = unix.NUD_STALE
+	m.Flags = unix.NTF_EXT_LEARNED
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.NDA_DST, dst[:]))
+	req.AddData(nl.NewRtAttr(unix.NDA_LLADDR, o.mac[:]))
+	req.AddData(nl.NewRtAttr(netlink.NDA_PROTOCOL, []byte{Protocol}))
+	return req
+}
+
+// parseAck reads an NLMSG_ERROR payload: the errno (0 for an ack) and
+// the kernel's extended ack message, if any. hdrFlags are the answer's
+// header flags: NLM_F_CAPPED (the request is not echoed) and
+// NLM_F_ACK_TLVS (attributes follow).
+func parseAck(hdrFlags uint16, data []byte) (syscall.Errno, string, error) {
+	if len(data) < 4+unix.NLMSG_HDRLEN {
+		return 0, "", errShort
+	}
+	code := int32(nl.NativeEndian().Uint32(data))
+	errno := syscall.Errno(-code)
+	if code > 0 {
+		errno = syscall.Errno(code)
+	}
+	if hdrFlags&unix.NLM_F_ACK_TLVS == 0 {
+		return errno, "", nil
+	}
+	off := 4 + unix.NLMSG_HDRLEN // errno, the request's header
+	if hdrFlags&unix.NLM_F_CAPPED == 0 {
+		// The whole request is echoed: skip it, aligned.
+		reqLen := int(nl.NativeEndian().Uint32(data[4:]))
+		if reqLen < unix.NLMSG_HDRLEN || 4+reqLen > len(data) {
+			return errno, "", nil
+		}
+		off = 4 + (reqLen+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)
+	}
+	if off > len(data) {
+		return errno, "", nil
+	}
+	msg := ""
+	_ = eachAttr(data[off:], func(typ uint16, v []byte) { // the message is a nicety
+		if typ == unix.NLMSGERR_ATTR_MSG {
+			msg = cstring(v)
+		}
+	})
+	return errno, msg, nil
+}
+
+// eachAttr calls f with the type and value of each netlink attribute in
+// b, and reports false if b is not a well-formed list (f may have been
+// called for the attributes before the fault). It is
+// nl.ParseRouteAttr with its bounds checked: that one panics on a
+// length past the end.
+func eachAttr(b []byte, f func(typ uint16, v []byte)) bool {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(nl.NativeEndian().Uint16(b))
+		typ := nl.NativeEndian().Uint16(b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return false
+		}
+		f(typ, b[unix.SizeofRtAttr:l])
+		l = (l + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
+		if l >= len(b) {
+			return true
+		}
+		b = b[l:]
+	}
+	return len(b) == 0
+}
+
+var errShort = errors.New("short netlink message")
+
+func cstring(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+// parseRoute reads an RTM_NEWROUTE payload and returns it if it is an
+// IPv6 route of Protocol in table (not a cached clone, not
+// source-specific).
+func parseRoute(data []byte, table uint32) (kernelRoute, bool) {
+	var kr kernelRoute
+	if len(data) < unix.SizeofRtMsg {
+		return kr, false
+	}
+	h := nl.DeserializeRtMsg(data)
+	if h.Family != unix.AF_INET6 || h.Protocol != Protocol || h.Flags&unix.RTM_F_CLONED != 0 ||
+		h.Src_len != 0 || h.Tos != 0 || h.Dst_len > 128 {
+		return kr, false
+	}
+	tab := uint32(h.Table)
+	var dst [16]byte
+	metric := uint32(0)
+	gw, oif, bad := false, false, false
+	ok := eachAttr(data[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
+		switch typ {
+		case unix.RTA_TABLE:
+			if len(v) == 4 {
+				tab = nl.NativeEndian().Uint32(v)
+			}
+		case unix.RTA_DST:
+			if len(v) != 16 {
+				bad = true
+				return
+			}
+			dst = [16]byte(v)
+		case unix.RTA_GATEWAY:
+			if len(v) == 16 {
+				kr.via = netip.AddrFrom16([16]byte(v))
+				gw = true
+			}
+		case unix.RTA_OIF:
+			if len(v) == 4 {
+				kr.index = int32(nl.NativeEndian().Uint32(v))
+				oif = true
+			}
+		case unix.RTA_PRIORITY:
+			if len(v) == 4 {
+				metric = nl.NativeEndian().Uint32(v)
+			}
+		case unix.RTA_MULTIPATH, unix.RTA_VIA, rtaNHID, unix.RTA_ENCAP:
+			kr.odd = true
+		}
+	})
+	if !ok || bad || tab != table {
+		return kr, false
+	}
+	kr.prefix = netip.PrefixFrom(netip.AddrFrom16(dst), int(h.Dst_len))
+	if kr.prefix != kr.prefix.Masked() {
+		return kr, false
+	}
+	kr.metric = metric
+	if !gw || !oif || h.Type != unix.RTN_UNICAST {
+		kr.odd = true
+	}
+	return kr, true
+}
+
+// parseNeigh reads an RTM_NEWNEIGH payload and returns it if it is an
+// IPv6 neighbour entry (not a proxy entry).
+func parseNeigh(data []byte) (kernelNeigh, bool) {
+	var kn kernelNeigh
+	const ndmsgLen = 12 // family, pads, ifindex, state, flags, type
+	if len(data) < ndmsgLen {
+		return kn, false
+	}
+	family, flags := data[0], data[10]
+	if family != unix.AF_INET6 || flags&unix.NTF_PROXY != 0 {
+		return kn, false
+	}
+	kn.index = int32(nl.NativeEndian().Uint32(data[4:]))
+	bad := false
+	ok := eachAttr(data[ndmsgLen:], func(typ uint16, v []byte) {
+		switch typ {
+		case unix.NDA_DST:
+			if len(v) != 16 {
+				bad = true
+				return
+			}
+			kn.addr = netip.AddrFrom16([16]byte(v))
+		case unix.NDA_LLADDR:
+			if len(v) == 6 {
+				kn.mac = [6]byte(v)
+			}
+		case netlink.NDA_PROTOCOL:
+			kn.ours = len(v) == 1 && v[0] == Protocol
+		}
+	})
+	return kn, ok && !bad && kn.addr.IsValid()
+}
+
+// rtaNHID is RTA_NH_ID (Linux 5.3): the route uses a nexthop object,
+// which pdrelay never does.
+const rtaNHID = 30
