@@ -1,0 +1,135 @@
+package lab
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Stream is a steady UDP flow between two namespaces whose datagrams
+// carry sequence numbers, so a test can count what a change in between
+// (a reload, a restart) lost. Start it with StartStream, end it with
+// Stop.
+type Stream struct {
+	snd, rcv *net.UDPConn
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex
+	sent     uint64
+	seen     map[uint64]bool
+	lastRecv time.Time
+}
+
+// StreamResult is what a Stream counted.
+type StreamResult struct {
+	Sent, Received uint64
+	// Missing are the sequence numbers never received (at most the
+	// first 20), so a failure shows where the loss was.
+	Missing []uint64
+}
+
+func (r StreamResult) String() string {
+	return fmt.Sprintf("sent %d, received %d, missing %v", r.Sent, r.Received, r.Missing)
+}
+
+// StartStream sends a datagram every interval from srcNS to dst, where
+// a socket in dstNS bound to dst counts them (dst must be an address of
+// dstNS).
+func (l *Lab) StartStream(srcNS, dstNS string, dst netip.AddrPort, interval time.Duration) (*Stream, error) {
+	s := &Stream{stop: make(chan struct{}), seen: map[uint64]bool{}}
+	err := l.InNS(dstNS, func() error {
+		var e error
+		s.rcv, e = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(dst))
+		return e
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab: stream receiver in %s: %w", dstNS, err)
+	}
+	s.rcv.SetReadBuffer(4 << 20)
+	err = l.InNS(srcNS, func() error {
+		var e error
+		s.snd, e = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(dst))
+		return e
+	})
+	if err != nil {
+		s.rcv.Close()
+		return nil, fmt.Errorf("lab: stream sender in %s: %w", srcNS, err)
+	}
+	s.wg.Add(2)
+	go s.receive()
+	go s.send(interval)
+	return s, nil
+}
+
+func (s *Stream) send(interval time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	buf := make([]byte, 64)
+	for seq := uint64(0); ; seq++ {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		binary.BigEndian.PutUint64(buf, seq)
+		s.mu.Lock()
+		s.sent++
+		s.mu.Unlock()
+		s.snd.Write(buf) // an error (no route yet) is a loss, counted by the receiver
+	}
+}
+
+func (s *Stream) receive() {
+	defer s.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, err := s.rcv.Read(buf)
+		if err != nil {
+			return // closed by Stop
+		}
+		if n < 8 {
+			continue
+		}
+		s.mu.Lock()
+		s.seen[binary.BigEndian.Uint64(buf)] = true
+		s.lastRecv = time.Now()
+		s.mu.Unlock()
+	}
+}
+
+// Counts returns what was sent and received so far.
+func (s *Stream) Counts() (sent, received uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent, uint64(len(s.seen))
+}
+
+// Stop stops sending, waits up to a second for the datagrams in flight,
+// and returns the counts.
+func (s *Stream) Stop() StreamResult {
+	close(s.stop)
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if sent, got := s.Counts(); got >= sent {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.snd.Close()
+	s.rcv.Close()
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := StreamResult{Sent: s.sent, Received: uint64(len(s.seen))}
+	for seq := uint64(0); seq < s.sent && len(r.Missing) < 20; seq++ {
+		if !s.seen[seq] {
+			r.Missing = append(r.Missing, seq)
+		}
+	}
+	return r
+}
