@@ -23,7 +23,7 @@ const (
 	DefaultMaxPerClient   = 8 // RFC 8987 G-7
 	DefaultLinkType       = PointToPoint
 	DefaultLoopPolicy     = LoopDrop
-	DefaultDataplaneMode  = DataplaneOff
+	DefaultDataplaneMode  = DataplaneKernel
 	DefaultNoRoute        = NoRoutePass
 	DefaultQueues         = 1    // AF_XDP queues per port
 	DefaultFrameSize      = 2048 // UMEM frame bytes

@@ -61,7 +61,7 @@ func TestLoadExample(t *testing.T) {
 				{Prefix: netip.MustParsePrefix("2001:db8:2400:ff00::/56"), Policy: LoopDrop},
 			},
 		}},
-		Dataplane: Dataplane{Mode: DataplaneOff, Queues: 1, FrameSize: 2048, ICMPRate: 100},
+		Dataplane: Dataplane{Mode: DataplaneKernel, Queues: 1, FrameSize: 2048, ICMPRate: 100},
 		Kernel:    Kernel{Table: 100},
 		Leasequery: Leasequery{
 			Servers: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8:ffff::547]:547")},
@@ -107,7 +107,7 @@ func TestDefaults(t *testing.T) {
 		Downlinks: []Downlink{{Interface: "down0", InterfaceID: "down0", LinkType: PointToPoint, MaxDelegations: DefaultMaxDelegations, MaxPerClient: 8, LoopPolicy: LoopDrop,
 			MaxClientRate: DefaultMaxClientRate, MaxClientBurst: DefaultMaxClientBurst}},
 		DelegatedLengths: DefaultDelegatedLengths,
-		Dataplane:        Dataplane{Mode: DataplaneOff, Queues: DefaultQueues, FrameSize: DefaultFrameSize, ICMPRate: DefaultICMPRate},
+		Dataplane:        Dataplane{Mode: DataplaneKernel, Queues: DefaultQueues, FrameSize: DefaultFrameSize, ICMPRate: DefaultICMPRate},
 		Kernel:           Kernel{Table: TableMain},
 		Leasequery:       Leasequery{Query: QueryRelayID, ConnTimeout: 30 * time.Second, DataTimeout: 30 * time.Second, MaxRetry: time.Minute},
 		Release: Release{Mode: ReleaseOff, Server: netip.MustParseAddrPort("[fe80::547%up0]:547"), Timeout: time.Second, MaxRC: 4,
@@ -213,7 +213,7 @@ func TestValid(t *testing.T) {
 			func(c *Config) bool { return c.Kernel == Kernel{Table: TableMain} }},
 		{"dataplane keys left empty are the defaults", minimal + "dataplane: {queues: , frame_size: , icmp_rate: }\n",
 			func(c *Config) bool {
-				return c.Dataplane == Dataplane{Mode: DataplaneOff, Queues: 1, FrameSize: 2048, ICMPRate: 100}
+				return c.Dataplane == Dataplane{Mode: DataplaneKernel, Queues: 1, FrameSize: 2048, ICMPRate: 100}
 			}},
 		{"loop overrides", minimal + "    loop_overrides:\n      - {client: 00:01:aa:bb, policy: forward}\n      - {prefix: 2001:db8::/32, policy: drop}\n      - {prefix: '2001:db8::/48', client: , policy: forward}\n",
 			func(c *Config) bool {

@@ -25,14 +25,14 @@ func edit(t *testing.T, yaml string, pairs ...string) string {
 
 // The downlinks of testdata/example.yaml, as edits find them.
 const (
-	eth1Block = "  - interface: eth1\n"
-	eth2Block = "  - interface: eth2\n"
-	eth3Block = "  - interface: eth3\n    max_delegations: 64\n"
-	xdpMode   = "  mode: xdp-generic     "
-	offMode   = "  mode: off             "
+	eth1Block  = "  - interface: eth1\n"
+	eth2Block  = "  - interface: eth2\n"
+	eth3Block  = "  - interface: eth3\n    max_delegations: 64\n"
+	xdpMode    = "  mode: xdp-generic "
+	kernelMode = "  mode: kernel "
 )
 
-// TestDiff compares testdata/example.yaml (dataplane mode off, or
+// TestDiff compares testdata/example.yaml (dataplane mode kernel, or
 // xdp-generic where the case says) with an edited copy: what a running
 // relay applies in place comes back in Changes, what needs a restart as an
 // error naming every such key.
@@ -42,7 +42,7 @@ func TestDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := string(b)
-	xdp := edit(t, base, offMode, xdpMode)
+	xdp := edit(t, base, kernelMode, xdpMode)
 	eth2Tail := base[strings.Index(base, eth2Block):strings.Index(base, "\ndataplane:")]
 	withoutEth2 := strings.Replace(base, eth2Tail, "", 1)
 

@@ -69,7 +69,7 @@
 //	  delegated_pools        this port's pools, replacing the global ones
 //	  allowed_sources        extra IPv6 source prefixes accepted from the port
 //	                         besides its delegated prefixes; default none
-//	dataplane        mode: kernel, xdp, xdp-generic or off; default off
+//	dataplane        mode: kernel (the default), xdp, xdp-generic or off
 //	                 (control plane only, pdrelay routes nothing). kernel:
 //	                 the kernel forwards, pdrelay writes a route per
 //	                 delegated prefix (protocol 157) and its nftables guard

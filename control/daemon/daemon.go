@@ -249,7 +249,7 @@ func downlinkNames(cfg *config.Config) []string {
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.close()
 	cfg, log, mgr := d.cfg, d.log, d.mgr
-	log.Info("pdrelay started", "version", version.Get().Version, "dataplane", cfg.Dataplane.Mode,
+	log.Info("pdrelay started", "mode", cfg.Dataplane.Mode, "version", version.Get().Version,
 		"downlinks", downlinkNames(cfg), "uplink", cfg.Uplink.Interface,
 		"servers", cfg.Servers, "bindings", d.table.Len(), "relay_id", fmt.Sprintf("%x", d.relayID))
 
