@@ -38,11 +38,11 @@ func TestSourceExprs(t *testing.T) {
 		&expr.Lookup{SourceRegister: 1, SetName: "src_dl0_56", SetID: 7},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}
-	if got := sourceExprs(set, 56); !reflect.DeepEqual(got, want) {
+	if got := sourceExprs(set, 56, &expr.Verdict{Kind: expr.VerdictAccept}); !reflect.DeepEqual(got, want) {
 		t.Errorf("/56: %#v", got)
 	}
 	want = append(want[:1], want[2:]...)
-	if got := sourceExprs(set, 128); !reflect.DeepEqual(got, want) {
+	if got := sourceExprs(set, 128, &expr.Verdict{Kind: expr.VerdictAccept}); !reflect.DeepEqual(got, want) {
 		t.Errorf("/128: %#v", got)
 	}
 }
@@ -69,7 +69,7 @@ func TestDispatchAndDrop(t *testing.T) {
 }
 
 func TestNames(t *testing.T) {
-	if portChain("dl0") != "port_dl0" || counterName("dl0") != "drops_dl0" || setName("dl0", 56) != "src_dl0_56" {
-		t.Error(portChain("dl0"), counterName("dl0"), setName("dl0", 56))
+	if portChain("dl0") != "port_dl0" || counterName("dl0") != "drops_dl0" || setName("dl0", 56, kindSrc, 0, 0) != "src_dl0_56" {
+		t.Error(portChain("dl0"), counterName("dl0"), setName("dl0", 56, kindSrc, 0, 0))
 	}
 }
