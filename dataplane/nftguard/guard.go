@@ -31,6 +31,10 @@ const DefaultICMPBurst = 10
 // ErrUnsupported is returned by New on systems without nf_tables.
 var ErrUnsupported = errors.New("nftguard: nf_tables needs Linux")
 
+// errTableChanged is a strict rewrite's error when the table or one of
+// its element sets is gone.
+var errTableChanged = errors.New("table or element set gone")
+
 // Config describes the guard.
 type Config struct {
 	// Table is the name of the ip6 table the guard owns; empty means
@@ -149,8 +153,12 @@ type tx struct {
 	install bool
 	// rewrite writes the layout's skeleton over the existing table in
 	// place: its element sets in layout.sets keep their elements;
-	// everything else the layout does not have is deleted.
+	// everything else the layout does not have is deleted. With strict
+	// the table and every set of the layout must exist (errTableChanged),
+	// as the Guard's state of their elements assumes; without, missing
+	// ones are created empty.
 	rewrite bool
+	strict  bool
 	// ensure gives these ports of an adopted table a chain that drops
 	// everything, unless the table has one (kernel mode, at New).
 	ensure []portLayout
@@ -459,9 +467,10 @@ func (g *Guard) install() error {
 }
 
 // adoptLocked keeps an existing table in force and starts writing a new
-// generation of sets beside it; the switch waits for the restore, which
-// New's caller must hand over (filling). Ports the table has no chain
-// for get one that drops everything, so that none is unguarded.
+// generation of sets beside it; Run switches to it once the restore
+// handed over before Run starts (BeginRestore, RestoreDelegations) is
+// written. Ports the table has no chain for get one that drops
+// everything, so that none is unguarded.
 func (g *Guard) adoptLocked(pr probe) error {
 	t := tx{layout: g.layoutLocked()}
 	t.ensure = g.missingPorts(pr, t.layout)
@@ -471,8 +480,7 @@ func (g *Guard) adoptLocked(pr probe) error {
 		}
 	}
 	g.beginBuildLocked(pr.maxGen)
-	g.filling = true
-	g.fillStart = time.Now()
+	g.rebuildStart = time.Now()
 	g.log.Info("kernel guard adopted the table a relay left; writing the restored state beside it",
 		"table", "ip6 "+g.table, "new_ports", len(t.ensure))
 	return nil
@@ -524,7 +532,7 @@ func (g *Guard) forgetKernelLocked() {
 // the skeleton in place with rules for the new sets and deletes every
 // other set (the old generation, with any element no binding backs).
 func (g *Guard) switchLocked() {
-	t := tx{layout: g.layoutLocked(), rewrite: true}
+	t := tx{layout: g.layoutLocked(), rewrite: true, strict: true}
 	if err := g.k.apply(&t); err != nil {
 		g.fail(fmt.Errorf("nftguard: switch to set generation %d: %w", g.gen, err))
 		return

@@ -3,6 +3,7 @@ package nftguard
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -230,6 +231,11 @@ func (k *nlKernel) write(c *nftables.Conn, t *tx) error {
 			return err
 		}
 	case t.rewrite:
+		if t.strict {
+			if err := k.strict(l, names, cur, t.newSets); err != nil {
+				return err
+			}
+		}
 		if cur == nil {
 			c.AddTable(k.table)
 		}
@@ -292,6 +298,19 @@ func (k *nlKernel) write(c *nftables.Conn, t *tx) error {
 	}
 	if err := c.Flush(); err != nil {
 		return hint(err)
+	}
+	return nil
+}
+
+// strict checks that the table and every element set of l exist.
+func (k *nlKernel) strict(l *layout, names map[uint16]string, cur *current, newSets []setKey) error {
+	if cur == nil {
+		return fmt.Errorf("table %s: %w", k.table.Name, errTableChanged)
+	}
+	for _, sk := range l.sets {
+		if n := setName(names[sk.port], sk.bits, sk.kind, sk.code, l.gen); cur.sets[n] == nil && !slices.Contains(newSets, sk) {
+			return fmt.Errorf("set %s: %w", n, errTableChanged)
+		}
 	}
 	return nil
 }

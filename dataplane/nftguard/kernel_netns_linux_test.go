@@ -435,6 +435,7 @@ func sameMAC(a, b net.HardwareAddr) bool { return len(a) == 6 && string(a) == st
 // upstream capture runs meanwhile and its result is returned by wait.
 type stream struct {
 	stop chan struct{}
+	once sync.Once
 	done chan struct{}
 	sent []uint32
 	got  map[uint32]lab.Probe
@@ -442,6 +443,10 @@ type stream struct {
 
 func (tp *ktopo) stream(t *testing.T, src netip.Addr, base uint32) *stream {
 	st := &stream{stop: make(chan struct{}), done: make(chan struct{}), got: map[uint32]lab.Probe{}}
+	// Stopped before the sockets close even if the test fails first: a
+	// goroutine left reading a closed descriptor would read whatever
+	// socket the next test opens under its number.
+	t.Cleanup(func() { st.end() })
 	capDone := make(chan struct{})
 	capStop := make(chan struct{})
 	go func() {
@@ -486,7 +491,7 @@ func (tp *ktopo) stream(t *testing.T, src netip.Addr, base uint32) *stream {
 // end stops the stream and returns how many probes were sent and the
 // tags of those lost.
 func (st *stream) end() (int, []uint32) {
-	close(st.stop)
+	st.once.Do(func() { close(st.stop) })
 	<-st.done
 	var lost []uint32
 	for _, tag := range st.sent {

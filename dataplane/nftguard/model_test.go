@@ -72,6 +72,16 @@ func (m *modelKernel) apply(t *tx) error {
 		maps.Copy(live, m.live)
 		maps.Copy(rules, m.rules)
 	}
+	if t.rewrite && t.strict {
+		if !m.installed {
+			return fmt.Errorf("no table: %w", errTableChanged)
+		}
+		for _, sk := range l.sets {
+			if n := setName(names[sk.port], sk.bits, sk.kind, sk.code, l.gen); next[n] == nil && !slices.Contains(t.newSets, sk) {
+				return fmt.Errorf("no set %s: %w", n, errTableChanged)
+			}
+		}
+	}
 	if t.install || t.rewrite {
 		want := map[string]bool{}
 		clear(live)

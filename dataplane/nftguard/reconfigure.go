@@ -20,12 +20,14 @@ var ErrClosed = errors.New("nftguard: closed")
 // report false). A port whose link type changes has its delegations
 // written again into sets of the other kind by Run: until then its loops
 // are not recognised. While kernel mode writes a new generation of sets
-// (after New adopted a table, or a rebuild) the settings take effect at
-// the switch; an added port drops all its forwarded traffic until then.
+// (after New adopted a table, or a repair) that generation starts again
+// and the settings take effect at the switch; an added port drops all
+// its forwarded traffic until then.
 //
 // If the kernel refuses the transaction, the Guard rebuilds the table as
 // after a failed Flush (with the new settings) and Reconfigure returns
-// the error; a cfg that does not check is refused with nothing changed.
+// the error; while such a rebuild is pending, the rebuild writes the new
+// settings. A cfg that does not check is refused with nothing changed.
 func (g *Guard) Reconfigure(cfg Config) error {
 	if cfg.Kernel != g.kernelMode {
 		return fmt.Errorf("nftguard: reconfigure: kernel mode cannot change (%v to %v)", g.kernelMode, cfg.Kernel)
@@ -97,20 +99,37 @@ func (g *Guard) Reconfigure(cfg Config) error {
 		g.ports[i] = np
 	}
 	g.setGlobals(cfg)
+	if g.broken {
+		// The repair Run is about to make writes the new layout.
+		g.log.Info("kernel guard reconfigured; its table is written with the repair under way", "ports", len(ports))
+		g.signal()
+		return nil
+	}
 	t := tx{layout: g.layoutLocked()}
 	if g.building {
-		// The live rules are the old generation's: the switch writes the
-		// new layout. An added port is closed until then.
+		// The live rules are the old table's or generation's, and the
+		// switch writes the new layout. The generation being written
+		// starts again (sets of a removed port or of a port's old link
+		// type may be in it), and an added port is closed until the
+		// switch.
 		pr, err := g.k.probe()
 		if err != nil {
 			g.fail(fmt.Errorf("nftguard: reconfigure: look at table: %w", err))
 			return err
 		}
 		t.ensure = g.missingPorts(pr, t.layout)
-		t.norule = true
-	} else {
-		t.rewrite = true
+		if len(t.ensure) > 0 {
+			if err := g.k.apply(&t); err != nil {
+				g.fail(fmt.Errorf("nftguard: reconfigure: %w", err))
+				return fmt.Errorf("nftguard: reconfigure: %w", err)
+			}
+		}
+		g.beginBuildLocked(pr.maxGen)
+		g.signal()
+		g.log.Info("kernel guard reconfigured; its new sets are written again", "ports", len(ports), "added", added, "removed", removed)
+		return nil
 	}
+	t.rewrite, t.strict = true, true
 	g.plan(changed, &t)
 	t.layout = g.layoutLocked() // with the sets plan created
 	if err := g.k.apply(&t); err != nil {
