@@ -197,6 +197,12 @@ func TestAdopt(t *testing.T) {
 		}
 	}
 	g.BeginRestore()
+	for range 3 { // Run may start before the restore is handed over
+		g.step()
+	}
+	if !g.building || !slices.Equal(m.contents(), before) {
+		t.Fatal("switched before the restore was handed over")
+	}
 	g.RestoreDelegations(func(yield func(Delegation) bool) {
 		yield(Delegation{Port: "dl0", Prefix: p56a}) // p56b did not survive
 	})
