@@ -100,7 +100,14 @@ func (g *Guard) Undelegate(port string, p netip.Prefix) bool {
 // Changes passed on from BeginRestore on win over a restored delegation
 // of the same port and prefix, in any order with the fill. Entries of
 // unknown ports are skipped. Outside kernel mode it restores the sources
-// only, as Restore.
+// only, as Restore. ds is read under the Guard's lock: it must not call
+// the Guard.
+//
+// In kernel mode, after New adopted a table, the switch to the new sets
+// waits for this restore: call BeginRestore before Run starts, or
+// RestoreDelegations (even with nothing) before it; else Run switches as
+// soon as the allowed_sources are written, and the restored clients are
+// dropped until their bindings are written.
 func (g *Guard) RestoreDelegations(ds iter.Seq[Delegation]) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

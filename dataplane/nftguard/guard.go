@@ -833,6 +833,7 @@ func (g *Guard) BeginRestore() {
 // BeginRestore on count on top of these, in any order with the fill.
 // Entries of unknown ports are skipped. Without BeginRestore, Restore
 // begins the restore itself. Kernel mode uses RestoreDelegations.
+// sources is read under the Guard's lock: it must not call the Guard.
 func (g *Guard) Restore(sources iter.Seq2[string, netip.Prefix]) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
