@@ -235,7 +235,7 @@ func parseICMPError(f []byte) (tag uint32, typ, code uint8, ok bool) {
 	return p.Tag, icmp[0], icmp[1], true
 }
 
-func counters(t *testing.T, g *Guard) map[string]map[string]uint64 {
+func counters(t testing.TB, g *Guard) map[string]map[string]uint64 {
 	t.Helper()
 	c, err := g.Counters()
 	if err != nil {
