@@ -13,105 +13,6 @@ import (
 	"testing"
 )
 
-// modelKernel is nf_tables as the Guard uses it, in memory: a transaction
-// applies whole or not at all; creating a set twice, touching a set that
-// does not exist and deleting an element that is not there fail, as in
-// the kernel (EEXIST, ENOENT); adding an element twice does not (the
-// Guard sends NLM_F_CREATE without NLM_F_EXCL).
-type modelKernel struct {
-	installed bool
-	names     []string
-	sets      map[setKey]map[[16]byte]bool
-	txs       []tx
-	// fail, when set, is asked before each transaction and may refuse it.
-	fail    func(t *tx) error
-	removed bool
-	// drops is what counters returns.
-	drops map[string]uint64
-}
-
-var errModel = errors.New("model kernel refused")
-
-func (m *modelKernel) apply(t *tx) error {
-	if m.fail != nil {
-		if err := m.fail(t); err != nil {
-			return err
-		}
-	}
-	next := map[setKey]map[[16]byte]bool{}
-	if !t.install {
-		if !m.installed {
-			return fmt.Errorf("no table: %w", errModel)
-		}
-		for sk, s := range m.sets {
-			next[sk] = maps.Clone(s)
-		}
-	}
-	for _, sk := range t.newSets {
-		if next[sk] != nil {
-			return fmt.Errorf("set %v exists: %w", sk, errModel)
-		}
-		next[sk] = map[[16]byte]bool{}
-	}
-	for sk, o := range t.elems {
-		s := next[sk]
-		if s == nil {
-			return fmt.Errorf("no set %v: %w", sk, errModel)
-		}
-		for _, a := range o.del {
-			if !s[a] {
-				return fmt.Errorf("delete absent %x from %v: %w", a, sk, errModel)
-			}
-			delete(s, a)
-		}
-		for _, a := range o.add {
-			s[a] = true
-		}
-	}
-	m.sets = next
-	m.installed = true
-	if t.install {
-		m.names = slices.Clone(t.names)
-	}
-	m.txs = append(m.txs, *t)
-	return nil
-}
-
-func (m *modelKernel) remove() error {
-	m.installed, m.sets, m.removed = false, nil, true
-	return nil
-}
-
-func (m *modelKernel) counters() (map[string]uint64, error) { return m.drops, nil }
-
-func (m *modelKernel) close() {}
-
-func (m *modelKernel) rules(chains []string) (map[string]int, bool, error) {
-	if !m.installed {
-		return nil, false, nil
-	}
-	out := map[string]int{baseChain: 1}
-	for _, p := range m.names {
-		out[portChain(p)] = 1
-	}
-	for sk := range m.sets {
-		out[portChain(m.names[sk.port])]++
-	}
-	return out, true, nil
-}
-
-// contents returns the model's elements as "port prefix" strings, sorted.
-func (m *modelKernel) contents() []string {
-	var out []string
-	for sk, s := range m.sets {
-		for a := range s {
-			out = append(out, fmt.Sprintf("%s %v", m.names[sk.port], netip.PrefixFrom(netip.AddrFrom16(a), int(sk.bits))))
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // newModelGuard returns an installed Guard on a modelKernel.
 func newModelGuard(t *testing.T, cfg Config) (*Guard, *modelKernel) {
 	t.Helper()
@@ -141,7 +42,8 @@ var (
 // ones of that length do not; a reinstall forgets them all.
 func TestLazySets(t *testing.T) {
 	g, m := newModelGuard(t, Config{})
-	if len(m.txs) != 1 || !m.txs[0].install || len(m.txs[0].newSets) != 0 || !slices.Equal(m.txs[0].names, []string{"dl0", "dl1"}) {
+	if len(m.txs) != 1 || !m.txs[0].install || len(m.txs[0].newSets) != 0 || len(m.txs[0].layout.ports) != 2 ||
+		m.txs[0].layout.ports[1].name != "dl1" {
 		t.Fatalf("install: %+v", m.txs)
 	}
 	flush := func() *tx {
@@ -157,14 +59,14 @@ func TestLazySets(t *testing.T) {
 	}
 	g.Add("dl0", p56a)
 	tx := flush()
-	if !slices.Equal(tx.newSets, []setKey{{0, 56}}) || tx.n != 1 || len(tx.elems[setKey{0, 56}].add) != 1 {
+	if !slices.Equal(tx.newSets, []setKey{{port: 0, bits: 56}}) || tx.n != 1 || len(tx.elems[setKey{port: 0, bits: 56}].add) != 1 {
 		t.Fatalf("first /56: %+v", tx)
 	}
 	g.Add("dl0", p56b)
 	g.Add("dl1", p56b) // same length, other port: a set of its own
 	g.Add("dl0", p64)
 	tx = flush()
-	if !slices.Equal(tx.newSets, []setKey{{1, 56}, {0, 64}}) || tx.n != 3 {
+	if !slices.Equal(tx.newSets, []setKey{{port: 1, bits: 56}, {port: 0, bits: 64}}) || tx.n != 3 {
 		t.Fatalf("second batch: new sets %v, %d changes", tx.newSets, tx.n)
 	}
 	// Emptying a set keeps it: its next element needs no new set.
@@ -342,7 +244,7 @@ func TestVerify(t *testing.T) {
 	if got := m.contents(); !slices.Equal(got, []string{"dl0 2001:db8:1:100::/56"}) {
 		t.Fatalf("after the reinstall the kernel holds %v", got)
 	}
-	delete(m.sets, setKey{0, 56}) // a rule (with its set) gone
+	m.rules[portChain("dl0")]-- // a rule gone
 	if check() {
 		t.Fatal("a table missing a rule passed the check")
 	}
@@ -534,7 +436,7 @@ func TestClose(t *testing.T) {
 // did not report.
 func TestDrops(t *testing.T) {
 	g, m := newModelGuard(t, Config{})
-	m.drops = map[string]uint64{"dl0": 5, "other": 9}
+	m.counts = map[string]uint64{"drops_dl0": 5, "drops_other": 9}
 	d, err := g.Drops()
 	if err != nil || !maps.Equal(d, map[string]uint64{"dl0": 5, "dl1": 0}) {
 		t.Fatalf("Drops: %v, %v", d, err)

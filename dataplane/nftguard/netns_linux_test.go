@@ -28,6 +28,7 @@ const nsPrefix = "kg-"
 func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 {
 		nstest.SweepStale(nsPrefix)
+		nstest.SweepStale(kernelNSPrefix)
 	}
 	os.Exit(m.Run())
 }
@@ -316,7 +317,7 @@ func TestGuardRebuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set := &nftables.Set{Table: &nftables.Table{Name: "kgtest", Family: nftables.TableFamilyIPv6}, Name: setName("dl0", 56), KeyType: nftables.TypeIP6Addr}
+	set := &nftables.Set{Table: &nftables.Table{Name: "kgtest", Family: nftables.TableFamilyIPv6}, Name: setName("dl0", 56, kindSrc, 0, 0), KeyType: nftables.TypeIP6Addr}
 	a := other.Addr().As16()
 	if err := c.SetDeleteElements(set, []nftables.SetElement{{Key: a[:]}}); err != nil {
 		t.Fatal(err)
@@ -415,7 +416,7 @@ func TestGuardRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	elems, err := c.GetSetElements(&nftables.Set{Table: &nftables.Table{Name: "kgtest", Family: nftables.TableFamilyIPv6}, Name: setName("dl0", 56), KeyType: nftables.TypeIP6Addr})
+	elems, err := c.GetSetElements(&nftables.Set{Table: &nftables.Table{Name: "kgtest", Family: nftables.TableFamilyIPv6}, Name: setName("dl0", 56, kindSrc, 0, 0), KeyType: nftables.TypeIP6Addr})
 	if err != nil {
 		t.Fatal(err)
 	}
