@@ -140,7 +140,7 @@ func TestEndToEndKernelMode(t *testing.T) {
 		t.Fatalf("kea: %v", err)
 	}
 	const metricsAddr = "127.0.0.1:9561"
-	cfg := l.PdrelayConfig("metrics_listen: "+metricsAddr+"\ndataplane:\n  mode: kernel\n", "")
+	cfg := l.PdrelayConfig("metrics_listen: "+metricsAddr+"\ndataplane:\n  mode: kernel\n", "    loop_icmp: true\n")
 	r, c, p := relayOneClient(t, l, bin, cfg)
 	if !strings.Contains(r.Proc.Log(), `msg="pdrelay started" mode=kernel `) {
 		t.Errorf("the start log does not say the mode:\n%s", r.Proc.Log())
@@ -195,21 +195,40 @@ func TestEndToEndKernelMode(t *testing.T) {
 		}
 	}
 
-	// A spoofed source gets nothing through, and the guard counts it
-	// (R-3).
+	// A spoofed source gets nothing through, and nftables counts it
+	// under the xdp mode's reason (R-3).
 	spoof := netip.MustParseAddr("2001:db8:ff00::66")
 	if err := l.AddClientAddr(0, spoof); err != nil {
 		t.Fatal(err)
 	}
-	guardDrops := func() float64 {
-		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_kernel_guard_drops_total{interface=%q}`, dl.Name))
+	packets := func(reason string) float64 {
+		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason=%q}`, dl.Name, reason))
 	}
-	before := guardDrops()
+	before := packets("spoofed")
 	if err := l.Ping(l.ClientNS[0], spoof, lab.UpstreamAddr, time.Second); err == nil {
 		t.Fatal("a spoofed source reached the upstream host")
 	}
-	if guardDrops() <= before {
-		t.Fatalf("the guard's drop counter did not move (%v)", before)
+	if packets("spoofed") <= before {
+		t.Fatalf("the spoofed counter did not move (%v)", before)
+	}
+
+	// To its own delegated prefix the client loops (point-to-point, R-5):
+	// the kernel would send it back; nftables drops it and, with
+	// loop_icmp, answers ICMPv6 Destination Unreachable 1/6.
+	before = packets("loop")
+	typ, code, from, err := echoAnswer(l, l.ClientNS[0], host, host.Next()) // P::2, not configured on the client
+	if err != nil {
+		t.Fatalf("no answer to a looping packet: %v", err)
+	}
+	if typ != 1 || code != 6 {
+		t.Fatalf("looping packet answered with type %d code %d from %s, want 1/6", typ, code, from)
+	}
+	if packets("loop") <= before || packets("icmp_sent") < 1 {
+		t.Fatalf("loop %v (before %v), icmp_sent %v: want both counted", packets("loop"), before, packets("icmp_sent"))
+	}
+	// pdrelay stats shows the same counters by port.
+	if out, err := r.CLI("stats"); err != nil || !strings.Contains(out, "spoofed") || !strings.Contains(out, "loop") {
+		t.Errorf("pdrelay stats in kernel mode: %v\n%s", err, out)
 	}
 
 	// A restart while traffic flows both ways: pdrelay's route stays in
@@ -259,10 +278,11 @@ func TestEndToEndKernelMode(t *testing.T) {
 		if len(gaps) > 0 {
 			t.Logf("%s: losses sent between %v and %v after the SIGTERM", s.name, gaps[0].Sub(restartAt).Round(time.Millisecond), gaps[len(gaps)-1].Sub(restartAt).Round(time.Millisecond))
 		}
-		// Downstream the kernel's route alone carries the stream: no
-		// loss. Upstream the guard's table is also in the path; the
-		// nftables guard's own tests answer for it across a restart.
-		if s == down && lost != 0 {
+		// Downstream the kernel's route carries the stream, upstream the
+		// guard's table checks it too: the restarted relay adopts the
+		// table it left and switches to its new sets in one transaction,
+		// so neither loses a datagram.
+		if lost != 0 {
 			t.Errorf("%s: %d of %d datagrams lost across a restart", s.name, lost, sent)
 		}
 	}

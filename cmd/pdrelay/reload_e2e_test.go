@@ -5,6 +5,7 @@ package main
 // relay namespace forwarding, as on a router.
 
 import (
+	"encoding/json"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pdrelay/pdrelay/bench/lab"
+	"github.com/pdrelay/pdrelay/control/api"
 )
 
 // notifySocket is what systemd listens on for sd_notify(3): a unix
@@ -143,6 +145,41 @@ func TestEndToEndReload(t *testing.T) {
 		t.Errorf("ping the prefix learned on dl1 after the reload: %v", err)
 	}
 
+	// The added port is guarded from the reload on: a spoofed
+	// source is dropped, and counted on dl1.
+	spoof := netip.MustParseAddr("2001:db8:ff00::67")
+	if err := l.AddClientAddr(1, spoof); err != nil {
+		t.Fatal(err)
+	}
+	spoofedOnDl1 := func() uint64 {
+		t.Helper()
+		out, err := r.CLI("stats", "--json")
+		if err != nil {
+			t.Fatalf("pdrelay stats: %v\n%s", err, out)
+		}
+		var st []api.PortStatsJSON
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("pdrelay stats --json: %v\n%s", err, out)
+		}
+		for _, p := range st {
+			if p.Interface == "dl1" {
+				return p.Packets["spoofed"]
+			}
+		}
+		return 0
+	}
+	spoofCheck := func(when string) {
+		t.Helper()
+		before := spoofedOnDl1()
+		if err := l.Ping(l.ClientNS[1], spoof, lab.UpstreamAddr, time.Second); err == nil {
+			t.Errorf("%s: a spoofed source on dl1 reached the upstream host", when)
+		}
+		if spoofedOnDl1() <= before {
+			t.Errorf("%s: a spoofed source on dl1 was not dropped as spoofed", when)
+		}
+	}
+	spoofCheck("after dl1 was added")
+
 	// SIGHUP reloads too: removing dl1 keeps its binding (and route)
 	// until it expires.
 	if err := r.WriteConfig(one); err != nil {
@@ -161,6 +198,8 @@ func TestEndToEndReload(t *testing.T) {
 	if err := l.Ping(l.ServerNS, lab.UpstreamAddr, addr1, 5*time.Second); err != nil {
 		t.Errorf("ping dl1's prefix after dl1 left the config (its binding stays): %v", err)
 	}
+	// A removed port stays guarded while its bindings route.
+	spoofCheck("after dl1 left the config")
 
 	res := stream.Stop()
 	t.Logf("stream to the dl0 client across three reloads: %v", res)

@@ -310,8 +310,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.lq != nil {
 		apiSrv.Recoverer = d.lq
 	}
-	if d.fwd != nil {
+	switch {
+	case d.fwd != nil:
 		apiSrv.Stats = d.guard.stats(d.fwd.stats)
+	case d.guard != nil && d.guard.kernel:
+		apiSrv.Stats = d.guard.kernelStats
 	}
 	ln, err := api.Listen(cfg.APISocket)
 	if err != nil {

@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"maps"
+	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,6 +30,18 @@ import (
 type kernelGuard struct {
 	g   *nftguard.Guard
 	log *slog.Logger
+	// In kernel mode the table is the router's whole anti-spoofing and
+	// loop check (R-3, R-5), and the sink also tells it each binding's
+	// MAC and loop policy (Delegate).
+	kernel bool
+	keep   bool // kernel mode: the table stays at Close
+	// loop gives a client's own loop policy; replaced by a reload, read
+	// by the sink.
+	loop atomic.Pointer[func(port, duid string) fib.LoopPolicy]
+	// ports are the guarded ports (reconfigure): the configured ones and,
+	// in kernel mode, those a reload removed, which stay guarded while
+	// their bindings keep their routes.
+	ports []nftguard.Port
 }
 
 // guardKernel is how startGuard installs a guard; tests replace it.
@@ -49,17 +64,26 @@ func startGuard(cfg *config.Config, log *slog.Logger, k guardKernel) (*kernelGua
 	if cfg.Dataplane.Mode == config.DataplaneOff {
 		return nil, nil
 	}
-	gc := nftguard.Config{Log: log}
-	var names []string
-	for _, d := range cfg.Downlinks {
-		gc.Ports = append(gc.Ports, nftguard.Port{Name: d.Interface, AllowedSources: d.AllowedSources})
-		names = append(names, d.Interface)
-	}
+	gc := guardConfig(cfg, log, nil)
+	names := downlinkNames(cfg)
 	g, err := k.install(gc)
 	if err == nil {
-		log.Info("kernel guard installed: the kernel forwards nothing from a downlink whose source the port may not use",
-			"table", "ip6 "+nftguard.DefaultTable, "downlinks", len(names))
-		return &kernelGuard{g: g, log: log}, nil
+		kg := &kernelGuard{g: g, log: log, kernel: gc.Kernel, keep: gc.Keep, ports: gc.Ports}
+		loop := clientLoopPolicies(cfg)
+		kg.loop.Store(&loop)
+		if gc.Kernel {
+			log.Info("kernel guard installed: the kernel forwards nothing from a downlink whose source the port may not use, "+
+				"and drops or answers loops", "table", "ip6 "+nftguard.DefaultTable, "downlinks", len(names), "keep_on_stop", gc.Keep)
+		} else {
+			log.Info("kernel guard installed: the kernel forwards nothing from a downlink whose source the port may not use",
+				"table", "ip6 "+nftguard.DefaultTable, "downlinks", len(names))
+		}
+		return kg, nil
+	}
+	if cfg.Dataplane.Mode == config.DataplaneKernel {
+		// The kernel forwards everything here: without the table it
+		// would forward spoofed sources and loops.
+		return nil, fmt.Errorf("dataplane.mode kernel: the nftables table (anti-spoofing, loops): %w", err)
 	}
 	on, ferr := k.forwarding(names)
 	if ferr != nil {
@@ -73,6 +97,34 @@ func startGuard(cfg *config.Config, log *slog.Logger, k guardKernel) (*kernelGua
 	log.Warn("kernel guard not installed; IPv6 forwarding is off, so the kernel forwards nothing from the downlinks. "+
 		"Turning forwarding on while pdrelay runs would forward spoofed sources", "err", err)
 	return nil, nil
+}
+
+// guardConfig is the guard's config for cfg. retired are ports a reload
+// removed that stay guarded (kernel mode), appended after cfg's.
+func guardConfig(cfg *config.Config, log *slog.Logger, retired []nftguard.Port) nftguard.Config {
+	kernel := cfg.Dataplane.Mode == config.DataplaneKernel
+	gc := nftguard.Config{Log: log, Kernel: kernel}
+	if kernel {
+		gc.Keep = !cfg.Kernel.FlushOnStop
+		gc.Uplink = cfg.Uplink.Interface
+		gc.ICMPRate = cfg.Dataplane.ICMPRate
+	}
+	for _, d := range cfg.Downlinks {
+		p := nftguard.Port{Name: d.Interface, AllowedSources: d.AllowedSources}
+		if kernel {
+			p.MultiAccess = d.LinkType == config.MultiAccess
+			p.Loop = loopPolicy(d.LoopPolicy)
+			p.LoopICMP = d.LoopICMP
+			for _, o := range d.LoopOverrides {
+				if o.Prefix.IsValid() {
+					p.LoopOverrides = append(p.LoopOverrides, nftguard.LoopOverride{Prefix: o.Prefix, Policy: loopPolicy(o.Policy)})
+				}
+			}
+		}
+		gc.Ports = append(gc.Ports, p)
+	}
+	gc.Ports = append(gc.Ports, retired...)
+	return gc
 }
 
 // forwardingOn returns the IPv6 forwarding sysctls that are on: all, and
@@ -125,6 +177,7 @@ func (k *kernelGuard) sinks(s []binding.Sink) []binding.Sink {
 // only the next hop or MAC. One netlink transaction per batch.
 func (k *kernelGuard) Sink(changes []binding.Change) {
 	n := 0
+	loop := k.loopFn()
 	for _, c := range changes {
 		b := &c.Binding
 		switch c.Op {
@@ -132,8 +185,18 @@ func (k *kernelGuard) Sink(changes []binding.Change) {
 			if k.g.Add(b.Port, b.Prefix) {
 				n++
 			}
+			if k.kernel && k.g.Delegate(k.delegation(b, loop)) {
+				n++
+			}
+		case binding.Updated:
+			if k.kernel && c.RouteChanged && k.g.Delegate(k.delegation(b, loop)) { // a new MAC
+				n++
+			}
 		case binding.Removed:
 			if k.g.Delete(b.Port, b.Prefix) {
+				n++
+			}
+			if k.kernel && k.g.Undelegate(b.Port, b.Prefix) {
 				n++
 			}
 		}
@@ -141,6 +204,23 @@ func (k *kernelGuard) Sink(changes []binding.Change) {
 	if n > 0 {
 		_ = k.g.Flush() // logged by the guard, which rebuilds its table
 	}
+}
+
+// loopFn returns the client loop policies in force; nil: none.
+func (k *kernelGuard) loopFn() func(port, duid string) fib.LoopPolicy {
+	if p := k.loop.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// delegation is what kernel mode's loop check needs of a binding.
+func (k *kernelGuard) delegation(b *binding.Binding, loop func(port, duid string) fib.LoopPolicy) nftguard.Delegation {
+	d := nftguard.Delegation{Port: b.Port, Prefix: b.Prefix, MAC: b.MAC}
+	if loop != nil {
+		d.Loop = loop(b.Port, b.DUID)
+	}
+	return d
 }
 
 // run fills the guard from the restored bindings (the FIB's routes at
@@ -152,6 +232,18 @@ func (k *kernelGuard) run(ctx context.Context, restored *fib.Snapshot, ports map
 	for name, id := range ports {
 		names[id] = name
 	}
+	if k.kernel {
+		// Sources and loop entries together; an adopted table (a
+		// restart) switches to them in one transaction.
+		k.g.RestoreDelegations(func(yield func(nftguard.Delegation) bool) {
+			for r := range restored.Routes() {
+				if !yield(nftguard.Delegation{Port: names[r.Port], Prefix: r.Prefix, MAC: r.MAC, Loop: r.Loop}) {
+					return
+				}
+			}
+		})
+		return k.g.Run(ctx)
+	}
 	k.g.Restore(func(yield func(string, netip.Prefix) bool) {
 		for r := range restored.Routes() {
 			if !yield(names[r.Port], r.Prefix) {
@@ -162,10 +254,16 @@ func (k *kernelGuard) run(ctx context.Context, restored *fib.Snapshot, ports map
 	return k.g.Run(ctx)
 }
 
-// close removes the guard's table on the way out.
+// close removes the guard's table on the way out, or leaves it in
+// force (kernel mode without kernel.flush_on_stop: traffic keeps flowing,
+// checked, across a restart).
 func (k *kernelGuard) close() {
 	if err := k.g.Close(); err != nil {
 		k.log.Error("kernel guard", "err", err)
+		return
+	}
+	if k.keep {
+		k.log.Info("kernel guard left in force for the next start", "table", "ip6 "+nftguard.DefaultTable)
 		return
 	}
 	k.log.Info("kernel guard removed")
@@ -177,9 +275,30 @@ var descGuardDrops = prometheus.NewDesc("pdrelay_kernel_guard_drops_total",
 
 // Describe and Collect make the guard's drop counters a Prometheus
 // collector.
-func (k *kernelGuard) Describe(ch chan<- *prometheus.Desc) { ch <- descGuardDrops }
+// In kernel mode the table's counters are the forwarding counters, under
+// the xdp mode's metric and reasons (pdrelay_dataplane_packets_total).
+func (k *kernelGuard) Describe(ch chan<- *prometheus.Desc) {
+	if k.kernel {
+		ch <- descPackets
+		return
+	}
+	ch <- descGuardDrops
+}
 
 func (k *kernelGuard) Collect(ch chan<- prometheus.Metric) {
+	if k.kernel {
+		c, err := k.g.Counters()
+		if err != nil {
+			k.log.Debug("kernel guard counters", "err", err)
+			return
+		}
+		for port, rs := range c {
+			for r, n := range rs {
+				ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(n), port, r)
+			}
+		}
+		return
+	}
 	d, err := k.g.Drops()
 	if err != nil {
 		k.log.Debug("kernel guard counters", "err", err)
@@ -221,10 +340,66 @@ func (k *kernelGuard) stats(src api.StatsSource) api.StatsSource {
 	}
 }
 
+// kernelStats gives `pdrelay stats` in kernel mode: the table's counters
+// by port and reason (spoofed, loop, icmp_sent, icmp_rate_limited,
+// forwarded on the output port). The kernel's own interface counters
+// are `ip -s link`'s.
+func (k *kernelGuard) kernelStats() []api.PortStatsJSON {
+	c, err := k.g.Counters()
+	if err != nil {
+		k.log.Debug("kernel guard counters", "err", err)
+		return nil
+	}
+	out := make([]api.PortStatsJSON, 0, len(c))
+	for port, rs := range c {
+		out = append(out, api.PortStatsJSON{Interface: port, Packets: maps.Clone(rs)})
+	}
+	slices.SortFunc(out, func(a, b api.PortStatsJSON) int { return strings.Compare(a.Interface, b.Interface) })
+	return out
+}
+
 // guardReason is the guard's drops in `pdrelay stats`.
 const guardReason = "kernel_spoofed"
 
-// reconfigure follows a reload. In the xdp modes config.Diff refuses
-// what the guard holds (the downlinks, their allowed_sources) as needing
-// a restart, so there is nothing to change.
-func (k *kernelGuard) reconfigure(*config.Config) error { return nil }
+// reconfigure follows a reload: ports added, settings changed, in one
+// transaction (the other ports stay guarded throughout). In kernel mode
+// a port the reload removed stays guarded, without its allowed_sources,
+// while its bindings keep their routes. In the xdp modes config.Diff
+// refuses every change the guard holds, and this rewrites the same table.
+func (k *kernelGuard) reconfigure(cfg *config.Config) error {
+	var retired []nftguard.Port
+	if k.kernel {
+		now := map[string]bool{}
+		for _, d := range cfg.Downlinks {
+			now[d.Interface] = true
+		}
+		for _, p := range k.ports {
+			if !now[p.Name] {
+				p.AllowedSources = nil
+				retired = append(retired, p)
+			}
+		}
+	}
+	gc := guardConfig(cfg, k.log, retired)
+	if err := k.g.Reconfigure(gc); err != nil {
+		return err
+	}
+	k.ports = gc.Ports
+	loop := clientLoopPolicies(cfg)
+	k.loop.Store(&loop)
+	return nil
+}
+
+// redelegate gives kernel mode's loop check every binding again, with
+// the client loop policies now in force (a reload changed
+// loop_overrides). It runs on the binding manager's goroutine.
+func (k *kernelGuard) redelegate(t *binding.Table) {
+	if !k.kernel {
+		return
+	}
+	loop := k.loopFn()
+	for b := range t.All() {
+		k.g.Delegate(k.delegation(b, loop))
+	}
+	_ = k.g.Flush() // logged by the guard, which repairs its table
+}

@@ -203,14 +203,26 @@ func TestKernelRestore(t *testing.T) {
 }
 
 // TestGuardInKernelMode: the nftables guard is installed in kernel mode
-// too: there the kernel forwards every packet from the downlinks.
+// too, in its kernel mode (loops, kept on stop unless flush_on_stop):
+// there the kernel forwards every packet from the downlinks, so a guard
+// that cannot be installed stops the start even with forwarding off.
 func TestGuardInKernelMode(t *testing.T) {
-	installed := false
-	k := guardKernel{install: func(nftguard.Config) (*nftguard.Guard, error) {
-		installed = true
+	var got nftguard.Config
+	k := guardKernel{install: func(c nftguard.Config) (*nftguard.Guard, error) {
+		got = c
 		return nil, errors.New("no nf_tables here")
 	}, forwarding: func([]string) ([]string, error) { return nil, nil }}
-	if _, err := startGuard(kernelConfig(config.DataplaneKernel), slog.New(slog.DiscardHandler), k); err != nil || !installed {
-		t.Fatalf("guard installed %v: %v", installed, err)
+	cfg := kernelConfig(config.DataplaneKernel)
+	cfg.Downlinks[1].LinkType = config.MultiAccess
+	cfg.Downlinks[1].LoopICMP = true
+	_, err := startGuard(cfg, slog.New(slog.DiscardHandler), k)
+	if err == nil || !strings.Contains(err.Error(), "no nf_tables here") {
+		t.Errorf("kernel mode without nf_tables: %v, want the start refused with the cause", err)
+	}
+	if !got.Kernel || got.Keep || len(got.Ports) != 2 || !got.Ports[1].MultiAccess || !got.Ports[1].LoopICMP || got.Ports[0].MultiAccess {
+		t.Errorf("guard config %+v: want kernel mode, not kept (flush_on_stop), dl1 multi-access with loop_icmp", got)
+	}
+	if _, err := startGuard(kernelConfig(config.DataplaneXDP), slog.New(slog.DiscardHandler), k); err != nil || got.Kernel {
+		t.Errorf("xdp mode, forwarding off: %v (want a warning only); kernel %v", err, got.Kernel)
 	}
 }

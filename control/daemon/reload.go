@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/pdrelay/pdrelay/control/api"
@@ -155,6 +156,12 @@ func (d *Daemon) apply(ctx context.Context, old, cfg *config.Config, ch *config.
 	}
 	if err := d.fw.reconfigure(ports, sources, clientLoopPolicies(cfg)); err != nil {
 		return err // validated by config.Load: not expected
+	}
+	if d.guard != nil && slices.ContainsFunc(ch.Changed, func(c config.DownlinkChange) bool { return c.Has("loop_overrides") }) {
+		// A client's own policy is given per binding: give them all again.
+		if err := d.mgr.Do(ctx, d.guard.redelegate); err != nil {
+			return err
+		}
 	}
 	if d.level != nil {
 		d.level.Set(cfg.LogLevel)
