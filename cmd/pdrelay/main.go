@@ -6,6 +6,7 @@
 //	pdrelay stats [--json] [-s|--socket PATH]
 //	pdrelay lqserver --kea-socket PATH [--listen ADDR:PORT] [--release-listen ADDR:PORT] ...
 //	pdrelay recover [--server S] [--json] [-s|--socket PATH]
+//	pdrelay bgp [--json] [-s|--socket PATH]
 //	pdrelay version [--json]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
@@ -35,6 +36,7 @@ const usage = `usage:
   pdrelay stats [--json] [-s|--socket PATH]
   ` + lqserver.Usage + `
   pdrelay recover [--server S] [--json] [-s|--socket PATH]
+  pdrelay bgp [--json] [-s|--socket PATH]
   pdrelay version [--json]
 `
 
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return lqserver.Main(args[1:], stdout, stderr)
 	case "recover":
 		return api.RunRecover(args[1:], stdout, stderr)
+	case "bgp":
+		return api.RunBGP(args[1:], stdout, stderr)
 	case "version", "--version":
 		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -49,6 +49,8 @@ type Server struct {
 	// Recoverer serves POST /v1/recover and GET /v1/leasequery (Bulk
 	// Leasequery, recover.go); nil when leasequery.servers is empty.
 	Recoverer Recoverer
+	// BGP serves GET /v1/bgp (bgp.go); nil when the config has no bgp key.
+	BGP BGPSource
 }
 
 // maxBody bounds a request body.
@@ -68,6 +70,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /v1/stats", s.stats)
 	s.mux.HandleFunc("POST /v1/recover", s.recover)
 	s.mux.HandleFunc("GET /v1/leasequery", s.leasequeryStatus)
+	s.mux.HandleFunc("GET /v1/bgp", s.bgp)
 	return s
 }
 

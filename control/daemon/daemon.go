@@ -94,6 +94,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	met := metrics.New(&eng.Counters, names)
+	adv, err := newAdvertiser(cfg, log) // nil without bgp (bgp.go)
+	if err != nil {
+		return err
+	}
 
 	table := binding.NewTable(binding.PortLimits{MaxPerClient: config.DefaultMaxPerClient, MaxDelegations: config.DefaultMaxDelegations}, cfg.PortLimits())
 	table.SetPolicy(bindingPolicy(cfg, addrs))
@@ -113,7 +117,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// discovery (resolve.go).
 	hops, resolver := startNextHops(table, log)
 	rel := &releasing{} // release.go
-	mgr := binding.NewManager(table, nil, log, guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink, rel.sink})...)
+	mgr := binding.NewManager(table, nil, log, adv.sinks(guard.sinks([]binding.Sink{toStore, fs.Sink, met.Sink, hops.Sink, rel.sink}))...)
 	mgr.OnRefused = met.Refused
 	mgr.OnRefusedKey = rel.refused
 	hops.mgr = mgr
@@ -211,6 +215,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if fwd != nil {
 		apiSrv.Stats = guard.stats(fwd.stats)
 	}
+	adv.start(spawn, ctx, restored, met.Registry, apiSrv)
 	spawn("api", func() error { return apiSrv.Serve(ctx, cfg.APISocket) })
 	if cfg.MetricsListen != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsListen)
