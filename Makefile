@@ -7,7 +7,7 @@ LDFLAGS  := -X github.com/pdrelay/pdrelay/internal/version.version=$(VERSION) -X
 PKGS     := ./...
 FUZZTIME ?= 30s
 # Debian packages the end-to-end tests and the demo run as real peers.
-DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark
+DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr
 
 .PHONY: build test unit e2e race fuzz bench lint demo deps clean help
 

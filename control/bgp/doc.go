@@ -26,9 +26,9 @@
 //
 // At the next start the Speaker sets the Restart State and the Forwarding
 // State bits in its OPENs. Without the F bit FRR clears the stale routes
-// the moment the session is up ("Address family IPv6 Unicast is not
-// preserved") and installs them again when the UPDATEs come: a flap. With
-// it FRR keeps them; the Speaker waits for the peers' End-of-RIB (at most
+// the moment the session is up and installs them again when the UPDATEs
+// come: its kernel route is deleted and re-added, a flap. With it FRR
+// keeps them; the Speaker waits for the peers' End-of-RIB (at most
 // two seconds), sends its whole table, then its own End-of-RIB, and the
 // peer drops the stale routes not announced again (bindings that ended
 // while pdrelay was down). cmd/pdrelay's bgp_e2e_test.go checks all of
