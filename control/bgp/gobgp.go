@@ -217,8 +217,9 @@ func (s *Speaker) withdraw(ps []netip.Prefix) {
 		}
 		paths = append(paths, &apiutil.Path{Family: bgp.RF_IPv6_UC, Nlri: nlri, Withdrawal: true})
 		if len(paths) == pathBatch || i == len(ps)-1 {
+			err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: paths})
 			s.stats.withdraws.Add(uint64(len(paths)))
-			if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: paths}); err != nil {
+			if err != nil {
 				s.stats.applyErrs.Add(uint64(len(paths)))
 				s.log.Error("bgp withdraw failed", "prefixes", len(paths), "first", p, "err", err)
 			}
