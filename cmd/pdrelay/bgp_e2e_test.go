@@ -99,6 +99,8 @@ bgp:
 	}
 	if out, err := r.CLI("bgp"); err != nil || !regexp.MustCompile(`(?m)^fd00:0:0:ffff::1\s+65000\s+established\s+\S+\s+2\s`).MatchString(out) {
 		t.Errorf("pdrelay bgp: %v\n%s", err, out)
+	} else {
+		t.Logf("$ pdrelay bgp\n%s", out)
 	}
 	peer := fmt.Sprintf(`{peer="%s"}`, lab.ServerAddr)
 	if up, sent := metric(t, r, metricsAddr, "pdrelay_bgp_session_up"+peer), metric(t, r, metricsAddr, "pdrelay_bgp_prefixes_advertised"+peer); up != 1 || sent != 2 {
