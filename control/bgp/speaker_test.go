@@ -535,3 +535,55 @@ func TestConcurrentUse(t *testing.T) {
 func testPrefix(w, i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(w), byte(i >> 8), byte(i)}), 56)
 }
+
+// With the binding manager in front, as the daemon wires it: a learned
+// prefix is announced, and withdrawn when the operator clears it, when it
+// expires and when the client releases it; a prefix moved to another
+// client is never withdrawn; a refused delegation announces nothing.
+func TestWithBindingManager(t *testing.T) {
+	p := newPeer(t, peerOptions{})
+	s, err := New(testConfig(p), testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := binding.NewTable(binding.PortLimits{MaxPerClient: 8}, nil)
+	table.SetPolicy(binding.Policy{MinLen: 48, MaxLen: 64})
+	mgr := binding.NewManager(table, nil, nil, s.Sink)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go mgr.Run(ctx)
+	runSpeaker(t, s)
+	waitFor(t, 15*time.Second, p.established, func() string { return "session not established" })
+
+	learn := func(duid, pfx string, valid time.Duration) binding.Learned {
+		return binding.Learned{Key: binding.Key{Port: "dl0", DUID: duid, IAID: 1, Prefix: netip.MustParsePrefix(pfx)},
+			NextHop: netip.MustParseAddr("fe80::2"), MACKnown: true, Preferred: valid, Valid: valid}
+	}
+	mgr.Apply(binding.Update{Learn: []binding.Learned{
+		learn("\x00\x01", "2001:db8:1::/56", time.Hour),
+		learn("\x00\x02", "2001:db8:2::/56", time.Hour),
+		learn("\x00\x03", "2001:db8:3::/56", 1500*time.Millisecond), // expires
+		learn("\x00\x04", "2001:db8:4::/40", time.Hour),            // refused: too short
+	}})
+	p.waitRIB(prefixes("2001:db8:1::/56", "2001:db8:2::/56", "2001:db8:3::/56")...)
+
+	// The expiry, then the operator's clear.
+	p.waitRIB(prefixes("2001:db8:1::/56", "2001:db8:2::/56")...)
+	if _, err := mgr.Clear(context.Background(), binding.Filter{Prefix: netip.MustParsePrefix("2001:db8:2::/56")}); err != nil {
+		t.Fatal(err)
+	}
+	p.waitRIB(prefixes("2001:db8:1::/56")...)
+
+	// The server gives 2001:db8:1::/56 to another client (a replaced
+	// CPE): not withdrawn (2001:db8:9::/56, learned after, shows the move
+	// has been applied). Then that client releases it.
+	n := len(p.log())
+	mgr.Apply(binding.Update{Learn: []binding.Learned{learn("\x00\x05", "2001:db8:1::/56", time.Hour)}})
+	mgr.Apply(binding.Update{Learn: []binding.Learned{learn("\x00\x09", "2001:db8:9::/56", time.Hour)}})
+	p.waitRIB(prefixes("2001:db8:1::/56", "2001:db8:9::/56")...)
+	if ev := p.log()[n:]; len(ev) != 1 || ev[0].prefix.String() != "2001:db8:9::/56" {
+		t.Errorf("after the move the peer received %+v, want only 2001:db8:9::/56", ev)
+	}
+	mgr.Apply(binding.Update{RemoveIAs: []binding.RemoveIA{{Port: "dl0", DUID: "\x00\x05", IAID: 1, Reason: binding.ReasonReleased}}})
+	p.waitRIB(prefixes("2001:db8:9::/56")...)
+}

@@ -174,3 +174,45 @@ func TestParseCommunity(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseBGP checks that whatever bgp section Parse accepts is valid by
+// the rules it enforces.
+func FuzzParseBGP(f *testing.F) {
+	f.Add([]byte(bgpBase))
+	f.Add([]byte(bgpBase + "      passive: true\n      password: k\n      port: 1179\n    - {address: 192.0.2.9, asn: 4200000000}\n" +
+		"  next_hop: 2001:db8::1\n  communities: ['65001:100']\n  aggregates: [2001:db8:8000::/40]\n  graceful_restart_time: 5m\n  listen_port: 0\n"))
+	f.Add([]byte("bgp: {asn: 1, router_id: 10.0.0.1, neighbors: [{address: '::1', asn: 2}], communities: ['0:0']}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse([]byte(base + string(data)))
+		if err != nil || c.BGP == nil {
+			return
+		}
+		b := c.BGP
+		if b.ASN == 0 || b.ASN == 23456 || b.ASN == 65535 || b.ASN == 4294967295 || !b.RouterID.Is4() || b.RouterID.IsUnspecified() {
+			t.Fatalf("accepted asn %d, router_id %v", b.ASN, b.RouterID)
+		}
+		if len(b.Neighbors) == 0 || b.ListenPort < 0 || b.ListenPort > 65535 {
+			t.Fatalf("accepted %d neighbors, listen_port %d", len(b.Neighbors), b.ListenPort)
+		}
+		seen := map[netip.Addr]bool{}
+		for _, n := range b.Neighbors {
+			a := n.Address
+			if !a.IsValid() || a.Zone() != "" || a.Is4In6() || a.IsLinkLocalUnicast() || a.IsMulticast() || seen[a] ||
+				n.ASN == 0 || n.Port < 1 || n.Port > 65535 || len(n.Password) > MaxBGPPassword || (n.Passive && b.ListenPort == 0) {
+				t.Fatalf("accepted neighbor %+v", n)
+			}
+			seen[a] = true
+		}
+		if b.NextHop.IsValid() && (!b.NextHop.Is6() || !b.NextHop.IsGlobalUnicast() || b.NextHop.IsLinkLocalUnicast() || b.NextHop.Zone() != "") {
+			t.Fatalf("accepted next_hop %v", b.NextHop)
+		}
+		for _, p := range b.Aggregates {
+			if !p.Addr().Is6() || p.Addr().Is4In6() || p != p.Masked() || p.Bits() == 0 {
+				t.Fatalf("accepted aggregate %v", p)
+			}
+		}
+		if b.RestartTime < time.Second || b.RestartTime > MaxBGPRestartTime || b.RestartTime%time.Second != 0 {
+			t.Fatalf("accepted restart time %v", b.RestartTime)
+		}
+	})
+}
