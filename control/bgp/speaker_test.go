@@ -96,12 +96,15 @@ func TestSinkReachesPeer(t *testing.T) {
 	// A renewal changes nothing at the peer.
 	s.Sink([]binding.Change{change(binding.Added, "2001:db8:400::/48")})
 	p.waitRIB(prefixes("2001:db8:400::/48")...)
-	n := len(p.log())
+	n, handed := len(p.log()), s.stats.announces.Load()
 	s.Sink([]binding.Change{change(binding.Updated, "2001:db8:400::/48")})
 	s.Sink([]binding.Change{change(binding.Added, "2001:db8:401::/48")}) // a marker after it
 	p.waitRIB(prefixes("2001:db8:400::/48", "2001:db8:401::/48")...)
 	if ev := p.log()[n:]; len(ev) != 1 || ev[0].prefix.String() != "2001:db8:401::/48" {
 		t.Errorf("after a renewal and one addition the peer received %+v, want only the addition", ev)
+	}
+	if d := s.stats.announces.Load() - handed; d != 1 {
+		t.Errorf("a renewal and one addition handed GoBGP %d announcements, want 1", d)
 	}
 }
 
@@ -339,7 +342,18 @@ func TestReconfigure(t *testing.T) {
 	runSpeaker(t, s)
 	p1.waitRIB(prefixes("2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:8000::/40")...)
 	up := p1.session().GetTimers().GetState().GetUptime().AsTime()
+
+	// A binding that ends on a prefix that is also an aggregate leaves it
+	// announced.
 	n := len(p1.log())
+	s.Sink([]binding.Change{change(binding.Removed, "2001:db8:1::/48"), change(binding.Removed, "2001:db8:2::/48")})
+	p1.waitRIB(prefixes("2001:db8:1::/48", "2001:db8:8000::/40")...)
+	if ev := p1.log()[n:]; len(ev) != 1 || ev[0].prefix.String() != "2001:db8:2::/48" {
+		t.Errorf("peer received %+v, want only the withdrawal of 2001:db8:2::/48", ev)
+	}
+	s.Sink([]binding.Change{change(binding.Added, "2001:db8:1::/48"), change(binding.Added, "2001:db8:2::/48")})
+	p1.waitRIB(prefixes("2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:8000::/40")...)
+	n = len(p1.log())
 
 	// New attributes and aggregates, and a second neighbour.
 	cfg2 := cfg
