@@ -577,7 +577,7 @@ func TestWithBindingManager(t *testing.T) {
 		learn("\x00\x01", "2001:db8:1::/56", time.Hour),
 		learn("\x00\x02", "2001:db8:2::/56", time.Hour),
 		learn("\x00\x03", "2001:db8:3::/56", 1500*time.Millisecond), // expires
-		learn("\x00\x04", "2001:db8:4::/40", time.Hour),            // refused: too short
+		learn("\x00\x04", "2001:db8:4::/40", time.Hour),             // refused: too short
 	}})
 	p.waitRIB(prefixes("2001:db8:1::/56", "2001:db8:2::/56", "2001:db8:3::/56")...)
 

@@ -43,7 +43,7 @@ func newAdvertiser(cfg *config.Config, log *slog.Logger) (*advertiser, error) {
 		return nil, err
 	}
 	if cfg.Dataplane.Mode == config.DataplaneOff {
-		log.Warn("bgp announces the delegated prefixes, but dataplane.mode is off: pdrelay routes none of them; " +
+		log.Warn("bgp announces the delegated prefixes, but dataplane.mode is off: pdrelay routes none of them; "+
 			"whatever routes them must be set up beside it", "next_hop", bc.NextHop)
 	}
 	return &advertiser{sp: sp, log: log}, nil
