@@ -148,18 +148,33 @@ func (s *Speaker) takeRestored() map[netip.Prefix]struct{} {
 		}
 		s.restored = nil
 	}
-	s.mu.Lock()
-	for p, want := range s.pending {
+	// A recovery at start may have filled the pending set: Sink must not
+	// wait for the merge.
+	pend := s.takePending()
+	for p, want := range pend {
 		if want {
 			set[p] = struct{}{}
 		} else {
 			delete(set, p)
 		}
 	}
-	clear(s.pending)
+	clear(pend)
+	s.spare = pend
+	return set
+}
+
+// takePending swaps the pending set for the spare one and returns it;
+// the caller hands it back cleared as s.spare.
+func (s *Speaker) takePending() map[netip.Prefix]bool {
+	if s.spare == nil {
+		s.spare = make(map[netip.Prefix]bool)
+	}
+	s.mu.Lock()
+	pend := s.pending
+	s.pending, s.spare = s.spare, nil
 	s.mu.Unlock()
 	s.stats.pending.Store(0)
-	return set
+	return pend
 }
 
 // flush applies the pending changes: a prefix is announced when its
@@ -168,11 +183,7 @@ func (s *Speaker) takeRestored() map[netip.Prefix]struct{} {
 // binding moved to another client, removed then added) costs nothing.
 func (s *Speaker) flush() {
 	start := time.Now()
-	s.mu.Lock()
-	pend := s.pending
-	s.pending, s.spare = s.spare, nil
-	s.mu.Unlock()
-	s.stats.pending.Store(0)
+	pend := s.takePending()
 
 	var add, del []netip.Prefix
 	for p, want := range pend {
