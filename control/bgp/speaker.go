@@ -99,9 +99,8 @@ func (s *Speaker) Sink(changes []binding.Change) {
 		c := &changes[i]
 		s.pending[c.Binding.Prefix] = c.Op != binding.Removed
 	}
-	n := len(s.pending)
+	s.stats.pending.Store(int64(len(s.pending)))
 	s.mu.Unlock()
-	s.stats.pending.Store(int64(n))
 	select {
 	case s.wake <- struct{}{}:
 	default: // Run has been woken already and will see these too
@@ -172,8 +171,8 @@ func (s *Speaker) takePending() map[netip.Prefix]bool {
 	s.mu.Lock()
 	pend := s.pending
 	s.pending, s.spare = s.spare, nil
-	s.mu.Unlock()
 	s.stats.pending.Store(0)
+	s.mu.Unlock()
 	return pend
 }
 
