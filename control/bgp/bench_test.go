@@ -13,10 +13,12 @@ import (
 
 // BenchmarkStartTable measures the Speaker's start with n restored
 // prefixes and no neighbour: building GoBGP's table, the part of a
-// restart that comes before any session.
+// restart that comes before any session, and the heap it keeps (the
+// Speaker's set and GoBGP's table).
 func BenchmarkStartTable(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			var heap float64 // live heap after the start, per prefix
 			for range b.N {
 				b.StopTimer()
 				s, err := New(testConfig(), nil)
@@ -30,15 +32,22 @@ func BenchmarkStartTable(b *testing.B) {
 						}
 					}
 				})
+				runtime.GC()
+				var m0, m1 runtime.MemStats
+				runtime.ReadMemStats(&m0)
 				b.StartTimer()
 				s.delegated = s.takeRestored()
 				if err := s.start(true); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
+				runtime.GC()
+				runtime.ReadMemStats(&m1)
+				heap = float64(m1.HeapAlloc-m0.HeapAlloc) / float64(n)
 				s.stop()
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "prefixes/s")
+			b.ReportMetric(heap, "heap-B/prefix")
 		})
 	}
 }
