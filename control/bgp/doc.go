@@ -42,7 +42,7 @@
 // Speaker's own goroutine (Run), which applies the set to GoBGP. A change
 // thus reaches the peers within milliseconds of the binding change; a burst
 // of changes is coalesced into one apply. Restore must be called before
-// Run. Reconfigure, Sessions and the Prometheus collector (Describe,
+// Run. Reconfigure, Status and the Prometheus collector (Describe,
 // Collect) are safe for concurrent use with each other and with Run;
 // Reconfigure waits for Run to apply the new config.
 package bgp

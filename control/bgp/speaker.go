@@ -40,7 +40,7 @@ type Speaker struct {
 	aggr      map[netip.Prefix]struct{} // the configured aggregates
 	spare     map[netip.Prefix]bool     // the pending map not in use
 
-	// Read by Sessions and Collect from any goroutine.
+	// Read by Status and Collect from any goroutine.
 	cur   atomic.Pointer[server.BgpServer]
 	shown atomic.Pointer[Config] // identity and next hop, for Status
 	stats counters
