@@ -122,7 +122,11 @@ func (l *Lab) StartFRR(o FRROptions) (*FRR, error) {
 		return []string{filepath.Join(frrDir, daemon), "-f", filepath.Join(dir, daemon+".conf"),
 			"-i", filepath.Join(dir, daemon+".pid"), "-z", zserv, "--vty_socket", dir, "--log", "stdout"}
 	}
-	if f.Zebra, err = l.Start(o.NS, "zebra", common("zebra")...); err != nil {
+	// -r: zebra leaves its routes in the kernel when it stops (the
+	// namespace goes with them), so a large table does not hold it past
+	// Close's SIGTERM grace into a SIGKILL, which would leave its crash
+	// directory in /var/tmp/frr.
+	if f.Zebra, err = l.Start(o.NS, "zebra", append(common("zebra"), "-r")...); err != nil {
 		return nil, err
 	}
 	if err := waitFile(zserv, 10*time.Second, f.Zebra); err != nil {
