@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null || { echo "apt-get update failed" >&2; exit 1; }
 apt-get install -y -q $missing >/dev/null || { echo "apt-get install$missing failed" >&2; exit 1; }
 # The packages start their own daemons; the tests run their own instances.
-for s in kea-dhcp6-server kea-dhcp4-server kea-ctrl-agent kea-dhcp-ddns-server isc-dhcp-relay; do
+for s in kea-dhcp6-server kea-dhcp4-server kea-ctrl-agent kea-dhcp-ddns-server isc-dhcp-relay frr; do
 	systemctl disable --now "$s" >/dev/null 2>&1 || true
 done
 exit 0

@@ -27,9 +27,10 @@
 // ClientNS. PdrelayConfigWith's default link_type is multi-access in
 // this mode.
 //
-// Namespace names are "pdl-<pid>-<random>-<role>" (roles srv, rly, sw, c0,
-// c1, ...), so labs of parallel tests never collide, and SweepStale (run
-// by New) can remove labs whose test binary died before Close.
+// Namespace names are "pdl-<pid>-<random>-<tag><role>" (roles srv, rly,
+// sw, c0, c1, ...; Config.Tag is empty unless a test names itself), so
+// labs of parallel tests never collide, and SweepStale (run by New) can
+// remove labs whose test binary died before Close.
 //
 // Address plan (the same in every lab; each lab is isolated):
 //
@@ -39,8 +40,8 @@
 //	                 (DownlinkPrefix; left out with Config.NoDownlinkAddrs)
 //	                 client eth0: only its EUI-64 link-local; default route via fe80::1
 //	PD pool i        2001:db8:<i+1>00::/40 delegating /56 (DefaultPDPool)
-//	routes           relay: default via ServerAddr; server: 2001:db8::/32 and every
-//	                 DownlinkPrefix via RelayUplinkAddr
+//	routes           relay: default via ServerAddr; server: 2001:db8::/32 (unless
+//	                 Config.NoPoolRoute) and every DownlinkPrefix via RelayUplinkAddr
 //
 // MACs are fixed, so link-locals, DUID-LL/LLT and dhclient IAIDs are
 // predictable: relay up0 02:00:00:00:ff:02, server eth0 02:00:00:00:ff:01,
@@ -60,6 +61,10 @@
 //	prefixes, _ := c.WaitPrefix(10 * time.Second)
 //	leases, _ := k.Leases6()                       // lease6-get-all, IA_PD only
 //	_ = c.Release()                                // Kea 2.2 then deletes the leases
+//
+// Lab.StartFRR runs FRR's zebra and bgpd in the server namespace, as an
+// upstream router a BGP speaker under test peers with; FRR.Routes and
+// FRR.Session read its table and sessions through vtysh.
 //
 // Lab.Start runs any long-lived process in a namespace (its output goes
 // to <Dir>/<name>.log); Lab.Exec and Lab.Run run short commands;

@@ -36,7 +36,7 @@ var (
 	// carries on the relay side; clients use it as their default gateway.
 	DownlinkGateway = netip.MustParseAddr("fe80::1")
 	// DelegatedSpace covers every default PD pool; the server namespace
-	// routes it to the relay.
+	// routes it to the relay (unless Config.NoPoolRoute).
 	DelegatedSpace = netip.MustParsePrefix("2001:db8::/32")
 )
 
@@ -75,6 +75,14 @@ type Config struct {
 	// only dl0, and ClientLinks says which port each client is behind.
 	// False (the default) gives each client its own point-to-point port.
 	SharedSegment bool
+	// NoPoolRoute leaves the server namespace without the static route
+	// for DelegatedSpace via the relay: something else (BGP) must route
+	// the delegated prefixes there.
+	NoPoolRoute bool
+	// Tag, when set, is put in the namespace names ("pdl-<pid>-<hex>-
+	// <tag>srv"), so a test's namespaces say whose they are. Letters and
+	// digits only.
+	Tag string
 	// Dir is where configuration, leases and logs go. Empty: a new
 	// directory /tmp/lab-*, removed by Close unless KeepDir is set.
 	Dir string
@@ -153,6 +161,9 @@ func New(cfg Config) (*Lab, error) {
 	if cfg.Clients > 250 {
 		return nil, fmt.Errorf("lab: at most 250 clients, got %d", cfg.Clients)
 	}
+	if strings.ContainsFunc(cfg.Tag, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9') }) {
+		return nil, fmt.Errorf("lab: tag %q: lower-case letters and digits only", cfg.Tag)
+	}
 	if err := Available(); err != nil {
 		return nil, err
 	}
@@ -164,7 +175,7 @@ func New(cfg Config) (*Lab, error) {
 		b := make([]byte, 3)
 		_, _ = rand.Read(b)
 		l.ID = fmt.Sprintf("%d-%s", os.Getpid(), hex.EncodeToString(b))
-		if _, err := os.Stat("/run/netns/" + nsPrefix + l.ID + "-rly"); errors.Is(err, os.ErrNotExist) || try > 5 {
+		if _, err := os.Stat("/run/netns/" + nsPrefix + l.ID + "-" + cfg.Tag + "rly"); errors.Is(err, os.ErrNotExist) || try > 5 {
 			break
 		}
 	}
@@ -178,13 +189,14 @@ func New(cfg Config) (*Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	l.ServerNS = nsPrefix + l.ID + "-srv"
-	l.RelayNS = nsPrefix + l.ID + "-rly"
+	base := nsPrefix + l.ID + "-" + cfg.Tag
+	l.ServerNS = base + "srv"
+	l.RelayNS = base + "rly"
 	for i := 0; i < cfg.Clients; i++ {
-		l.ClientNS = append(l.ClientNS, fmt.Sprintf("%s%s-c%d", nsPrefix, l.ID, i))
+		l.ClientNS = append(l.ClientNS, fmt.Sprintf("%sc%d", base, i))
 	}
 	if cfg.SharedSegment {
-		l.SwitchNS = nsPrefix + l.ID + "-sw"
+		l.SwitchNS = base + "sw"
 	}
 	start := time.Now()
 	if err := l.build(); err != nil {
@@ -344,7 +356,9 @@ func (l *Lab) build() error {
 	fmt.Fprintf(&srv, "link set eth0 up\n")
 	fmt.Fprintf(&srv, "addr add %s dev eth0 nodad\n", l.Uplink.PeerAddr)
 	fmt.Fprintf(&srv, "addr add %s/128 dev lo\n", UpstreamAddr)
-	fmt.Fprintf(&srv, "route add %s via %s dev eth0\n", DelegatedSpace, RelayUplinkAddr)
+	if !l.cfg.NoPoolRoute {
+		fmt.Fprintf(&srv, "route add %s via %s dev eth0\n", DelegatedSpace, RelayUplinkAddr)
+	}
 	for i := range l.Downlinks {
 		fmt.Fprintf(&srv, "route add %s via %s dev eth0\n", DownlinkPrefix(i), RelayUplinkAddr)
 	}
@@ -623,6 +637,9 @@ var packageOf = map[string]string{
 	"dhcpcd":    "dhcpcd-base",
 	"dhcrelay":  "isc-dhcp-relay",
 	"unshare":   "util-linux",
+	"zebra":     "frr",
+	"bgpd":      "frr",
+	"vtysh":     "frr",
 }
 
 // lookBin finds a binary in PATH or the sbin directories.
@@ -630,7 +647,7 @@ func lookBin(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin", frrDir} {
 		p := filepath.Join(d, name)
 		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
 			return p, nil

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -517,4 +518,39 @@ func TestKeaKeepReclaimed(t *testing.T) {
 		t.Errorf("reclaimed lease %+v", ls[0])
 	}
 	t.Logf("expired lease kept: %+v", ls[0])
+}
+
+// TestFRR: a tagged Lab without the pool route, and FRR in its server
+// namespace, answering vtysh on its own sockets.
+func TestFRR(t *testing.T) {
+	Require(t, "zebra", "bgpd", "vtysh")
+	l := NewT(t, Config{NoPoolRoute: true, Tag: "bg"})
+	for _, ns := range l.Namespaces() {
+		if !strings.Contains(ns, "-bg") || staleID(ns) != l.ID {
+			t.Errorf("namespace %s: no tag, or SweepStale would not find its lab (%q)", ns, staleID(ns))
+		}
+	}
+	if out, err := l.Run(l.ServerNS, "ip", "-6", "route", "show", "match", DefaultPDPool(0).Addr().String()); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("server namespace routes the pool: %q %v", out, err)
+	}
+	f, err := l.StartFRR(FRROptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.Session(RelayUplinkAddr)
+	if err != nil || s.State == "Established" {
+		t.Errorf("FRR's neighbor %s: %+v, %v; want configured, not established", RelayUplinkAddr, s, err)
+	}
+	rs, err := f.Routes()
+	if err != nil || len(rs) != 0 {
+		t.Errorf("FRR's table: %v, %v; want empty", rs, err)
+	}
+	for _, name := range []string{"bgpd.vty", "zebra.vty", "zserv.api", "bgpd.pid"} {
+		if _, err := os.Stat(filepath.Join(f.Dir, name)); err != nil {
+			t.Errorf("FRR's %s not in its directory: %v", name, err)
+		}
+	}
+	if _, err := New(Config{Tag: "b-g"}); err == nil {
+		t.Errorf("a tag with a dash accepted")
+	}
 }

@@ -7,6 +7,7 @@
 //	pdrelay lqserver --kea-socket PATH [--listen ADDR:PORT] [--release-listen ADDR:PORT] ...
 //	pdrelay recover [--server S] [--json] [-s|--socket PATH]
 //	pdrelay reload [-s|--socket PATH]
+//	pdrelay bgp [--json] [-s|--socket PATH]
 //	pdrelay version [--json]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
@@ -37,6 +38,7 @@ const usage = `usage:
   ` + lqserver.Usage + `
   pdrelay recover [--server S] [--json] [-s|--socket PATH]
   pdrelay reload [-s|--socket PATH]
+  pdrelay bgp [--json] [-s|--socket PATH]
   pdrelay version [--json]
 `
 
@@ -64,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return api.RunRecover(args[1:], stdout, stderr)
 	case "reload":
 		return api.RunReload(args[1:], stdout, stderr)
+	case "bgp":
+		return api.RunBGP(args[1:], stdout, stderr)
 	case "version", "--version":
 		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -65,6 +65,16 @@
 // Answers 200 with each server's last recovery (leasequery.ServerStatus;
 // an empty array without leasequery.servers); `pdrelay stats` prints it.
 //
+// # GET /v1/bgp
+//
+// Answers 200 with the BGP speaker's status (RFC 8987 R-4; BGPStatusJSON),
+// which `pdrelay bgp` prints: the ASN, router ID and next hop, how many
+// prefixes are announced, and per neighbour the session's state, since
+// when, prefixes sent and received, UPDATEs, flaps, whether the peer does
+// graceful restart, and why the session last went down. Without the bgp
+// key it answers {"enabled": false, "prefixes": 0, "delegated": 0,
+// "sessions": []}.
+//
 // Every other answer carries {"error": "message"}: 400 for a request that
 // selects nothing, combines selectors it may not, or names a bad prefix,
 // DUID or interface; 501 when "release" is asked but the relay has no

@@ -52,6 +52,8 @@ type Server struct {
 	// Reloader serves POST /v1/reload (`pdrelay reload`); nil: refused
 	// (501).
 	Reloader Reloader
+	// BGP serves GET /v1/bgp (bgp.go); nil when the config has no bgp key.
+	BGP BGPSource
 }
 
 // maxBody bounds a request body.
@@ -72,6 +74,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	s.mux.HandleFunc("POST /v1/recover", s.recover)
 	s.mux.HandleFunc("GET /v1/leasequery", s.leasequeryStatus)
 	s.mux.HandleFunc("POST /v1/reload", s.reload)
+	s.mux.HandleFunc("GET /v1/bgp", s.bgp)
 	return s
 }
 

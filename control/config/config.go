@@ -91,6 +91,9 @@ type Config struct {
 	Leasequery     Leasequery
 	Release        Release
 	LogLevel       slog.Level
+	// BGP announces the delegated prefixes (RFC 8987 R-4); nil without
+	// the bgp key.
+	BGP *BGP
 }
 
 // Uplink is the port towards the servers and the operator network.

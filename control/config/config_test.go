@@ -75,6 +75,14 @@ func TestLoadExample(t *testing.T) {
 			Types:    ReleaseTypes{Request: 250, Reply: 251},
 		},
 		LogLevel: slog.LevelInfo,
+		BGP: &BGP{
+			ASN: 65001, RouterID: netip.MustParseAddr("192.0.2.1"),
+			Neighbors:   []BGPNeighbor{{Address: netip.MustParseAddr("2001:db8:ffff::1"), ASN: 65000, Port: 179}},
+			NextHop:     netip.MustParseAddr("2001:db8:ffff::2"),
+			Communities: []uint32{65001<<16 | 100},
+			Aggregates:  []netip.Prefix{netip.MustParsePrefix("2001:db8:100::/40")},
+			RestartTime: 120 * time.Second, ListenPort: 179,
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(example.yaml):\n got %+v\nwant %+v", c, want)

@@ -114,6 +114,23 @@
 //	                 old top-level key release_request is refused with a
 //	                 pointer here.
 //	log_level        debug, info (default), warn or error
+//	bgp              announce the delegated prefixes over BGP (RFC 8987 R-4);
+//	                 no key: no BGP
+//	  asn            pdrelay's AS number, 1..4294967294 (not 23456 or 65535)
+//	  router_id      IPv4 BGP identifier
+//	  neighbors      at least one: address (IPv6 or IPv4, not link-local),
+//	                 asn, passive (default false), password (TCP MD5, at
+//	                 most 80 bytes; default none), port (default 179); no
+//	                 address twice
+//	  next_hop       global IPv6 address of every announcement; default the
+//	                 uplink's global address at start
+//	  communities    "ASN:VALUE" each 0..65535, added to every announcement
+//	  aggregates     masked IPv6 prefixes announced always
+//	  graceful_restart_time
+//	                 how long the peers keep the routes across a restart,
+//	                 whole seconds 1s..4095s; default 120s
+//	  listen_port    TCP port sessions are accepted on; default 179; 0
+//	                 accepts none (no neighbour may then be passive)
 //
 // Diff compares the running config with a new one for a reload (SIGHUP,
 // pdrelay reload): it returns what changed that a running relay applies

@@ -34,6 +34,7 @@ type rawConfig struct {
 	Leasequery     rawLeasequery `yaml:"leasequery"`
 	Release        rawRelease    `yaml:"release"`
 	LogLevel       string        `yaml:"log_level"`
+	BGP            *rawBGP       `yaml:"bgp"`
 }
 
 type rawUplink struct {
@@ -244,6 +245,7 @@ func (r *rawConfig) validate() (*Config, error) {
 	c.Kernel = r.Kernel.validate(&errs)
 	c.Leasequery = r.Leasequery.validate(c, &errs)
 	c.Release = r.Release.validate(c, &errs)
+	c.BGP = r.BGP.validate(&errs)
 
 	c.LogLevel = DefaultLogLevel
 	if r.LogLevel != "" {

@@ -82,6 +82,7 @@ type Daemon struct {
 	relayID  []byte
 	guard    *kernelGuard  // nil: nothing to guard
 	kr       *kernelRoutes // nil unless dataplane.mode kernel
+	adv      *advertiser   // nil without bgp
 	ft       *fib.Table
 	fw       *fibWriter
 	mir      *mirror // nil: no route map (uplink.no_route drop)
@@ -182,6 +183,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 		return nil, err
 	}
 	d.met = metrics.New(&d.eng.Counters, names)
+	if d.adv, err = newAdvertiser(cfg, log); err != nil { // nil without bgp (bgp.go)
+		return nil, err
+	}
 
 	d.table = binding.NewTable(defaultPortLimits, cfg.PortLimits())
 	d.table.SetPolicy(bindingPolicy(cfg, d.addrs))
@@ -202,7 +206,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	d.hops, d.resolver = startNextHops(d.table, log)
 	d.rel = &releasing{} // release.go
 	sinks := []binding.Sink{storeSink(st), d.fw.Sink, d.met.Sink, d.hops.Sink, d.rel.sink}
-	d.mgr = binding.NewManager(d.table, nil, log, d.kr.sinks(d.guard.sinks(sinks))...)
+	d.mgr = binding.NewManager(d.table, nil, log, d.adv.sinks(d.kr.sinks(d.guard.sinks(sinks)))...)
 	d.mgr.OnRefused = d.met.Refused
 	d.mgr.OnRefusedKey = d.rel.refused
 	d.hops.mgr = d.mgr
@@ -316,6 +320,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case d.guard != nil && d.guard.kernel:
 		apiSrv.Stats = d.guard.kernelStats
 	}
+	d.adv.start(spawn, ctx, d.restored, d.met.Registry, apiSrv)
 	ln, err := api.Listen(cfg.APISocket)
 	if err != nil {
 		sup.stop()

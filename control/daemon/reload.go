@@ -90,6 +90,9 @@ func (d *Daemon) ReloadConfig(ctx context.Context, cfg *config.Config) (api.Relo
 	if ch.Release {
 		restart = append(restart, &config.RestartError{Key: "release", Why: "the releaser and its triggers are built at start"})
 	}
+	if ch.BGP && (d.adv == nil) != (cfg.BGP == nil) {
+		restart = append(restart, &config.RestartError{Key: "bgp", Why: "the BGP speaker is started or stopped with the relay"})
+	}
 	if err := errors.Join(restart...); err != nil {
 		d.log.Error("reload refused: the relay keeps its config", "err", err)
 		return api.ReloadReport{}, fmt.Errorf("%w: %w", api.ErrReloadRefused, err)
@@ -125,14 +128,28 @@ func (d *Daemon) apply(ctx context.Context, old, cfg *config.Config, ch *config.
 			next++
 		}
 	}
-	// The kernel's tables first: a new port is guarded and routed before
+	// BGP first: the one step that may fail and then must be undone.
+	if ch.BGP {
+		if err := d.adv.reconfigure(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	undoBGP := func(err error) error {
+		if ch.BGP {
+			if rerr := d.adv.reconfigure(ctx, old); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("bgp back to the old config: %w", rerr))
+			}
+		}
+		return err
+	}
+	// The kernel's tables next: a new port is guarded and routed before
 	// the relay can learn a binding on it.
 	if err := d.kr.reconfigure(cfg); err != nil {
-		return fmt.Errorf("kernel routes: %w", err)
+		return undoBGP(fmt.Errorf("kernel routes: %w", err))
 	}
 	if d.guard != nil {
 		if err := d.guard.reconfigure(cfg); err != nil {
-			return fmt.Errorf("kernel guard: %w", err)
+			return undoBGP(fmt.Errorf("kernel guard: %w", err))
 		}
 	}
 	addrs, err := reloadRelay(ctx, relayReload{conn: d.conn, mgr: d.mgr, relayID: d.relayID, addPorts: d.met.AddPorts, log: d.log}, cfg)
@@ -142,7 +159,7 @@ func (d *Daemon) apply(ctx context.Context, old, cfg *config.Config, ch *config.
 				err = errors.Join(err, fmt.Errorf("kernel guard back to the old config: %w", rerr))
 			}
 		}
-		return err
+		return undoBGP(err)
 	}
 	d.ports = ports
 	d.addrs = addrs
