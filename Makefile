@@ -7,7 +7,7 @@ LDFLAGS  := -X github.com/pdrelay/pdrelay/internal/version.version=$(VERSION) -X
 PKGS     := ./...
 FUZZTIME ?= 30s
 # Debian packages the end-to-end tests and the demo run as real peers.
-DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr
+DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables
 
 .PHONY: build test unit e2e race fuzz bench lint demo deps clean help
 
@@ -34,7 +34,7 @@ race: deps ## unit tests under the race detector
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
-bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB, forwarding, kernel guard, flood (README has the figures)
+bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB, forwarding, kernel mode (routes, nftables, pps), BGP to FRR, kernel guard, flood (README has the figures)
 	$(GO) test -run '^$$' -bench 'RelayPair' -benchmem -cpu 1 ./control/relay/
 	$(GO) test -run '^$$' -bench 'TableMemory1M' -benchtime 1x -cpu 1 ./control/binding/
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
@@ -47,6 +47,9 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench Sum ./internal/csum/
 	$(GO) test -run '^$$' -bench 'Fill1M' -benchtime 1x ./dataplane/nftguard/  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'Batch' ./dataplane/nftguard/  # as root: namespaces
+	$(GO) test -run '^$$' -bench 'KernelFill' -benchtime 1x ./dataplane/nftguard/  # as root: namespaces
+	$(GO) test -run '^$$' -bench 'Program100k|Reconcile100k' -benchtime 1x ./dataplane/kroute/  # as root: namespaces
+	$(GO) test -run '^$$' -bench 'Batch' ./dataplane/kroute/  # as root: namespaces
 	$(GO) test -run '^$$' -bench VethForwarding -benchtime 1x ./bench/  # as root: namespaces
 	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
