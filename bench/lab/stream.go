@@ -11,25 +11,27 @@ import (
 
 // Stream is a steady UDP flow between two namespaces whose datagrams
 // carry sequence numbers, so a test can count what a change in between
-// (a reload, a restart) lost. Start it with StartStream, end it with
-// Stop.
+// (a reload, a restart) lost, and when. Start it with StartStream, end it
+// with Stop.
 type Stream struct {
 	snd, rcv *net.UDPConn
+	dst      netip.AddrPort
 	stop     chan struct{}
 	wg       sync.WaitGroup
 
-	mu       sync.Mutex
-	sent     uint64
-	seen     map[uint64]bool
-	lastRecv time.Time
+	mu     sync.Mutex
+	sentAt []time.Time // by sequence number
+	seen   map[uint64]bool
 }
 
 // StreamResult is what a Stream counted.
 type StreamResult struct {
 	Sent, Received uint64
 	// Missing are the sequence numbers never received (at most the
-	// first 20), so a failure shows where the loss was.
-	Missing []uint64
+	// first 20) and MissingAt when each was sent, so a failure shows
+	// where the loss was.
+	Missing   []uint64
+	MissingAt []time.Time
 }
 
 func (r StreamResult) String() string {
@@ -38,24 +40,19 @@ func (r StreamResult) String() string {
 
 // StartStream sends a datagram every interval from srcNS to dst, where
 // a socket in dstNS bound to dst counts them (dst must be an address of
-// dstNS).
-func (l *Lab) StartStream(srcNS, dstNS string, dst netip.AddrPort, interval time.Duration) (*Stream, error) {
-	s := &Stream{stop: make(chan struct{}), seen: map[uint64]bool{}}
-	err := l.InNS(dstNS, func() error {
-		var e error
-		s.rcv, e = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(dst))
-		return e
-	})
-	if err != nil {
+// dstNS). The sender is bound to src, which may be the zero Addr (the
+// kernel picks the source).
+func (l *Lab) StartStream(srcNS string, src netip.Addr, dstNS string, dst netip.AddrPort, interval time.Duration) (*Stream, error) {
+	s := &Stream{dst: dst, stop: make(chan struct{}), seen: map[uint64]bool{}}
+	var err error
+	if s.rcv, err = l.ListenUDP(dstNS, dst); err != nil {
 		return nil, fmt.Errorf("lab: stream receiver in %s: %w", dstNS, err)
 	}
 	s.rcv.SetReadBuffer(4 << 20)
-	err = l.InNS(srcNS, func() error {
-		var e error
-		s.snd, e = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(dst))
-		return e
-	})
-	if err != nil {
+	if !src.IsValid() {
+		src = netip.IPv6Unspecified()
+	}
+	if s.snd, err = l.ListenUDP(srcNS, netip.AddrPortFrom(src, 0)); err != nil {
 		s.rcv.Close()
 		return nil, fmt.Errorf("lab: stream sender in %s: %w", srcNS, err)
 	}
@@ -78,9 +75,9 @@ func (s *Stream) send(interval time.Duration) {
 		}
 		binary.BigEndian.PutUint64(buf, seq)
 		s.mu.Lock()
-		s.sent++
+		s.sentAt = append(s.sentAt, time.Now())
 		s.mu.Unlock()
-		s.snd.Write(buf) // an error (no route yet) is a loss, counted by the receiver
+		s.snd.WriteToUDPAddrPort(buf, s.dst) // an error (no route yet) is a loss, counted by the receiver
 	}
 }
 
@@ -97,7 +94,6 @@ func (s *Stream) receive() {
 		}
 		s.mu.Lock()
 		s.seen[binary.BigEndian.Uint64(buf)] = true
-		s.lastRecv = time.Now()
 		s.mu.Unlock()
 	}
 }
@@ -106,7 +102,7 @@ func (s *Stream) receive() {
 func (s *Stream) Counts() (sent, received uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sent, uint64(len(s.seen))
+	return uint64(len(s.sentAt)), uint64(len(s.seen))
 }
 
 // Stop stops sending, waits up to a second for the datagrams in flight,
@@ -125,10 +121,11 @@ func (s *Stream) Stop() StreamResult {
 	s.wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := StreamResult{Sent: s.sent, Received: uint64(len(s.seen))}
-	for seq := uint64(0); seq < s.sent && len(r.Missing) < 20; seq++ {
-		if !s.seen[seq] {
+	r := StreamResult{Sent: uint64(len(s.sentAt)), Received: uint64(len(s.seen))}
+	for seq := range r.Sent {
+		if !s.seen[seq] && len(r.Missing) < 20 {
 			r.Missing = append(r.Missing, seq)
+			r.MissingAt = append(r.MissingAt, s.sentAt[seq])
 		}
 	}
 	return r

@@ -55,16 +55,24 @@ func relayOneClient(t *testing.T, l *lab.Lab, bin, config string) (*lab.Pdrelay,
 	if err != nil {
 		t.Fatalf("pdrelay: %v", err)
 	}
-	c, err := l.StartDhclient(0, lab.ClientOptions{})
+	c, p := delegateOne(t, l, r, 0)
+	waitBindings(t, r, 1)
+	return r, c, p
+}
+
+// delegateOne starts a dhclient behind downlink port and returns it with
+// the one prefix it is delegated through r.
+func delegateOne(t *testing.T, l *lab.Lab, r *lab.Pdrelay, port int) (*lab.Client, netip.Prefix) {
+	t.Helper()
+	c, err := l.StartDhclient(port, lab.ClientOptions{})
 	if err != nil {
 		t.Fatalf("dhclient: %v", err)
 	}
 	ps, err := c.WaitPrefix(20 * time.Second)
 	if err != nil || len(ps) != 1 {
-		t.Fatalf("dhclient prefixes %v: %v\n%s", ps, err, r.Proc.Log())
+		t.Fatalf("dhclient behind dl%d: prefixes %v: %v\n%s", port, ps, err, r.Proc.Log())
 	}
-	waitBindings(t, r, 1)
-	return r, c, ps[0]
+	return c, ps[0]
 }
 
 // key is what a binding and a Kea IA_PD lease must agree on.

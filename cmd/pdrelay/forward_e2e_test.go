@@ -105,22 +105,7 @@ func TestEndToEndForwarding(t *testing.T) {
 	// UDP and TCP both ways, the hosts at their default offloads: their
 	// veths leave the checksums partial, AF_XDP does not say so, and
 	// pdrelay completes them on its veth ports.
-	for _, d := range []struct {
-		name         string
-		cliNS, srvNS string
-		cli          netip.Addr
-		srv          netip.AddrPort
-	}{
-		{"client -> upstream", l.ClientNS[0], l.ServerNS, host, netip.AddrPortFrom(lab.UpstreamAddr, 9999)},
-		{"upstream -> client", l.ServerNS, l.ClientNS[0], lab.UpstreamAddr, netip.AddrPortFrom(host, 9998)},
-	} {
-		if err := l.EchoUDP(d.cliNS, d.cli, d.srvNS, d.srv, 1200); err != nil {
-			t.Fatalf("UDP %s through pdrelay: %v", d.name, err)
-		}
-		if err := l.EchoTCP(d.cliNS, d.cli, d.srvNS, d.srv, 256<<10, 10*time.Second); err != nil {
-			t.Fatalf("TCP %s through pdrelay: %v", d.name, err)
-		}
-	}
+	echoBothWays(t, l, host, "pdrelay")
 	completed := func(port string) float64 {
 		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="checksum_completed"}`, port))
 	}
@@ -245,6 +230,29 @@ func waitBindings(t *testing.T, r *lab.Pdrelay, n int) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("bindings %v (err %v), want %d", bs, err, n)
+		}
+	}
+}
+
+// echoBothWays checks UDP and TCP echoes between host (a client's
+// delegated address in its namespace) and the upstream host, both ways,
+// through the relay (via names the forwarder in failures).
+func echoBothWays(t *testing.T, l *lab.Lab, host netip.Addr, via string) {
+	t.Helper()
+	for _, d := range []struct {
+		name         string
+		cliNS, srvNS string
+		cli          netip.Addr
+		srv          netip.AddrPort
+	}{
+		{"client -> upstream", l.ClientNS[0], l.ServerNS, host, netip.AddrPortFrom(lab.UpstreamAddr, 9999)},
+		{"upstream -> client", l.ServerNS, l.ClientNS[0], lab.UpstreamAddr, netip.AddrPortFrom(host, 9998)},
+	} {
+		if err := l.EchoUDP(d.cliNS, d.cli, d.srvNS, d.srv, 1200); err != nil {
+			t.Fatalf("UDP %s through %s: %v", d.name, via, err)
+		}
+		if err := l.EchoTCP(d.cliNS, d.cli, d.srvNS, d.srv, 256<<10, 10*time.Second); err != nil {
+			t.Fatalf("TCP %s through %s: %v", d.name, via, err)
 		}
 	}
 }

@@ -7,15 +7,12 @@ package main
 // while pdrelay's nftables guard drops spoofed sources.
 
 import (
-	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,91 +23,6 @@ import (
 	"github.com/pdrelay/pdrelay/bench/lab"
 	"github.com/pdrelay/pdrelay/dataplane/kroute"
 )
-
-// stream sends numbered UDP datagrams from one namespace to an address
-// in another at a fixed rate, and counts those that arrive.
-type stream struct {
-	name     string
-	sent     atomic.Uint64
-	mu       sync.Mutex
-	got      map[uint64]time.Time
-	sentAt   sync.Map // seq -> time.Time
-	stop     chan struct{}
-	done     sync.WaitGroup
-	out, in  *net.UDPConn
-	interval time.Duration
-}
-
-// startStream sends from src in srcNS to dst (a port on an address in
-// dstNS) every interval until stop.
-func startStream(t *testing.T, l *lab.Lab, name, srcNS string, src netip.Addr, dstNS string, dst netip.AddrPort, interval time.Duration) *stream {
-	t.Helper()
-	s := &stream{name: name, got: map[uint64]time.Time{}, stop: make(chan struct{}), interval: interval}
-	var err error
-	if s.in, err = l.ListenUDP(dstNS, dst); err != nil {
-		t.Fatalf("%s: receiver: %v", name, err)
-	}
-	if s.out, err = l.ListenUDP(srcNS, netip.AddrPortFrom(src, 0)); err != nil {
-		t.Fatalf("%s: sender: %v", name, err)
-	}
-	s.done.Add(2)
-	go func() {
-		defer s.done.Done()
-		buf := make([]byte, 64)
-		for {
-			n, err := s.in.Read(buf)
-			if err != nil {
-				return // closed
-			}
-			if n >= 8 {
-				s.mu.Lock()
-				s.got[binary.BigEndian.Uint64(buf)] = time.Now()
-				s.mu.Unlock()
-			}
-		}
-	}()
-	go func() {
-		defer s.done.Done()
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		msg := make([]byte, 64)
-		for seq := uint64(0); ; seq++ {
-			select {
-			case <-s.stop:
-				return
-			case <-tick.C:
-			}
-			binary.BigEndian.PutUint64(msg, seq)
-			s.sentAt.Store(seq, time.Now())
-			if _, err := s.out.WriteToUDPAddrPort(msg, dst); err == nil {
-				s.sent.Add(1)
-			}
-		}
-	}()
-	return s
-}
-
-// finish stops sending, lets the last datagrams arrive, and returns how
-// many were sent and lost, and when the losses were sent.
-func (s *stream) finish() (sent, lost int, gaps []time.Time) {
-	close(s.stop)
-	time.Sleep(300 * time.Millisecond)
-	s.in.Close()
-	s.out.Close()
-	s.done.Wait()
-	sent = int(s.sent.Load())
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for seq := range uint64(sent) {
-		if _, ok := s.got[seq]; !ok {
-			lost++
-			if at, ok := s.sentAt.Load(seq); ok {
-				gaps = append(gaps, at.(time.Time))
-			}
-		}
-	}
-	return sent, lost, gaps
-}
 
 // kernelRoutes returns `ip -6 route show proto 157` in the relay
 // namespace, one route a line.
@@ -178,22 +90,7 @@ func TestEndToEndKernelMode(t *testing.T) {
 	if err := l.Ping(l.ServerNS, lab.UpstreamAddr, host, 5*time.Second); err != nil {
 		t.Fatalf("upstream -> client through the kernel: %v", err)
 	}
-	for _, d := range []struct {
-		name         string
-		cliNS, srvNS string
-		cli          netip.Addr
-		srv          netip.AddrPort
-	}{
-		{"client -> upstream", l.ClientNS[0], l.ServerNS, host, netip.AddrPortFrom(lab.UpstreamAddr, 9999)},
-		{"upstream -> client", l.ServerNS, l.ClientNS[0], lab.UpstreamAddr, netip.AddrPortFrom(host, 9998)},
-	} {
-		if err := l.EchoUDP(d.cliNS, d.cli, d.srvNS, d.srv, 1200); err != nil {
-			t.Fatalf("UDP %s through the kernel: %v", d.name, err)
-		}
-		if err := l.EchoTCP(d.cliNS, d.cli, d.srvNS, d.srv, 256<<10, 10*time.Second); err != nil {
-			t.Fatalf("TCP %s through the kernel: %v", d.name, err)
-		}
-	}
+	echoBothWays(t, l, host, "the kernel")
 
 	// A spoofed source gets nothing through, and nftables counts it
 	// under the xdp mode's reason (R-3).
@@ -256,8 +153,14 @@ func TestEndToEndKernelMode(t *testing.T) {
 			}
 		}
 	}()
-	down := startStream(t, l, "upstream -> client", l.ServerNS, lab.UpstreamAddr, l.ClientNS[0], netip.AddrPortFrom(host, 7001), time.Millisecond)
-	up := startStream(t, l, "client -> upstream", l.ClientNS[0], host, l.ServerNS, netip.AddrPortFrom(lab.UpstreamAddr, 7002), time.Millisecond)
+	down, err := l.StartStream(l.ServerNS, lab.UpstreamAddr, l.ClientNS[0], netip.AddrPortFrom(host, 7001), time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := l.StartStream(l.ClientNS[0], host, l.ServerNS, netip.AddrPortFrom(lab.UpstreamAddr, 7002), time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(300 * time.Millisecond)
 	restartAt := time.Now()
 	if err := r.Restart(syscall.SIGTERM); err != nil {
@@ -269,21 +172,25 @@ func TestEndToEndKernelMode(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	close(stopEvents)
-	for _, s := range []*stream{down, up} {
-		sent, lost, gaps := s.finish()
-		t.Logf("%s across the restart (SIGTERM to API up again: %v): %d sent, %d lost", s.name, startedAt.Sub(restartAt).Round(time.Millisecond), sent, lost)
+	for _, st := range []struct {
+		name string
+		s    *lab.Stream
+	}{{"upstream -> client", down}, {"client -> upstream", up}} {
+		res := st.s.Stop()
+		sent, lost := res.Sent, res.Sent-res.Received
+		t.Logf("%s across the restart (SIGTERM to API up again: %v): %d sent, %d lost", st.name, startedAt.Sub(restartAt).Round(time.Millisecond), sent, lost)
 		if sent < 500 {
-			t.Errorf("%s: only %d sent: the stream did not run", s.name, sent)
+			t.Errorf("%s: only %d sent: the stream did not run", st.name, sent)
 		}
-		if len(gaps) > 0 {
-			t.Logf("%s: losses sent between %v and %v after the SIGTERM", s.name, gaps[0].Sub(restartAt).Round(time.Millisecond), gaps[len(gaps)-1].Sub(restartAt).Round(time.Millisecond))
+		if gaps := res.MissingAt; len(gaps) > 0 {
+			t.Logf("%s: losses sent between %v and %v after the SIGTERM", st.name, gaps[0].Sub(restartAt).Round(time.Millisecond), gaps[len(gaps)-1].Sub(restartAt).Round(time.Millisecond))
 		}
 		// Downstream the kernel's route carries the stream, upstream the
 		// guard's table checks it too: the restarted relay adopts the
 		// table it left and switches to its new sets in one transaction,
 		// so neither loses a datagram.
 		if lost != 0 {
-			t.Errorf("%s: %d of %d datagrams lost across a restart", s.name, lost, sent)
+			t.Errorf("%s: %d of %d datagrams lost across a restart", st.name, lost, sent)
 		}
 	}
 	deletedMu.Lock()

@@ -81,22 +81,15 @@ func TestEndToEndReload(t *testing.T) {
 		t.Fatalf("pdrelay: %v", err)
 	}
 	notify.expect(t, "READY=1")
-	c0, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		t.Fatalf("dhclient: %v", err)
-	}
-	ps, err := c0.WaitPrefix(20 * time.Second)
-	if err != nil || len(ps) != 1 {
-		t.Fatalf("dhclient prefixes %v: %v", ps, err)
-	}
+	_, p0 := delegateOne(t, l, r, 0)
 	waitBindings(t, r, 1)
-	addr0 := ps[0].Addr().Next()
+	addr0 := p0.Addr().Next()
 	if err := l.AddClientAddr(0, addr0); err != nil {
 		t.Fatal(err)
 	}
 	// Traffic to the first client through the kernel, all through the
 	// reloads below.
-	stream, err := l.StartStream(l.ServerNS, l.ClientNS[0], netip.AddrPortFrom(addr0, 9000), 2*time.Millisecond)
+	stream, err := l.StartStream(l.ServerNS, netip.Addr{}, l.ClientNS[0], netip.AddrPortFrom(addr0, 9000), 2*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,16 +121,9 @@ func TestEndToEndReload(t *testing.T) {
 		t.Fatalf("reload adding dl1: %v: %s", err, out)
 	}
 	notify.expect(t, "RELOADING=1", "READY=1")
-	c1, err := l.StartDhclient(1, lab.ClientOptions{})
-	if err != nil {
-		t.Fatalf("dhclient: %v", err)
-	}
-	ps1, err := c1.WaitPrefix(20 * time.Second)
-	if err != nil || len(ps1) != 1 {
-		t.Fatalf("dhclient on dl1 after the reload: prefixes %v: %v\n%s", ps1, err, r.Proc.Log())
-	}
+	_, p1 := delegateOne(t, l, r, 1) // relayed on dl1 only after the reload
 	waitBindings(t, r, 2)
-	addr1 := ps1[0].Addr().Next()
+	addr1 := p1.Addr().Next()
 	if err := l.AddClientAddr(1, addr1); err != nil {
 		t.Fatal(err)
 	}
