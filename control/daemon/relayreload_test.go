@@ -3,18 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/pdrelay/pdrelay/control/binding"
 	"github.com/pdrelay/pdrelay/control/config"
@@ -22,39 +16,10 @@ import (
 )
 
 // inRRNS runs fn with the test goroutine's thread in a new network
-// namespace of its own (named rr-PID-...), deleted after.
+// namespace of its own, deleted after (inNewNS, guard_test.go).
 func inRRNS(t *testing.T, fn func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("daemon: the relay's sockets in a network namespace need root; skipping")
-	}
-	name := fmt.Sprintf("rr-%d-daemon-%d", os.Getpid(), time.Now().UnixNano()%1_000_000)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("daemon: ip netns add: %v %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", name).Run()
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(h); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer func() {
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	fn()
+	inNewNS(t, func(int) { fn() })
 }
 
 func relayYAML(downlinks string) string {
