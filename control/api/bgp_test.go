@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,18 +12,7 @@ import (
 
 func serveBGP(t *testing.T, src BGPSource) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "api.sock")
-	s := NewServer(&fakeBackend{}, testLogger(t))
-	s.BGP = src
-	ln, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ServeListener(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return path
+	return serveWith(t, &fakeBackend{}, func(s *Server) { s.BGP = src })
 }
 
 func TestBGP(t *testing.T) {

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,18 +29,7 @@ func (f *fakeRecoverer) Status() []leasequery.ServerStatus {
 
 func serveRecover(t *testing.T, r Recoverer) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "api.sock")
-	s := NewServer(&fakeBackend{}, testLogger(t))
-	s.Recoverer = r
-	ln, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ServeListener(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return path
+	return serveWith(t, &fakeBackend{}, func(s *Server) { s.Recoverer = r })
 }
 
 func sampleReport(result string) leasequery.Report {

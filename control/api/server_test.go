@@ -134,9 +134,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 // returns the socket's path.
 func serve(t *testing.T, b Backend) string {
 	t.Helper()
+	return serveWith(t, b, nil)
+}
+
+// serveWith is serve with set applied to the server before it serves
+// (its Recoverer, BGP, Reloader).
+func serveWith(t *testing.T, b Backend, set func(*Server)) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "api.sock")
 	s := NewServer(b, testLogger(t))
 	s.Now = func() time.Time { return t0 }
+	if set != nil {
+		set(s)
+	}
 	ln, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
