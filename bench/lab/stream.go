@@ -17,7 +17,8 @@ type Stream struct {
 	snd, rcv *net.UDPConn
 	dst      netip.AddrPort
 	stop     chan struct{}
-	wg       sync.WaitGroup
+	sent     chan struct{} // closed when the sender has returned
+	wg       sync.WaitGroup // the receiver
 
 	mu     sync.Mutex
 	sentAt []time.Time // by sequence number
@@ -43,7 +44,7 @@ func (r StreamResult) String() string {
 // dstNS). The sender is bound to src, which may be the zero Addr (the
 // kernel picks the source).
 func (l *Lab) StartStream(srcNS string, src netip.Addr, dstNS string, dst netip.AddrPort, interval time.Duration) (*Stream, error) {
-	s := &Stream{dst: dst, stop: make(chan struct{}), seen: map[uint64]bool{}}
+	s := &Stream{dst: dst, stop: make(chan struct{}), sent: make(chan struct{}), seen: map[uint64]bool{}}
 	var err error
 	if s.rcv, err = l.ListenUDP(dstNS, dst); err != nil {
 		return nil, fmt.Errorf("lab: stream receiver in %s: %w", dstNS, err)
@@ -56,14 +57,14 @@ func (l *Lab) StartStream(srcNS string, src netip.Addr, dstNS string, dst netip.
 		s.rcv.Close()
 		return nil, fmt.Errorf("lab: stream sender in %s: %w", srcNS, err)
 	}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go s.receive()
 	go s.send(interval)
 	return s, nil
 }
 
 func (s *Stream) send(interval time.Duration) {
-	defer s.wg.Done()
+	defer close(s.sent)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	buf := make([]byte, 64)
@@ -109,6 +110,7 @@ func (s *Stream) Counts() (sent, received uint64) {
 // and returns the counts.
 func (s *Stream) Stop() StreamResult {
 	close(s.stop)
+	<-s.sent // the last datagram is written before the wait starts
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		if sent, got := s.Counts(); got >= sent {
