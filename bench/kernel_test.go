@@ -32,10 +32,10 @@ import (
 //     loops: the delegated prefix in an interval set, a drop for a source
 //     outside it and one for a packet that would go back out of dl0 to it.
 //
-// The two alternate, rounds times, each measured for slice in both
-// directions with 64-byte UDP frames (blast): client (delegated address)
-// to upstream host ("up"), and upstream host to client ("down"). Each
-// round gives a ratio pdrelay/hand-built per direction; the medians of
+// Each of rounds rounds measures both, in turn A B, B A, A B, ..., each
+// for slice in both directions with 64-byte UDP frames (blast): client
+// (delegated address) to upstream host ("up"), and upstream host to
+// client ("down"). Each round gives a ratio pdrelay/hand-built per direction; the medians of
 // the ratios are reported with each side's median rate and the sender's
 // median offered rate. The sender, the forwarder and the receiver share
 // the machine's cores: the rates are this machine's, the ratios are what
@@ -43,7 +43,7 @@ import (
 //
 //	go test -run '^$' -bench KernelForwarding -benchtime 1x -count 3 ./bench/
 func BenchmarkKernelForwarding(b *testing.B) {
-	const rounds, slice = 3, 2 * time.Second
+	const rounds, slice = 6, 1500 * time.Millisecond
 	lab.Require(b, "kea-dhcp6", "dhclient", "nft")
 	bin := filepath.Join(b.TempDir(), "pdrelay")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pdrelay").CombinedOutput(); err != nil {
@@ -122,39 +122,62 @@ func BenchmarkKernelForwarding(b *testing.B) {
 		x.down, _ = blastBetween(b, l, l.ServerNS, lab.UpstreamAddr, l.ClientNS[0], src, slice)
 		return x
 	}
-	var relay, manual []rates
-	b.ResetTimer()
-	for i := range rounds {
-		if i > 0 {
+	// The sides go A B, B A, A B, ...: each round measures both, in the
+	// other order than the round before, so that a drift of the machine
+	// between the first and the second half of a round does not favour
+	// one side, and the side changes once a round.
+	const pdrelaySide, handSide = "pdrelay", "hand-built"
+	side := pdrelaySide
+	switchTo := func(to string) {
+		b.Helper()
+		if to == side {
+			return
+		}
+		if to == handSide {
+			if err := r.Stop(syscall.SIGTERM); err != nil {
+				b.Fatal(err)
+			}
+			// kernel.flush_on_stop: nothing of pdrelay's stays to forward.
+			if out, _ := l.Run(l.RelayNS, "ip", "-6", "route", "show", "proto", fmt.Sprint(kroute.Protocol)); strings.TrimSpace(out) != "" {
+				b.Fatalf("pdrelay's routes outlived it with flush_on_stop: %s", out)
+			}
+			if _, err := l.Run(l.RelayNS, "nft", "list", "table", "ip6", "pdrelay"); err == nil {
+				b.Fatal("pdrelay's nftables table outlived it with flush_on_stop")
+			}
+			hand.install()
+		} else {
 			hand.remove()
 			if err := r.Start(); err != nil {
 				b.Fatal(err)
 			}
 			pdrelayUp()
 		}
-		ready("pdrelay")
-		relay = append(relay, measure())
-		if i == rounds-1 {
-			if out, err := r.CLI("stats"); err == nil {
-				b.Logf("pdrelay stats after its last round:\n%s", out)
+		side = to
+	}
+	var relay, manual []rates
+	b.ResetTimer()
+	for i := range rounds {
+		order := []string{pdrelaySide, handSide}
+		if i%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, s := range order {
+			switchTo(s)
+			ready(s)
+			if s == pdrelaySide {
+				relay = append(relay, measure())
+			} else {
+				manual = append(manual, measure())
 			}
 		}
-
-		if err := r.Stop(syscall.SIGTERM); err != nil {
-			b.Fatal(err)
-		}
-		// kernel.flush_on_stop: nothing of pdrelay's stays to forward.
-		if out, _ := l.Run(l.RelayNS, "ip", "-6", "route", "show", "proto", fmt.Sprint(kroute.Protocol)); strings.TrimSpace(out) != "" {
-			b.Fatalf("pdrelay's routes outlived it with flush_on_stop: %s", out)
-		}
-		if _, err := l.Run(l.RelayNS, "nft", "list", "table", "ip6", "pdrelay"); err == nil {
-			b.Fatal("pdrelay's nftables table outlived it with flush_on_stop")
-		}
-		hand.install()
-		ready("hand-built")
-		manual = append(manual, measure())
 	}
 	b.StopTimer()
+	if side == pdrelaySide {
+		if out, err := r.CLI("stats"); err == nil {
+			b.Logf("pdrelay stats after its last round (since its last start):\n%s", out)
+		}
+	}
+	switchTo(handSide)
 	if out, err := l.Run(l.RelayNS, "nft", "list", "table", "ip6", "handbuilt"); err == nil {
 		b.Logf("the hand-built table after its last round:\n%s", out)
 	}
