@@ -83,10 +83,26 @@ func BenchmarkKernelForwarding(b *testing.B) {
 	dl := l.Downlinks[0]
 	hand := handBuilt(b, l, p, dl)
 
+	// spoofDrops reads the drops of dl0's source check: a counter named
+	// drops_dl0 in both tables.
+	spoofDrops := func(table string) int {
+		b.Helper()
+		out, err := l.Run(l.RelayNS, "nft", "list", "counter", "ip6", table, "drops_dl0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var n int
+		if _, rest, ok := strings.Cut(out, "packets "); !ok {
+			b.Fatalf("no packets in %q", out)
+		} else if _, err := fmt.Sscan(rest, &n); err != nil {
+			b.Fatalf("packets in %q: %v", out, err)
+		}
+		return n
+	}
 	// ready checks a side before it is measured: the prefix is routed,
 	// the client's address reaches the upstream host and back, a spoofed
 	// source does not.
-	ready := func(side string) {
+	ready := func(side, table string) {
 		b.Helper()
 		if err := l.Ping(l.ClientNS[0], src, lab.UpstreamAddr, 5*time.Second); err != nil {
 			b.Fatalf("%s: no path from %s: %v", side, src, err)
@@ -94,8 +110,14 @@ func BenchmarkKernelForwarding(b *testing.B) {
 		if err := l.Ping(l.ServerNS, lab.UpstreamAddr, src, 5*time.Second); err != nil {
 			b.Fatalf("%s: no path to %s: %v", side, src, err)
 		}
+		before := spoofDrops(table)
 		if err := l.Ping(l.ClientNS[0], spoof, lab.UpstreamAddr, 500*time.Millisecond); err == nil {
 			b.Fatalf("%s: the spoofed source %s reached the upstream host", side, spoof)
+		}
+		// No answer alone proves little: the upstream host has no route
+		// back to the spoofed source either. The table must have dropped it.
+		if after := spoofDrops(table); after <= before {
+			b.Fatalf("%s: table %s did not drop the spoofed source (drops_dl0 %d, then %d)", side, table, before, after)
 		}
 	}
 	pdrelayUp := func() {
@@ -163,7 +185,7 @@ func BenchmarkKernelForwarding(b *testing.B) {
 		}
 		for _, s := range order {
 			switchTo(s)
-			ready(s)
+			ready(s, map[string]string{pdrelaySide: "pdrelay", handSide: "handbuilt"}[s])
 			if s == pdrelaySide {
 				relay = append(relay, measure())
 			} else {
@@ -221,6 +243,7 @@ func handBuilt(b *testing.B, l *lab.Lab, p netip.Prefix, dl lab.Link) handSetup 
 	// The delegated prefix is both the allowed sources of dl and the
 	// destinations that must not go back out of it (a loop).
 	ruleset := fmt.Sprintf(`table ip6 handbuilt {
+	counter drops_%[1]s { }
 	set %[1]s_delegated {
 		type ipv6_addr
 		flags interval
@@ -228,7 +251,7 @@ func handBuilt(b *testing.B, l *lab.Lab, p netip.Prefix, dl lab.Link) handSetup 
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		iifname "%[1]s" ip6 saddr != @%[1]s_delegated counter drop
+		iifname "%[1]s" ip6 saddr != @%[1]s_delegated counter name "drops_%[1]s" drop
 		iifname "%[1]s" oifname "%[1]s" ip6 daddr @%[1]s_delegated counter drop
 	}
 }
