@@ -51,6 +51,8 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench 'Program100k|Reconcile100k' -benchtime 1x ./dataplane/kroute/  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'Batch' ./dataplane/kroute/  # as root: namespaces
 	$(GO) test -run '^$$' -bench VethForwarding -benchtime 1x ./bench/  # as root: namespaces
+	$(GO) test -run '^$$' -bench KernelForwarding -benchtime 1x -count 3 ./bench/  # as root: namespaces, nft
+	$(GO) test -run '^$$' -bench PacketSocketCost -benchtime 1x ./bench/  # as root: namespaces
 	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
 

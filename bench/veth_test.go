@@ -89,7 +89,13 @@ func BenchmarkVethForwarding(b *testing.B) {
 // sending goroutines and returns the rate received upstream and the rate
 // offered.
 func blast(b *testing.B, l *lab.Lab, src netip.Addr, d time.Duration) (recvPPS, sentPPS float64) {
-	sink, err := l.ListenUDP(l.ServerNS, netip.AddrPortFrom(lab.UpstreamAddr, 9))
+	return blastBetween(b, l, l.ClientNS[0], src, l.ServerNS, lab.UpstreamAddr, d)
+}
+
+// blastBetween is blast from src in namespace srcNS to dst (UDP port 9)
+// in namespace dstNS.
+func blastBetween(b *testing.B, l *lab.Lab, srcNS string, src netip.Addr, dstNS string, dstAddr netip.Addr, d time.Duration) (recvPPS, sentPPS float64) {
+	sink, err := l.ListenUDP(dstNS, netip.AddrPortFrom(dstAddr, 9))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,7 +122,7 @@ func blast(b *testing.B, l *lab.Lab, src netip.Addr, d time.Duration) (recvPPS, 
 	var wg sync.WaitGroup
 	stop := time.Now().Add(d)
 	for g := 0; g < 2; g++ {
-		conn, err := l.ListenUDP(l.ClientNS[0], netip.AddrPortFrom(src, 0))
+		conn, err := l.ListenUDP(srcNS, netip.AddrPortFrom(src, 0))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -125,7 +131,7 @@ func blast(b *testing.B, l *lab.Lab, src netip.Addr, d time.Duration) (recvPPS, 
 			defer wg.Done()
 			defer conn.Close()
 			pc := ipv6.NewPacketConn(conn)
-			dst := &net.UDPAddr{IP: lab.UpstreamAddr.AsSlice(), Port: 9}
+			dst := &net.UDPAddr{IP: dstAddr.AsSlice(), Port: 9}
 			ms := make([]ipv6.Message, 64)
 			for i := range ms {
 				ms[i] = ipv6.Message{Buffers: [][]byte{{0, 0}}, Addr: dst} // 14+40+8+2 = 64 bytes
@@ -147,7 +153,7 @@ func blast(b *testing.B, l *lab.Lab, src netip.Addr, d time.Duration) (recvPPS, 
 	sink.Close()
 	<-done
 	if got.Load() == 0 {
-		b.Fatalf("nothing arrived upstream (%d sent)", sent.Load())
+		b.Fatalf("nothing arrived at %s (%d sent)", dstAddr, sent.Load())
 	}
 	return float64(got.Load()) / elapsed, float64(sent.Load()) / elapsed
 }

@@ -640,6 +640,7 @@ var packageOf = map[string]string{
 	"zebra":     "frr",
 	"bgpd":      "frr",
 	"vtysh":     "frr",
+	"nft":       "nftables",
 }
 
 // lookBin finds a binary in PATH or the sbin directories.

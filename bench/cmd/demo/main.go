@@ -1,11 +1,16 @@
 // Command demo runs pdrelay on its built-in lab: network namespaces with
 // Kea as the server and ISC dhclient as a prefix-delegation client, pdrelay
-// relaying between them and forwarding (kernel forwarding off). It prints
-// what the client was delegated and `pdrelay bindings`, pings through the
+// relaying between them in its default dataplane mode, kernel: IPv6
+// forwarding is on in the relay namespace (it models the router) and the
+// kernel forwards along the routes pdrelay writes, through pdrelay's
+// nftables table. It names pdrelay's route protocol (157) for iproute2 in
+// /etc/iproute2/rt_protos.d/pdrelay.conf if no file of that name is
+// there, prints what the client was delegated, `pdrelay bindings`,
+// pdrelay's routes (`ip -6 route show proto pdrelay`), pings through the
 // relay both ways and from a spoofed source, echoes UDP and TCP through
-// it (every host at its default offloads), prints `pdrelay stats`, then
-// tears everything down (at once, or on Ctrl-C with -wait). `make demo`
-// runs it as root.
+// it (every host at its default offloads), prints pdrelay's table (`nft
+// list table ip6 pdrelay`) and `pdrelay stats`, then tears everything
+// down (at once, or on Ctrl-C with -wait). `make demo` runs it as root.
 package main
 
 import (
@@ -13,13 +18,20 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/pdrelay/pdrelay/bench/lab"
+	"github.com/pdrelay/pdrelay/dataplane/kroute"
 )
+
+// protosFile names pdrelay's route protocol for iproute2, so that `ip -6
+// route show proto pdrelay` works.
+const protosFile = "/etc/iproute2/rt_protos.d/pdrelay.conf"
 
 func main() {
 	bin := flag.String("pdrelay", "bin/pdrelay", "pdrelay binary")
@@ -42,7 +54,10 @@ func run(bin string, wait bool) error {
 	if err != nil {
 		return err
 	}
-	l, err := lab.New(lab.Config{Clients: 1, Logf: func(f string, a ...any) { fmt.Printf("# "+f+"\n", a...) }})
+	if err := nameProtocol(); err != nil {
+		return err
+	}
+	l, err := lab.New(lab.Config{Clients: 1, Forwarding: true, Logf: func(f string, a ...any) { fmt.Printf("# "+f+"\n", a...) }})
 	if err != nil {
 		return err
 	}
@@ -53,9 +68,8 @@ func run(bin string, wait bool) error {
 	if _, err := l.StartKea(lab.KeaOptions{}); err != nil {
 		return err
 	}
-	// Kernel forwarding is off in the relay namespace: only pdrelay's
-	// AF_XDP plane can carry the client's traffic.
-	r, err := l.StartPdrelay(bin, l.PdrelayConfig("dataplane:\n  mode: xdp\n", "    loop_icmp: true\n"))
+	// No dataplane key: the default mode, kernel.
+	r, err := l.StartPdrelay(bin, l.PdrelayConfig("", "    loop_icmp: true\n"))
 	if err != nil {
 		return err
 	}
@@ -79,6 +93,17 @@ func run(bin string, wait bool) error {
 	fmt.Printf("$ pdrelay bindings\n%s\n", out)
 	if err != nil {
 		return err
+	}
+	// The routes are written in the same batch as the binding.
+	out, err = l.Run(l.RelayNS, "ip", "-6", "route", "show", "proto", "pdrelay")
+	fmt.Printf("$ ip -6 route show proto pdrelay   (in the relay namespace)\n%s\n", out)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if !strings.Contains(out, p.String()+" via "+l.Downlinks[0].PeerLinkLocal.String()) {
+			return fmt.Errorf("no route of pdrelay's for %s via %s", p, l.Downlinks[0].PeerLinkLocal)
+		}
 	}
 	// The client uses an address of its first prefix and pings the
 	// upstream host through pdrelay, then a spoofed source tries.
@@ -111,6 +136,15 @@ func run(bin string, wait bool) error {
 		return fmt.Errorf("a spoofed source got through")
 	}
 	fmt.Printf("$ ping -I %s %s   (spoofed source): no answer\n\n", spoof, lab.UpstreamAddr)
+	if _, err := exec.LookPath("nft"); err != nil {
+		fmt.Printf("$ nft list table ip6 pdrelay\n(nft is not installed: Debian package nftables)\n\n")
+	} else {
+		out, err = l.Run(l.RelayNS, "nft", "list", "table", "ip6", "pdrelay")
+		fmt.Printf("$ nft list table ip6 pdrelay   (in the relay namespace)\n%s\n", out)
+		if err != nil {
+			return err
+		}
+	}
 	out, err = r.CLI("stats")
 	fmt.Printf("$ pdrelay stats\n%s\n", out)
 	if err != nil {
@@ -120,5 +154,23 @@ func run(bin string, wait bool) error {
 		fmt.Printf("lab up; relay namespace %s, socket %s. Ctrl-C tears it down.\n", l.RelayNS, r.Socket)
 		<-interrupted
 	}
+	return nil
+}
+
+// nameProtocol writes protosFile with pdrelay's protocol number unless a
+// file of that name is there, and says which.
+func nameProtocol() error {
+	line := fmt.Sprintf("%d pdrelay", kroute.Protocol)
+	if b, err := os.ReadFile(protosFile); err == nil {
+		fmt.Printf("# %s is there, left as it is: %q\n", protosFile, strings.TrimSpace(string(b)))
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(protosFile), 0o755); err != nil {
+		return fmt.Errorf("naming pdrelay's route protocol: %w", err)
+	}
+	if err := os.WriteFile(protosFile, []byte(line+"\n"), 0o644); err != nil {
+		return fmt.Errorf("naming pdrelay's route protocol: %w", err)
+	}
+	fmt.Printf("# wrote %s: %q (iproute2 names pdrelay's routes)\n", protosFile, line)
 	return nil
 }
