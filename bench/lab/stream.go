@@ -17,7 +17,7 @@ type Stream struct {
 	snd, rcv *net.UDPConn
 	dst      netip.AddrPort
 	stop     chan struct{}
-	sent     chan struct{} // closed when the sender has returned
+	sent     chan struct{}  // closed when the sender has returned
 	wg       sync.WaitGroup // the receiver
 
 	mu     sync.Mutex

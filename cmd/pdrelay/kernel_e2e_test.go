@@ -28,7 +28,9 @@ import (
 // namespace, one route a line.
 func kernelRoutes(t *testing.T, l *lab.Lab, what ...string) []string {
 	t.Helper()
-	out, err := l.Run(l.RelayNS, append([]string{"ip", "-6"}, append(what, "proto", fmt.Sprint(kroute.Protocol))...)...)
+	// -N: numbers, whatever /etc/iproute2/rt_protos.d names (make demo
+	// names 157 "pdrelay").
+	out, err := l.Run(l.RelayNS, append([]string{"ip", "-N", "-6"}, append(what, "proto", fmt.Sprint(kroute.Protocol))...)...)
 	if err != nil {
 		t.Fatalf("ip: %v %s", err, out)
 	}

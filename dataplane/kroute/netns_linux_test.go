@@ -153,10 +153,12 @@ func (tp *topo) reaches(t *testing.T, i int) bool {
 // and sorted, without the kernel's own routes.
 func (tp *topo) ipShow(t *testing.T, args ...string) []string {
 	t.Helper()
-	out := nstest.Run(t, "ip", append([]string{"-n", tp.router, "-6"}, args...)...)
+	// -N: protocols as numbers, whatever /etc/iproute2/rt_protos.d names
+	// (make demo names 157 "pdrelay").
+	out := nstest.Run(t, "ip", append([]string{"-N", "-n", tp.router, "-6"}, args...)...)
 	var lines []string
 	for _, l := range strings.Split(out, "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, "proto kernel") && !strings.HasPrefix(l, "ff02::") && !strings.HasPrefix(l, "multicast") {
+		if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, "proto 2 ") && !strings.HasPrefix(l, "ff02::") && !strings.HasPrefix(l, "multicast") {
 			lines = append(lines, l)
 		}
 	}
