@@ -35,15 +35,22 @@ func buildRelay(t *testing.T) string {
 // bindings lists the relay's bindings with the binary's own command.
 func bindings(t *testing.T, r *lab.Pdrelay) []api.BindingJSON {
 	t.Helper()
-	out, err := r.CLI("bindings", "--json")
+	return cliJSON[[]api.BindingJSON](t, r, "bindings")
+}
+
+// cliJSON runs the binary's operator command with --json and decodes
+// what it prints.
+func cliJSON[T any](t *testing.T, r *lab.Pdrelay, command string) T {
+	t.Helper()
+	var v T
+	out, err := r.CLI(command, "--json")
 	if err != nil {
-		t.Fatalf("pdrelay bindings --json: %v\n%s", err, out)
+		t.Fatalf("pdrelay %s --json: %v\n%s", command, err, out)
 	}
-	var bs []api.BindingJSON
-	if err := json.Unmarshal([]byte(out), &bs); err != nil {
-		t.Fatalf("pdrelay bindings --json: %v\n%s", err, out)
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("pdrelay %s --json: %v\n%s", command, err, out)
 	}
-	return bs
+	return v
 }
 
 // relayOneClient starts pdrelay with config on l, then a dhclient on

@@ -5,7 +5,6 @@ package main
 // relay namespace forwarding, as on a router.
 
 import (
-	"encoding/json"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -139,15 +138,7 @@ func TestEndToEndReload(t *testing.T) {
 	}
 	spoofedOnDl1 := func() uint64 {
 		t.Helper()
-		out, err := r.CLI("stats", "--json")
-		if err != nil {
-			t.Fatalf("pdrelay stats: %v\n%s", err, out)
-		}
-		var st []api.PortStatsJSON
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			t.Fatalf("pdrelay stats --json: %v\n%s", err, out)
-		}
-		for _, p := range st {
+		for _, p := range cliJSON[[]api.PortStatsJSON](t, r, "stats") {
 			if p.Interface == "dl1" {
 				return p.Packets["spoofed"]
 			}
