@@ -98,7 +98,8 @@ type Daemon struct {
 	lq       *leasequery.Requestor // nil: leasequery.servers empty
 	fwd      *forwarding           // nil: no AF_XDP plane
 	conn     *relay.Conn
-	ready    chan struct{} // closed once every part runs
+	ready    chan struct{}   // closed once every part runs
+	runCtx   context.Context // Run's: done when the relay stops; set before ready
 
 	// closers undo New's steps, last first, when Run ends or New fails.
 	closers []func()
@@ -347,6 +348,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		})
 	}
 	spawn("reload", func() error { return d.runReloads(ctx) })
+	d.runCtx = ctx
 	close(d.ready)
 	notify(log, sdReady)
 	<-ctx.Done()

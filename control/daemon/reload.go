@@ -102,7 +102,9 @@ func (d *Daemon) ReloadConfig(ctx context.Context, cfg *config.Config) (api.Relo
 		d.log.Info("config reloaded: nothing changed")
 		return rep, nil
 	}
-	if err := d.apply(ctx, old, cfg, ch); err != nil {
+	// Once begun, a reload is finished even if its caller goes away
+	// (`pdrelay reload` interrupted): only the relay's stop cuts it short.
+	if err := d.apply(d.runCtx, old, cfg, ch); err != nil {
 		d.log.Error("reload failed: the relay keeps its config", "err", err)
 		return api.ReloadReport{}, err
 	}
