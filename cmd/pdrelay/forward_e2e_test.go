@@ -106,6 +106,10 @@ func TestEndToEndForwarding(t *testing.T) {
 	// veths leave the checksums partial, AF_XDP does not say so, and
 	// pdrelay completes them on its veth ports.
 	echoBothWays(t, l, host, "pdrelay")
+	// The kernel's AF_XDP losses are exported for every port and queue.
+	if m, err := r.Metrics(metricsAddr); err != nil || !strings.Contains(m, fmt.Sprintf(`pdrelay_xsk_drops_total{interface=%q,queue="0",reason="rx_ring_full"}`, dl)) {
+		t.Errorf("no pdrelay_xsk_drops_total for %s queue 0: %v", dl, err)
+	}
 	completed := func(port string) float64 {
 		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="checksum_completed"}`, port))
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -172,10 +173,41 @@ var descPackets = prometheus.NewDesc("pdrelay_dataplane_packets_total",
 	"Frames the forwarding plane handled, by port and verdict reason: forwarded counts on the egress port, every other reason on the ingress port.",
 	[]string{"interface", "reason"}, nil)
 
+var descSocketDrops = prometheus.NewDesc("pdrelay_xsk_drops_total",
+	"Frames the kernel's AF_XDP path lost before the forwarding plane saw them, by port, queue and reason (XDP_STATISTICS): "+
+		"rx_ring_full, fill_ring_empty, rx_dropped, rx_invalid_descs, tx_invalid_descs.",
+	[]string{"interface", "queue", "reason"}, nil)
+
+// xskDrop is one AF_XDP loss counter of a socket, by reason name.
+type xskDrop struct {
+	reason string
+	n      uint64
+}
+
+// socketDrops are a socket's loss counters.
+func socketDrops(st plane.SocketStats) [5]xskDrop {
+	return [5]xskDrop{
+		{"rx_ring_full", st.RxRingFull},
+		{"fill_ring_empty", st.RxFillRingEmpty},
+		{"rx_dropped", st.RxDropped},
+		{"rx_invalid_descs", st.RxInvalidDescs},
+		{"tx_invalid_descs", st.TxInvalidDescs},
+	}
+}
+
 // Describe and Collect make the plane's counters a Prometheus collector.
-func (f *forwarding) Describe(ch chan<- *prometheus.Desc) { ch <- descPackets }
+func (f *forwarding) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPackets
+	ch <- descSocketDrops
+}
 
 func (f *forwarding) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range f.plane.SocketStats() {
+		q := strconv.Itoa(st.Queue)
+		for _, d := range socketDrops(st) {
+			ch <- prometheus.MustNewConstMetric(descSocketDrops, prometheus.CounterValue, float64(d.n), st.Port, q, d.reason)
+		}
+	}
 	f.fwd.Each(func(port fib.PortID, r dataplane.Reason, n uint64) {
 		name, ok := f.names[port]
 		if !ok {
@@ -258,6 +290,20 @@ func (f *forwarding) stats() []api.PortStatsJSON {
 			p.Packets[dataplane.Reason(r).String()] = n
 		}
 		out = append(out, p)
+	}
+	// The frames the kernel's AF_XDP path lost before the plane saw them,
+	// summed over the port's queues, as xsk_<reason> when not zero.
+	for _, st := range f.plane.SocketStats() {
+		for i := range out {
+			if out[i].Interface != st.Port {
+				continue
+			}
+			for _, d := range socketDrops(st) {
+				if d.n > 0 {
+					out[i].Packets["xsk_"+d.reason] += d.n
+				}
+			}
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Interface < out[j].Interface })
 	return out

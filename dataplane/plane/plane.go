@@ -45,6 +45,13 @@ type Port struct {
 	Routes *xsk.Routes
 }
 
+// SocketStats are one AF_XDP socket's counters (Plane.SocketStats).
+type SocketStats struct {
+	Port  string // the port's interface name
+	Queue int
+	xsk.Stats
+}
+
 // Config configures the plane.
 type Config struct {
 	Ports     []Port

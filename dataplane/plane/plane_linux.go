@@ -22,6 +22,9 @@ type Plane struct {
 	locals  *xsk.LocalAddrs
 	workers []*worker
 	mode    xsk.Mode
+	// closeMu keeps SocketStats (a metrics scrape) off sockets Close is
+	// closing: a closed socket's descriptor number may be reused.
+	closeMu sync.RWMutex
 }
 
 const (
@@ -117,8 +120,31 @@ func (p *Plane) Run(ctx context.Context, fibs *fib.FIB, newDecider func() Decide
 	return <-errc
 }
 
+// SocketStats returns the counters of every socket, by port name and
+// queue: the package's and the kernel's (XDP_STATISTICS: RX ring full,
+// fill ring empty, dropped, invalid descriptors), which count the frames
+// lost before the plane saw them. Nil once the plane is closed. Safe to
+// call from any goroutine.
+func (p *Plane) SocketStats() []SocketStats {
+	p.closeMu.RLock()
+	defer p.closeMu.RUnlock()
+	var out []SocketStats
+	for _, w := range p.workers {
+		for i, s := range w.socks {
+			st, err := s.Stats()
+			if err != nil {
+				continue // the package's half alone would read as no loss
+			}
+			out = append(out, SocketStats{Port: p.cfg.Ports[i].Name, Queue: w.queue, Stats: st})
+		}
+	}
+	return out
+}
+
 // Close detaches the programs and closes the sockets. Idempotent.
 func (p *Plane) Close() error {
+	p.closeMu.Lock()
+	defer p.closeMu.Unlock()
 	var errs []error
 	for _, w := range p.workers {
 		errs = append(errs, w.umem.Close())

@@ -316,6 +316,19 @@ func TestForwardDropRecycle(t *testing.T) {
 	if c.txFull.Load() != 0 {
 		t.Errorf("forward: TxFull counted %d frames", c.txFull.Load())
 	}
+	// SocketStats: one entry per port and queue, named; the sockets of
+	// the port A sends on received what reached Decide.
+	var rxA uint64
+	ss := p.SocketStats()
+	for _, st := range ss {
+		if st.Port == p.cfg.Ports[0].Name {
+			rxA += st.Received
+		}
+	}
+	if len(ss) != len(p.cfg.Ports)*len(p.workers) || rxA < N {
+		t.Errorf("SocketStats: %d entries (want %d), %s received %d (want >= %d): %+v",
+			len(ss), len(p.cfg.Ports)*len(p.workers), p.cfg.Ports[0].Name, rxA, N, ss)
+	}
 	if !waitFor(time.Second, func() bool { return c.flush.Load() > 0 }) {
 		t.Errorf("Flush was never called")
 	}

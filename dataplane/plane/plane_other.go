@@ -23,3 +23,4 @@ func (*Plane) Mode() xsk.Mode                                      { return 0 }
 func (*Plane) Info() []xsk.Info                                    { return nil }
 func (*Plane) Run(context.Context, *fib.FIB, func() Decider) error { return nil }
 func (*Plane) Close() error                                        { return nil }
+func (*Plane) SocketStats() []SocketStats                          { return nil }
