@@ -1,6 +1,7 @@
 package main
 
-// End-to-end tests of the trust model (issue 12): only the configured
+// End-to-end tests of the trust model (ARCHITECTURE.md, "Security
+// model"): only the configured
 // server delegates, only sane prefixes are installed, and a subscriber
 // cannot make the relay speak for a relay below it.
 

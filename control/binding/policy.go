@@ -8,7 +8,7 @@ import (
 
 // Policy is what a delegated prefix must satisfy before it becomes a
 // binding, whatever taught it: a snooped Reply, the store at start, or
-// (later) Bulk Leasequery (DESIGN.md invariant 8). A refused prefix
+// Bulk Leasequery (invariant 8 in ARCHITECTURE.md). A refused prefix
 // installs nothing (no route, no source entry); the DHCPv6 message that
 // carried it is relayed all the same (G-1).
 //

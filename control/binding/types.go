@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Key identifies a binding (DESIGN.md invariant 2): the same client DUID
+// Key identifies a binding (invariant 2 in ARCHITECTURE.md): the same client DUID
 // may hold bindings on several ports, and one IA_PD several prefixes.
 type Key struct {
 	Port   string       // downlink interface name

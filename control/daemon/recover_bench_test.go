@@ -220,7 +220,8 @@ func (r *benchRelay) recoverAll(b *testing.B, n int) {
 }
 
 // BenchmarkRecovery: one Bulk Leasequery recovery of n bindings into an
-// empty relay, end to end (issue 13: 100k within 2 s, 1M within 20 s).
+// empty relay, end to end. The targets, 100k within 2 s and 1M within
+// 20 s, are checked by reading the figures (docs/perf-log.md), not here.
 // Reported besides the time: each process's CPU time and the requestor
 // process's peak resident memory.
 func BenchmarkRecovery(b *testing.B) {

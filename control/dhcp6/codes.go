@@ -8,7 +8,7 @@ import (
 // MessageType is the first byte of every DHCPv6 message.
 type MessageType uint8
 
-// Message types (RFC 8415, RFC 5007, RFC 5460; see shared/specs/CODEPOINTS.md).
+// Message types (RFC 8415, RFC 5007, RFC 5460; ARCHITECTURE.md, "Code points").
 const (
 	MsgSolicit            MessageType = 1
 	MsgAdvertise          MessageType = 2
@@ -55,7 +55,7 @@ var typeNames = func() (n [256]string) {
 	return n
 }()
 
-// Option codes (see shared/specs/CODEPOINTS.md).
+// Option codes (ARCHITECTURE.md, "Code points", names the RFC of each).
 const (
 	OptClientID          uint16 = 1
 	OptServerID          uint16 = 2

@@ -18,7 +18,8 @@ import (
 )
 
 // Default RELEASE-REQUEST message types: experimental, from the
-// unassigned range (the draft has no IANA numbers; see CODEPOINTS.md).
+// unassigned range (the draft has no IANA numbers; ARCHITECTURE.md,
+// "Code points").
 const (
 	DefaultReleaseRequestType = dhcp6.MessageType(250)
 	DefaultReleaseReplyType   = dhcp6.MessageType(251)

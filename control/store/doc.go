@@ -1,5 +1,5 @@
 // Package store keeps pdrelay's bindings on disk so that they survive a
-// restart (RFC 8987 S-1, DESIGN.md invariant 7), together with the relay's
+// restart (RFC 8987 S-1, invariant 7 in ARCHITECTURE.md), together with the relay's
 // own DUID (the Relay-ID, generated once by the caller and persisted).
 //
 // The store is one bbolt file in the relay's state_dir. Each binding is
