@@ -192,12 +192,16 @@
 // figure against one from another run. Build the test binary of the old
 // code in a second worktree and the new one here, and run them in turn:
 //
-//	git worktree add /tmp/fib-old HEAD   # or the commit before the change
+//	git worktree add --detach /tmp/fib-old HEAD   # or the commit before the change
 //	(cd /tmp/fib-old && go test -c -o /tmp/fib-old.test ./fib/)
 //	go test -c -o /tmp/fib-new.test ./fib/
 //	for i in 1 2 3 4 5; do for v in old new; do
-//		/tmp/fib-$v.test -test.run '^$' -test.bench '^Lookup$/hit/1M/fib-hops' | tee -a /tmp/$v.txt
+//		/tmp/fib-$v.test -test.run '^$' -test.bench '^BenchmarkLookup$/hit/1M/fib-hops' | tee -a /tmp/$v.txt
 //	done; done
+//
+// (-test.bench matches the whole name: BenchmarkLookup alone would take
+// BenchmarkLookupHot and the others too, and each builds its tables of
+// 1M routes first.)
 //
 // Which benchmarks: BenchmarkLookup at 1M routes, cold (fib-hops is
 // what the dataplane calls; hit, miss and foreign addresses);
