@@ -28,6 +28,7 @@ var (
 	macEth2 = [6]byte{0x02, 0, 0, 0, 0, 0x03} // multi-access
 	macGW   = [6]byte{0x0a, 0, 0, 0, 0, 0xfe} // uplink gateway
 	macA1   = [6]byte{0x0c, 0, 0, 0, 0, 0xa1} // client of 2001:db8:100:100::/56 on eth1
+	macA2   = [6]byte{0x0c, 0, 0, 0, 0, 0xa2} // client of 2001:db8:100:200::/56 on eth1, loop override forward
 	macB1   = [6]byte{0x0c, 0, 0, 0, 0, 0xb1} // client of 2001:db8:200:100::/56 on eth2
 	macHost = [6]byte{0x0c, 0, 0, 0, 0, 0x99} // a host behind eth2 in allowed_sources
 )
@@ -110,48 +111,56 @@ func goldenFrames(t testing.TB) []rec {
 	for range 12 {
 		rs = append(rs, rec{what: "loop on point-to-point eth1 with ICMPv6", frame: udp6(t, macA1, macEth1, a1, "2001:db8:100:1ff::1", 64), at: 50 * time.Millisecond})
 	}
-	add(1, "loop on multi-access eth2 (from the route's own MAC), no ICMPv6", 60*time.Millisecond, func(int) []byte {
+	// A second burst a second later, by the capture's clock: the bucket
+	// has filled again (a replay on the wall clock would find it empty).
+	for range 5 {
+		rs = append(rs, rec{what: "loop on eth1 again, after the bucket refilled", frame: udp6(t, macA1, macEth1, a1, "2001:db8:100:1fe::1", 64), at: 1050 * time.Millisecond})
+	}
+	add(1, "loop forwarded back out of eth1: the client's own loop override", 1055*time.Millisecond, func(int) []byte {
+		return udp6(t, macA2, macEth1, "2001:db8:100:200::1", "2001:db8:100:2ff::1", 64)
+	})
+	add(1, "loop on multi-access eth2 (from the route's own MAC), no ICMPv6", 1060*time.Millisecond, func(int) []byte {
 		return udp6(t, macB1, macEth2, b1, "2001:db8:200:1ff::1", 64)
 	})
-	add(2, "no route: uplink to an address no prefix holds (no_route: drop)", 70*time.Millisecond, func(int) []byte {
+	add(2, "no route: uplink to an address no prefix holds (no_route: drop)", 1070*time.Millisecond, func(int) []byte {
 		return udp6(t, macGW, macEth0, net6, "2001:db8:777::1", 64)
 	})
-	add(2, "hop limit 1 from a client", 80*time.Millisecond, func(int) []byte { return udp6(t, macA1, macEth1, a1, net6, 1) })
-	add(1, "no neighbour: the route's MAC is unknown", 90*time.Millisecond, func(int) []byte {
+	add(2, "hop limit 1 from a client", 1080*time.Millisecond, func(int) []byte { return udp6(t, macA1, macEth1, a1, net6, 1) })
+	add(1, "no neighbour: the route's MAC is unknown", 1090*time.Millisecond, func(int) []byte {
 		return udp6(t, macGW, macEth0, net6, "2001:db8:100:300::1", 64)
 	})
-	add(1, "local: a link-local destination", 100*time.Millisecond, func(int) []byte { return udp6(t, macA1, macEth1, a1, "fe80::1", 64) })
-	add(1, "malformed: IP version 4 under EtherType IPv6", 110*time.Millisecond, func(int) []byte {
+	add(1, "local: a link-local destination", 1100*time.Millisecond, func(int) []byte { return udp6(t, macA1, macEth1, a1, "fe80::1", 64) })
+	add(1, "malformed: IP version 4 under EtherType IPv6", 1110*time.Millisecond, func(int) []byte {
 		f := udp6(t, macA1, macEth1, a1, net6, 64)
 		f[14] = 0x45
 		return f
 	})
-	add(1, "malformed: payload length beyond the frame", 120*time.Millisecond, func(int) []byte {
+	add(1, "malformed: payload length beyond the frame", 1120*time.Millisecond, func(int) []byte {
 		f := udp6(t, macA1, macEth1, a1, net6, 64)
 		f[18], f[19] = 0x05, 0x00 // payload length 1280
 		return f
 	})
-	add(1, "not IPv6: an IPv4 EtherType", 130*time.Millisecond, func(int) []byte {
+	add(1, "not IPv6: an IPv4 EtherType", 1130*time.Millisecond, func(int) []byte {
 		f := udp6(t, macGW, macEth0, net6, a1, 64)
 		f[12], f[13] = 0x08, 0x00
 		return f
 	})
-	add(1, "unmatched: a multicast destination MAC (no --in)", 140*time.Millisecond, func(int) []byte {
+	add(1, "unmatched: a multicast destination MAC (no --in)", 1140*time.Millisecond, func(int) []byte {
 		return udp6(t, macA1, [6]byte{0x33, 0x33, 0, 0, 0, 1}, "fe80::a1", "ff02::1", 255)
 	})
-	rs = append(rs, rec{what: "truncated by the capture", frame: udp6(t, macGW, macEth0, net6, a1, 64), cut: 40, at: 150 * time.Millisecond})
+	rs = append(rs, rec{what: "truncated by the capture", frame: udp6(t, macGW, macEth0, net6, a1, 64), cut: 40, at: 1150 * time.Millisecond})
 	return rs
 }
 
 // want are the golden capture's counts, worked out by hand from
 // goldenFrames.
 var want = Summary{
-	Frames: 35, Unmatched: 1, Truncated: 1, Unrouted: 1,
+	Frames: 41, Unmatched: 1, Truncated: 1, Unrouted: 1,
 	Reasons: map[string]uint64{
-		"forwarded": 9, "spoofed": 2, "loop": 13, "icmp_sent": 10, "icmp_rate_limited": 2,
+		"forwarded": 10, "spoofed": 2, "loop": 18, "icmp_sent": 15, "icmp_rate_limited": 2,
 		"no_route": 2, "hop_limit": 2, "no_neighbor": 1, "local": 1, "malformed": 2, "not_ipv6": 1,
 	},
-	Written: map[string]uint64{"eth0": 4, "eth1": 13, "eth2": 2},
+	Written: map[string]uint64{"eth0": 4, "eth1": 19, "eth2": 2},
 }
 
 var goldenStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -313,5 +322,34 @@ func TestPcapng(t *testing.T) {
 	_, out2, text2, _ := replayBytes(t, opts, writePcapng(t, rs))
 	if !bytes.Equal(out1, out2) || !bytes.Equal(text1, text2) {
 		t.Errorf("pcapng replay differs from pcap replay:\n%s\n%s", text1, text2)
+	}
+}
+
+// TestIngressFlag: with --in every frame is decided as if it came in on
+// that port, whatever its destination MAC: nothing is unmatched (the
+// multicast frame goes to the kernel as local), and every reason but
+// forwarded is counted on that port.
+func TestIngressFlag(t *testing.T) {
+	opts := goldenOptions(t)
+	opts.In = "eth0"
+	sum, err := Run(opts, bytes.NewReader(writePcap(t, goldenFrames(t))), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAccounted(t, sum)
+	if sum.Unmatched != 0 || sum.Truncated != 1 {
+		t.Errorf("unmatched %d truncated %d, want 0 and 1", sum.Unmatched, sum.Truncated)
+	}
+	for port, rs := range sum.Ports {
+		for r, n := range rs {
+			if port != "eth0" && r != "forwarded" {
+				t.Errorf("port %s: %s %d: with --in eth0 only eth0 counts drops", port, r, n)
+			}
+		}
+	}
+	// From the uplink nothing is a loop or spoofed: the clients' own
+	// frames to the gateway go back out of the uplink.
+	if sum.Reasons["loop"] != 0 || sum.Reasons["spoofed"] != 0 || sum.Reasons["local"] < 2 {
+		t.Errorf("reasons %v: want no loop, no spoofed, the multicast and link-local frames local", sum.Reasons)
 	}
 }

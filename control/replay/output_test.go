@@ -64,6 +64,9 @@ func TestOutputFrames(t *testing.T) {
 			}
 		case "eth1":
 			wantMAC = macA1
+			if ip.SrcIP.Equal(net.ParseIP("2001:db8:100:200::1")) {
+				wantMAC = macA2 // its loop, forwarded
+			}
 		case "eth2":
 			wantMAC = [6]byte{0x0c, 0, 0, 0, 0, 0xb2}
 		}
@@ -78,7 +81,7 @@ func TestOutputFrames(t *testing.T) {
 			t.Errorf("interface %d: %+v %v, want %s", i, intf, err, n)
 		}
 	}
-	want := map[string]int{"eth0": 4, "eth1": 3, "eth1 icmp": 10, "eth2": 2}
+	want := map[string]int{"eth0": 4, "eth1": 4, "eth1 icmp": 15, "eth2": 2}
 	for k, n := range want {
 		if kinds[k] != n {
 			t.Errorf("%s: %d frames, want %d (all: %v)", k, kinds[k], n, kinds)
