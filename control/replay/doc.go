@@ -8,6 +8,11 @@
 // file, one interface per port, together with a summary of the verdicts by
 // the dataplane's reason names.
 //
+// The output's interfaces are the ports in config order (the uplink
+// first), each named as its port, so that `tshark -T fields -e
+// frame.interface_name` shows the egress port; each frame keeps the
+// timestamp of the captured frame it came from.
+//
 // # Where the ports come from
 //
 // The ports, their kinds and policies are those of a pdrelay config
@@ -25,13 +30,21 @@
 // is counted as "unmatched" and not forwarded; a frame the capture cut
 // short (capture length < wire length) is counted as "truncated".
 //
-// # What is not replayed
+// # What the replay does not model
 //
 // Lifetimes: every binding given is routed, whatever its remaining
 // lifetime; the bindings describe the FIB at one moment, and a replay
 // uses that FIB for the whole capture. Frames for the kernel (ToKernel)
 // are counted under their reason and not written: the kernel decides
 // them, not pdrelay.
+//
+// The XDP program in front of the live plane passes frames for the
+// relay's own addresses to the kernel before the dataplane sees them; the
+// replay does not know those addresses, so such a frame is decided like
+// any other (a client's ping of the relay's uplink address takes the
+// default route). Checksum completion (PortConfig.CompleteChecksums) is
+// off: a capture holds frames as the wire saw them, and the live relay
+// turns it on only for virtual devices.
 //
 // # Determinism
 //
