@@ -8,6 +8,7 @@
 //	pdrelay recover [--server S] [--json] [-s|--socket PATH]
 //	pdrelay reload [-s|--socket PATH]
 //	pdrelay bgp [--json] [-s|--socket PATH]
+//	pdrelay replay --pcap IN [--out OUT] -c FILE --mac PORT=MAC... (--bindings FILE | -s|--socket PATH) ...
 //	pdrelay version [--json]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
@@ -27,6 +28,7 @@ import (
 	"github.com/pdrelay/pdrelay/control/api"
 	"github.com/pdrelay/pdrelay/control/daemon"
 	"github.com/pdrelay/pdrelay/control/lqserver"
+	"github.com/pdrelay/pdrelay/control/replay"
 	"github.com/pdrelay/pdrelay/internal/version"
 )
 
@@ -39,6 +41,7 @@ const usage = `usage:
   pdrelay recover [--server S] [--json] [-s|--socket PATH]
   pdrelay reload [-s|--socket PATH]
   pdrelay bgp [--json] [-s|--socket PATH]
+  ` + replay.Usage + `
   pdrelay version [--json]
 `
 
@@ -68,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return api.RunReload(args[1:], stdout, stderr)
 	case "bgp":
 		return api.RunBGP(args[1:], stdout, stderr)
+	case "replay":
+		return replay.Main(args[1:], stdout, stderr)
 	case "version", "--version":
 		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
