@@ -28,13 +28,6 @@ type forwarding struct {
 	names map[fib.PortID]string
 }
 
-func loopPolicy(p config.LoopPolicy) fib.LoopPolicy {
-	if p == config.LoopForward {
-		return fib.LoopForward
-	}
-	return fib.LoopDrop
-}
-
 // startForwarding builds the Forwarder from the config and the ports'
 // addresses, attaches the XDP program and opens the AF_XDP sockets. With
 // dataplane.mode off or kernel (no AF_XDP plane) it returns nil.
@@ -101,19 +94,12 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, routes *xs
 	}, routes); err != nil {
 		return nil, err
 	}
-	for _, d := range cfg.Downlinks {
-		if err := addPort(d.Interface, dataplane.PortConfig{
-			MultiAccess: d.LinkType == config.MultiAccess,
-			Loop:        loopPolicy(d.LoopPolicy),
-			LoopICMP:    d.LoopICMP,
-		}, nil); err != nil {
+	for i := range cfg.Downlinks {
+		d := &cfg.Downlinks[i]
+		if err := addPort(d.Interface, d.PlanePort(), nil); err != nil {
 			return nil, err
 		}
-		for _, o := range d.LoopOverrides {
-			if o.Prefix.IsValid() {
-				dc.LoopOverrides = append(dc.LoopOverrides, dataplane.LoopOverride{Prefix: o.Prefix, Policy: loopPolicy(o.Policy)})
-			}
-		}
+		dc.LoopOverrides = append(dc.LoopOverrides, d.PlaneLoopOverrides()...)
 	}
 	fwd, err := dataplane.New(dc)
 	if err != nil {
@@ -250,7 +236,7 @@ func clientLoopPolicies(cfg *config.Config) func(port, duid string) fib.LoopPoli
 	for _, d := range cfg.Downlinks {
 		for _, o := range d.LoopOverrides {
 			if o.Client != nil {
-				m[key{d.Interface, string(o.Client)}] = loopPolicy(o.Policy)
+				m[key{d.Interface, string(o.Client)}] = o.Policy.FIB()
 			}
 		}
 	}

@@ -113,11 +113,11 @@ func guardConfig(cfg *config.Config, log *slog.Logger, retired []nftguard.Port) 
 		p := nftguard.Port{Name: d.Interface, AllowedSources: d.AllowedSources}
 		if kernel {
 			p.MultiAccess = d.LinkType == config.MultiAccess
-			p.Loop = loopPolicy(d.LoopPolicy)
+			p.Loop = d.LoopPolicy.FIB()
 			p.LoopICMP = d.LoopICMP
 			for _, o := range d.LoopOverrides {
 				if o.Prefix.IsValid() {
-					p.LoopOverrides = append(p.LoopOverrides, nftguard.LoopOverride{Prefix: o.Prefix, Policy: loopPolicy(o.Policy)})
+					p.LoopOverrides = append(p.LoopOverrides, nftguard.LoopOverride{Prefix: o.Prefix, Policy: o.Policy.FIB()})
 				}
 			}
 		}

@@ -96,19 +96,12 @@ func Run(opts Options, in io.Reader, out io.Writer) (Summary, error) {
 	if err := add(cfg.Uplink.Interface, dataplane.PortConfig{Uplink: true, NoRoutePass: cfg.Uplink.NoRoute == config.NoRoutePass}); err != nil {
 		return sum, err
 	}
-	for _, d := range cfg.Downlinks {
-		if err := add(d.Interface, dataplane.PortConfig{
-			MultiAccess: d.LinkType == config.MultiAccess,
-			Loop:        loopPolicy(d.LoopPolicy),
-			LoopICMP:    d.LoopICMP,
-		}); err != nil {
+	for i := range cfg.Downlinks {
+		d := &cfg.Downlinks[i]
+		if err := add(d.Interface, d.PlanePort()); err != nil {
 			return sum, err
 		}
-		for _, o := range d.LoopOverrides {
-			if o.Prefix.IsValid() {
-				dc.LoopOverrides = append(dc.LoopOverrides, dataplane.LoopOverride{Prefix: o.Prefix, Policy: loopPolicy(o.Policy)})
-			}
-		}
+		dc.LoopOverrides = append(dc.LoopOverrides, d.PlaneLoopOverrides()...)
 	}
 	for name := range opts.MACs {
 		if _, ok := p.ids[name]; !ok {
@@ -246,7 +239,7 @@ func buildFIB(cfg *config.Config, ids map[string]fib.PortID, opts Options) (*fib
 				if clientLoop[d.Interface] == nil {
 					clientLoop[d.Interface] = map[string]fib.LoopPolicy{}
 				}
-				clientLoop[d.Interface][hex.EncodeToString(o.Client)] = loopPolicy(o.Policy)
+				clientLoop[d.Interface][hex.EncodeToString(o.Client)] = o.Policy.FIB()
 			}
 		}
 	}
@@ -279,13 +272,6 @@ func buildFIB(cfg *config.Config, ids map[string]fib.PortID, opts Options) (*fib
 		}
 	}
 	return tb.Publish(), unrouted, nil
-}
-
-func loopPolicy(p config.LoopPolicy) fib.LoopPolicy {
-	if p == config.LoopForward {
-		return fib.LoopForward
-	}
-	return fib.LoopDrop
 }
 
 // linkLocal returns the EUI-64 link-local address of mac (RFC 4291
