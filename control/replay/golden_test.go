@@ -165,6 +165,16 @@ var want = Summary{
 
 var goldenStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// captured is the record as a capture holds it: cut short when r.cut
+// says so, at its time from goldenStart.
+func (r rec) captured() (gopacket.CaptureInfo, []byte) {
+	data := r.frame
+	if r.cut > 0 {
+		data = data[:r.cut]
+	}
+	return gopacket.CaptureInfo{Timestamp: goldenStart.Add(r.at), CaptureLength: len(data), Length: len(r.frame)}, data
+}
+
 func writePcap(t testing.TB, rs []rec) []byte {
 	t.Helper()
 	var b bytes.Buffer
@@ -173,11 +183,7 @@ func writePcap(t testing.TB, rs []rec) []byte {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
-		data := r.frame
-		if r.cut > 0 {
-			data = data[:r.cut]
-		}
-		ci := gopacket.CaptureInfo{Timestamp: goldenStart.Add(r.at), CaptureLength: len(data), Length: len(r.frame)}
+		ci, data := r.captured()
 		if err := w.WritePacket(ci, data); err != nil {
 			t.Fatal(err)
 		}
@@ -193,11 +199,7 @@ func writePcapng(t testing.TB, rs []rec) []byte {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
-		data := r.frame
-		if r.cut > 0 {
-			data = data[:r.cut]
-		}
-		ci := gopacket.CaptureInfo{Timestamp: goldenStart.Add(r.at), CaptureLength: len(data), Length: len(r.frame)}
+		ci, data := r.captured()
 		if err := w.WritePacket(ci, data); err != nil {
 			t.Fatal(err)
 		}
