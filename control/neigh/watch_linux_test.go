@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -86,10 +87,19 @@ func newTopo(t *testing.T) *topo {
 	}
 	tp.nsA = h
 	t.Cleanup(func() { h.Close() })
-	out := tp.ip(t, tp.a, "-o", "link", "show", upIf)
-	if _, err := fmt.Sscanf(out, "%d:", &tp.ifindex); err != nil {
-		t.Fatalf("parse ifindex from %q: %v", out, err)
+	// The ifindex from netlink, not from ip(8)'s text: ip names the veth
+	// peer's namespace, and prints an error among its output when another
+	// test's namespace is deleted meanwhile.
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatalf("netlink in %s: %v", tp.a, err)
 	}
+	defer nh.Close()
+	link, err := nh.LinkByName(upIf)
+	if err != nil {
+		t.Fatalf("%s in %s: %v", upIf, tp.a, err)
+	}
+	tp.ifindex = link.Attrs().Index
 	return tp
 }
 
