@@ -503,11 +503,9 @@ func (s *pageScan) lease(rl *rawLease) bool {
 		case kPreferred:
 			rl.preferred, ok = s.uint32()
 		case kPrefixLen:
-			rl.prefixLen, ok = s.int64()
-			ok = ok && rl.prefixLen >= math.MinInt && rl.prefixLen <= math.MaxInt
+			rl.prefixLen, ok = s.int()
 		case kState:
-			rl.state, ok = s.int64()
-			ok = ok && rl.state >= math.MinInt && rl.state <= math.MaxInt
+			rl.state, ok = s.int()
 		case kSubnetID:
 			rl.subnetID, ok = s.uint32()
 		case kType:
@@ -588,8 +586,7 @@ func (s *pageScan) relay(r *rawRelay) bool {
 	return s.fields(relayKeys, func(bit int) (ok bool) {
 		switch bit {
 		case kHop:
-			r.hop, ok = s.int64()
-			ok = ok && r.hop >= math.MinInt && r.hop <= math.MaxInt
+			r.hop, ok = s.int()
 		case kLink:
 			r.link, ok = s.plainStr()
 		case kPeer:
@@ -983,6 +980,13 @@ func (s *pageScan) int64() (int64, bool) {
 		return -int64(v), true
 	}
 	return int64(v), true
+}
+
+// int reads an integer as encoding/json sets an int field: an int64
+// that also fits the platform's int.
+func (s *pageScan) int() (int64, bool) {
+	v, ok := s.int64()
+	return v, ok && v >= math.MinInt && v <= math.MaxInt
 }
 
 // uint32 reads an integer as encoding/json sets a uint32 field.
