@@ -65,30 +65,42 @@ type keaRequest struct {
 // command sends one command and decodes the whole answer into out, which
 // must have a "result" and a "text" field (see the answer types below).
 func (k *Kea) command(ctx context.Context, cmd string, args any, out any) error {
+	c, done, err := k.send(ctx, cmd, args)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := json.NewDecoder(bufio.NewReaderSize(c, 64<<10)).Decode(out); err != nil {
+		return fmt.Errorf("kea %s: read answer: %w", cmd, ctxErr(ctx, err))
+	}
+	return nil
+}
+
+// send dials Kea's control socket and sends cmd with args. The caller
+// reads the answer from the connection, then calls done, which closes
+// it. The exchange must end within Kea.Timeout; ctx ending cuts it short.
+func (k *Kea) send(ctx context.Context, cmd string, args any) (c net.Conn, done func(), err error) {
 	timeout := k.Timeout
 	if timeout <= 0 {
 		timeout = DefaultKeaTimeout
 	}
 	d := net.Dialer{Timeout: timeout}
-	c, err := d.DialContext(ctx, "unix", k.Socket)
-	if err != nil {
-		return fmt.Errorf("kea %s: %w", cmd, err)
+	if c, err = d.DialContext(ctx, "unix", k.Socket); err != nil {
+		return nil, nil, fmt.Errorf("kea %s: %w", cmd, err)
 	}
-	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	done = func() { stop(); c.Close() }
 	_ = c.SetDeadline(time.Now().Add(timeout))
 	req, err := json.Marshal(keaRequest{Command: cmd, Arguments: args})
 	if err != nil {
-		return fmt.Errorf("kea %s: %w", cmd, err)
+		done()
+		return nil, nil, fmt.Errorf("kea %s: %w", cmd, err)
 	}
 	if _, err := c.Write(req); err != nil {
-		return fmt.Errorf("kea %s: send: %w", cmd, ctxErr(ctx, err))
+		done()
+		return nil, nil, fmt.Errorf("kea %s: send: %w", cmd, ctxErr(ctx, err))
 	}
-	if err := json.NewDecoder(bufio.NewReaderSize(c, 64<<10)).Decode(out); err != nil {
-		return fmt.Errorf("kea %s: read answer: %w", cmd, ctxErr(ctx, err))
-	}
-	return nil
+	return c, done, nil
 }
 
 // ctxErr prefers the context's error to the I/O error it caused.

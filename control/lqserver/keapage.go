@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/netip"
-	"time"
 
 	"github.com/pdrelay/pdrelay/control/dhcp6"
 )
@@ -87,26 +85,11 @@ func decodePageRef(b []byte) (keaPage, error) {
 // nil, is readAnswer's.
 func (k *Kea) getPage(ctx context.Context, from string, limit int, buf []byte, decoded func([]byte) bool) ([]byte, error) {
 	const cmd = "lease6-get-page"
-	timeout := k.Timeout
-	if timeout <= 0 {
-		timeout = DefaultKeaTimeout
-	}
-	d := net.Dialer{Timeout: timeout}
-	c, err := d.DialContext(ctx, "unix", k.Socket)
+	c, done, err := k.send(ctx, cmd, map[string]any{"from": from, "limit": limit})
 	if err != nil {
-		return buf, fmt.Errorf("kea %s: %w", cmd, err)
+		return buf, err
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	req, err := json.Marshal(keaRequest{Command: cmd, Arguments: map[string]any{"from": from, "limit": limit}})
-	if err != nil {
-		return buf, fmt.Errorf("kea %s: %w", cmd, err)
-	}
-	if _, err := c.Write(req); err != nil {
-		return buf, fmt.Errorf("kea %s: send: %w", cmd, ctxErr(ctx, err))
-	}
+	defer done()
 	buf, err = readAnswer(c, buf[:0], decoded)
 	if err != nil {
 		return buf, fmt.Errorf("kea %s: read answer: %w", cmd, ctxErr(ctx, err))
