@@ -54,8 +54,6 @@ type Changes struct {
 	Servers        bool // servers or server_port
 	TrustedServers bool // trusted_servers
 	Delegation     bool // delegated_lengths or delegated_pools: the delegation policy
-	Leasequery     bool // anything under leasequery
-	Release        bool // anything under release
 	LogLevel       bool // log_level
 	BGP            bool // anything under bgp
 }
@@ -87,10 +85,9 @@ var (
 
 // Relay reports whether the relay's configuration changed: servers,
 // trusted servers, downlinks added or removed, a downlink's relay keys
-// (link_address, interface_id, trust_*, max_client_rate, max_client_burst),
-// or release (its message types are the relay's).
+// (link_address, interface_id, trust_*, max_client_rate, max_client_burst).
 func (c *Changes) Relay() bool {
-	return c.Servers || c.TrustedServers || c.Release || len(c.Added)+len(c.Removed) > 0 || c.downlinkHas(relayDownlinkKeys)
+	return c.Servers || c.TrustedServers || len(c.Added)+len(c.Removed) > 0 || c.downlinkHas(relayDownlinkKeys)
 }
 
 // Limits reports whether a downlink's binding limits changed, or a
@@ -124,8 +121,6 @@ const (
 	trustedServers
 	delegation
 	downlinks
-	leasequery
-	release
 	logLevel
 	bgp
 )
@@ -148,8 +143,8 @@ var topKeys = map[string]change{
 	"Downlinks":        downlinks,
 	"Dataplane":        restart, // the forwarding plane is attached at start
 	"Kernel":           restart, // the kernel mode's table and routes: dataplane keys
-	"Leasequery":       leasequery,
-	"Release":          release,
+	"Leasequery":       restart, // the Bulk Leasequery requestor is built at start
+	"Release":          restart, // the releaser, its triggers and the relay's message types are built at start
 	"LogLevel":         logLevel,
 	"BGP":              bgp,
 }
@@ -194,13 +189,15 @@ func fixedPlanePorts(mode DataplaneMode) bool {
 //   - uplink (interface, gateway, no_route);
 //   - every dataplane key (mode, queues, frame_size, icmp_rate), and the
 //     kernel mode's keys;
+//   - every leasequery and release key (the requestor, the releaser and
+//     its triggers are built at start);
 //   - in the xdp modes (old's mode): a downlink added or removed (the
 //     AF_XDP plane cannot add a port at run time), or a downlink's
 //     link_type, loop_policy, loop_icmp, loop_overrides or allowed_sources.
 //
 // Everything else is reported in Changes: downlinks added, removed or
 // changed (by interface name), servers, trusted servers, the delegation
-// policy, limits, leasequery, release, log_level, bgp.
+// policy, limits, log_level, bgp.
 func Diff(old, new *Config) (*Changes, error) {
 	var errs errList
 	c := &Changes{}
@@ -231,10 +228,6 @@ func Diff(old, new *Config) (*Changes, error) {
 				c.TrustedServers = true
 			case delegation:
 				c.Delegation = true
-			case leasequery:
-				c.Leasequery = true
-			case release:
-				c.Release = true
 			case logLevel:
 				c.LogLevel = true
 			case bgp:

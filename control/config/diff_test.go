@@ -94,14 +94,14 @@ func TestDiff(t *testing.T) {
 		{name: "loop policy, mode off", old: base, new: edit(t, base, "    loop_policy: drop\n    loop_overrides:", "    loop_policy: forward\n    loop_overrides:", "loop_icmp: false", "loop_icmp: true"),
 			keys:    []string{"downlinks[eth1].loop_icmp", "downlinks[eth2].loop_policy"},
 			changed: []DownlinkChange{{"eth1", []string{"loop_icmp"}}, {"eth2", []string{"loop_policy"}}}},
-		{name: "leasequery", old: base, new: edit(t, base, "conn_timeout: 30s", "conn_timeout: 10s"),
-			keys: []string{"leasequery"}, check: func(c *Changes) bool { return c.Leasequery }},
-		{name: "release", old: base, new: edit(t, base, "  timeout: 1s ", "  timeout: 2s "),
-			keys: []string{"release"}, flags: flags{relay: true}, check: func(c *Changes) bool { return c.Release }},
 		{name: "log level", old: base, new: edit(t, base, "log_level: info", "log_level: debug"),
 			keys: []string{"log_level"}, check: func(c *Changes) bool { return c.LogLevel }},
 
 		// Only a restart applies these.
+		{name: "leasequery", old: base, new: edit(t, base, "conn_timeout: 30s", "conn_timeout: 10s"),
+			restarts: []string{"leasequery.conn_timeout"}},
+		{name: "release", old: base, new: edit(t, base, "  timeout: 1s ", "  timeout: 2s "),
+			restarts: []string{"release.timeout"}},
 		{name: "state_dir", old: base, new: edit(t, base, "state_dir: /var/lib/pdrelay ", "state_dir: /srv/pdrelay "),
 			restarts: []string{"state_dir"}},
 		{name: "api_socket, metrics_listen, relay_id, with a reloadable change", old: base,
@@ -178,7 +178,7 @@ func TestDiff(t *testing.T) {
 				t.Errorf("Empty() = %v", c.Empty())
 			}
 			// Exactly the booleans the case names are set.
-			set := c.Servers || c.TrustedServers || c.Delegation || c.Leasequery || c.Release || c.LogLevel || c.BGP
+			set := c.Servers || c.TrustedServers || c.Delegation || c.LogLevel || c.BGP
 			if tc.check != nil && !tc.check(c) || tc.check == nil && set {
 				t.Errorf("flags %+v", *c)
 			}

@@ -87,7 +87,7 @@ type Daemon struct {
 	fw       *fibWriter
 	mir      *mirror // nil: no route map (uplink.no_route drop)
 	restored *fib.Snapshot
-	addrs    portAddrs
+	addrs    portAddrs // the ports' addresses at start; the watcher follows them
 	eng      *relay.Engine
 	met      *metrics.Metrics
 	table    *binding.Table

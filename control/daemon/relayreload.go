@@ -44,10 +44,9 @@ type relayReload struct {
 // old. When a new port's sockets cannot be opened, nothing changes and
 // the error names the port.
 //
-// It returns the new port addresses, which the address watcher's policy
-// updates must use from then on (with cfg, not the config the relay
-// started with).
-func reloadRelay(ctx context.Context, r relayReload, cfg *config.Config) (portAddrs, error) {
+// The address watcher follows the new ports by itself: it reads the
+// config in force (Daemon.currentConfig) at each poll.
+func reloadRelay(ctx context.Context, r relayReload, cfg *config.Config) error {
 	addrs := readPortAddrs(cfg)
 	pol := bindingPolicy(cfg, addrs)
 	limits := cfg.PortLimits()
@@ -70,7 +69,7 @@ func reloadRelay(ctx context.Context, r relayReload, cfg *config.Config) (portAd
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reload relay: %w", err)
+		return fmt.Errorf("reload relay: %w", err)
 	}
-	return addrs, nil
+	return nil
 }

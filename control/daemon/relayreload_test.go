@@ -82,7 +82,7 @@ func TestReloadRelay(t *testing.T) {
 
 		var added []string
 		r := relayReload{conn: conn, mgr: mgr, relayID: relayID, addPorts: func(p ...string) { added = p }, log: log}
-		if _, err := reloadRelay(ctx, r, cfg2); err != nil {
+		if err := reloadRelay(ctx, r, cfg2); err != nil {
 			t.Fatal(err)
 		}
 		var names []string
@@ -132,7 +132,7 @@ func TestReloadRelay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := reloadRelay(ctx, r, cfg3); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+		if err := reloadRelay(ctx, r, cfg3); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 			t.Errorf("reload with a missing port: %v, want an error naming nosuch0", err)
 		}
 		check(after, key("dlb", "2001:db8:300::/56"), key("dlb", "2001:db8:200::/56"))

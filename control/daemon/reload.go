@@ -82,18 +82,8 @@ func (d *Daemon) ReloadConfig(ctx context.Context, cfg *config.Config) (api.Relo
 		d.log.Error("reload refused: the relay keeps its config", "err", err)
 		return api.ReloadReport{}, fmt.Errorf("%w: %w", api.ErrReloadRefused, err)
 	}
-	// The requestor and the releaser are built once, at start.
-	var restart []error
-	if ch.Leasequery {
-		restart = append(restart, &config.RestartError{Key: "leasequery", Why: "the Bulk Leasequery requestor is built at start"})
-	}
-	if ch.Release {
-		restart = append(restart, &config.RestartError{Key: "release", Why: "the releaser and its triggers are built at start"})
-	}
 	if ch.BGP && (d.adv == nil) != (cfg.BGP == nil) {
-		restart = append(restart, &config.RestartError{Key: "bgp", Why: "the BGP speaker is started or stopped with the relay"})
-	}
-	if err := errors.Join(restart...); err != nil {
+		err := &config.RestartError{Key: "bgp", Why: "the BGP speaker is started or stopped with the relay"}
 		d.log.Error("reload refused: the relay keeps its config", "err", err)
 		return api.ReloadReport{}, fmt.Errorf("%w: %w", api.ErrReloadRefused, err)
 	}
@@ -154,7 +144,7 @@ func (d *Daemon) apply(ctx context.Context, old, cfg *config.Config, ch *config.
 			return undoBGP(fmt.Errorf("kernel guard: %w", err))
 		}
 	}
-	addrs, err := reloadRelay(ctx, relayReload{conn: d.conn, mgr: d.mgr, relayID: d.relayID, addPorts: d.met.AddPorts, log: d.log}, cfg)
+	err := reloadRelay(ctx, relayReload{conn: d.conn, mgr: d.mgr, relayID: d.relayID, addPorts: d.met.AddPorts, log: d.log}, cfg)
 	if err != nil {
 		if d.guard != nil {
 			if rerr := d.guard.reconfigure(old); rerr != nil {
@@ -164,7 +154,6 @@ func (d *Daemon) apply(ctx context.Context, old, cfg *config.Config, ch *config.
 		return undoBGP(err)
 	}
 	d.ports = ports
-	d.addrs = addrs
 
 	sources := map[string][]netip.Prefix{}
 	for _, dl := range old.Downlinks {
