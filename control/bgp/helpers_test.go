@@ -251,6 +251,63 @@ func (p *testPeer) established() bool {
 	return s != nil && s.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
 }
 
+// The peers' event logs trail their tables: GoBGP's watcher delivers
+// them asynchronously, in order. A test that reads the events since some
+// index first waits for the events it expects with waitLogged or
+// waitAnnounced, so that both the index and the window are complete.
+
+// lastEvents returns the last event for each prefix logged from index
+// from on.
+func (p *testPeer) lastEvents(from int) map[netip.Prefix]pathEvent {
+	m := map[netip.Prefix]pathEvent{}
+	for _, e := range p.log()[from:] {
+		m[e.prefix] = e
+	}
+	return m
+}
+
+// waitLogged waits until, among the events logged from index from on,
+// the last one for each prefix of announced announces it and the last one
+// for each of withdrawn withdraws it.
+func (p *testPeer) waitLogged(from int, announced, withdrawn []netip.Prefix) {
+	p.t.Helper()
+	p.waitLast(from, func(m map[netip.Prefix]pathEvent) bool {
+		for _, w := range announced {
+			if e, ok := m[w]; !ok || e.withdraw {
+				return false
+			}
+		}
+		for _, w := range withdrawn {
+			if e, ok := m[w]; !ok || !e.withdraw {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("%v announced and %v withdrawn", announced, withdrawn))
+}
+
+// waitAnnounced is waitLogged for announcements that carry nextHop and
+// communities.
+func (p *testPeer) waitAnnounced(from int, want []netip.Prefix, nextHop netip.Addr, communities []uint32) {
+	p.t.Helper()
+	p.waitLast(from, func(m map[netip.Prefix]pathEvent) bool {
+		for _, w := range want {
+			e, ok := m[w]
+			if !ok || e.withdraw || e.nextHop != nextHop || !slices.Equal(e.communities, communities) {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("%v announced via %s with communities %v", want, nextHop, communities))
+}
+
+func (p *testPeer) waitLast(from int, ok func(map[netip.Prefix]pathEvent) bool, want string) {
+	p.t.Helper()
+	waitFor(p.t, 15*time.Second, func() bool { return ok(p.lastEvents(from)) }, func() string {
+		return fmt.Sprintf("peer %s: last events %+v, want %s", p.addr, p.lastEvents(from), want)
+	})
+}
+
 // waitRIB waits until the peer holds exactly want (not stale).
 func (p *testPeer) waitRIB(want ...netip.Prefix) {
 	p.t.Helper()

@@ -96,10 +96,12 @@ func TestSinkReachesPeer(t *testing.T) {
 	// A renewal changes nothing at the peer.
 	s.Sink([]binding.Change{change(binding.Added, "2001:db8:400::/48")})
 	p.waitRIB(prefixes("2001:db8:400::/48")...)
+	p.waitLogged(0, prefixes("2001:db8:400::/48"), nil)
 	n, handed := len(p.log()), s.stats.announces.Load()
 	s.Sink([]binding.Change{change(binding.Updated, "2001:db8:400::/48")})
 	s.Sink([]binding.Change{change(binding.Added, "2001:db8:401::/48")}) // a marker after it
 	p.waitRIB(prefixes("2001:db8:400::/48", "2001:db8:401::/48")...)
+	p.waitLogged(n, prefixes("2001:db8:401::/48"), nil)
 	if ev := p.log()[n:]; len(ev) != 1 || ev[0].prefix.String() != "2001:db8:401::/48" {
 		t.Errorf("after a renewal and one addition the peer received %+v, want only the addition", ev)
 	}
@@ -120,6 +122,7 @@ func TestCoalesces(t *testing.T) {
 	s.Restore(seqOf(prefixes("2001:db8:1::/48")))
 	runSpeaker(t, s)
 	p.waitRIB(prefixes("2001:db8:1::/48")...)
+	p.waitLogged(0, prefixes("2001:db8:1::/48"), nil)
 	n := len(p.log())
 
 	moved := change(binding.Added, "2001:db8:1::/48")
@@ -130,6 +133,7 @@ func TestCoalesces(t *testing.T) {
 		change(binding.Added, "2001:db8:3::/48"),
 	})
 	p.waitRIB(prefixes("2001:db8:1::/48", "2001:db8:3::/48")...)
+	p.waitLogged(n, prefixes("2001:db8:3::/48"), nil)
 	if ev := p.log()[n:]; len(ev) != 1 || ev[0].prefix.String() != "2001:db8:3::/48" || ev[0].withdraw {
 		t.Errorf("peer received %+v, want only the announcement of 2001:db8:3::/48", ev)
 	}
@@ -348,11 +352,15 @@ func TestReconfigure(t *testing.T) {
 	n := len(p1.log())
 	s.Sink([]binding.Change{change(binding.Removed, "2001:db8:1::/48"), change(binding.Removed, "2001:db8:2::/48")})
 	p1.waitRIB(prefixes("2001:db8:1::/48", "2001:db8:8000::/40")...)
-	if ev := p1.log()[n:]; len(ev) != 1 || ev[0].prefix.String() != "2001:db8:2::/48" {
-		t.Errorf("peer received %+v, want only the withdrawal of 2001:db8:2::/48", ev)
+	p1.waitLogged(n, nil, prefixes("2001:db8:2::/48"))
+	for _, e := range p1.log()[n:] {
+		if e.withdraw && e.prefix.String() != "2001:db8:2::/48" {
+			t.Errorf("peer received a withdrawal of %s, want only that of 2001:db8:2::/48", e.prefix)
+		}
 	}
 	s.Sink([]binding.Change{change(binding.Added, "2001:db8:1::/48"), change(binding.Added, "2001:db8:2::/48")})
 	p1.waitRIB(prefixes("2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:8000::/40")...)
+	p1.waitLogged(n, prefixes("2001:db8:2::/48"), nil)
 	n = len(p1.log())
 
 	// New attributes and aggregates, and a second neighbour.
@@ -367,20 +375,13 @@ func TestReconfigure(t *testing.T) {
 	want := prefixes("2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:9000::/40")
 	p1.waitRIB(want...)
 	p2.waitRIB(want...)
-	waitFor(t, 5*time.Second, func() bool {
-		for _, e := range p1.log()[n:] {
-			if e.prefix.String() == "2001:db8:1::/48" && e.nextHop == cfg2.NextHop {
-				return true
-			}
-		}
-		return false
-	}, func() string { return "no new next hop" })
+	// What counts is that each prefix ends with the new attributes and
+	// that nothing but the dropped aggregate was withdrawn.
+	p1.waitAnnounced(n, want, cfg2.NextHop, cfg2.Communities)
+	p2.waitAnnounced(0, want, cfg2.NextHop, cfg2.Communities)
 	for _, e := range p1.log()[n:] {
-		switch {
-		case e.withdraw && e.prefix.String() != "2001:db8:8000::/40":
+		if e.withdraw && e.prefix.String() != "2001:db8:8000::/40" {
 			t.Errorf("peer 1 received a withdrawal of %s", e.prefix)
-		case !e.withdraw && (e.nextHop != cfg2.NextHop || !slices.Equal(e.communities, cfg2.Communities)):
-			t.Errorf("peer 1 received %+v, want next hop %s and communities %v", e, cfg2.NextHop, cfg2.Communities)
 		}
 	}
 	if !p1.established() || !p1.session().GetTimers().GetState().GetUptime().AsTime().Equal(up) {
@@ -587,6 +588,7 @@ func TestWithBindingManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.waitRIB(prefixes("2001:db8:1::/56")...)
+	p.waitLogged(0, prefixes("2001:db8:1::/56"), prefixes("2001:db8:2::/56", "2001:db8:3::/56"))
 
 	// The server gives 2001:db8:1::/56 to another client (a replaced
 	// CPE): not withdrawn (2001:db8:9::/56, learned after, shows the move
@@ -595,6 +597,7 @@ func TestWithBindingManager(t *testing.T) {
 	mgr.Apply(binding.Update{Learn: []binding.Learned{learn("\x00\x05", "2001:db8:1::/56", time.Hour)}})
 	mgr.Apply(binding.Update{Learn: []binding.Learned{learn("\x00\x09", "2001:db8:9::/56", time.Hour)}})
 	p.waitRIB(prefixes("2001:db8:1::/56", "2001:db8:9::/56")...)
+	p.waitLogged(n, prefixes("2001:db8:9::/56"), nil)
 	if ev := p.log()[n:]; len(ev) != 1 || ev[0].prefix.String() != "2001:db8:9::/56" {
 		t.Errorf("after the move the peer received %+v, want only 2001:db8:9::/56", ev)
 	}
