@@ -9,6 +9,7 @@
 //	pdrelay reload [-s|--socket PATH]
 //	pdrelay bgp [--json] [-s|--socket PATH]
 //	pdrelay replay --pcap IN [--out OUT] -c FILE --mac PORT=MAC... (--bindings FILE | -s|--socket PATH) ...
+//	pdrelay replay --pcap IN --interface IF [--rate original|PPS|max] [--loop K] ...
 //	pdrelay version [--json]
 //
 // main only dispatches: the relay is wired in control/daemon, the operator
@@ -42,6 +43,7 @@ const usage = `usage:
   pdrelay reload [-s|--socket PATH]
   pdrelay bgp [--json] [-s|--socket PATH]
   ` + replay.Usage + `
+  ` + replay.LiveUsage + `
   pdrelay version [--json]
 `
 

@@ -17,8 +17,12 @@ import (
 	"github.com/pdrelay/pdrelay/dataplane"
 )
 
-// Usage is the command's usage line, for pdrelay's usage text.
+// Usage is the offline replay's usage line, for pdrelay's usage text.
 const Usage = `pdrelay replay --pcap IN [--out OUT.pcapng] -c FILE --mac PORT=MAC... [--gateway-mac MAC] [--in PORT] (--bindings FILE | -s|--socket PATH) [--json]`
+
+// LiveUsage is the live replay's usage line: it sends the capture's
+// frames as captured (no forwarding function) out of an interface.
+const LiveUsage = `pdrelay replay --pcap IN --interface IF [--queue Q] [--rate original|PPS|max] [--loop K] [--progress] [--json]`
 
 // macFlags collects repeated --mac PORT=MAC.
 type macFlags map[string][6]byte
@@ -45,7 +49,7 @@ func (m macFlags) Set(s string) error {
 func Main(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintf(stderr, "usage: %s\n", Usage) }
+	fs.Usage = func() { fmt.Fprintf(stderr, "usage: %s\n       %s\n", Usage, LiveUsage) }
 	pcapIn := fs.String("pcap", "", "the capture to replay (pcap or pcapng, Ethernet)")
 	outPath := fs.String("out", "", "write what would leave the relay here (pcapng, one interface per port)")
 	cfgPath := fs.String("c", "", "the relay's config (ports and policies)")
@@ -58,6 +62,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	sock := fs.String("socket", "", "fetch the bindings from the relay at this socket")
 	fs.StringVar(sock, "s", "", "same as --socket")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	lf := liveFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -65,8 +70,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	usageErr := func(msg string) int {
-		fmt.Fprintf(stderr, "pdrelay replay: %s\nusage: %s\n", msg, Usage)
+		fmt.Fprintf(stderr, "pdrelay replay: %s\nusage: %s\n       %s\n", msg, Usage, LiveUsage)
 		return 2
+	}
+	if msg := lf.check(fs); msg != "" {
+		return usageErr(msg)
+	}
+	if lf.iface != "" {
+		return lf.main(*pcapIn, *asJSON, stdout, stderr, usageErr)
 	}
 	switch {
 	case fs.NArg() > 0:
