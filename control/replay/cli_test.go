@@ -95,3 +95,44 @@ func TestMainErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveFlagErrors: the live replay's flags are refused without
+// --interface, the offline replay's with it, and bad values and inputs
+// say what is wrong (usage errors exit 2, bad input 1). None of these
+// opens a socket.
+func TestLiveFlagErrors(t *testing.T) {
+	live := []string{"--interface", "lo", "--pcap", "testdata/in.pcap"}
+	with := func(extra ...string) []string { return append(append([]string{}, live...), extra...) }
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--pcap", "testdata/in.pcap", "--rate", "max"}, 2, "--rate needs --interface"},
+		{[]string{"--pcap", "testdata/in.pcap", "--loop", "3", "-c", "x"}, 2, "--loop needs --interface"},
+		{[]string{"--pcap", "testdata/in.pcap", "--queue", "1"}, 2, "--queue needs --interface"},
+		{[]string{"--pcap", "testdata/in.pcap", "--progress"}, 2, "--progress needs --interface"},
+		{with("--rate", "fast"), 2, `--rate "fast": want original, max, or frames per second`},
+		{with("--rate", "0"), 2, `--rate "0"`},
+		{with("--loop", "-1"), 2, "--loop -1: want 0 (until interrupted) or more"},
+		{with("--queue", "-2"), 2, "--queue -2"},
+		{[]string{"--interface", "lo"}, 2, "--pcap is required"},
+		{with("-c", "testdata/pdrelay.yaml"), 2, "-c is for the offline replay"},
+		{with("--bindings", "testdata/bindings.json"), 2, "--bindings is for the offline replay"},
+		{with("--out", "x.pcapng"), 2, "--out is for the offline replay"},
+		{with("-s", "x.sock"), 2, "-s is for the offline replay"},
+		{with("extra"), 2, `unexpected argument "extra"`},
+		{[]string{"--interface", "nosuch-lr0", "--pcap", "testdata/in.pcap"}, 1, "--interface nosuch-lr0"},
+		{[]string{"--interface", "lo", "--pcap", "testdata/missing.pcap"}, 1, "testdata/missing.pcap"},
+		{[]string{"--interface", "lo", "--pcap", "testdata/bindings.json"}, 1, "bad capture"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := Main(tc.args, &stdout, &stderr)
+		if code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
+			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, code, stderr.String(), tc.code, tc.msg)
+		}
+		if stdout.Len() != 0 {
+			t.Errorf("%q: stdout %q", tc.args, stdout.String())
+		}
+	}
+}

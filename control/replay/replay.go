@@ -298,7 +298,9 @@ func openCapture(in io.Reader) (*capture, error) {
 		return nil, fmt.Errorf("read capture header: %w: %w", ErrCapture, err)
 	}
 	if [4]byte(magic) == [4]byte{0x0a, 0x0d, 0x0d, 0x0a} {
-		ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
+		// Mixed link types: frames of a non-Ethernet interface are read
+		// and counted (not ethernet); pcapgo's default skips them unseen.
+		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
 		if err != nil {
 			return nil, fmt.Errorf("read pcapng header: %w: %w", ErrCapture, err)
 		}
