@@ -7,7 +7,7 @@ LDFLAGS  := -X github.com/pdrelay/pdrelay/internal/version.version=$(VERSION) -X
 PKGS     := ./...
 FUZZTIME ?= 30s
 # Debian packages the end-to-end tests and the demo run as real peers.
-DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables
+DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables tcpreplay
 
 .PHONY: build test unit e2e race fuzz bench lint demo deps clean help
 
@@ -53,6 +53,7 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench VethForwarding -benchtime 1x ./bench/  # as root: namespaces
 	$(GO) test -run '^$$' -bench KernelForwarding -benchtime 1x -count 3 ./bench/  # as root: namespaces, nft
 	$(GO) test -run '^$$' -bench PacketSocketCost -benchtime 1x ./bench/  # as root: namespaces
+	$(GO) test -run '^$$' -bench ReplayVsTcpreplay -benchtime 1x ./bench/  # as root: namespaces, tcpreplay
 	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
 

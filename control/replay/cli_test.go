@@ -112,6 +112,7 @@ func TestLiveFlagErrors(t *testing.T) {
 		{[]string{"--pcap", "testdata/in.pcap", "--loop", "3", "-c", "x"}, 2, "--loop needs --interface"},
 		{[]string{"--pcap", "testdata/in.pcap", "--queue", "1"}, 2, "--queue needs --interface"},
 		{[]string{"--pcap", "testdata/in.pcap", "--progress"}, 2, "--progress needs --interface"},
+		{[]string{"--pcap", "testdata/in.pcap", "--realtime"}, 2, "--realtime needs --interface"},
 		{with("--rate", "fast"), 2, `--rate "fast": want original, max, or frames per second`},
 		{with("--rate", "0"), 2, `--rate "0"`},
 		{with("--loop", "-1"), 2, "--loop -1: want 0 (until interrupted) or more"},

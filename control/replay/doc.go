@@ -1,6 +1,7 @@
 // Package replay runs a captured trace through pdrelay's real forwarding
-// function offline: `pdrelay replay`. It reads a pcap or pcapng file of
-// Ethernet frames, decides every frame with dataplane.Forwarder.ForwardBatch
+// function offline, or sends it out of an interface live (see Live
+// replay below): `pdrelay replay`. Offline, it reads a pcap or pcapng
+// file of Ethernet frames, decides every frame with dataplane.Forwarder.ForwardBatch
 // on a FIB built from a set of bindings (the JSON `pdrelay bindings --json`
 // prints, or fetched from a running relay) and the relay's config, and
 // writes what would leave the relay (forwarded frames with their rewritten
@@ -53,9 +54,57 @@
 // section and interface headers carry no host information, so the same
 // input gives byte-identical output.
 //
+// # Live replay
+//
+// With --interface (Live) the command sends the capture's frames out of
+// a network interface instead, as tcpreplay does, through a TX-only
+// AF_XDP socket (dataplane/xsk) with a UMEM of its own: zero-copy where
+// the driver has it, copy mode elsewhere (veth). The frames are sent as
+// captured: the forwarding function does not run (to send what the
+// relay would emit, replay offline with --out and replay that file live;
+// its frames of every egress port then leave by the one interface).
+//
+//   - Pacing (--rate): original (the default) sends frame i at the
+//     capture offset of frame i from the first frame; N (frames per
+//     second, 2.5k and 1M forms too) sends frame g of the whole replay at
+//     g/N s; max sends as fast as the kernel takes frames, 64 per system
+//     call. Frames due together (equal timestamps, or after a late
+//     wake-up) go in one batch; a frame stamped before its predecessor is
+//     sent right after it; nothing is sent early.
+//   - The clock: the sending thread sleeps in the kernel (timer slack
+//     1 ns) until 200 µs before a frame is due, then polls the clock.
+//     --realtime runs it under SCHED_FIFO for the paced rates, so that a
+//     wake-up does not wait behind other tasks on a busy machine
+//     (bench/results/issue15-replay.txt has the figures); it is off by
+//     default because a real-time thread spinning at a high fixed rate
+//     takes its CPU from everything else.
+//   - Loops (--loop K): the capture is sent K times (default 1); 0
+//     repeats it until SIGINT or SIGTERM. At the original timing loop k
+//     starts k capture-lengths (first to last timestamp) after the
+//     start, so the last frame of a loop and the first of the next go
+//     together.
+//   - The capture is read into memory first (as tcpreplay
+//     --preload-pcap), so that reading it costs nothing while sending.
+//     Frames that cannot be sent are counted and left out: larger than
+//     the UMEM frame (4096 bytes), larger than the interface's MTU plus
+//     an Ethernet header and a VLAN tag, shorter than an Ethernet header,
+//     or on a pcapng interface that is not Ethernet. Frames the capture
+//     cut short are sent as captured, and counted.
+//   - The summary (text, or --json): frames sent and their bytes, the
+//     rate achieved in pps and bit/s (Ethernet bytes without preamble and
+//     FCS, from the first frame to the kernel's last completion), and for
+//     paced rates the timing error |sent - scheduled| of every frame
+//     (max, p99, p50, and how many were over 1 ms; "sent" is when the
+//     system call that handed the frame to the kernel returned: in copy
+//     mode the frame has left by then). A progress line goes to stderr
+//     every second once a replay has run for two seconds, when stderr is
+//     a terminal or with --progress.
+//
 // # Concurrency
 //
 // Run is a function of its arguments: it may be called from several
 // goroutines at once, each with its own Options. It forwards on one
-// goroutine.
+// goroutine. Live sends on the calling goroutine, locked to its OS
+// thread for the duration; several Live calls may run at once on
+// different interfaces or queues.
 package replay

@@ -76,6 +76,9 @@ type LiveOptions struct {
 	// Loops is how many times the capture is sent; 0 sends it until the
 	// context is cancelled.
 	Loops int
+	// Realtime runs the paced sending thread under SCHED_FIFO (original
+	// and fixed rates; not at max).
+	Realtime bool
 	// Progress, if not nil, gets a progress line every second once the
 	// replay has run for two seconds.
 	Progress io.Writer

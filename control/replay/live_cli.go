@@ -18,6 +18,7 @@ type liveFlagSet struct {
 	rate     string
 	loop     int
 	progress bool
+	realtime bool
 	given    map[string]bool // the flags given, by name
 }
 
@@ -28,6 +29,7 @@ func liveFlags(fs *flag.FlagSet) *liveFlagSet {
 	fs.IntVar(&lf.queue, "queue", 0, "live: the interface's TX queue to bind")
 	fs.StringVar(&lf.rate, "rate", "original", "live: original (the capture's timing), frames per second (1000, 2.5k, 1M), or max")
 	fs.IntVar(&lf.loop, "loop", 1, "live: send the capture this many times; 0: until interrupted")
+	fs.BoolVar(&lf.realtime, "realtime", false, "live: pace under SCHED_FIFO (original and fixed rates), for timing on a busy machine")
 	fs.BoolVar(&lf.progress, "progress", false, "live: print a progress line every second on stderr (default: when stderr is a terminal)")
 	return lf
 }
@@ -36,7 +38,7 @@ func liveFlags(fs *flag.FlagSet) *liveFlagSet {
 var offlineOnly = []string{"out", "c", "config", "mac", "gateway-mac", "in", "bindings", "socket", "s"}
 
 // liveOnly are the flags of the live replay, besides --interface.
-var liveOnly = []string{"queue", "rate", "loop", "progress"}
+var liveOnly = []string{"queue", "rate", "loop", "progress", "realtime"}
 
 // check returns a usage error when the flags mix the two modes, or ""
 // when they do not.
@@ -82,7 +84,7 @@ func (lf *liveFlagSet) main(pcapIn string, asJSON bool, stdout, stderr io.Writer
 	case lf.queue < 0:
 		return usageErr(fmt.Sprintf("--queue %d: want 0 or more", lf.queue))
 	}
-	opts := LiveOptions{Interface: lf.iface, Queue: lf.queue, Rate: rate, Loops: lf.loop}
+	opts := LiveOptions{Interface: lf.iface, Queue: lf.queue, Rate: rate, Loops: lf.loop, Realtime: lf.realtime}
 	progress := lf.progress
 	if !lf.given["progress"] {
 		progress = isTerminal(stderr)

@@ -15,7 +15,9 @@ type preciseClock struct {
 
 const spinLast = time.Millisecond
 
-func newPreciseClock() *preciseClock { return &preciseClock{origin: time.Now()} }
+func newPreciseClock(bool) (*preciseClock, error) { return &preciseClock{origin: time.Now()}, nil }
+
+func (c *preciseClock) close() {}
 
 func (c *preciseClock) now() int64 { return int64(time.Since(c.origin)) }
 

@@ -50,7 +50,12 @@ func Live(ctx context.Context, opts LiveOptions, in io.Reader) (LiveSummary, err
 		return tr.sum, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", opts.Interface, opts.Queue, err)
 	}
 	defer p.close()
-	r := &replayer{tr: tr, opts: opts, port: p, clk: newPreciseClock(),
+	clk, err := newPreciseClock(opts.Realtime && opts.Rate.Mode != RateMax)
+	if err != nil {
+		return tr.sum, err
+	}
+	defer clk.close()
+	r := &replayer{tr: tr, opts: opts, port: p, clk: clk,
 		batch: make([][]byte, 0, maxBatch), due: make([]int64, 0, maxBatch)}
 	sum, err := r.run(ctx)
 	sum.ZeroCopy = p.sock.Info().ZeroCopy
