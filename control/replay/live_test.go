@@ -401,3 +401,76 @@ timing error       max 0.591 ms, p99 0.591 ms, p50 0.043 ms, 0 of 41 frames over
 		}
 	}
 }
+
+// countPort takes every frame and allocates nothing.
+type countPort struct {
+	clk   *fakeClock
+	n     int
+	bytes int
+}
+
+func (p *countPort) send(frames [][]byte) (int, error) {
+	p.clk.t += 1000
+	p.n += len(frames)
+	for _, f := range frames {
+		p.bytes += len(f)
+	}
+	return len(frames), nil
+}
+func (p *countPort) drain(time.Duration) uint64 { return 0 }
+func (p *countPort) txInvalid() uint64          { return 0 }
+
+// TestLiveNoAllocPerFrame: sending allocates nothing per frame or batch,
+// paced or not: a replay of 4,100 frames allocates what one of 41 does
+// (the summary's Timing).
+func TestLiveNoAllocPerFrame(t *testing.T) {
+	tr := goldenTrace(t)
+	for _, rate := range []Rate{{Mode: RateMax}, {Mode: RateFixed, PPS: 1e5}, {Mode: RateOriginal}} {
+		allocs := func(loops int) float64 {
+			return testing.AllocsPerRun(5, func() {
+				clk := &fakeClock{}
+				r := &replayer{tr: tr, opts: LiveOptions{Rate: rate, Loops: loops}, port: &countPort{clk: clk}, clk: clk,
+					batch: make([][]byte, 0, maxBatch), due: make([]int64, 0, maxBatch)}
+				if sum, err := r.run(context.Background()); err != nil || sum.Sent != uint64(41*loops) {
+					t.Fatal(err, sum.Sent)
+				}
+			})
+		}
+		one, hundred := allocs(1), allocs(100)
+		if hundred != one {
+			t.Errorf("rate %v: %v allocations for 41 frames, %v for 4100", rate, one, hundred)
+		}
+	}
+}
+
+// FuzzLoadTrace feeds hostile captures to the live replay's loader: an
+// error wrapping ErrCapture or a trace in which every frame read is kept
+// or counted once as skipped, never a panic.
+func FuzzLoadTrace(f *testing.F) {
+	in, err := os.ReadFile("testdata/in.pcap")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(in)
+	f.Add(writePcapng(f, goldenFrames(f)))
+	f.Add([]byte{0x0a, 0x0d, 0x0d, 0x0a}) // pcapng magic alone
+	f.Add(in[:24+16+10])                  // one record cut short
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tr, err := loadTrace(bytes.NewReader(data), 100, 80)
+		if err != nil {
+			if !errors.Is(err, ErrCapture) {
+				t.Fatalf("error not about the capture: %v", err)
+			}
+			return
+		}
+		s := tr.sum
+		if kept := uint64(len(tr.frames)); kept+s.SkippedBig+s.SkippedMTU+s.SkippedRunt+s.SkippedNotEth != s.Frames || len(tr.offs) != len(tr.frames) {
+			t.Fatalf("%d frames read, %d kept, skipped %+v", s.Frames, kept, s)
+		}
+		for i, fr := range tr.frames {
+			if len(fr) < 14 || len(fr) > 80 || tr.offs[i] > tr.span {
+				t.Fatalf("frame %d: %d bytes at offset %d (span %d)", i, len(fr), tr.offs[i], tr.span)
+			}
+		}
+	})
+}
