@@ -79,10 +79,11 @@
 //     default because a real-time thread spinning at a high fixed rate
 //     takes its CPU from everything else.
 //   - Loops (--loop K): the capture is sent K times (default 1); 0
-//     repeats it until SIGINT or SIGTERM. At the original timing loop k
-//     starts k capture-lengths (first to last timestamp) after the
-//     start, so the last frame of a loop and the first of the next go
-//     together.
+//     repeats it until SIGINT or SIGTERM (then exit 0; an interrupt
+//     before K loops are done prints the summary too and exits 130). At
+//     the original timing loop k starts k capture-lengths (first to last
+//     timestamp) after the start, so the last frame of a loop and the
+//     first of the next go together.
 //   - The capture is read into memory first (as tcpreplay
 //     --preload-pcap), so that reading it costs nothing while sending.
 //     Frames that cannot be sent are counted and left out: larger than
