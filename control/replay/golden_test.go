@@ -355,3 +355,39 @@ func TestIngressFlag(t *testing.T) {
 		t.Errorf("reasons %v: want no loop, no spoofed, the multicast and link-local frames local", sum.Reasons)
 	}
 }
+
+// TestPcapngNotEthernet: a frame on a pcapng interface of another link
+// type is read and counted as not ethernet, not skipped unseen (pcapgo's
+// default), and the Ethernet frames around it are decided as usual.
+func TestPcapngNotEthernet(t *testing.T) {
+	rs := goldenFrames(t)
+	var b bytes.Buffer
+	w, err := pcapgo.NewNgWriterInterface(&b, pcapgo.NgInterface{Name: "cap0", LinkType: layers.LinkTypeEthernet, TimestampResolution: 9}, pcapgo.NgWriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := w.AddInterface(pcapgo.NgInterface{Name: "tun0", LinkType: layers.LinkTypeRaw, TimestampResolution: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs[:3] {
+		ci, data := r.captured()
+		if i == 1 {
+			ci.InterfaceIndex = raw
+		}
+		if err := w.WritePacket(ci, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Run(goldenOptions(t), &b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Frames != 3 || sum.NotEthernet != 1 {
+		t.Errorf("frames %d, not ethernet %d; want 3, 1", sum.Frames, sum.NotEthernet)
+	}
+	checkAccounted(t, sum)
+}
