@@ -26,6 +26,15 @@ type forwarding struct {
 	fwd   *dataplane.Forwarder
 	plane *plane.Plane
 	names map[fib.PortID]string
+	// counters is the plane (a fake in tests): its sockets' and XDP
+	// programs' counters, for /metrics and pdrelay stats.
+	counters planeCounters
+}
+
+// planeCounters are the counters the kernel keeps for the plane.
+type planeCounters interface {
+	SocketStats() []plane.SocketStats
+	ProgramStats() []plane.ProgramStats
 }
 
 // startForwarding builds the Forwarder from the config and the ports'
@@ -109,6 +118,7 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, routes *xs
 	if f.plane, err = plane.Start(pc, log); err != nil {
 		return nil, err // names the cause: privilege, driver, interface
 	}
+	f.counters = f.plane
 	log.Info("forwarding plane attached", "mode", f.plane.Mode(), "ports", len(pc.Ports), "queues", max(pc.Queues, 1))
 	return f, nil
 }
@@ -181,14 +191,44 @@ func socketDrops(st plane.SocketStats) [5]xskDrop {
 	}
 }
 
+var descProgram = prometheus.NewDesc("pdrelay_xdp_program_total",
+	"Frames each port's XDP program saw, by verdict: redirect (to the AF_XDP socket of its queue), pass (to the kernel by a rule), "+
+		"no_socket (to the kernel because its queue had no socket: the plane never saw it), aborted (lost in the redirect).",
+	[]string{"interface", "verdict"}, nil)
+
+// xdpVerdict is one XDP program counter of a port, by verdict name; lost
+// marks the verdicts that are frames the plane should have had and did
+// not (pdrelay stats shows those as xdp_<verdict>).
+type xdpVerdict struct {
+	verdict string
+	n       uint64
+	lost    bool
+}
+
+// programVerdicts are a port's XDP program counters.
+func programVerdicts(st plane.ProgramStats) [4]xdpVerdict {
+	return [4]xdpVerdict{
+		{"redirect", st.Redirected, false},
+		{"pass", st.Passed, false},
+		{"no_socket", st.NoSocket, true},
+		{"aborted", st.Aborted, true},
+	}
+}
+
 // Describe and Collect make the plane's counters a Prometheus collector.
 func (f *forwarding) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPackets
 	ch <- descSocketDrops
+	ch <- descProgram
 }
 
 func (f *forwarding) Collect(ch chan<- prometheus.Metric) {
-	for _, st := range f.plane.SocketStats() {
+	for _, st := range f.counters.ProgramStats() {
+		for _, v := range programVerdicts(st) {
+			ch <- prometheus.MustNewConstMetric(descProgram, prometheus.CounterValue, float64(v.n), st.Port, v.verdict)
+		}
+	}
+	for _, st := range f.counters.SocketStats() {
 		q := strconv.Itoa(st.Queue)
 		for _, d := range socketDrops(st) {
 			ch <- prometheus.MustNewConstMetric(descSocketDrops, prometheus.CounterValue, float64(d.n), st.Port, q, d.reason)
@@ -277,9 +317,23 @@ func (f *forwarding) stats() []api.PortStatsJSON {
 		}
 		out = append(out, p)
 	}
+	// The frames the XDP program did not hand to the plane's sockets
+	// (xdp_no_socket, xdp_aborted), when not zero.
+	for _, st := range f.counters.ProgramStats() {
+		for i := range out {
+			if out[i].Interface != st.Port {
+				continue
+			}
+			for _, v := range programVerdicts(st) {
+				if v.lost && v.n > 0 {
+					out[i].Packets["xdp_"+v.verdict] += v.n
+				}
+			}
+		}
+	}
 	// The frames the kernel's AF_XDP path lost before the plane saw them,
 	// summed over the port's queues, as xsk_<reason> when not zero.
-	for _, st := range f.plane.SocketStats() {
+	for _, st := range f.counters.SocketStats() {
 		for i := range out {
 			if out[i].Interface != st.Port {
 				continue

@@ -22,9 +22,13 @@ type Decider interface {
 	Flush()
 }
 
-// BatchSize is the most frames a worker takes from a socket at once: a
-// Decider gets batches of 1 to BatchSize frames.
+// BatchSize is the most frames a worker takes from a socket at once
+// unless Config.Batch says otherwise: a Decider gets batches of 1 to
+// Config.Batch frames.
 const BatchSize = 64
+
+// MaxBatch is the largest Config.Batch.
+const MaxBatch = 1024
 
 // Decision is what a Decider made of one frame: send its first Len bytes
 // out of Port, or not.
@@ -52,11 +56,19 @@ type SocketStats struct {
 	xsk.Stats
 }
 
+// ProgramStats are one port's XDP program verdict counters
+// (Plane.ProgramStats).
+type ProgramStats struct {
+	Port string // the port's interface name
+	xsk.ProgramStats
+}
+
 // Config configures the plane.
 type Config struct {
 	Ports     []Port
 	Mode      xsk.Mode // attach mode: auto, native or generic
 	Queues    int      // queues per port (default 1)
 	FrameSize int      // UMEM frame size (default 2048)
+	Batch     int      // frames taken from a socket at once, 1..MaxBatch (default BatchSize)
 	Locals    []netip.Addr
 }

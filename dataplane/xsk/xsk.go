@@ -138,6 +138,25 @@ type Stats struct {
 	TxRingEmpty     uint64 // kernel found the TX ring empty when woken
 }
 
+// ProgramStats are the XDP program's verdict counters (Program.Stats):
+// every frame the program saw is counted in exactly one of them.
+type ProgramStats struct {
+	// Redirected frames went to the AF_XDP socket of their queue. A
+	// redirected frame the socket could not take (RX ring full, fill ring
+	// empty, too long) is counted in that socket's Stats.
+	Redirected uint64
+	// Passed frames went to the kernel by one of the program's rules
+	// (not IPv6, neighbour discovery, DHCPv6, local destination, ...).
+	Passed uint64
+	// NoSocket frames were to be redirected but their receive queue had
+	// no socket registered, so they went to the kernel: traffic the plane
+	// never saw (a queue the plane has no worker for).
+	NoSocket uint64
+	// Aborted frames were to be redirected and bpf_redirect_map returned
+	// neither XDP_REDIRECT nor XDP_PASS: the frame is lost.
+	Aborted uint64
+}
+
 // UMEMConfig sizes a UMEM. Zero fields take the defaults.
 type UMEMConfig struct {
 	// Frames is the number of frames (default DefaultFrames).

@@ -74,6 +74,7 @@ func (*Program) Unregister(int) error           { return ErrUnsupported }
 func (*Program) Locals() *LocalAddrs            { return nil }
 func (*Program) Routes() *Routes                { return nil }
 func (*Program) Close() error                   { return nil }
+func (*Program) Stats() (ProgramStats, error)   { return ProgramStats{}, ErrUnsupported }
 
 // LocalAddrs is the map of the relay's own addresses (Linux only).
 type LocalAddrs struct{}
