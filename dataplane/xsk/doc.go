@@ -40,7 +40,8 @@
 //   - Poller: blocks on several sockets when a worker is idle.
 //   - Driver and PartialChecksums: which kernel driver a port has
 //     (ethtool GDRVINFO), and whether its frames can carry partial
-//     checksums.
+//     checksums. Queues: how many queues a socket can bind to (ethtool
+//     GCHANNELS).
 //
 // # Frames and their owners
 //

@@ -777,3 +777,42 @@ func Driver(name string) (string, error) {
 	}
 	return unix.ByteSliceToString(info.Driver[:]), nil
 }
+
+// ethtoolChannels is struct ethtool_channels.
+type ethtoolChannels struct {
+	Cmd                                         uint32
+	MaxRx, MaxTx, MaxOther, MaxCombined         uint32
+	RxCount, TxCount, OtherCount, CombinedCount uint32
+}
+
+// Queues returns how many receive queues of the network interface name
+// (in the calling thread's network namespace) an AF_XDP socket can bind
+// to: the channels `ethtool -l` shows in use, receive-only plus combined
+// (ETHTOOL_GCHANNELS). A driver without channel information (EOPNOTSUPP)
+// has one queue.
+func Queues(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("xsk: queues of %s: socket: %w", name, err)
+	}
+	defer unix.Close(fd)
+	ch := ethtoolChannels{Cmd: unix.ETHTOOL_GCHANNELS}
+	var ifr struct { // struct ifreq with ifr_data
+		name [unix.IFNAMSIZ]byte
+		data uintptr
+		_    [24 - unsafe.Sizeof(uintptr(0))]byte
+	}
+	if len(name) >= unix.IFNAMSIZ {
+		return 0, fmt.Errorf("xsk: queues of %s: name too long", name)
+	}
+	copy(ifr.name[:], name)
+	ifr.data = uintptr(unsafe.Pointer(&ch))
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+	switch {
+	case e == unix.EOPNOTSUPP:
+		return 1, nil
+	case e != 0:
+		return 0, fmt.Errorf("xsk: queues of %s (ethtool GCHANNELS): %w", name, e)
+	}
+	return max(int(ch.RxCount+ch.CombinedCount), 1), nil
+}

@@ -99,5 +99,8 @@ func (*Routes) Contains(netip.Addr) bool  { return false }
 func (*Routes) Len() int                  { return 0 }
 func (*Routes) Close() error              { return nil }
 
+// Queues returns ErrUnsupported.
+func Queues(string) (int, error) { return 0, ErrUnsupported }
+
 // Driver returns ErrUnsupported.
 func Driver(string) (string, error) { return "", ErrUnsupported }
