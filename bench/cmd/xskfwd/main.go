@@ -31,7 +31,10 @@
 //	                       xdp_aborted (the XDP programs'), xsk_<reason>
 //	                       (the kernel's XDP_STATISTICS: rx_ring_full,
 //	                       fill_ring_empty, rx_dropped, rx_invalid_descs,
-//	                       tx_invalid_descs)
+//	                       tx_invalid_descs); each lost frame is counted
+//	                       once, so they add up (in copy mode the kernel
+//	                       counts an empty fill ring in rx_dropped too:
+//	                       xsk_rx_dropped here leaves those out)
 //	xdp_passed             frames the XDP programs passed to the kernel
 //	sockets, programs      the same per socket and per port
 //	mode, zero_copy, queues, batch   how it ran
@@ -277,7 +280,16 @@ func report(p *plane.Plane, c *counts, cfg plane.Config, info []xsk.Info) Report
 		r.TxCompleted += s.TxCompleted
 		r.Drops["xsk_rx_ring_full"] += s.RxRingFull
 		r.Drops["xsk_fill_ring_empty"] += s.RxFillRingEmpty
-		r.Drops["xsk_rx_dropped"] += s.RxDropped
+		// In copy mode the kernel counts a frame lost to an empty fill
+		// ring twice, in fill_ring_empty and rx_dropped (net/xdp/xsk.c,
+		// __xsk_rcv): the drops map counts it once, so that its values
+		// add up to the frames lost. The per-socket entries are the
+		// kernel's as they are.
+		if dropped := s.RxDropped; !r.ZeroCopy && dropped >= s.RxFillRingEmpty {
+			r.Drops["xsk_rx_dropped"] += dropped - s.RxFillRingEmpty
+		} else {
+			r.Drops["xsk_rx_dropped"] += dropped
+		}
 		r.Drops["xsk_rx_invalid_descs"] += s.RxInvalidDescs
 		r.Drops["xsk_tx_invalid_descs"] += s.TxInvalidDescs
 	}

@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pdrelay/pdrelay/bench/lab"
+)
+
+// BenchmarkXDPVariants measures pdrelay's xdp mode over the lab's veths
+// for several variants in one run, alternating them round by round, and
+// reports each variant's median: pps delivered upstream (blast from the
+// client, as BenchmarkVethForwarding), pps offered, and pdrelay's own CPU
+// time (user + system, from /proc/PID/stat) per delivered packet.
+//
+// Variants are binaries times queue counts:
+//
+//	XDPV_BINS="old=/tmp/pdrelay.old,new=/tmp/pdrelay.new"  (default: ../cmd/pdrelay built as "cur")
+//	XDPV_QUEUES="1,2"    dataplane.queues values (default 1)
+//	XDPV_ROUNDS=5        rounds (default 3)
+//	XDPV_SECONDS=3       seconds per measurement (default 3)
+//	XDPV_PERF=/tmp/prof  record `perf record -a -g` during each variant's
+//	                     first round to /tmp/prof-<bin>-q<queues>.data
+//
+// When a queue count above 1 is asked for, the lab's veths (up0 and dl0,
+// and their peers) get as many channels as each variant has queues, with
+// `ethtool -L` (veths allocate a queue per possible CPU and use one
+// unless told), in the lab's own namespaces.
+//
+//	XDPV_QUEUES=1,2 go test -run '^$' -bench XDPVariants -benchtime 1x ./bench/
+func BenchmarkXDPVariants(b *testing.B) {
+	lab.Require(b, "kea-dhcp6", "dhclient")
+	type bin struct{ name, path string }
+	var bins []bin
+	if s := os.Getenv("XDPV_BINS"); s != "" {
+		for _, kv := range strings.Split(s, ",") {
+			name, path, ok := strings.Cut(kv, "=")
+			if !ok {
+				b.Fatalf("XDPV_BINS entry %q: want name=path", kv)
+			}
+			bins = append(bins, bin{name, path})
+		}
+	} else {
+		p := filepath.Join(b.TempDir(), "pdrelay")
+		if out, err := exec.Command("go", "build", "-o", p, "../cmd/pdrelay").CombinedOutput(); err != nil {
+			b.Fatalf("go build: %v\n%s", err, out)
+		}
+		bins = []bin{{"cur", p}}
+	}
+	queues := []int{1}
+	if s := os.Getenv("XDPV_QUEUES"); s != "" {
+		queues = nil
+		for _, f := range strings.Split(s, ",") {
+			q, err := strconv.Atoi(f)
+			if err != nil || q < 1 {
+				b.Fatalf("XDPV_QUEUES %q", s)
+			}
+			queues = append(queues, q)
+		}
+	}
+	envInt := func(k string, d int) int {
+		if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+			return v
+		}
+		return d
+	}
+	rounds := envInt("XDPV_ROUNDS", 3)
+	d := time.Duration(envInt("XDPV_SECONDS", 3)) * time.Second
+	perf := os.Getenv("XDPV_PERF")
+
+	l := lab.NewT(b, lab.Config{Clients: 1, Tag: "cx"})
+	// channels gives the lab's four veth ends q queues each: with fewer
+	// sockets than queues, frames on the others would go to the kernel
+	// (xdp_no_socket), so each variant gets as many as it has sockets.
+	channels := func(q int) {
+		dl := l.Downlinks[0]
+		for _, e := range []struct{ ns, dev string }{
+			{l.RelayNS, "up0"}, {l.ServerNS, "eth0"}, {l.RelayNS, dl.Name}, {dl.PeerNS, "eth0"},
+		} {
+			if out, err := l.Run(e.ns, "ethtool", "-L", e.dev, "rx", strconv.Itoa(q), "tx", strconv.Itoa(q)); err != nil {
+				b.Fatalf("ethtool -L %s rx %d tx %d in %s: %v %s", e.dev, q, q, e.ns, err, out)
+			}
+		}
+	}
+	if slices.Max(queues) > 1 {
+		channels(queues[0])
+	}
+	if _, err := l.StartKea(lab.KeaOptions{ValidLifetime: 3600, PreferredLifetime: 3000, RenewTimer: 1800, RebindTimer: 2400}); err != nil {
+		b.Fatal(err)
+	}
+	config := func(q int) string {
+		return l.PdrelayConfig(fmt.Sprintf("dataplane:\n  mode: xdp\n  queues: %d\n", q), "")
+	}
+	r, err := l.StartPdrelay(bins[0].path, config(queues[0]))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := l.StartDhclient(0, lab.ClientOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ps, err := c.WaitPrefix(20 * time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := ps[0].Addr().Next()
+	if err := l.AddClientAddr(0, src); err != nil {
+		b.Fatal(err)
+	}
+
+	type sample struct{ recv, sent, cpuNs float64 }
+	results := map[string][]sample{}
+	var order []string
+	b.ResetTimer()
+	for round := range rounds {
+		for _, bn := range bins {
+			for _, q := range queues {
+				name := fmt.Sprintf("%s-q%d", bn.name, q)
+				if round == 0 {
+					order = append(order, name)
+				}
+				if err := r.Stop(syscall.SIGTERM); err != nil {
+					b.Fatal(err)
+				}
+				if slices.Max(queues) > 1 {
+					channels(q)
+				}
+				r.Bin = bn.path
+				if err := r.WriteConfig(config(q)); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Start(); err != nil {
+					b.Fatal(err)
+				}
+				if err := l.Ping(l.ClientNS[0], src, lab.UpstreamAddr, 10*time.Second); err != nil {
+					b.Fatalf("%s: no path through pdrelay: %v", name, err)
+				}
+				var rec *exec.Cmd
+				if perf != "" && round == 0 {
+					rec = exec.Command("perf", "record", "-a", "-g", "-q", "-o", fmt.Sprintf("%s-%s.data", perf, name), "--", "sleep", strconv.Itoa(int(d/time.Second)))
+					if err := rec.Start(); err != nil {
+						b.Fatalf("perf record: %v", err)
+					}
+				}
+				cpu0 := procCPU(b, r.Proc.Pid())
+				recv, sent := blast(b, l, src, d)
+				cpu1 := procCPU(b, r.Proc.Pid())
+				if rec != nil {
+					if err := rec.Wait(); err != nil {
+						b.Logf("perf record: %v", err)
+					}
+				}
+				delivered := recv * (d.Seconds())
+				s := sample{recv, sent, float64(cpu1-cpu0) / delivered}
+				results[name] = append(results[name], s)
+				b.Logf("round %d %s: %.0f pps delivered, %.0f offered, %.0f ns pdrelay CPU per delivered packet", round, name, s.recv, s.sent, s.cpuNs)
+				if round == rounds-1 {
+					if out, err := r.CLI("stats"); err == nil {
+						b.Logf("%s pdrelay stats after its last run:\n%s", name, out)
+					}
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	for _, name := range order {
+		var recv, sent, cpu []float64
+		for _, s := range results[name] {
+			recv, sent, cpu = append(recv, s.recv), append(sent, s.sent), append(cpu, s.cpuNs)
+		}
+		b.Logf("%s: median of %d: %.0f pps delivered (all %.0f), %.0f offered, %.0f ns CPU/packet (all %.0f)",
+			name, len(recv), median(recv), recv, median(sent), median(cpu), cpu)
+		b.ReportMetric(median(recv), name+"-pps")
+		b.ReportMetric(median(cpu), name+"-cpu-ns/pkt")
+	}
+}
+
+// procCPU is a process's user + system CPU time in nanoseconds.
+func procCPU(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces), from field 3 on.
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)    // field 14
+	st, _ := strconv.ParseInt(f[12], 10, 64)    // field 15
+	return (ut + st) * int64(time.Second) / 100 // USER_HZ
+}
