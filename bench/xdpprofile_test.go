@@ -150,9 +150,11 @@ func BenchmarkXDPVariants(b *testing.B) {
 						b.Fatalf("perf record: %v", err)
 					}
 				}
+				loss0 := pathLosses(b, l)
 				cpu0 := procCPU(b, r.Proc.Pid())
 				recv, sent := blast(b, l, src, d)
 				cpu1 := procCPU(b, r.Proc.Pid())
+				loss1 := pathLosses(b, l)
 				if rec != nil {
 					if err := rec.Wait(); err != nil {
 						b.Logf("perf record: %v", err)
@@ -161,11 +163,10 @@ func BenchmarkXDPVariants(b *testing.B) {
 				delivered := recv * (d.Seconds())
 				s := sample{recv, sent, float64(cpu1-cpu0) / delivered}
 				results[name] = append(results[name], s)
-				b.Logf("round %d %s: %.0f pps delivered, %.0f offered, %.0f ns pdrelay CPU per delivered packet", round, name, s.recv, s.sent, s.cpuNs)
-				if round == rounds-1 {
-					if out, err := r.CLI("stats"); err == nil {
-						b.Logf("%s pdrelay stats after its last run:\n%s", name, out)
-					}
+				b.Logf("round %d %s: %.0f pps delivered, %.0f offered, %.0f ns pdrelay CPU per delivered packet; after pdrelay: up0 tx dropped %d, sink Udp6RcvbufErrors %d",
+					round, name, s.recv, s.sent, s.cpuNs, loss1.upTxDropped-loss0.upTxDropped, loss1.sinkRcvbuf-loss0.sinkRcvbuf)
+				if out, err := r.CLI("stats"); err == nil {
+					b.Logf("%s round %d: pdrelay stats:\n%s", name, round, out)
 				}
 			}
 		}
@@ -195,4 +196,25 @@ func procCPU(b *testing.B, pid int) int64 {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)    // field 14
 	st, _ := strconv.ParseInt(f[12], 10, 64)    // field 15
 	return (ut + st) * int64(time.Second) / 100 // USER_HZ
+}
+
+// losses are the counters of frames lost after pdrelay sent them: up0's
+// TX drops (the veth could not hand the frame to its peer: xsk's sendto
+// returns EBUSY and completes the frame) and the sink's UDP receive
+// buffer overflows.
+type losses struct{ upTxDropped, sinkRcvbuf int64 }
+
+func pathLosses(b *testing.B, l *lab.Lab) losses {
+	var out losses
+	if s, err := l.Run(l.RelayNS, "cat", "/sys/class/net/up0/statistics/tx_dropped"); err == nil {
+		out.upTxDropped, _ = strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	}
+	if s, err := l.Run(l.ServerNS, "cat", "/proc/net/snmp6"); err == nil {
+		for _, line := range strings.Split(s, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "Udp6RcvbufErrors" {
+				out.sinkRcvbuf, _ = strconv.ParseInt(f[1], 10, 64)
+			}
+		}
+	}
+	return out
 }
