@@ -170,8 +170,8 @@ var descPackets = prometheus.NewDesc("pdrelay_dataplane_packets_total",
 	[]string{"interface", "reason"}, nil)
 
 var descSocketDrops = prometheus.NewDesc("pdrelay_xsk_drops_total",
-	"Frames the kernel's AF_XDP path lost before the forwarding plane saw them, by port, queue and reason (XDP_STATISTICS): "+
-		"rx_ring_full, fill_ring_empty, rx_dropped, rx_invalid_descs, tx_invalid_descs.",
+	"Frames the kernel's AF_XDP path lost before the forwarding plane saw them, by port, queue and reason (XDP_STATISTICS), each frame once: "+
+		"rx_ring_full, fill_ring_empty, rx_dropped (other than for an empty fill ring), rx_invalid_descs, tx_invalid_descs.",
 	[]string{"interface", "queue", "reason"}, nil)
 
 // xskDrop is one AF_XDP loss counter of a socket, by reason name.
@@ -180,12 +180,19 @@ type xskDrop struct {
 	n      uint64
 }
 
-// socketDrops are a socket's loss counters.
+// socketDrops are a socket's loss counters, each lost frame counted
+// once: in copy mode the kernel counts a frame lost to an empty fill ring
+// in rx_dropped too (net/xdp/xsk.c, __xsk_rcv), so rx_dropped leaves
+// those out there.
 func socketDrops(st plane.SocketStats) [5]xskDrop {
+	dropped := st.RxDropped
+	if !st.ZeroCopy && dropped >= st.RxFillRingEmpty {
+		dropped -= st.RxFillRingEmpty
+	}
 	return [5]xskDrop{
 		{"rx_ring_full", st.RxRingFull},
 		{"fill_ring_empty", st.RxFillRingEmpty},
-		{"rx_dropped", st.RxDropped},
+		{"rx_dropped", dropped},
 		{"rx_invalid_descs", st.RxInvalidDescs},
 		{"tx_invalid_descs", st.TxInvalidDescs},
 	}

@@ -53,6 +53,10 @@ type Port struct {
 type SocketStats struct {
 	Port  string // the port's interface name
 	Queue int
+	// ZeroCopy is the socket's bind mode. In copy mode the kernel counts
+	// a frame lost to an empty fill ring in both RxFillRingEmpty and
+	// RxDropped.
+	ZeroCopy bool
 	xsk.Stats
 }
 

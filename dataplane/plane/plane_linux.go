@@ -183,7 +183,7 @@ func (p *Plane) socketStats() []SocketStats {
 			if err != nil {
 				continue // the package's half alone would read as no loss
 			}
-			out = append(out, SocketStats{Port: p.cfg.Ports[i].Name, Queue: w.queue, Stats: st})
+			out = append(out, SocketStats{Port: p.cfg.Ports[i].Name, Queue: w.queue, ZeroCopy: s.Info().ZeroCopy, Stats: st})
 		}
 	}
 	return out

@@ -285,7 +285,7 @@ func report(p *plane.Plane, c *counts, cfg plane.Config, info []xsk.Info) Report
 		// __xsk_rcv): the drops map counts it once, so that its values
 		// add up to the frames lost. The per-socket entries are the
 		// kernel's as they are.
-		if dropped := s.RxDropped; !r.ZeroCopy && dropped >= s.RxFillRingEmpty {
+		if dropped := s.RxDropped; !st.ZeroCopy && dropped >= s.RxFillRingEmpty {
 			r.Drops["xsk_rx_dropped"] += dropped - s.RxFillRingEmpty
 		} else {
 			r.Drops["xsk_rx_dropped"] += dropped
