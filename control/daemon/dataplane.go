@@ -182,8 +182,9 @@ type xskDrop struct {
 
 // socketDrops are a socket's loss counters, each lost frame counted
 // once: in copy mode the kernel counts a frame lost to an empty fill ring
-// in rx_dropped too (net/xdp/xsk.c, __xsk_rcv), so rx_dropped leaves
-// those out there.
+// in rx_dropped too (net/xdp/xsk.c, __xsk_rcv; xsk's
+// TestFillRingKernelCache checks it), so rx_dropped leaves those out
+// there.
 func socketDrops(st plane.SocketStats) [5]xskDrop {
 	dropped := st.RxDropped
 	if !st.ZeroCopy && dropped >= st.RxFillRingEmpty {

@@ -951,3 +951,65 @@ func TestShareFallback(t *testing.T) {
 		t.Error("the private UMEM outlived its socket")
 	}
 }
+
+// TestFillRingKernelCache pins down two kernel behaviours of copy mode
+// that the plane's loss counters and ring sizing depend on (see
+// bench/results/issue15-xdp-profile.txt):
+//
+//  1. the kernel hands fill-ring slots back as it uses them (it publishes
+//     its consumer index at each flush), so a plane that keeps the ring
+//     full can top it up while traffic flows: an empty fill ring means
+//     the worker did not run, not that the kernel kept slots hidden;
+//  2. a frame lost to the empty fill ring is counted in both
+//     RxFillRingEmpty and RxDropped (which is why pdrelay's rx_dropped
+//     leaves those out).
+func TestFillRingKernelCache(t *testing.T) {
+	const ring = 64
+	tp, pa, _ := setup2Sized(t, ModeAuto, true, 256, ring) // pa's fill ring: full, 64 frames
+	if pa.sock.Info().ZeroCopy {
+		t.Skip("zero-copy socket: the test is about copy mode")
+	}
+	src := udpIn(t, tp.a, "[2001:db8:a::2]:0")
+	to := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:b::2]:9000"))
+	rx := make([]Desc, ring)
+	received := 0
+	// receive sends until n frames in all reached the socket, keeping
+	// them (no refill).
+	receive := func(n int) {
+		t.Helper()
+		for end := time.Now().Add(3 * time.Second); received < n && time.Now().Before(end); {
+			_, _ = src.WriteToUDP([]byte("fill"), to)
+			time.Sleep(time.Millisecond)
+			received += pa.sock.Receive(rx)
+		}
+		if received < n {
+			t.Fatalf("%d frames reached the socket, want %d", received, n)
+		}
+	}
+	receive(10)
+	if free := pa.sock.fill.freeSlots(ring); int(free) != received || received >= ring {
+		t.Fatalf("after %d of %d fill-ring frames were used, %d slot(s) free; want as many as were used", received, ring, free)
+	}
+	// Use up the rest and go on sending: the ring runs dry.
+	receive(ring)
+	var st Stats
+	for end := time.Now().Add(3 * time.Second); st.RxFillRingEmpty == 0 && time.Now().Before(end); {
+		_, _ = src.WriteToUDP([]byte("dry"), to)
+		time.Sleep(time.Millisecond)
+		received += pa.sock.Receive(rx)
+		var err error
+		if st, err = pa.sock.Stats(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if received != ring || st.RxFillRingEmpty == 0 {
+		t.Fatalf("received %d frames (want the ring's %d), fill ring empty %d (want > 0)", received, ring, st.RxFillRingEmpty)
+	}
+	if st.RxDropped != st.RxFillRingEmpty {
+		t.Errorf("RxDropped %d, RxFillRingEmpty %d: want equal (copy mode counts the loss in both)", st.RxDropped, st.RxFillRingEmpty)
+	}
+	if free := pa.sock.fill.freeSlots(ring); free != ring {
+		t.Errorf("dry fill ring shows %d free slots, want all %d", free, ring)
+	}
+	t.Logf("stats %+v", st)
+}
