@@ -170,8 +170,9 @@ var descPackets = prometheus.NewDesc("pdrelay_dataplane_packets_total",
 	[]string{"interface", "reason"}, nil)
 
 var descSocketDrops = prometheus.NewDesc("pdrelay_xsk_drops_total",
-	"Frames the kernel's AF_XDP path lost before the forwarding plane saw them, by port, queue and reason (XDP_STATISTICS), each frame once: "+
-		"rx_ring_full, fill_ring_empty, rx_dropped (other than for an empty fill ring), rx_invalid_descs, tx_invalid_descs.",
+	"Frames the kernel's AF_XDP path lost before the forwarding plane saw them or after it sent them, by port, queue and reason (XDP_STATISTICS), each frame once: "+
+		"rx_ring_full, fill_ring_empty, rx_dropped (other than for an empty fill ring), rx_invalid_descs, tx_invalid_descs, "+
+		"and tx_dropped: frames the device refused to send (copy mode).",
 	[]string{"interface", "queue", "reason"}, nil)
 
 // xskDrop is one AF_XDP loss counter of a socket, by reason name.
@@ -185,17 +186,18 @@ type xskDrop struct {
 // in rx_dropped too (net/xdp/xsk.c, __xsk_rcv; xsk's
 // TestFillRingKernelCache checks it), so rx_dropped leaves those out
 // there.
-func socketDrops(st plane.SocketStats) [5]xskDrop {
+func socketDrops(st plane.SocketStats) [6]xskDrop {
 	dropped := st.RxDropped
 	if !st.ZeroCopy && dropped >= st.RxFillRingEmpty {
 		dropped -= st.RxFillRingEmpty
 	}
-	return [5]xskDrop{
+	return [6]xskDrop{
 		{"rx_ring_full", st.RxRingFull},
 		{"fill_ring_empty", st.RxFillRingEmpty},
 		{"rx_dropped", dropped},
 		{"rx_invalid_descs", st.RxInvalidDescs},
 		{"tx_invalid_descs", st.TxInvalidDescs},
+		{"tx_dropped", st.TxDropped},
 	}
 }
 

@@ -47,7 +47,7 @@ func TestPlaneCounters(t *testing.T) {
 			{Port: "up0", Queue: 0, Stats: xsk.Stats{RxRingFull: 5, RxFillRingEmpty: 1, RxDropped: 3}},
 			{Port: "up0", Queue: 1, Stats: xsk.Stats{RxRingFull: 6}},
 			// Zero-copy: rx_dropped is the kernel's as it is.
-			{Port: "dl0", Queue: 0, ZeroCopy: true, Stats: xsk.Stats{TxInvalidDescs: 9, RxFillRingEmpty: 4, RxDropped: 7}},
+			{Port: "dl0", Queue: 0, ZeroCopy: true, Stats: xsk.Stats{TxInvalidDescs: 9, RxFillRingEmpty: 4, RxDropped: 7, TxDropped: 12}},
 		},
 	}}
 
@@ -81,6 +81,8 @@ pdrelay_xdp_program_total{interface="up0",verdict="redirect"} 100
 		{`interface="up0",queue="0",reason="rx_dropped"`, 2},
 		{`interface="dl0",queue="0",reason="rx_dropped"`, 7},
 		{`interface="dl0",queue="0",reason="fill_ring_empty"`, 4},
+		{`interface="dl0",queue="0",reason="tx_dropped"`, 12},
+		{`interface="up0",queue="1",reason="tx_dropped"`, 0},
 	} {
 		line := "pdrelay_xsk_drops_total{" + m.labels + "} " + strconv.FormatFloat(m.n, 'g', -1, 64) + "\n"
 		if out := gather(t, reg); !strings.Contains(out, line) {
@@ -107,6 +109,8 @@ pdrelay_xdp_program_total{interface="up0",verdict="redirect"} 100
 		{"dl0", "xsk_tx_invalid_descs", 9},
 		{"up0", "xsk_rx_dropped", 2},
 		{"dl0", "xsk_rx_dropped", 7},
+		{"dl0", "xsk_tx_dropped", 12},
+		{"up0", "xsk_tx_dropped", 0},
 		{"dl0", "xsk_rx_ring_full", 0},
 	} {
 		n, ok := got[c.port][c.reason]

@@ -129,6 +129,13 @@ type Stats struct {
 	Filled      uint64 // addresses put on the fill ring
 	Kicks       uint64 // sendto/recvfrom wakeups issued
 	KickErrors  uint64 // wakeups that failed with an unexpected errno
+	// TxDropped counts frames the device refused in copy mode: the
+	// kernel completes such a frame (it comes back through Complete)
+	// but never sent it, and says so by failing that sendto with EBUSY
+	// (net/xdp/xsk.c: NET_XMIT_DROP, "SKB completed but not sent"). A
+	// veth does this when its peer is down or its peer's backlog is
+	// full.
+	TxDropped uint64
 
 	RxDropped       uint64 // frames the kernel dropped (no room in the frame etc.)
 	RxInvalidDescs  uint64 // bad fill-ring addresses

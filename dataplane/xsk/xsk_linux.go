@@ -36,6 +36,7 @@ type Socket struct {
 	filled      atomic.Uint64
 	kicks       atomic.Uint64
 	kickErrors  atomic.Uint64
+	txDropped   atomic.Uint64 // copy mode: sendto's EBUSY, one refused frame each
 	lastErrno   atomic.Uint32 // last unexpected wakeup errno
 	sockErrno   atomic.Uint32 // SO_ERROR once seen: the socket was unbound
 }
@@ -553,7 +554,15 @@ func (s *Socket) kickTx() {
 			if atomic.LoadUint32(s.tx.consumer) == before || s.tx.outstanding() == 0 {
 				return
 			}
-		case unix.EBUSY, unix.ENOBUFS:
+		case unix.EBUSY:
+			// Copy mode: the device dropped one frame (completed,
+			// not sent) and the kernel stopped there; the rest wait
+			// for the next kick.
+			if !s.info.ZeroCopy {
+				s.txDropped.Add(1)
+			}
+			return
+		case unix.ENOBUFS:
 			return
 		default:
 			s.kickErrors.Add(1)
@@ -671,6 +680,7 @@ func (s *Socket) Stats() (Stats, error) {
 		Filled:      s.filled.Load(),
 		Kicks:       s.kicks.Load(),
 		KickErrors:  s.kickErrors.Load(),
+		TxDropped:   s.txDropped.Load(),
 	}
 	var ks unix.XDPStatistics // kernels before 5.9 fill only the first three
 	if _, err := getsockopt(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&ks), unsafe.Sizeof(ks)); err != nil {

@@ -31,7 +31,9 @@
 //	                       xdp_aborted (the XDP programs'), xsk_<reason>
 //	                       (the kernel's XDP_STATISTICS: rx_ring_full,
 //	                       fill_ring_empty, rx_dropped, rx_invalid_descs,
-//	                       tx_invalid_descs); each lost frame is counted
+//	                       tx_invalid_descs), xsk_tx_dropped (frames the
+//	                       device refused to send: the sendto's EBUSY in
+//	                       copy mode); each lost frame is counted
 //	                       once, so they add up (in copy mode the kernel
 //	                       counts an empty fill ring in rx_dropped too:
 //	                       xsk_rx_dropped here leaves those out)
@@ -246,6 +248,7 @@ type SocketReport struct {
 	RxDropped       uint64 `json:"rx_dropped"`
 	RxInvalidDescs  uint64 `json:"rx_invalid_descs"`
 	TxInvalidDescs  uint64 `json:"tx_invalid_descs"`
+	TxDropped       uint64 `json:"tx_dropped"`
 }
 
 // ProgramReport is one port's XDP program verdict counters.
@@ -264,7 +267,7 @@ func report(p *plane.Plane, c *counts, cfg plane.Config, info []xsk.Info) Report
 		"tx_ring_full": c.txFull.Load(), "short_frame": c.short.Load(),
 		"xdp_no_socket": 0, "xdp_aborted": 0,
 		"xsk_rx_ring_full": 0, "xsk_fill_ring_empty": 0, "xsk_rx_dropped": 0,
-		"xsk_rx_invalid_descs": 0, "xsk_tx_invalid_descs": 0,
+		"xsk_rx_invalid_descs": 0, "xsk_tx_invalid_descs": 0, "xsk_tx_dropped": 0,
 	}, Mode: p.Mode().String(), Queues: cfg.Queues, Batch: cfg.Batch}
 	r.ZeroCopy = len(info) > 0
 	for _, in := range info {
@@ -273,7 +276,7 @@ func report(p *plane.Plane, c *counts, cfg plane.Config, info []xsk.Info) Report
 	for _, st := range p.SocketStats() {
 		s := SocketReport{Port: st.Port, Queue: st.Queue, Rx: st.Received, Tx: st.Transmitted, TxCompleted: st.Completed,
 			Kicks: st.Kicks, RxRingFull: st.RxRingFull, RxFillRingEmpty: st.RxFillRingEmpty, RxDropped: st.RxDropped,
-			RxInvalidDescs: st.RxInvalidDescs, TxInvalidDescs: st.TxInvalidDescs}
+			RxInvalidDescs: st.RxInvalidDescs, TxInvalidDescs: st.TxInvalidDescs, TxDropped: st.TxDropped}
 		r.Sockets = append(r.Sockets, s)
 		r.Rx += s.Rx
 		r.Tx += s.Tx
@@ -292,6 +295,7 @@ func report(p *plane.Plane, c *counts, cfg plane.Config, info []xsk.Info) Report
 		}
 		r.Drops["xsk_rx_invalid_descs"] += s.RxInvalidDescs
 		r.Drops["xsk_tx_invalid_descs"] += s.TxInvalidDescs
+		r.Drops["xsk_tx_dropped"] += s.TxDropped
 	}
 	for _, st := range p.ProgramStats() {
 		r.Programs = append(r.Programs, ProgramReport{Port: st.Port, Redirect: st.Redirected, Pass: st.Passed,

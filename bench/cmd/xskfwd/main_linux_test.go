@@ -394,8 +394,8 @@ func TestForwardBothWays(t *testing.T) {
 			t.Errorf("drops[%s] = %d, want 0", reason, n)
 		}
 	}
-	if len(r.Drops) != 9 {
-		t.Errorf("drops has %d reasons, want 9: %v", len(r.Drops), r.Drops)
+	if len(r.Drops) != 10 {
+		t.Errorf("drops has %d reasons, want 10: %v", len(r.Drops), r.Drops)
 	}
 	if r.Queues != 1 || len(r.Sockets) != 2 || r.Batch != 64 {
 		t.Errorf("queues %d, %d sockets, batch %d; want 1 queue (a single-queue veth), 2 sockets, batch 64", r.Queues, len(r.Sockets), r.Batch)
