@@ -117,5 +117,10 @@
 //     some milliseconds (the kernel releases the queue from a work
 //     queue); NewSocket retries for up to two seconds.
 //   - In copy mode the kernel copies and sends TX frames inside the sendto
-//     that Transmit issues, so Transmit costs a system call per batch.
+//     that Transmit issues, so Transmit costs a system call per batch. A
+//     frame the device refuses (a veth whose peer is down or whose
+//     backlog is full) still comes back through Complete; the sendto
+//     fails with EBUSY, which Stats.TxDropped counts. In copy mode a frame
+//     lost to an empty fill ring is counted in both RxFillRingEmpty and
+//     RxDropped.
 package xsk
