@@ -110,6 +110,17 @@ func TestEndToEndForwarding(t *testing.T) {
 	if m, err := r.Metrics(metricsAddr); err != nil || !strings.Contains(m, fmt.Sprintf(`pdrelay_xsk_drops_total{interface=%q,queue="0",reason="rx_ring_full"}`, dl)) {
 		t.Errorf("no pdrelay_xsk_drops_total for %s queue 0: %v", dl, err)
 	}
+	// And the XDP programs' verdicts: the frames forwarded above were
+	// redirected on both ports, and every queue had its socket.
+	for _, port := range []string{dl, l.Uplink.Name} {
+		v := func(verdict string) float64 {
+			return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_xdp_program_total{interface=%q,verdict=%q}`, port, verdict))
+		}
+		if v("redirect") < 1 || v("no_socket") != 0 || v("aborted") != 0 {
+			t.Errorf("pdrelay_xdp_program_total on %s: redirect %v, no_socket %v, aborted %v; want redirect > 0, no losses",
+				port, v("redirect"), v("no_socket"), v("aborted"))
+		}
+	}
 	completed := func(port string) float64 {
 		return metric(t, r, metricsAddr, fmt.Sprintf(`pdrelay_dataplane_packets_total{interface=%q,reason="checksum_completed"}`, port))
 	}

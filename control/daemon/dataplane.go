@@ -26,6 +26,15 @@ type forwarding struct {
 	fwd   *dataplane.Forwarder
 	plane *plane.Plane
 	names map[fib.PortID]string
+	// counters is the plane (a fake in tests): its sockets' and XDP
+	// programs' counters, for /metrics and pdrelay stats.
+	counters planeCounters
+}
+
+// planeCounters are the counters the kernel keeps for the plane.
+type planeCounters interface {
+	SocketStats() []plane.SocketStats
+	ProgramStats() []plane.ProgramStats
 }
 
 // startForwarding builds the Forwarder from the config and the ports'
@@ -109,6 +118,7 @@ func startForwarding(cfg *config.Config, ports map[string]fib.PortID, routes *xs
 	if f.plane, err = plane.Start(pc, log); err != nil {
 		return nil, err // names the cause: privilege, driver, interface
 	}
+	f.counters = f.plane
 	log.Info("forwarding plane attached", "mode", f.plane.Mode(), "ports", len(pc.Ports), "queues", max(pc.Queues, 1))
 	return f, nil
 }
@@ -160,8 +170,9 @@ var descPackets = prometheus.NewDesc("pdrelay_dataplane_packets_total",
 	[]string{"interface", "reason"}, nil)
 
 var descSocketDrops = prometheus.NewDesc("pdrelay_xsk_drops_total",
-	"Frames the kernel's AF_XDP path lost before the forwarding plane saw them, by port, queue and reason (XDP_STATISTICS): "+
-		"rx_ring_full, fill_ring_empty, rx_dropped, rx_invalid_descs, tx_invalid_descs.",
+	"Frames the kernel's AF_XDP path lost before the forwarding plane saw them or after it sent them, by port, queue and reason (XDP_STATISTICS), each frame once: "+
+		"rx_ring_full, fill_ring_empty, rx_dropped (other than for an empty fill ring), rx_invalid_descs, tx_invalid_descs, "+
+		"and tx_dropped: frames the device refused to send (copy mode).",
 	[]string{"interface", "queue", "reason"}, nil)
 
 // xskDrop is one AF_XDP loss counter of a socket, by reason name.
@@ -170,14 +181,47 @@ type xskDrop struct {
 	n      uint64
 }
 
-// socketDrops are a socket's loss counters.
-func socketDrops(st plane.SocketStats) [5]xskDrop {
-	return [5]xskDrop{
+// socketDrops are a socket's loss counters, each lost frame counted
+// once: in copy mode the kernel counts a frame lost to an empty fill ring
+// in rx_dropped too (net/xdp/xsk.c, __xsk_rcv; xsk's
+// TestFillRingKernelCache checks it), so rx_dropped leaves those out
+// there.
+func socketDrops(st plane.SocketStats) [6]xskDrop {
+	dropped := st.RxDropped
+	if !st.ZeroCopy && dropped >= st.RxFillRingEmpty {
+		dropped -= st.RxFillRingEmpty
+	}
+	return [6]xskDrop{
 		{"rx_ring_full", st.RxRingFull},
 		{"fill_ring_empty", st.RxFillRingEmpty},
-		{"rx_dropped", st.RxDropped},
+		{"rx_dropped", dropped},
 		{"rx_invalid_descs", st.RxInvalidDescs},
 		{"tx_invalid_descs", st.TxInvalidDescs},
+		{"tx_dropped", st.TxDropped},
+	}
+}
+
+var descProgram = prometheus.NewDesc("pdrelay_xdp_program_total",
+	"Frames each port's XDP program saw, by verdict: redirect (to the AF_XDP socket of its queue), pass (to the kernel by a rule), "+
+		"no_socket (to the kernel because its queue had no socket: the plane never saw it), aborted (lost in the redirect).",
+	[]string{"interface", "verdict"}, nil)
+
+// xdpVerdict is one XDP program counter of a port, by verdict name; lost
+// marks the verdicts that are frames the plane should have had and did
+// not (pdrelay stats shows those as xdp_<verdict>).
+type xdpVerdict struct {
+	verdict string
+	n       uint64
+	lost    bool
+}
+
+// programVerdicts are a port's XDP program counters.
+func programVerdicts(st plane.ProgramStats) [4]xdpVerdict {
+	return [4]xdpVerdict{
+		{"redirect", st.Redirected, false},
+		{"pass", st.Passed, false},
+		{"no_socket", st.NoSocket, true},
+		{"aborted", st.Aborted, true},
 	}
 }
 
@@ -185,10 +229,16 @@ func socketDrops(st plane.SocketStats) [5]xskDrop {
 func (f *forwarding) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPackets
 	ch <- descSocketDrops
+	ch <- descProgram
 }
 
 func (f *forwarding) Collect(ch chan<- prometheus.Metric) {
-	for _, st := range f.plane.SocketStats() {
+	for _, st := range f.counters.ProgramStats() {
+		for _, v := range programVerdicts(st) {
+			ch <- prometheus.MustNewConstMetric(descProgram, prometheus.CounterValue, float64(v.n), st.Port, v.verdict)
+		}
+	}
+	for _, st := range f.counters.SocketStats() {
 		q := strconv.Itoa(st.Queue)
 		for _, d := range socketDrops(st) {
 			ch <- prometheus.MustNewConstMetric(descSocketDrops, prometheus.CounterValue, float64(d.n), st.Port, q, d.reason)
@@ -277,9 +327,23 @@ func (f *forwarding) stats() []api.PortStatsJSON {
 		}
 		out = append(out, p)
 	}
+	// The frames the XDP program did not hand to the plane's sockets
+	// (xdp_no_socket, xdp_aborted), when not zero.
+	for _, st := range f.counters.ProgramStats() {
+		for i := range out {
+			if out[i].Interface != st.Port {
+				continue
+			}
+			for _, v := range programVerdicts(st) {
+				if v.lost && v.n > 0 {
+					out[i].Packets["xdp_"+v.verdict] += v.n
+				}
+			}
+		}
+	}
 	// The frames the kernel's AF_XDP path lost before the plane saw them,
 	// summed over the port's queues, as xsk_<reason> when not zero.
-	for _, st := range f.plane.SocketStats() {
+	for _, st := range f.counters.SocketStats() {
 		for i := range out {
 			if out[i].Interface != st.Port {
 				continue

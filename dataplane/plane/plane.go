@@ -22,9 +22,13 @@ type Decider interface {
 	Flush()
 }
 
-// BatchSize is the most frames a worker takes from a socket at once: a
-// Decider gets batches of 1 to BatchSize frames.
+// BatchSize is the most frames a worker takes from a socket at once
+// unless Config.Batch says otherwise: a Decider gets batches of 1 to
+// Config.Batch frames.
 const BatchSize = 64
+
+// MaxBatch is the largest Config.Batch.
+const MaxBatch = 1024
 
 // Decision is what a Decider made of one frame: send its first Len bytes
 // out of Port, or not.
@@ -49,7 +53,18 @@ type Port struct {
 type SocketStats struct {
 	Port  string // the port's interface name
 	Queue int
+	// ZeroCopy is the socket's bind mode. In copy mode the kernel counts
+	// a frame lost to an empty fill ring in both RxFillRingEmpty and
+	// RxDropped.
+	ZeroCopy bool
 	xsk.Stats
+}
+
+// ProgramStats are one port's XDP program verdict counters
+// (Plane.ProgramStats).
+type ProgramStats struct {
+	Port string // the port's interface name
+	xsk.ProgramStats
 }
 
 // Config configures the plane.
@@ -58,5 +73,6 @@ type Config struct {
 	Mode      xsk.Mode // attach mode: auto, native or generic
 	Queues    int      // queues per port (default 1)
 	FrameSize int      // UMEM frame size (default 2048)
+	Batch     int      // frames taken from a socket at once, 1..MaxBatch (default BatchSize)
 	Locals    []netip.Addr
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -25,10 +26,13 @@ type Plane struct {
 	// closeMu keeps SocketStats (a metrics scrape) off sockets Close is
 	// closing: a closed socket's descriptor number may be reused.
 	closeMu sync.RWMutex
+	// The counters as they were at Close (under closeMu), for a reader
+	// that comes after Run returned.
+	lastSockets  []SocketStats
+	lastPrograms []ProgramStats
 }
 
 const (
-	batch = BatchSize
 	// ringSize is each socket's ring size. Twice the xsk default: over
 	// veth it took the plane from 0.64-0.67x to 0.79-0.80x of Linux
 	// forwarding (BenchmarkVethForwarding), the RX ring no longer filling
@@ -45,6 +49,12 @@ func Start(cfg Config, log *slog.Logger) (_ *Plane, err error) {
 	}
 	if cfg.FrameSize == 0 {
 		cfg.FrameSize = 2048
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = BatchSize
+	}
+	if cfg.Batch < 1 || cfg.Batch > MaxBatch {
+		return nil, fmt.Errorf("forwarding plane: batch %d out of range 1..%d", cfg.Batch, MaxBatch)
 	}
 	p := &Plane{cfg: cfg, log: log}
 	defer func() {
@@ -108,6 +118,11 @@ func (p *Plane) Run(ctx context.Context, fibs *fib.FIB, newDecider func() Decide
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// One OS thread per worker, for its whole life: the
+			// scheduler does not move a busy worker's rings between
+			// threads, and a profile shows one thread per queue.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
 			if err := w.run(ctx, fibs, newDecider()); err != nil {
 				errc <- err
 				cancel()
@@ -123,11 +138,44 @@ func (p *Plane) Run(ctx context.Context, fibs *fib.FIB, newDecider func() Decide
 // SocketStats returns the counters of every socket, by port name and
 // queue: the package's and the kernel's (XDP_STATISTICS: RX ring full,
 // fill ring empty, dropped, invalid descriptors), which count the frames
-// lost before the plane saw them. Nil once the plane is closed. Safe to
-// call from any goroutine.
+// lost before the plane saw them. Once the plane is closed, the counters
+// as they were at Close. Safe to call from any goroutine.
 func (p *Plane) SocketStats() []SocketStats {
 	p.closeMu.RLock()
 	defer p.closeMu.RUnlock()
+	if p.workers == nil {
+		return p.lastSockets
+	}
+	return p.socketStats()
+}
+
+// ProgramStats returns the verdict counters of every port's XDP program,
+// in port order: frames redirected to a socket, passed to the kernel by
+// a rule, passed for want of a socket on their queue (NoSocket), and
+// lost in the redirect (Aborted). Once the plane is closed, the counters
+// as they were at Close. Safe to call from any goroutine.
+func (p *Plane) ProgramStats() []ProgramStats {
+	p.closeMu.RLock()
+	defer p.closeMu.RUnlock()
+	if p.progs == nil {
+		return p.lastPrograms
+	}
+	return p.programStats()
+}
+
+func (p *Plane) programStats() []ProgramStats {
+	var out []ProgramStats
+	for i, prog := range p.progs {
+		st, err := prog.Stats()
+		if err != nil {
+			continue
+		}
+		out = append(out, ProgramStats{Port: p.cfg.Ports[i].Name, ProgramStats: st})
+	}
+	return out
+}
+
+func (p *Plane) socketStats() []SocketStats {
 	var out []SocketStats
 	for _, w := range p.workers {
 		for i, s := range w.socks {
@@ -135,7 +183,7 @@ func (p *Plane) SocketStats() []SocketStats {
 			if err != nil {
 				continue // the package's half alone would read as no loss
 			}
-			out = append(out, SocketStats{Port: p.cfg.Ports[i].Name, Queue: w.queue, Stats: st})
+			out = append(out, SocketStats{Port: p.cfg.Ports[i].Name, Queue: w.queue, ZeroCopy: s.Info().ZeroCopy, Stats: st})
 		}
 	}
 	return out
@@ -145,6 +193,12 @@ func (p *Plane) SocketStats() []SocketStats {
 func (p *Plane) Close() error {
 	p.closeMu.Lock()
 	defer p.closeMu.Unlock()
+	if p.workers != nil {
+		p.lastSockets = p.socketStats()
+	}
+	if p.progs != nil {
+		p.lastPrograms = p.programStats()
+	}
 	var errs []error
 	for _, w := range p.workers {
 		errs = append(errs, w.umem.Close())
@@ -170,6 +224,7 @@ type worker struct {
 	byID   map[fib.PortID]int
 	poller *xsk.Poller
 	start  time.Time
+	batch  int // Config.Batch
 
 	rx []xsk.Desc
 	// frames and dec hold one batch for the Decider.
@@ -185,7 +240,8 @@ func (p *Plane) newWorker(q int) (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("umem for queue %d: %w", q, err)
 	}
-	w := &worker{queue: q, umem: u, byID: map[fib.PortID]int{},
+	batch := p.cfg.Batch
+	w := &worker{queue: q, umem: u, byID: map[fib.PortID]int{}, batch: batch,
 		rx: make([]xsk.Desc, batch), frames: make([][]byte, batch), dec: make([]Decision, batch), addrs: make([]uint64, 4*batch)}
 	for i, port := range p.cfg.Ports {
 		// The worker moves descriptors between its sockets, so they must
@@ -278,7 +334,7 @@ func (w *worker) step(snap *fib.Snapshot, d Decider) int {
 			}
 			w.umem.Free(w.addrs[:c])
 		}
-		s.FillFromUMEM(batch * 4)
+		s.FillFromUMEM(w.batch * 4)
 	}
 	return moved
 }

@@ -329,6 +329,13 @@ func TestForwardDropRecycle(t *testing.T) {
 		t.Errorf("SocketStats: %d entries (want %d), %s received %d (want >= %d): %+v",
 			len(ss), len(p.cfg.Ports)*len(p.workers), p.cfg.Ports[0].Name, rxA, N, ss)
 	}
+	// ProgramStats: one entry per port, in port order; rA's program
+	// redirected at least what its sockets received, and no frame fell
+	// back for want of a socket or was aborted.
+	ps := p.ProgramStats()
+	if len(ps) != len(p.cfg.Ports) || ps[0].Port != "rA" || ps[0].Redirected < rxA || ps[0].NoSocket != 0 || ps[0].Aborted != 0 {
+		t.Errorf("ProgramStats: %+v; want rA first with Redirected >= %d, no NoSocket, no Aborted", ps, rxA)
+	}
 	if !waitFor(time.Second, func() bool { return c.flush.Load() > 0 }) {
 		t.Errorf("Flush was never called")
 	}
@@ -366,6 +373,13 @@ func TestForwardDropRecycle(t *testing.T) {
 
 	// 4. Cancel: Run returns nil, closes the plane and detaches.
 	stop()
+	// The counters outlive the plane, as they were at Close.
+	if ss := p.SocketStats(); len(ss) != len(p.cfg.Ports) || ss[0].Received < uint64(N+dropN+N2) {
+		t.Errorf("SocketStats after Run returned: %+v; want %d entries, rA received >= %d", ss, len(p.cfg.Ports), N+dropN+N2)
+	}
+	if ps := p.ProgramStats(); len(ps) != len(p.cfg.Ports) || ps[0].Redirected < uint64(N+dropN+N2) {
+		t.Errorf("ProgramStats after Run returned: %+v; want %d entries, rA redirected >= %d", ps, len(p.cfg.Ports), N+dropN+N2)
+	}
 	if c.bad.Load() != 0 {
 		t.Errorf("%d bad frees", c.bad.Load())
 	}

@@ -24,3 +24,4 @@ func (*Plane) Info() []xsk.Info                                    { return nil 
 func (*Plane) Run(context.Context, *fib.FIB, func() Decider) error { return nil }
 func (*Plane) Close() error                                        { return nil }
 func (*Plane) SocketStats() []SocketStats                          { return nil }
+func (*Plane) ProgramStats() []ProgramStats                        { return nil }

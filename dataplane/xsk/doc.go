@@ -15,9 +15,14 @@
 //     for the receiving queue, or passed when there is none. A program
 //     given a Routes map (the uplink's, for no_route: pass) also passes
 //     destinations that none of its prefixes holds. See
-//     programInsns for the exact rules. Attach uses a BPF link: Detach is
-//     a close, synchronous in native and generic mode, and a crashed
-//     daemon leaves no program behind.
+//     programInsns for the exact rules. The program counts every frame
+//     once by verdict in a per-CPU array (Program.Stats, ProgramStats):
+//     redirected, passed by a rule, passed because its queue had no
+//     socket (NoSocket: the plane never saw it), or aborted. A frame
+//     redirected and then refused by the socket (RX ring full, fill ring
+//     empty) is counted in that socket's Stats. Attach uses a BPF link:
+//     Detach is a close, synchronous in native and generic mode, and a
+//     crashed daemon leaves no program behind.
 //   - LocalAddrs: the BPF hash map of the relay's own addresses, shared
 //     by the programs of all ports.
 //   - Routes: an optional BPF LPM trie of routed (delegated) IPv6
@@ -35,7 +40,8 @@
 //   - Poller: blocks on several sockets when a worker is idle.
 //   - Driver and PartialChecksums: which kernel driver a port has
 //     (ethtool GDRVINFO), and whether its frames can carry partial
-//     checksums.
+//     checksums. Queues: how many queues a socket can bind to (ethtool
+//     GCHANNELS).
 //
 // # Frames and their owners
 //
@@ -111,5 +117,10 @@
 //     some milliseconds (the kernel releases the queue from a work
 //     queue); NewSocket retries for up to two seconds.
 //   - In copy mode the kernel copies and sends TX frames inside the sendto
-//     that Transmit issues, so Transmit costs a system call per batch.
+//     that Transmit issues, so Transmit costs a system call per batch. A
+//     frame the device refuses (a veth whose peer is down or whose
+//     backlog is full) still comes back through Complete; the sendto
+//     fails with EBUSY, which Stats.TxDropped counts. In copy mode a frame
+//     lost to an empty fill ring is counted in both RxFillRingEmpty and
+//     RxDropped.
 package xsk

@@ -51,3 +51,47 @@ func TestPartialChecksums(t *testing.T) {
 		}
 	}
 }
+
+// TestQueues reads the queue count of veths created with 1 and 3 queues,
+// the count a socket can bind to (queue 2 of the 3-queue veth binds, 1
+// of the 1-queue veth does not); a missing device is an error naming it.
+func TestQueues(t *testing.T) {
+	requireRoot(t)
+	ns := newNS(t, "queues")
+	veth(t, ns, "q0", "02:00:00:00:0e:00", ns, "q1", "02:00:00:00:0e:01")
+	run(t, "ip", "-n", ns, "link", "add", "m0", "numtxqueues", "3", "numrxqueues", "3", "type", "veth",
+		"peer", "name", "m1", "numtxqueues", "3", "numrxqueues", "3")
+	mustInNS(t, ns, func() error {
+		for dev, want := range map[string]int{"q0": 1, "m0": 3} {
+			if got, err := Queues(dev); err != nil || got != want {
+				t.Errorf("Queues(%s) = %d, %v; want %d", dev, got, err, want)
+			}
+		}
+		if got, err := Queues("nosuch0"); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+			t.Errorf("Queues(nosuch0) = %d, %v; want an error naming it", got, err)
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		dev   string
+		queue int
+		ok    bool
+	}{{"m0", 2, true}, {"q0", 1, false}} {
+		idx := ifindex(t, ns, c.dev)
+		u, err := NewUMEM(UMEMConfig{Frames: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustInNS(t, ns, func() error {
+			s, err := NewSocket(u, SocketConfig{Ifindex: idx, Queue: c.queue, RxSize: 64, TxSize: 64, FillSize: 64, CompletionSize: 64})
+			if (err == nil) != c.ok {
+				t.Errorf("socket on %s queue %d: %v; want ok=%v", c.dev, c.queue, err, c.ok)
+			}
+			if s != nil {
+				s.Close()
+			}
+			return nil
+		})
+		u.Close()
+	}
+}

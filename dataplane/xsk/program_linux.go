@@ -17,8 +17,18 @@ import (
 
 // XDP verdicts (enum xdp_action) the program returns.
 const (
+	xdpAborted  = 0
 	xdpPass     = 2
 	xdpRedirect = 4
+)
+
+// Slots of the program's per-CPU verdict counters (ProgramStats).
+const (
+	slotRedirect = iota // bpf_redirect_map gave XDP_REDIRECT
+	slotPass            // a pass rule sent the frame to the kernel
+	slotNoSocket        // redirect fell back to XDP_PASS: no socket on the queue
+	slotAborted         // redirect gave anything else: the frame is lost
+	numSlots
 )
 
 // Offsets into an untagged Ethernet frame carrying IPv6.
@@ -55,6 +65,12 @@ const (
 //	routes set and dst in none of its prefixes ............... pass
 //	otherwise ........ bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)
 //
+// Every frame is counted once in the per-CPU array verdicts (slot*
+// constants): redirected, passed by a rule, fell back to the kernel
+// because the queue has no socket registered, or aborted (the redirect
+// returned anything else, which loses the frame). The program returns the
+// verdict it counted.
+//
 // routes (a Routes' LPM trie) may be nil: the program then has no route
 // lookup at all (downlink ports). With it, a destination no delegated
 // prefix holds goes to the kernel (the uplink's no_route: pass).
@@ -65,8 +81,9 @@ const (
 // dataplane forwards by addresses.
 //
 // Registers: r6 ctx, r2 data, r3 data_end, r9 payload length, r7 next
-// header, r8 hop limit; r4 and r5 scratch.
-func programInsns(xsks, locals, routes *ebpf.Map) asm.Instructions {
+// header (then the verdict, at the end), r8 hop limit; r4 and r5
+// scratch.
+func programInsns(xsks, locals, routes, verdicts *ebpf.Map) asm.Instructions {
 	const pass = "pass"
 	// need jumps to pass unless data+n <= data_end; it is the bounds
 	// check the verifier wants before any load below data+n. sym labels
@@ -181,16 +198,36 @@ func programInsns(xsks, locals, routes *ebpf.Map) asm.Instructions {
 			asm.JEq.Imm(asm.R0, 0, pass),
 		)
 	}
-	// To the socket of this queue, or to the kernel if it has none.
+	// To the socket of this queue, or to the kernel if it has none. The
+	// verdict goes to r7 and its counter slot to r1.
 	add(
 		asm.LoadMapPtr(asm.R1, xsks.FD()),
 		asm.LoadMem(asm.R2, asm.R6, mdRxQueueIndex, asm.Word),
 		asm.Mov.Imm(asm.R3, xdpPass),
 		asm.FnRedirectMap.Call(),
-		asm.Return(),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.Mov.Imm(asm.R1, slotRedirect),
+		asm.JEq.Imm(asm.R0, xdpRedirect, "count"),
+		asm.Mov.Imm(asm.R1, slotNoSocket),
+		asm.JEq.Imm(asm.R0, xdpPass, "count"),
+		asm.Mov.Imm(asm.R1, slotAborted),
+		asm.Ja.Label("count"),
 	)
 	add(
-		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol(pass),
+		asm.Mov.Imm(asm.R7, xdpPass).WithSymbol(pass),
+		asm.Mov.Imm(asm.R1, slotPass),
+	)
+	// Count: verdicts[r1] += 1 on this CPU, then return r7.
+	add(
+		asm.StoreMem(asm.RFP, -24, asm.R1, asm.Word).WithSymbol("count"),
+		asm.LoadMapPtr(asm.R1, verdicts.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -24),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R0, asm.R7).WithSymbol("out"),
 		asm.Return(),
 	)
 	return p
@@ -397,6 +434,7 @@ func (r *Routes) Close() error { return r.m.Close() }
 type Program struct {
 	prog      *ebpf.Program
 	xsks      *ebpf.Map
+	verdicts  *ebpf.Map // per-CPU verdict counters (ProgramStats)
 	locals    *LocalAddrs
 	ownLocals bool
 	routes    *Routes
@@ -425,9 +463,20 @@ func NewProgram(cfg ProgramConfig) (*Program, error) {
 		return nil, fmt.Errorf("xsk: create xskmap: %w", explainBPF(err))
 	}
 	p := &Program{xsks: xsks, locals: cfg.Locals, routes: cfg.Routes, queues: q}
+	p.verdicts, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "pdr_verdicts",
+		Type:       ebpf.PerCPUArray,
+		KeySize:    4,
+		ValueSize:  8,
+		MaxEntries: numSlots,
+	})
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("xsk: create verdict counters: %w", explainBPF(err))
+	}
 	if p.locals == nil {
 		if p.locals, err = NewLocalAddrs(0); err != nil {
-			xsks.Close()
+			p.Close()
 			return nil, err
 		}
 		p.ownLocals = true
@@ -440,7 +489,7 @@ func NewProgram(cfg ProgramConfig) (*Program, error) {
 		Name:         "pdr_xdp",
 		Type:         ebpf.XDP,
 		License:      "Dual BSD/GPL", // bpf_redirect_map is not GPL-only; any string would do
-		Instructions: programInsns(xsks, p.locals.m, routes),
+		Instructions: programInsns(xsks, p.locals.m, routes, p.verdicts),
 	})
 	if err != nil {
 		p.Close()
@@ -586,12 +635,36 @@ func (p *Program) Close() error {
 		p.xsks.Close()
 		p.xsks = nil
 	}
+	if p.verdicts != nil {
+		p.verdicts.Close()
+		p.verdicts = nil
+	}
 	if p.ownLocals && p.locals != nil {
 		p.locals.Close()
 	}
 	p.locals = nil
 	p.routes = nil
 	return err
+}
+
+// Stats returns the program's verdict counters, summed over the CPUs.
+// Safe to call from any goroutine while traffic flows, not after Close.
+func (p *Program) Stats() (ProgramStats, error) {
+	if p.verdicts == nil {
+		return ProgramStats{}, ErrClosed
+	}
+	var sums [numSlots]uint64
+	var per []uint64
+	for slot := range uint32(numSlots) {
+		if err := p.verdicts.Lookup(slot, &per); err != nil {
+			return ProgramStats{}, fmt.Errorf("xsk: read verdict counter %d: %w", slot, err)
+		}
+		for _, n := range per {
+			sums[slot] += n
+		}
+	}
+	return ProgramStats{Redirected: sums[slotRedirect], Passed: sums[slotPass],
+		NoSocket: sums[slotNoSocket], Aborted: sums[slotAborted]}, nil
 }
 
 // run test-runs the program on one frame (BPF_PROG_TEST_RUN) and returns

@@ -181,8 +181,13 @@ func newTestProgramRoutes(t testing.TB, routes *Routes) *Program {
 // socket in the XSKMAP: bpf_redirect_map then returns its flags argument,
 // XDP_PASS, so every frame, redirected or not, gets XDP_PASS. This is
 // the "no socket for this queue: kernel keeps the frame" fallback.
+//
+// The program's counters tell the two apart: frames a rule passes count
+// as Passed, frames that fell back for want of a socket as NoSocket, each
+// exactly once.
 func TestProgramNoSocket(t *testing.T) {
 	p := newTestProgram(t)
+	var want ProgramStats
 	for _, c := range verdictCases(t) {
 		got, err := p.run(c.frame)
 		if err != nil {
@@ -191,6 +196,21 @@ func TestProgramNoSocket(t *testing.T) {
 		if got != xdpPass {
 			t.Errorf("%s: verdict %d, want XDP_PASS (%d)", c.name, got, xdpPass)
 		}
+		if c.redirect {
+			want.NoSocket++
+		} else {
+			want.Passed++
+		}
+		st, err := p.Stats()
+		if err != nil {
+			t.Fatalf("Stats: %v", err)
+		}
+		if st != want {
+			t.Fatalf("%s: Stats %+v, want %+v", c.name, st, want)
+		}
+	}
+	if want.NoSocket == 0 || want.Passed == 0 {
+		t.Fatalf("the table exercised only one counter: %+v", want)
 	}
 }
 
@@ -199,20 +219,30 @@ func TestProgramNoSocket(t *testing.T) {
 // XDP_REDIRECT (4) exactly for the frames the program sends to the
 // socket. Test-run does not carry out the redirect; the end-to-end tests
 // check that the frames arrive.
+//
+// Every verdict is counted once: XDP_REDIRECT as Redirected, XDP_PASS as
+// Passed; nothing as NoSocket while the queue has its socket.
 func TestProgramVerdicts(t *testing.T) {
 	p := programWithSocket(t)
+	var wantStats ProgramStats
 	for _, c := range verdictCases(t) {
 		got, err := p.run(c.frame)
 		if err != nil {
 			t.Fatalf("%s: run: %v", c.name, err)
 		}
 		want := uint32(xdpPass)
+		wantStats.Passed++
 		if c.redirect {
 			want = xdpRedirect
+			wantStats.Passed--
+			wantStats.Redirected++
 		}
 		if got != want {
 			t.Errorf("%s: verdict %d, want %d (len %d)", c.name, got, want, len(c.frame))
 		}
+	}
+	if st, err := p.Stats(); err != nil || st != wantStats {
+		t.Errorf("Stats = %+v, %v; want %+v", st, err, wantStats)
 	}
 
 	// A local address leaves the map: its frames go to the socket.
@@ -246,12 +276,30 @@ func TestProgramVerdicts(t *testing.T) {
 		}
 	}
 
-	// Unregister: back to the kernel.
+	// Unregister: back to the kernel, counted as NoSocket.
 	if err := p.Unregister(0); err != nil {
+		t.Fatal(err)
+	}
+	before, err := p.Stats()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := p.run(full); got != xdpPass {
 		t.Errorf("after Unregister: verdict %d, want XDP_PASS", got)
+	}
+	after, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := (ProgramStats{NoSocket: 1}); after.NoSocket-before.NoSocket != 1 ||
+		after.Redirected != before.Redirected || after.Passed != before.Passed || after.Aborted != 0 {
+		t.Errorf("after Unregister: Stats went from %+v to %+v, want %+v more", before, after, d)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Stats(); err == nil {
+		t.Errorf("Stats after Close: no error")
 	}
 }
 

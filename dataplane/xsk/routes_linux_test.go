@@ -251,13 +251,14 @@ func TestProgramInsnsRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	without := programInsns(p.xsks, p.locals.m, nil)
-	with := programInsns(p.xsks, p.locals.m, r.m)
+	without := programInsns(p.xsks, p.locals.m, nil, p.verdicts)
+	with := programInsns(p.xsks, p.locals.m, r.m, p.verdicts)
 	if len(with) != len(without)+6 {
 		t.Errorf("with routes %d instructions, without %d; want 6 more", len(with), len(without))
 	}
 	for _, ins := range without {
-		if ins.IsLoadFromMap() && ins.Constant != int64(p.xsks.FD()) && ins.Constant != int64(p.locals.m.FD()) {
+		if ins.IsLoadFromMap() && ins.Constant != int64(p.xsks.FD()) && ins.Constant != int64(p.locals.m.FD()) &&
+			ins.Constant != int64(p.verdicts.FD()) {
 			t.Errorf("program without routes loads another map: %v", ins)
 		}
 	}

@@ -129,6 +129,13 @@ type Stats struct {
 	Filled      uint64 // addresses put on the fill ring
 	Kicks       uint64 // sendto/recvfrom wakeups issued
 	KickErrors  uint64 // wakeups that failed with an unexpected errno
+	// TxDropped counts frames the device refused in copy mode: the
+	// kernel completes such a frame (it comes back through Complete)
+	// but never sent it, and says so by failing that sendto with EBUSY
+	// (net/xdp/xsk.c: NET_XMIT_DROP, "SKB completed but not sent"). A
+	// veth does this when its peer is down or its peer's backlog is
+	// full.
+	TxDropped uint64
 
 	RxDropped       uint64 // frames the kernel dropped (no room in the frame etc.)
 	RxInvalidDescs  uint64 // bad fill-ring addresses
@@ -136,6 +143,25 @@ type Stats struct {
 	RxRingFull      uint64 // frames dropped because the RX ring was full
 	RxFillRingEmpty uint64 // frames dropped because the fill ring was empty
 	TxRingEmpty     uint64 // kernel found the TX ring empty when woken
+}
+
+// ProgramStats are the XDP program's verdict counters (Program.Stats):
+// every frame the program saw is counted in exactly one of them.
+type ProgramStats struct {
+	// Redirected frames went to the AF_XDP socket of their queue. A
+	// redirected frame the socket could not take (RX ring full, fill ring
+	// empty, too long) is counted in that socket's Stats.
+	Redirected uint64
+	// Passed frames went to the kernel by one of the program's rules
+	// (not IPv6, neighbour discovery, DHCPv6, local destination, ...).
+	Passed uint64
+	// NoSocket frames were to be redirected but their receive queue had
+	// no socket registered, so they went to the kernel: traffic the plane
+	// never saw (a queue the plane has no worker for).
+	NoSocket uint64
+	// Aborted frames were to be redirected and bpf_redirect_map returned
+	// neither XDP_REDIRECT nor XDP_PASS: the frame is lost.
+	Aborted uint64
 }
 
 // UMEMConfig sizes a UMEM. Zero fields take the defaults.

@@ -36,6 +36,7 @@ type Socket struct {
 	filled      atomic.Uint64
 	kicks       atomic.Uint64
 	kickErrors  atomic.Uint64
+	txDropped   atomic.Uint64 // copy mode: sendto's EBUSY, one refused frame each
 	lastErrno   atomic.Uint32 // last unexpected wakeup errno
 	sockErrno   atomic.Uint32 // SO_ERROR once seen: the socket was unbound
 }
@@ -553,7 +554,15 @@ func (s *Socket) kickTx() {
 			if atomic.LoadUint32(s.tx.consumer) == before || s.tx.outstanding() == 0 {
 				return
 			}
-		case unix.EBUSY, unix.ENOBUFS:
+		case unix.EBUSY:
+			// Copy mode: the device dropped one frame (completed,
+			// not sent) and the kernel stopped there; the rest wait
+			// for the next kick.
+			if !s.info.ZeroCopy {
+				s.txDropped.Add(1)
+			}
+			return
+		case unix.ENOBUFS:
 			return
 		default:
 			s.kickErrors.Add(1)
@@ -671,6 +680,7 @@ func (s *Socket) Stats() (Stats, error) {
 		Filled:      s.filled.Load(),
 		Kicks:       s.kicks.Load(),
 		KickErrors:  s.kickErrors.Load(),
+		TxDropped:   s.txDropped.Load(),
 	}
 	var ks unix.XDPStatistics // kernels before 5.9 fill only the first three
 	if _, err := getsockopt(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&ks), unsafe.Sizeof(ks)); err != nil {
@@ -776,4 +786,43 @@ func Driver(name string) (string, error) {
 		return "", fmt.Errorf("xsk: driver of %s (ethtool GDRVINFO): %w", name, err)
 	}
 	return unix.ByteSliceToString(info.Driver[:]), nil
+}
+
+// ethtoolChannels is struct ethtool_channels.
+type ethtoolChannels struct {
+	Cmd                                         uint32
+	MaxRx, MaxTx, MaxOther, MaxCombined         uint32
+	RxCount, TxCount, OtherCount, CombinedCount uint32
+}
+
+// Queues returns how many receive queues of the network interface name
+// (in the calling thread's network namespace) an AF_XDP socket can bind
+// to: the channels `ethtool -l` shows in use, receive-only plus combined
+// (ETHTOOL_GCHANNELS). A driver without channel information (EOPNOTSUPP)
+// has one queue.
+func Queues(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("xsk: queues of %s: socket: %w", name, err)
+	}
+	defer unix.Close(fd)
+	ch := ethtoolChannels{Cmd: unix.ETHTOOL_GCHANNELS}
+	var ifr struct { // struct ifreq with ifr_data
+		name [unix.IFNAMSIZ]byte
+		data uintptr
+		_    [24 - unsafe.Sizeof(uintptr(0))]byte
+	}
+	if len(name) >= unix.IFNAMSIZ {
+		return 0, fmt.Errorf("xsk: queues of %s: name too long", name)
+	}
+	copy(ifr.name[:], name)
+	ifr.data = uintptr(unsafe.Pointer(&ch))
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+	switch {
+	case e == unix.EOPNOTSUPP:
+		return 1, nil
+	case e != 0:
+		return 0, fmt.Errorf("xsk: queues of %s (ethtool GCHANNELS): %w", name, e)
+	}
+	return max(int(ch.RxCount+ch.CombinedCount), 1), nil
 }

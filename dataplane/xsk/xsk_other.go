@@ -74,6 +74,7 @@ func (*Program) Unregister(int) error           { return ErrUnsupported }
 func (*Program) Locals() *LocalAddrs            { return nil }
 func (*Program) Routes() *Routes                { return nil }
 func (*Program) Close() error                   { return nil }
+func (*Program) Stats() (ProgramStats, error)   { return ProgramStats{}, ErrUnsupported }
 
 // LocalAddrs is the map of the relay's own addresses (Linux only).
 type LocalAddrs struct{}
@@ -97,6 +98,9 @@ func (*Routes) Delete(netip.Prefix) error { return ErrUnsupported }
 func (*Routes) Contains(netip.Addr) bool  { return false }
 func (*Routes) Len() int                  { return 0 }
 func (*Routes) Close() error              { return nil }
+
+// Queues returns ErrUnsupported.
+func Queues(string) (int, error) { return 0, ErrUnsupported }
 
 // Driver returns ErrUnsupported.
 func Driver(string) (string, error) { return "", ErrUnsupported }
