@@ -120,9 +120,9 @@ func (m MemDelta) PerBinding(n int) float64 {
 
 // LatencyFigures summarise the Reply-to-route times.
 type LatencyFigures struct {
-	N        int // clients with both a Reply and a route seen
-	Missing  int // bound clients whose route was never seen
-	Negative int // routes seen before the Reply arrived
+	N             int // clients with both a Reply and a route seen
+	Missing       int // bound clients whose route was never seen
+	Negative      int // routes seen before the Reply arrived
 	P50, P99, Max time.Duration
 	WatchErrors   []error
 }
