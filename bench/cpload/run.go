@@ -125,7 +125,14 @@ type LatencyFigures struct {
 	Negative      int // routes seen before the Reply arrived
 	P50, P99, Max time.Duration
 	WatchErrors   []error
+	// Slow counts the routes more than SlowAfter behind their Reply by
+	// the second (since the first Reply) their Reply came in: stalls
+	// show as clusters.
+	Slow map[int]int
 }
+
+// SlowAfter is the latency LatencyFigures.Slow counts from.
+const SlowAfter = 50 * time.Millisecond
 
 // Run builds a lab, runs pdrelay (dataplane.mode kernel) between the
 // generator and a server, makes every client bind, renew and release, and
@@ -374,6 +381,13 @@ func bindFigures(gen *Generator, w *RouteWatch, checkPrefix bool) (bound, wrong 
 		}
 	}
 	var ds []time.Duration
+	var first time.Time
+	for _, b := range bs {
+		if first.IsZero() || b.ReplyAt.Before(first) {
+			first = b.ReplyAt
+		}
+	}
+	lat.Slow = map[int]int{}
 	for _, b := range bs {
 		if checkPrefix && b.Prefix != PrefixFor(ClientDUID(b.Client)) {
 			wrong++
@@ -386,6 +400,9 @@ func bindFigures(gen *Generator, w *RouteWatch, checkPrefix bool) (bound, wrong 
 		d := t.Sub(b.ReplyAt)
 		if d < 0 {
 			lat.Negative++
+		}
+		if d > SlowAfter {
+			lat.Slow[int(b.ReplyAt.Sub(first).Seconds())]++
 		}
 		ds = append(ds, d)
 	}
@@ -443,6 +460,13 @@ func (res Result) Report(w io.Writer) {
 	lt := res.Latency
 	fmt.Fprintf(w, "  reply->route: p50 %v  p99 %v  max %v  (n %d, route before reply %d, never seen %d, watch errors %d)\n",
 		lt.P50.Round(time.Microsecond), lt.P99.Round(time.Microsecond), lt.Max.Round(time.Microsecond), lt.N, lt.Negative, lt.Missing, len(lt.WatchErrors))
+	if len(lt.Slow) > 0 {
+		fmt.Fprintf(w, "  routes more than %v behind their Reply, by the second of the bind phase their Reply came in:", SlowAfter)
+		for _, sec := range slices.Sorted(maps.Keys(lt.Slow)) {
+			fmt.Fprintf(w, " %ds:%d", sec, lt.Slow[sec])
+		}
+		fmt.Fprintln(w)
+	}
 	n := o.Clients
 	fmt.Fprintf(w, "  memory per binding: heap alloc %.0f B, live heap (next_gc/2) %.0f B, rss %.0f B  (rss %.1f -> %.1f MiB)\n",
 		res.HeapAlloc.PerBinding(n), res.LiveHeap.PerBinding(n), res.RSS.PerBinding(n), res.RSS.Before/(1<<20), res.RSS.After/(1<<20))
