@@ -9,7 +9,7 @@ FUZZTIME ?= 30s
 # Debian packages the end-to-end tests and the demo run as real peers.
 DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables tcpreplay
 
-.PHONY: build test unit e2e race fuzz bench lint demo deps clean help
+.PHONY: build test unit e2e race fuzz bench bench-control lint demo deps clean help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench ReplayVsTcpreplay -benchtime 1x ./bench/  # as root: namespaces, tcpreplay
 	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
+
+bench-control: build ## as root: control-plane load through pdrelay (kernel mode): 10k, 100k, 1M clients to bench/cpload's fast responder, 10k and 100k to Kea
+	for n in 10000 100000 1000000; do $(GO) run ./bench/cmd/cpload -pdrelay $(BIN) -clients $$n -server fast -window 32 || exit 1; done
+	for n in 10000 100000; do $(GO) run ./bench/cmd/cpload -pdrelay $(BIN) -clients $$n -server kea -window 32 || exit 1; done
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

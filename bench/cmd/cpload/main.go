@@ -1,0 +1,52 @@
+// Command cpload measures pdrelay's control plane: it builds a lab
+// (bench/lab), runs pdrelay in dataplane.mode kernel between many
+// emulated DHCPv6 PD clients and a server (the fast responder of
+// bench/cpload, or Kea), makes every client bind, renew and release, and
+// prints relayed messages a second, bindings installed a second, the
+// time from each Reply to its kernel route, and memory per binding.
+// It needs root (namespaces).
+//
+//	go build -o bin/pdrelay ./cmd/pdrelay
+//	go run ./bench/cmd/cpload -pdrelay bin/pdrelay -clients 100000 -server fast
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/pdrelay/pdrelay/bench/cpload"
+)
+
+func main() {
+	o := cpload.Options{}
+	flag.StringVar(&o.Pdrelay, "pdrelay", "bin/pdrelay", "pdrelay binary")
+	flag.IntVar(&o.Clients, "clients", 10_000, "emulated clients")
+	flag.StringVar(&o.Server, "server", "fast", "server: fast (bench/cpload's responder) or kea")
+	flag.IntVar(&o.Window, "window", 1024, "clients in an exchange at once")
+	flag.IntVar(&o.Rate, "rate", 0, "exchanges started a second (0: no bound)")
+	flag.DurationVar(&o.Timeout, "timeout", time.Second, "retransmission timeout")
+	flag.StringVar(&o.Perf, "perf", "", "record pdrelay with perf record -g during the bind phase into this file")
+	env := flag.String("pdrelay-env", "", "comma-separated KEY=value added to pdrelay's environment (e.g. GOMAXPROCS=1)")
+	verbose := flag.Bool("v", false, "log the lab's progress")
+	flag.Parse()
+	if *env != "" {
+		o.PdrelayEnv = strings.Split(*env, ",")
+	}
+	o.Tag = "cl"
+	if *verbose {
+		o.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := cpload.Run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cpload:", err)
+		os.Exit(1)
+	}
+	res.Report(os.Stdout)
+}

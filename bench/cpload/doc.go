@@ -1,0 +1,33 @@
+// Package cpload is pdrelay's control-plane load generator and a fast
+// DHCPv6 server to drive it against.
+//
+// Generator emulates many requesting routers (RFC 8415 clients asking
+// for one IA_PD each) on one downlink, from ONE UDP socket on port 546:
+// every emulated client has its own DUID (DUID-LL 0a:00:<4-byte index>)
+// and transaction ids, and the socket's replies are told apart by the
+// Client Identifier and the transaction id. All clients share the
+// socket's link-local address and MAC, so the relay sees one next hop
+// with many clients behind it (a multi-access port) and the kernel's
+// neighbour table is not what is measured. Each client runs one phase at
+// a time: bind (Solicit, Advertise, Request, Reply), renew (Renew,
+// Reply) or release (Release, Reply); at most Window clients are in an
+// exchange at once, and Rate bounds how many start a second. A message
+// unanswered for Timeout is sent again, with the same transaction id.
+//
+// Responder answers every Relay-Forward at once with a Relay-Reply, as a
+// server with no state would: a /56 per client, derived from the
+// client's DUID (the generator's index in 2001:db8::/32; other DUIDs a
+// hash of them), so that the relay, not the server, is the bottleneck.
+//
+// Run puts them together in a bench/lab topology: the generator in the
+// client namespace, pdrelay (dataplane.mode kernel) in the relay
+// namespace, and the fast responder or Kea in the server namespace. It
+// watches the relay namespace's routing table over netlink (RouteWatch)
+// to time each Reply's route, and pdrelay's /metrics for its message and
+// binding counts and its memory.
+//
+// Concurrency: a Generator's Run and a Responder's Serve each own their
+// goroutines until they return; their counters may be read from any
+// goroutine while they run. ParseReply and the message builders are pure
+// functions.
+package cpload

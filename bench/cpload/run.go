@@ -1,0 +1,473 @@
+package cpload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pdrelay/pdrelay/bench/lab"
+	"github.com/pdrelay/pdrelay/dataplane/kroute"
+)
+
+// Server names for Options.Server.
+const (
+	ServerFast = "fast" // the Responder, in this process
+	ServerKea  = "kea"  // kea-dhcp6 (Debian kea-dhcp6-server)
+)
+
+// Options configures Run.
+type Options struct {
+	Pdrelay string // pdrelay binary
+	Clients int
+	Server  string // ServerFast (default) or ServerKea
+	Window  int    // GenConfig.Window
+	Rate    int    // GenConfig.Rate
+	Timeout time.Duration
+	// Verify reads every binding through pdrelay's API after the bind
+	// phase and checks each against the generator's (default: up to
+	// 100,000 clients).
+	Verify *bool
+	// Perf, when set, records the relay with `perf record -g` during the
+	// bind phase into this file.
+	Perf string
+	// PdrelayEnv is added to pdrelay's environment (e.g. GOMAXPROCS=1).
+	PdrelayEnv []string
+	Tag        string // lab tag (letters and digits)
+	Logf       func(format string, args ...any)
+}
+
+// PhaseFigures are one phase's figures.
+type PhaseFigures struct {
+	PhaseResult
+	// Relayed is the change of pdrelay_dhcp_messages_total (both
+	// directions) over the phase; RelayCPU the change of pdrelay's
+	// process_cpu_seconds_total (all its threads).
+	Relayed  float64
+	RelayCPU float64
+	// Settled is how long after the phase began pdrelay's bindings gauge
+	// reached the phase's expected count (Clients after bind and renew,
+	// zero after release); zero if it never did.
+	Settled time.Duration
+	// Drops is the change of pdrelay_dhcp_drops_total over the phase;
+	// DropSeries each series of it and of pdrelay_dhcp_client_drops_total
+	// (the per-port ones) that changed.
+	Drops      float64
+	DropSeries map[string]float64
+}
+
+// MsgRate is relayed messages a second of wall time.
+func (f PhaseFigures) MsgRate() float64 { return f.Relayed / f.Duration.Seconds() }
+
+// MsgPerCPU is relayed messages per second of pdrelay's CPU time: the
+// rate one core fully given to pdrelay would carry.
+func (f PhaseFigures) MsgPerCPU() float64 {
+	if f.RelayCPU == 0 {
+		return 0
+	}
+	return f.Relayed / f.RelayCPU
+}
+
+// Result is what Run measured and checked.
+type Result struct {
+	Options Options
+	Phases  []PhaseFigures
+	// Bound is how many clients hold a prefix after the bind phase;
+	// WrongPrefix how many of them hold another than PrefixFor (fast
+	// responder only).
+	Bound, WrongPrefix int
+	// APIBindings is how many bindings pdrelay's API listed after the
+	// bind phase, APIMismatch how many of the generator's bindings it did
+	// not list exactly (port, DUID, IAID, prefix); -1 when not verified.
+	APIBindings, APIMismatch int
+	// BindingsAfterRelease is pdrelay's bindings gauge after the release
+	// phase; RoutesLeft its kernel routes (protocol 157) then.
+	BindingsAfterRelease, RoutesLeft int
+	// Route latency: for each bound client, the route's notification
+	// time minus the Reply's arrival at the generator.
+	Latency LatencyFigures
+	// Memory after the renew phase (N bindings), against before the bind
+	// phase: Go heap in use, the heap's goal / 2 (the live heap at the
+	// last GC, with GOGC 100), RSS.
+	HeapAlloc, LiveHeap, RSS MemDelta
+	// BindingRate is bindings installed a second in the bind phase:
+	// Clients over the time from its start to the gauge reaching Clients.
+	BindingRate float64
+	// RouteRate is kernel routes a second over the same time.
+	RouteRate float64
+}
+
+// MemDelta is a memory figure before and after, in bytes.
+type MemDelta struct{ Before, After float64 }
+
+// PerBinding divides the growth by n.
+func (m MemDelta) PerBinding(n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return (m.After - m.Before) / float64(n)
+}
+
+// LatencyFigures summarise the Reply-to-route times.
+type LatencyFigures struct {
+	N             int // clients with both a Reply and a route seen
+	Missing       int // bound clients whose route was never seen
+	Negative      int // routes seen before the Reply arrived
+	P50, P99, Max time.Duration
+	WatchErrors   []error
+	// Slow counts the routes more than SlowAfter behind their Reply by
+	// the second (since the first Reply) their Reply came in: stalls
+	// show as clusters.
+	Slow map[int]int
+}
+
+// SlowAfter is the latency LatencyFigures.Slow counts from.
+const SlowAfter = 50 * time.Millisecond
+
+// Run builds a lab, runs pdrelay (dataplane.mode kernel) between the
+// generator and a server, makes every client bind, renew and release, and
+// returns the figures. It fails if the lab, a process or a phase cannot
+// run; the counts it checks are in the Result for the caller to judge.
+func Run(ctx context.Context, o Options) (res Result, err error) {
+	if o.Server == "" {
+		o.Server = ServerFast
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	verify := o.Clients <= 100_000
+	if o.Verify != nil {
+		verify = *o.Verify
+	}
+	res.Options = o
+	res.APIBindings, res.APIMismatch = -1, -1
+	l, err := lab.New(lab.Config{Clients: 1, Forwarding: true, Tag: o.Tag, Logf: o.Logf})
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, l.Close()) }()
+
+	var resp *Responder
+	switch o.Server {
+	case ServerFast:
+		c, err := l.ListenUDP(l.ServerNS, netip.MustParseAddrPort("[::]:547"))
+		if err != nil {
+			return res, fmt.Errorf("responder socket: %w", err)
+		}
+		bigBuffers(c)
+		defer c.Close()
+		resp = NewResponder()
+		go resp.Serve(c)
+	case ServerKea:
+		pool := netip.MustParsePrefix("2001:db8::/36") // 2^20 /56s
+		if _, err := l.StartKea(lab.KeaOptions{
+			Subnets: []lab.KeaSubnet{{ID: 1, Subnet: lab.DownlinkPrefix(0), InterfaceID: "dl0",
+				Pools: []lab.PDPool{{Prefix: pool, DelegatedLen: 56}}}},
+			RenewTimer: 900, RebindTimer: 1440, PreferredLifetime: 1800, ValidLifetime: 3600,
+			// One log line per lease at INFO would be Kea's cost, not
+			// the relay's: warnings only.
+			Extra: map[string]any{"loggers": []any{map[string]any{
+				"name": "kea-dhcp6", "severity": "WARN",
+				"output_options": []any{map[string]any{"output": "stdout"}}}}},
+		}); err != nil {
+			return res, err
+		}
+	default:
+		return res, fmt.Errorf("server %q: fast or kea", o.Server)
+	}
+
+	const metricsAddr = "127.0.0.1:9547"
+	cfg := fmt.Sprintf(`state_dir: $DIR/state
+api_socket: $DIR/api.sock
+metrics_listen: "%s"
+log_level: info
+servers: [%s]
+uplink:
+  interface: %s
+downlinks:
+  - interface: %s
+    link_type: multi-access
+    max_delegations: 0
+    max_per_client: 0
+    max_client_rate: 0
+dataplane:
+  mode: kernel
+kernel:
+  flush_on_stop: true
+`, metricsAddr, lab.ServerAddr, l.Uplink.Name, l.Downlinks[0].Name)
+	relay, err := l.StartPdrelayEnv(o.Pdrelay, cfg, o.PdrelayEnv...)
+	if err != nil {
+		return res, err
+	}
+	met := NewMetrics(metricsAddr, func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = l.InNS(l.RelayNS, func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	})
+	routes, err := WatchRoutes(l.RelayNS, kroute.Protocol)
+	if err != nil {
+		return res, err
+	}
+	defer routes.Stop()
+
+	conn, err := l.ListenUDP(l.ClientNS[0], netip.MustParseAddrPort("[::]:546"))
+	if err != nil {
+		return res, fmt.Errorf("client socket: %w", err)
+	}
+	bigBuffers(conn)
+	defer conn.Close()
+	dst := netip.AddrPortFrom(netip.MustParseAddr("ff02::1:2").WithZone(strconv.Itoa(l.ClientLinks[0].PeerIndex)), 547)
+	gen, err := NewGenerator(GenConfig{Conn: conn, Dst: dst, Clients: o.Clients, Window: o.Window, Rate: o.Rate, Timeout: o.Timeout})
+	if err != nil {
+		return res, err
+	}
+	go gen.Receive()
+
+	base, err := met.Scrape()
+	if err != nil {
+		return res, err
+	}
+	for _, p := range []Phase{PhaseBind, PhaseRenew, PhaseRelease} {
+		want := o.Clients
+		if p == PhaseRelease {
+			want = 0
+		}
+		var perf *exec.Cmd
+		if p == PhaseBind && o.Perf != "" {
+			perf = exec.Command("perf", "record", "-F", "999", "-g", "-o", o.Perf, "-p", strconv.Itoa(relay.Proc.Pid()))
+			perf.Stdout, perf.Stderr = io.Discard, io.Discard
+			if err := perf.Start(); err != nil {
+				return res, fmt.Errorf("perf: %w", err)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		before, err := met.Scrape()
+		if err != nil {
+			return res, err
+		}
+		o.Logf("cpload: phase %s: %d clients", p, o.Clients)
+		pr, err := gen.RunPhase(ctx, p)
+		if err != nil {
+			return res, fmt.Errorf("phase %s: %w", p, err)
+		}
+		after, err := met.Scrape()
+		if err != nil {
+			return res, err
+		}
+		if perf != nil {
+			_ = perf.Process.Signal(syscall.SIGINT)
+			_ = perf.Wait()
+		}
+		f := PhaseFigures{PhaseResult: pr,
+			Relayed:  after.Sum("pdrelay_dhcp_messages_total") - before.Sum("pdrelay_dhcp_messages_total"),
+			RelayCPU: after.Sum("process_cpu_seconds_total") - before.Sum("process_cpu_seconds_total"),
+			// Every drop, the per-port ones included, is in this total.
+			Drops: after.Sum("pdrelay_dhcp_drops_total") - before.Sum("pdrelay_dhcp_drops_total"),
+		}
+		f.DropSeries = changed(before, after, "pdrelay_dhcp_drops_total", "pdrelay_dhcp_client_drops_total")
+		// The bindings gauge trails the Replies: the binding table's
+		// owner applies them in batches after the relay sends them on.
+		settled, last, err := waitGauge(ctx, met, want, before.At, 30*time.Second+time.Duration(o.Clients)*20*time.Microsecond)
+		if err != nil {
+			return res, err
+		}
+		f.Settled = settled
+		if p == PhaseBind {
+			if settled > 0 {
+				res.BindingRate = float64(o.Clients) / settled.Seconds()
+			}
+			res.Bound, res.WrongPrefix, res.Latency = bindFigures(gen, routes, resp != nil)
+			n, _, _ := routes.Counts()
+			if settled > 0 {
+				res.RouteRate = float64(n) / settled.Seconds()
+			}
+			if verify {
+				res.APIBindings, res.APIMismatch, err = verifyAPI(relay, gen, l.Downlinks[0].Name)
+				if err != nil {
+					return res, err
+				}
+			}
+		}
+		if p == PhaseRenew {
+			res.HeapAlloc = MemDelta{base.Sum("go_memstats_heap_alloc_bytes"), last.Sum("go_memstats_heap_alloc_bytes")}
+			res.LiveHeap = MemDelta{base.Sum("go_memstats_next_gc_bytes") / 2, last.Sum("go_memstats_next_gc_bytes") / 2}
+			res.RSS = MemDelta{base.Sum("process_resident_memory_bytes"), last.Sum("process_resident_memory_bytes")}
+		}
+		if p == PhaseRelease {
+			res.BindingsAfterRelease = int(last.Sum("pdrelay_bindings"))
+			out, err := l.Run(l.RelayNS, "ip", "-6", "route", "show", "proto", strconv.Itoa(kroute.Protocol))
+			if err != nil {
+				return res, err
+			}
+			if out = strings.TrimSpace(out); out != "" {
+				res.RoutesLeft = strings.Count(out, "\n") + 1
+			}
+		}
+		res.Phases = append(res.Phases, f)
+		o.Logf("cpload: phase %s done in %v: %.0f relayed, %d failed, %d retransmitted", p, pr.Duration.Round(time.Millisecond), f.Relayed, pr.Failed, pr.Retransmits)
+	}
+	_, _, res.Latency.WatchErrors = routes.Counts()
+	return res, nil
+}
+
+// changed returns the series of the named metrics that changed from a
+// to b, with the change.
+func changed(a, b Sample, names ...string) map[string]float64 {
+	d := map[string]float64{}
+	for k, v := range b.Series {
+		n, _, _ := strings.Cut(k, "{")
+		if slices.Contains(names, n) && v != a.Series[k] {
+			d[k] = v - a.Series[k]
+		}
+	}
+	return d
+}
+
+// bigBuffers gives a socket 32 MiB buffers each way (SO_RCVBUFFORCE as
+// root, past net.core.rmem_max), so that a window of messages in flight
+// never overflows them.
+func bigBuffers(c *net.UDPConn) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 32<<20)
+		_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, 32<<20)
+	})
+}
+
+// waitGauge polls pdrelay_bindings until it equals want and returns how
+// long after since it first did, with the last scrape.
+func waitGauge(ctx context.Context, met *Metrics, want int, since time.Time, timeout time.Duration) (time.Duration, Sample, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := met.Scrape()
+		if err != nil {
+			return 0, s, err
+		}
+		if int(s.Sum("pdrelay_bindings")) == want {
+			return s.At.Sub(since), s, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return 0, s, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// bindFigures counts the clients holding a prefix, those holding another
+// than PrefixFor (checkPrefix), and the Reply-to-route latencies.
+func bindFigures(gen *Generator, w *RouteWatch, checkPrefix bool) (bound, wrong int, lat LatencyFigures) {
+	bs := gen.Bindings()
+	// Every route the relay installs is timed once it has been seen;
+	// wait (a bounded time) for the notifications still on their way.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if n, _, _ := w.Counts(); n >= len(bs) {
+			break
+		}
+	}
+	var ds []time.Duration
+	var first time.Time
+	for _, b := range bs {
+		if first.IsZero() || b.ReplyAt.Before(first) {
+			first = b.ReplyAt
+		}
+	}
+	lat.Slow = map[int]int{}
+	for _, b := range bs {
+		if checkPrefix && b.Prefix != PrefixFor(ClientDUID(b.Client)) {
+			wrong++
+		}
+		t, ok := w.Added(b.Prefix)
+		if !ok {
+			lat.Missing++
+			continue
+		}
+		d := t.Sub(b.ReplyAt)
+		if d < 0 {
+			lat.Negative++
+		}
+		if d > SlowAfter {
+			lat.Slow[int(b.ReplyAt.Sub(first).Seconds())]++
+		}
+		ds = append(ds, d)
+	}
+	slices.Sort(ds)
+	lat.N = len(ds)
+	if len(ds) > 0 {
+		lat.P50 = ds[len(ds)/2]
+		lat.P99 = ds[min(len(ds)-1, len(ds)*99/100)]
+		lat.Max = ds[len(ds)-1]
+	}
+	return len(bs), wrong, lat
+}
+
+// verifyAPI lists pdrelay's bindings and checks the generator's against
+// them: every bound client's (port, DUID, IAID 1, prefix) must be there.
+func verifyAPI(r *lab.Pdrelay, gen *Generator, port string) (n, mismatch int, err error) {
+	list, err := r.Bindings()
+	if err != nil {
+		return 0, 0, fmt.Errorf("verify bindings: %w", err)
+	}
+	type key struct {
+		duid   string
+		prefix netip.Prefix
+	}
+	have := make(map[key]bool, len(list))
+	for _, b := range list {
+		if b.Interface == port && b.IAID == 1 {
+			have[key{b.ClientDUID, b.Prefix}] = true
+		}
+	}
+	for _, b := range gen.Bindings() {
+		if !have[key{fmt.Sprintf("%x", ClientDUID(b.Client)), b.Prefix}] {
+			mismatch++
+		}
+	}
+	return len(list), mismatch, nil
+}
+
+// Report writes res as the lines of bench/results/issue15-control.txt.
+func (res Result) Report(w io.Writer) {
+	o := res.Options
+	host, _ := os.Hostname()
+	fmt.Fprintf(w, "cpload: %d clients, server %s, window %d, rate %d/s (0: no bound), host %s\n", o.Clients, o.Server, o.Window, o.Rate, host)
+	for _, f := range res.Phases {
+		fmt.Fprintf(w, "  %-7s %8.2fs  relayed %9.0f msgs  %8.0f msgs/s  pdrelay cpu %6.2fs  %8.0f msgs per cpu-second  failed %d  retransmits %d  relay drops %.0f  bindings settled %.2fs\n",
+			f.Phase, f.Duration.Seconds(), f.Relayed, f.MsgRate(), f.RelayCPU, f.MsgPerCPU(), f.Failed, f.Retransmits, f.Drops, f.Settled.Seconds())
+		keys := slices.Sorted(maps.Keys(f.DropSeries))
+		for _, k := range keys {
+			fmt.Fprintf(w, "            drops %s %.0f\n", k, f.DropSeries[k])
+		}
+	}
+	fmt.Fprintf(w, "  bound %d, wrong prefix %d, api bindings %d (mismatched %d), after release: bindings %d, kernel routes %d\n",
+		res.Bound, res.WrongPrefix, res.APIBindings, res.APIMismatch, res.BindingsAfterRelease, res.RoutesLeft)
+	fmt.Fprintf(w, "  bindings installed %.0f/s, kernel routes %.0f/s (bind phase start to the gauge at %d)\n", res.BindingRate, res.RouteRate, o.Clients)
+	lt := res.Latency
+	fmt.Fprintf(w, "  reply->route: p50 %v  p99 %v  max %v  (n %d, route before reply %d, never seen %d, watch errors %d)\n",
+		lt.P50.Round(time.Microsecond), lt.P99.Round(time.Microsecond), lt.Max.Round(time.Microsecond), lt.N, lt.Negative, lt.Missing, len(lt.WatchErrors))
+	if len(lt.Slow) > 0 {
+		fmt.Fprintf(w, "  routes more than %v behind their Reply, by the second of the bind phase their Reply came in:", SlowAfter)
+		for _, sec := range slices.Sorted(maps.Keys(lt.Slow)) {
+			fmt.Fprintf(w, " %ds:%d", sec, lt.Slow[sec])
+		}
+		fmt.Fprintln(w)
+	}
+	n := o.Clients
+	fmt.Fprintf(w, "  memory per binding: heap alloc %.0f B, live heap (next_gc/2) %.0f B, rss %.0f B  (rss %.1f -> %.1f MiB)\n",
+		res.HeapAlloc.PerBinding(n), res.LiveHeap.PerBinding(n), res.RSS.PerBinding(n), res.RSS.Before/(1<<20), res.RSS.After/(1<<20))
+}
