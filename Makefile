@@ -12,7 +12,7 @@ DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay
 .PHONY: build test unit e2e race fuzz bench bench-control lint demo deps clean help
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## build bin/pdrelay
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pdrelay
