@@ -7,9 +7,9 @@ LDFLAGS  := -X github.com/pdrelay/pdrelay/internal/version.version=$(VERSION) -X
 PKGS     := ./...
 FUZZTIME ?= 30s
 # Debian packages the end-to-end tests and the demo run as real peers.
-DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables
+DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables netsniff-ng
 
-.PHONY: build test unit e2e race fuzz bench lint demo deps clean help
+.PHONY: build test unit e2e race fuzz bench bench-quick lint demo deps clean help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -34,7 +34,7 @@ race: deps ## unit tests under the race detector
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
-bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB, forwarding, kernel mode (routes, nftables, pps), BGP to FRR, kernel guard, flood (README has the figures)
+bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB, forwarding, kernel mode (routes, nftables, pps), BGP to FRR, kernel guard, flood, the forwarding harness sweep to bench/results/fwd-DATE.md (README has the figures)
 	$(GO) test -run '^$$' -bench 'RelayPair' -benchmem -cpu 1 ./control/relay/
 	$(GO) test -run '^$$' -bench 'TableMemory1M' -benchtime 1x -cpu 1 ./control/binding/
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
@@ -55,6 +55,10 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench PacketSocketCost -benchtime 1x ./bench/  # as root: namespaces
 	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
+	$(GO) run ./bench/cmd/fwdbench -sweep -out bench/results/fwd-$$(date +%F).md  # as root: namespaces, trafgen
+
+bench-quick: ## as root: the forwarding harness at 64 B, N=100k, both directions (under 3 min); ends with the pdrelay/linux pps ratio
+	$(GO) run ./bench/cmd/fwdbench
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -167,6 +167,11 @@ func (h *Harness) startLeases() error {
 	}
 }
 
+// Abort stops every process and removes the namespaces (the XDP
+// programs go with their interfaces). Unlike Close it may be called from
+// another goroutine while the harness runs, for a signal handler.
+func (h *Harness) Abort() error { return h.Lab.Close() }
+
 // Close stops every process and removes the namespaces.
 func (h *Harness) Close() error {
 	var errs []error

@@ -127,7 +127,9 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 			p.Stop()
 			return smp, err
 		}
-		_ = p.Signal(syscall.SIGINT)
+		// trafgen forks its sender: ^C goes to the whole group, as from
+		// a terminal.
+		_ = syscall.Kill(-p.Pid(), syscall.SIGINT)
 		if err := p.Wait(10 * time.Second); err != nil {
 			p.Stop()
 			return smp, fmt.Errorf("fwd: trafgen on SIGINT: %w\n%s", err, p.Log())
