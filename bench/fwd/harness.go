@@ -358,6 +358,11 @@ func (s *pdrelaySide) Start() error {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+	// The relay's neighbour entry for the core host, which kernel mode's
+	// default route and pdrelay's gateway watcher need.
+	if err := h.Lab.Ping(h.Lab.RelayNS, netip.Addr{}, lab.ServerAddr, 5*time.Second); err != nil {
+		return fmt.Errorf("fwd: %s: %w", s.name, err)
+	}
 	h.cfg.Logf("fwd: %s up: %d bindings recovered by Bulk Leasequery", s.name, h.cfg.N)
 	return nil
 }

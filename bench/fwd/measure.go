@@ -2,14 +2,11 @@ package fwd
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/pdrelay/pdrelay/bench/lab"
 )
 
 // Run is one generator run through a side.
@@ -222,11 +219,6 @@ func busyCPU() (time.Duration, error) {
 // direction in full (the relay has resolved its neighbours and published
 // its routes), for up to 20 seconds.
 func (h *Harness) Ready(side Side) error {
-	// The relay's neighbour entry for the core host, which kernel mode's
-	// default route and pdrelay's gateway watcher need.
-	if err := h.Lab.Ping(h.Lab.RelayNS, netip.Addr{}, lab.ServerAddr, 5*time.Second); err != nil {
-		return err
-	}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, dir := range []Direction{Up, Down} {
 		for {
