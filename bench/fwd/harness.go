@@ -226,24 +226,55 @@ func (h *Harness) trafgenConfig(t Traffic) (string, error) {
 	return p, nil
 }
 
-// txPackets reads interface ifname's transmitted packets in ns (netlink
-// counters through ip -j -s link).
-func (h *Harness) txPackets(ns, ifname string) (uint64, error) {
+// linkStats are an interface's counters (netlink, through ip -j -s link).
+type linkStats struct {
+	RX struct {
+		Packets uint64 `json:"packets"`
+		Dropped uint64 `json:"dropped"`
+	} `json:"rx"`
+	TX struct {
+		Packets uint64 `json:"packets"`
+		Dropped uint64 `json:"dropped"`
+	} `json:"tx"`
+}
+
+// link reads interface ifname's counters in ns.
+func (h *Harness) link(ns, ifname string) (linkStats, error) {
 	out, err := h.Lab.Run(ns, "ip", "-j", "-s", "link", "show", ifname)
 	if err != nil {
-		return 0, err
+		return linkStats{}, err
 	}
 	var links []struct {
-		Stats struct {
-			TX struct {
-				Packets uint64 `json:"packets"`
-			} `json:"tx"`
-		} `json:"stats64"`
+		Stats linkStats `json:"stats64"`
 	}
 	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		return 0, fmt.Errorf("fwd: ip -j -s link show %s in %s: %v: %s", ifname, ns, err, out)
+		return linkStats{}, fmt.Errorf("fwd: ip -j -s link show %s in %s: %v: %s", ifname, ns, err, out)
 	}
-	return links[0].Stats.TX.Packets, nil
+	return links[0].Stats, nil
+}
+
+// kernelDrops are the drop counters of the veths on the path of dir's
+// frames: the generator's end, the relay's two ports, the sink's end,
+// by "where/counter". They hold what the kernel dropped before or after
+// a relay could count it (a full veth ring, for one).
+func (h *Harness) kernelDrops(dir Direction) (map[string]uint64, error) {
+	genNS, _, in := h.gen(dir)
+	out, sinkNS := h.Lab.Uplink, h.Core
+	if dir == Down {
+		out, sinkNS = h.Lab.Downlinks[0], h.CPE
+	}
+	m := map[string]uint64{}
+	for _, x := range []struct{ ns, ifname, where string }{
+		{genNS, "eth0", "gen-eth0"}, {h.Lab.RelayNS, in.Name, in.Name}, {h.Lab.RelayNS, out.Name, out.Name}, {sinkNS, "eth0", "sink-eth0"},
+	} {
+		st, err := h.link(x.ns, x.ifname)
+		if err != nil {
+			return nil, err
+		}
+		m[x.where+"/kernel_rx_dropped"] += st.RX.Dropped
+		m[x.where+"/kernel_tx_dropped"] += st.TX.Dropped
+	}
+	return m, nil
 }
 
 // pin pins every thread of pid to core.

@@ -2,6 +2,7 @@ package fwd
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -63,9 +64,11 @@ func (h *Harness) snap(side Side, dir Direction) (snapshot, error) {
 	ns, _, _ := h.gen(dir)
 	var s snapshot
 	var err error
-	if s.tx, err = h.txPackets(ns, "eth0"); err != nil {
+	st, err := h.link(ns, "eth0")
+	if err != nil {
 		return s, err
 	}
+	s.tx = st.TX.Packets
 	if s.legit, s.spof, err = side.Sink(dir).Counts(); err != nil {
 		return s, err
 	}
@@ -86,7 +89,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 	}
 	frames := t.Frames()
 	ns, _, _ := h.gen(t.Dir)
-	before, err := side.Counters()
+	before, err := h.counters(side, t.Dir)
 	if err != nil {
 		return smp, err
 	}
@@ -147,7 +150,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 	if r.Count > 0 {
 		w1 = s1
 	}
-	after, err := side.Counters()
+	after, err := h.counters(side, t.Dir)
 	if err != nil {
 		return smp, err
 	}
@@ -173,6 +176,26 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 		}
 	}
 	return smp, nil
+}
+
+// counters are side's counters and the veths' drop counters on dir's
+// path.
+func (h *Harness) counters(side Side, dir Direction) (map[string]uint64, error) {
+	m, err := side.Counters()
+	if err != nil {
+		return nil, err
+	}
+	k, err := h.kernelDrops(dir)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = map[string]uint64{}
+	} else {
+		m = maps.Clone(m)
+	}
+	maps.Copy(m, k)
+	return m, nil
 }
 
 // split returns how many of the first n frames of the cyclic sequence

@@ -131,10 +131,7 @@ func writePoint(w io.Writer, r PointResult) {
 				}
 				spoof = fmt.Sprintf("%d / %d / %s", sent, through, cnt)
 			}
-			dropStr := "—"
-			if side == "linux" || side == "pdrelay" {
-				dropStr = nonzero(drops, []string{"forwarded", "spoofed"})
-			}
+			dropStr := nonzero(drops, []string{"forwarded", "spoofed"})
 			name := side
 			if side == "floor" {
 				name = "floor (generator alone; delivered = at the relay's ingress)"
