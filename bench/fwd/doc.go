@@ -57,7 +57,7 @@
 // Frame sizes count the frame as handed to the device, without FCS (62
 // bytes is the least: Ethernet, IPv6, UDP).
 //
-//   - Offered: the generator's interface tx counter (ip -j -s link), not
+//   - Offered: the generator's interface tx counter (netlink, IFLA_STATS64), not
 //     trafgen's word.
 //   - Delivered: the sink's count. The default sink is an XDP program on
 //     the sink host's veth that counts legitimate (UDP port 9000) and

@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"github.com/pdrelay/pdrelay/bench/lab"
 	"github.com/pdrelay/pdrelay/control/api"
 	"github.com/pdrelay/pdrelay/dataplane/kroute"
@@ -62,6 +65,7 @@ type Harness struct {
 	sides      map[string]Side
 	lqs, kea   *lab.Proc
 	trafgenCfg map[string]string // by traffic key: config file
+	nl         map[string]*netlink.Handle
 }
 
 // sinkReader reads what arrived at a sink.
@@ -94,7 +98,7 @@ func New(cfg Config) (h *Harness, err error) {
 		return nil, err
 	}
 	h = &Harness{cfg: cfg, Lab: l, CPE: l.ClientNS[0], Core: l.ServerNS, sinks: map[Direction]sinkReader{},
-		sides: map[string]Side{}, trafgenCfg: map[string]string{}, tmp: l.Dir}
+		sides: map[string]Side{}, trafgenCfg: map[string]string{}, tmp: l.Dir, nl: map[string]*netlink.Handle{}}
 	defer func() {
 		if err != nil {
 			h.Close()
@@ -181,6 +185,9 @@ func (h *Harness) Close() error {
 	for _, s := range h.sinks {
 		errs = append(errs, s.Close())
 	}
+	for _, nh := range h.nl {
+		nh.Close()
+	}
 	errs = append(errs, h.Lab.Close())
 	return errors.Join(errs...)
 }
@@ -226,31 +233,39 @@ func (h *Harness) trafgenConfig(t Traffic) (string, error) {
 	return p, nil
 }
 
-// linkStats are an interface's counters (netlink, through ip -j -s link).
+// linkStats are an interface's counters (IFLA_STATS64).
 type linkStats struct {
-	RX struct {
-		Packets uint64 `json:"packets"`
-		Dropped uint64 `json:"dropped"`
-	} `json:"rx"`
-	TX struct {
-		Packets uint64 `json:"packets"`
-		Dropped uint64 `json:"dropped"`
-	} `json:"tx"`
+	RX, TX struct{ Packets, Dropped uint64 }
 }
 
-// link reads interface ifname's counters in ns.
+// link reads interface ifname's counters in ns over netlink (a handle
+// per namespace, kept: a read takes well under a millisecond, so the
+// counters of one snapshot are close in time).
 func (h *Harness) link(ns, ifname string) (linkStats, error) {
-	out, err := h.Lab.Run(ns, "ip", "-j", "-s", "link", "show", ifname)
+	nh, ok := h.nl[ns]
+	if !ok {
+		nsh, err := netns.GetFromName(ns)
+		if err != nil {
+			return linkStats{}, fmt.Errorf("fwd: netns %s: %w", ns, err)
+		}
+		nh, err = netlink.NewHandleAt(nsh)
+		nsh.Close()
+		if err != nil {
+			return linkStats{}, fmt.Errorf("fwd: netlink in %s: %w", ns, err)
+		}
+		h.nl[ns] = nh
+	}
+	l, err := nh.LinkByName(ifname)
 	if err != nil {
-		return linkStats{}, err
+		return linkStats{}, fmt.Errorf("fwd: link %s in %s: %w", ifname, ns, err)
 	}
-	var links []struct {
-		Stats linkStats `json:"stats64"`
+	st := l.Attrs().Statistics
+	if st == nil {
+		return linkStats{}, fmt.Errorf("fwd: link %s in %s: no statistics", ifname, ns)
 	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		return linkStats{}, fmt.Errorf("fwd: ip -j -s link show %s in %s: %v: %s", ifname, ns, err, out)
-	}
-	return links[0].Stats, nil
+	var x linkStats
+	x.RX.Packets, x.RX.Dropped, x.TX.Packets, x.TX.Dropped = st.RxPackets, st.RxDropped, st.TxPackets, st.TxDropped
+	return x, nil
 }
 
 // kernelDrops are the drop counters of the veths on the path of dir's
