@@ -153,6 +153,23 @@ func writePoint(w io.Writer, r PointResult) {
 		}
 		fmt.Fprintf(w, "- generator's own ceiling (floor at peak, frames reaching the relay): %s; a side near it is limited by the generator\n", strings.Join(parts, ", "))
 	}
+	for _, side := range []string{"linux", "pdrelay"} {
+		var sent, through, counted uint64
+		for _, c := range r.Cells[side] {
+			for _, s := range slices.Concat(c.Peak, c.Fixed) {
+				sent, through, counted = sent+s.SpoofSent, through+s.GotSpoofed, counted+s.Counters["dl0/spoofed"]
+			}
+		}
+		if sent == 0 {
+			continue
+		}
+		verdict := "ok: none reached the sink"
+		if through > 0 {
+			verdict = fmt.Sprintf("FAILED: %d reached the sink", through)
+		}
+		fmt.Fprintf(w, "- spoof check, %s: %d spoofed frames sent, %s; %d counted as spoofed (the rest was lost before the source check: see the drops)\n",
+			side, sent, verdict, counted)
+	}
 	fmt.Fprintf(w, "- pdrelay/linux peak ratio (median over directions and rounds): %.2f\n", r.PeakRatio("pdrelay", "linux"))
 	if _, ok := r.Cells["ceiling"]; ok {
 		fmt.Fprintf(w, "- pdrelay/ceiling peak ratio: %.2f\n", r.PeakRatio("pdrelay", "ceiling"))
