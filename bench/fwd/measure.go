@@ -117,6 +117,22 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 		}
 		w0 = s0
 	} else {
+		// trafgen reads its config before it sends (a second for 10k
+		// frames on a busy machine): the warm-up starts with the frames.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			st, err := h.link(ns, "eth0")
+			if err != nil {
+				p.Stop()
+				return smp, err
+			}
+			if st.TX.Packets > s0.tx+10 {
+				break
+			}
+			if p.Exited() || time.Now().After(deadline) {
+				p.Stop()
+				return smp, fmt.Errorf("fwd: trafgen does not send:\n%s", p.Log())
+			}
+		}
 		time.Sleep(r.Warmup)
 		if w0, err = h.snap(side, t.Dir); err != nil {
 			p.Stop()
@@ -153,6 +169,9 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 	after, err := h.counters(side, t.Dir)
 	if err != nil {
 		return smp, err
+	}
+	if w1.tx == w0.tx {
+		return smp, fmt.Errorf("fwd: %s %s: the generator sent nothing in the window", side.Name(), t.Dir)
 	}
 	secs := w1.at.Sub(w0.at).Seconds()
 	smp.Offered = float64(w1.tx-w0.tx) / secs
