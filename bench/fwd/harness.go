@@ -381,7 +381,9 @@ func (s *pdrelaySide) Start() error {
 	if log := s.r.Proc.Log(); !strings.Contains(log, "mode="+s.mode) {
 		return fmt.Errorf("fwd: %s: pdrelay does not run in mode %s:\n%s", s.name, s.mode, log)
 	}
-	deadline := time.Now().Add(30*time.Second + time.Duration(h.cfg.N/10_000)*time.Second)
+	// Recovery and, in kernel mode, the routes take their time: 1M took
+	// 93 s on a busy 2-core machine.
+	deadline := time.Now().Add(60*time.Second + time.Duration(h.cfg.N/2_000)*time.Second)
 	for {
 		n, err := s.bindings()
 		if err == nil && n == h.cfg.N {

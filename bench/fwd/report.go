@@ -79,6 +79,9 @@ func WriteMarkdown(w io.Writer, hd Header, results []PointResult) {
 func writePoint(w io.Writer, r PointResult) {
 	p := r.Point
 	fmt.Fprintf(w, "## %s: %s\n\n", p.Name, p)
+	if r.Err != nil {
+		fmt.Fprintf(w, "**FAILED:** %s\n\n", strings.ReplaceAll(r.Err.Error(), "\n", " "))
+	}
 	fmt.Fprintf(w, "| dir | side | offered pps (peak) | delivered pps (peak) | offered pps @%s | delivered pps @%s | loss %% @%s | busy CPU @%s | relay CPU µs/pkt @%s | ÷ linux (peak) | ÷ ceiling (peak) | spoofed: sent / through / counted | drops by stage (nonzero) |\n",
 		fmtRate(float64(p.Rate)), fmtRate(float64(p.Rate)), fmtRate(float64(p.Rate)), fmtRate(float64(p.Rate)), fmtRate(float64(p.Rate)))
 	fmt.Fprintf(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n")

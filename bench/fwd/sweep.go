@@ -55,6 +55,9 @@ type PointResult struct {
 	Sides []string                       // in table order: floor, linux, pdrelay, ceiling
 	Cells map[string]map[Direction]*Cell // side -> direction
 	Notes []string                       // e.g. the ceiling skipped
+	// Err is why the point did not complete; the cells hold what was
+	// measured before.
+	Err error
 }
 
 // RunPoint builds a harness for p and measures every side, rounds

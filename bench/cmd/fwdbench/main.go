@@ -111,11 +111,15 @@ func main() {
 		vary("2 queues", func(p *fwd.Point) { p.Queues = 2 })
 	}
 	var results []fwd.PointResult
+	failed := false
 	for _, p := range points {
 		start := time.Now()
 		r, err := fwd.RunPoint(p, o)
 		if err != nil {
-			log.Fatalf("fwdbench: %s: %v", p.Name, err)
+			// The report says so; the other points still run.
+			log.Printf("fwdbench: %s: %v", p.Name, err)
+			r.Err = err
+			failed = true
 		}
 		logf("fwdbench: %s done in %v", p.Name, time.Since(start).Round(time.Second))
 		results = append(results, r)
@@ -131,7 +135,9 @@ func main() {
 		p.Name, p.Sink, p.Rate = "UDP sink at half of pdrelay's peak", fwd.SinkUDP, max(half, 1000)
 		r, err := fwd.RunPoint(p, o)
 		if err != nil {
-			log.Fatalf("fwdbench: %s: %v", p.Name, err)
+			log.Printf("fwdbench: %s: %v", p.Name, err)
+			r.Err = err
+			failed = true
 		}
 		results = append(results, r)
 	}
@@ -145,5 +151,8 @@ func main() {
 		if err := os.WriteFile(*out, buf.Bytes(), 0o644); err != nil {
 			log.Fatal(err)
 		}
+	}
+	if failed {
+		os.Exit(1)
 	}
 }
