@@ -25,7 +25,7 @@ func TestHarnessShort(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 1000
-	h, err := New(Config{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, N: n, GenCPU: 0, RelayCPU: 1, Tag: "fh", Logf: t.Logf})
+	h, err := New(Config{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, N: n, GenCPU: 0, RelayCPU: "1", Tag: "fh", Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}

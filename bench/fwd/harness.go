@@ -47,9 +47,12 @@ type Config struct {
 	N                        int // delegated prefixes, recovered by Bulk Leasequery
 	Queues                   int // queues per veth and dataplane.queues; 0 or 1: one
 	Sink                     string
-	GenCPU, RelayCPU         int // cores the generator and the relay are pinned to
-	Tag                      string
-	Logf                     func(format string, args ...any)
+	GenCPU                   int // the core the generator is pinned to
+	// RelayCPU is the core, or cores (a taskset list such as "1" or
+	// "0-1"), the relay is pinned to.
+	RelayCPU string
+	Tag      string
+	Logf     func(format string, args ...any)
 }
 
 // Harness is the topology, the lease source and the sides. Its methods
@@ -292,9 +295,9 @@ func (h *Harness) kernelDrops(dir Direction) (map[string]uint64, error) {
 	return m, nil
 }
 
-// pin pins every thread of pid to core.
-func pin(pid, core int) error {
-	if out, err := exec.Command("taskset", "-a", "-p", "-c", strconv.Itoa(core), strconv.Itoa(pid)).CombinedOutput(); err != nil {
+// pin pins every thread of pid to cpus (a taskset list).
+func pin(pid int, cpus string) error {
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
 		return fmt.Errorf("fwd: taskset %d: %v: %s", pid, err, out)
 	}
 	return nil
@@ -490,7 +493,7 @@ func (s *ceilingSide) Start() error {
 	}
 	h := s.h
 	dl, up := h.Lab.Downlinks[0], h.Lab.Uplink
-	p, err := h.Lab.Start(h.Lab.RelayNS, "xskfwd", "taskset", "-c", strconv.Itoa(h.cfg.RelayCPU), h.cfg.Xskfwd,
+	p, err := h.Lab.Start(h.Lab.RelayNS, "xskfwd", "taskset", "-c", h.cfg.RelayCPU, h.cfg.Xskfwd,
 		"-a", dl.Name, "-b", up.Name, "-mac-a", dl.PeerMAC.String(), "-mac-b", up.PeerMAC.String(),
 		"-queues", strconv.Itoa(h.cfg.Queues))
 	if err != nil {

@@ -36,7 +36,8 @@ type Options struct {
 	Pdrelay, Fakekea, Xskfwd string
 	Rounds                   int
 	Warmup, Window           time.Duration
-	GenCPU, RelayCPU         int
+	GenCPU                   int
+	RelayCPU                 string // a taskset list
 	Logf                     func(format string, args ...any)
 	// OnHarness, when set, is told of each harness as it is built (nil
 	// when it is closed), so that a signal handler can tear it down.

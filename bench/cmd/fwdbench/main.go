@@ -43,7 +43,7 @@ func main() {
 	warmup := flag.Duration("warmup", 300*time.Millisecond, "generator warm-up before each window")
 	window := flag.Duration("window", time.Second, "measuring window per run")
 	genCPU := flag.Int("gen-cpu", 0, "core the generator is pinned to")
-	relayCPU := flag.Int("relay-cpu", 1, "core the relay is pinned to")
+	relayCPU := flag.String("relay-cpu", "1", "core(s) the relay is pinned to, a taskset list (1, or 0-1 for several queues)")
 	sweep := flag.Bool("sweep", false, "the full sweep around the point the flags set")
 	out := flag.String("out", "", "also write the Markdown report to this file")
 	root := flag.String("root", ".", "the repository's root (binaries are built from it)")
