@@ -323,7 +323,8 @@ type Side interface {
 type pdrelaySide struct {
 	h          *Harness
 	name, mode string
-	r          *lab.Pdrelay
+	dir        string    // config, state and API socket
+	proc       *lab.Proc // the running pdrelay; nil when stopped
 	running    bool
 }
 
@@ -365,23 +366,34 @@ func (s *pdrelaySide) Start() error {
 	}
 	h := s.h
 	var err error
-	if s.r == nil {
-		s.r, err = h.Lab.StartPdrelay(h.cfg.Pdrelay, s.config())
-	} else {
-		// An empty store each time: the bindings come from Bulk
-		// Leasequery at every start.
-		if err = os.RemoveAll(s.r.StateDir()); err == nil {
-			err = s.r.Start()
+	// Not lab.StartPdrelay: its readiness check lists every binding,
+	// which with 100k recovering at the same time outlasts its timeouts.
+	if s.dir == "" {
+		s.dir = filepath.Join(h.tmp, "pdrelay-"+s.name)
+		if err := os.MkdirAll(s.dir, 0o755); err != nil {
+			return fmt.Errorf("fwd: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(s.dir, "pdrelay.yaml"), []byte(strings.ReplaceAll(s.config(), "$DIR", s.dir)), 0o600); err != nil {
+			return fmt.Errorf("fwd: %w", err)
 		}
 	}
+	// An empty store each time: the bindings come from Bulk Leasequery
+	// at every start.
+	if err := os.RemoveAll(filepath.Join(s.dir, "state")); err != nil {
+		return fmt.Errorf("fwd: %w", err)
+	}
+	p, err := h.Lab.Start(h.Lab.RelayNS, "pdrelay-"+s.name, h.cfg.Pdrelay, "run", "-c", filepath.Join(s.dir, "pdrelay.yaml"))
 	if err != nil {
 		return fmt.Errorf("fwd: %s: %w", s.name, err)
 	}
-	s.running = true
-	if err := pin(s.r.Proc.Pid(), h.cfg.RelayCPU); err != nil {
+	s.proc, s.running = p, true
+	if err := p.WaitLog("pdrelay started", 30*time.Second); err != nil {
+		return fmt.Errorf("fwd: %s: %w", s.name, err)
+	}
+	if err := pin(p.Pid(), h.cfg.RelayCPU); err != nil {
 		return err
 	}
-	if log := s.r.Proc.Log(); !strings.Contains(log, "mode="+s.mode) {
+	if log := p.Log(); !strings.Contains(log, "mode="+s.mode) {
 		return fmt.Errorf("fwd: %s: pdrelay does not run in mode %s:\n%s", s.name, s.mode, log)
 	}
 	// Recovery and, in kernel mode, the routes take their time: 1M took
@@ -392,8 +404,8 @@ func (s *pdrelaySide) Start() error {
 		if err == nil && n == h.cfg.N {
 			break
 		}
-		if s.r.Proc.Exited() || time.Now().After(deadline) {
-			return fmt.Errorf("fwd: %s: %d bindings, want %d (%v)\n%s", s.name, n, h.cfg.N, err, s.r.Proc.Log())
+		if p.Exited() || time.Now().After(deadline) {
+			return fmt.Errorf("fwd: %s: %d bindings, want %d (%v)\n%s", s.name, n, h.cfg.N, err, p.Log())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -420,7 +432,11 @@ func (s *pdrelaySide) Start() error {
 
 // bindings reads the pdrelay_bindings gauge of dl0.
 func (s *pdrelaySide) bindings() (int, error) {
-	out, err := s.r.Metrics(metricsAddr)
+	// The listener is only reachable inside the relay namespace: bash's
+	// /dev/tcp there.
+	host, port, _ := strings.Cut(metricsAddr, ":")
+	script := fmt.Sprintf(`exec 3<>/dev/tcp/%s/%s && printf 'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n' >&3 && cat <&3`, host, port)
+	out, err := s.h.Lab.Run(s.h.Lab.RelayNS, "bash", "-c", script)
 	if err != nil {
 		return 0, err
 	}
@@ -455,13 +471,23 @@ func (s *pdrelaySide) Stop() error {
 		return nil
 	}
 	s.running = false
-	return s.r.Stop(syscall.SIGTERM)
+	p := s.proc
+	s.proc = nil
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("fwd: stop %s: %w", s.name, err)
+	}
+	// kernel.flush_on_stop removes the routes (1M of them take a while).
+	if err := p.Wait(60 * time.Second); err != nil {
+		_ = p.Stop()
+		return fmt.Errorf("fwd: stop %s: %w", s.name, err)
+	}
+	return nil
 }
 
 func (s *pdrelaySide) Counters() (map[string]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := api.Dial(s.r.Socket).Stats(ctx)
+	st, err := api.Dial(filepath.Join(s.dir, "api.sock")).Stats(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("fwd: %s stats: %w", s.name, err)
 	}
