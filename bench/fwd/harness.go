@@ -442,7 +442,9 @@ func (s *pdrelaySide) bindings() (int, error) {
 	}
 	for _, line := range strings.Split(out, "\n") {
 		if rest, ok := strings.CutPrefix(line, `pdrelay_bindings{interface="dl0"} `); ok {
-			return strconv.Atoi(strings.TrimSpace(rest))
+			// The text format writes 1000000 as 1e+06.
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return int(v), err
 		}
 	}
 	return 0, errors.New("no pdrelay_bindings for dl0 in /metrics")
