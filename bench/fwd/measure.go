@@ -171,7 +171,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 		return smp, err
 	}
 	if w1.tx == w0.tx {
-		return smp, fmt.Errorf("fwd: %s %s: the generator sent nothing in the window", side.Name(), t.Dir)
+		return smp, fmt.Errorf("fwd: %s %s: the generator sent nothing in the window; trafgen:\n%s", side.Name(), t.Dir, p.Log())
 	}
 	secs := w1.at.Sub(w0.at).Seconds()
 	smp.Offered = float64(w1.tx-w0.tx) / secs
@@ -265,13 +265,13 @@ func (h *Harness) Ready(side Side) error {
 	for _, dir := range []Direction{Up, Down} {
 		for {
 			s, err := h.Measure(side, Run{Traffic: h.Traffic(dir, 1, 0, MinFrame), Rate: 10_000, Count: 100})
-			if err != nil {
-				return err
-			}
-			if s.Got == s.LegitSent {
+			if err == nil && s.Got == s.LegitSent {
 				break
 			}
 			if time.Now().After(deadline) {
+				if err != nil {
+					return err
+				}
 				return fmt.Errorf("fwd: %s does not forward %s: probe of %d frames, %d arrived", side.Name(), dir, s.LegitSent, s.Got)
 			}
 			time.Sleep(200 * time.Millisecond)
