@@ -67,6 +67,14 @@
 //     cpe host takes the delegated space as local).
 //   - Rates come from a window after a warm-up; loss from the totals of
 //     the whole run, after the frames in flight arrived.
+//   - The fixed rate is trafgen's --rate, which (netsniff-ng 0.6.8) sends
+//     each second's frames as one burst at full speed, then waits for the
+//     next second; its windows therefore span whole seconds. The loss at
+//     the fixed rate is the loss under those bursts, not under a paced
+//     stream: a relay whose rings cannot hold a second's burst loses
+//     frames below its average-rate knee. trafgen's --gap paces frames
+//     but stopped sending after about a second in tests here. A paced
+//     sender of the harness's own would make this figure a knee test.
 //   - pdrelay's counters (GET /v1/stats, as `pdrelay stats --json`:
 //     dataplane reasons and the xsk_* reasons of XDP_STATISTICS; in
 //     kernel mode the nftables table's) are read before and after each

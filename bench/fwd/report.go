@@ -70,6 +70,7 @@ func WriteMarkdown(w io.Writer, hd Header, results []PointResult) {
 	fmt.Fprintf(w, "- generator: trafgen pinned to CPU %d; relay (pdrelay, xskfwd) pinned to CPU %s; the kernel's forwarding runs where the frames arrive\n", hd.GenCPU, hd.RelayCPU)
 	fmt.Fprintf(w, "- sides: linux = pdrelay `dataplane.mode: kernel` (Linux forwarding + pdrelay's nftables table); pdrelay = `dataplane.mode: xdp` (AF_XDP, copy mode on veth); ceiling = bench/cmd/xskfwd (AF_XDP rx -> tx, no lookup); floor = the generator into an XDP drop on the relay's ingress port\n")
 	fmt.Fprintf(w, "- %d rounds, sides alternating (A B C D, D C B A, ...); %s windows; figures are medians over the rounds\n", hd.Rounds, hd.Window)
+	fmt.Fprintf(w, "- the fixed rate is trafgen's --rate: each second's frames leave as one burst at the generator's full speed (windows span whole seconds); loss at it is loss under those bursts\n")
 	fmt.Fprintf(w, "- relay CPU µs/pkt = (all-core busy time from /proc/stat during the window − the floor's at the same rate, same round) / delivered packets\n\n")
 	for _, r := range results {
 		writePoint(w, r)

@@ -117,7 +117,9 @@ func RunPoint(p Point, o Options) (res PointResult, err error) {
 				if err != nil {
 					return res, err
 				}
-				fixed, err := h.Measure(side, Run{Traffic: t, Rate: p.Rate, Warmup: o.Warmup, Window: o.Window})
+				// trafgen's --rate sends each second's frames as one burst
+				// at full speed: the fixed-rate window spans whole seconds.
+				fixed, err := h.Measure(side, Run{Traffic: t, Rate: p.Rate, Warmup: o.Warmup, Window: max(o.Window.Round(time.Second), time.Second)})
 				if err != nil {
 					return res, err
 				}
