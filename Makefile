@@ -7,9 +7,9 @@ LDFLAGS  := -X github.com/pdrelay/pdrelay/internal/version.version=$(VERSION) -X
 PKGS     := ./...
 FUZZTIME ?= 30s
 # Debian packages the end-to-end tests and the demo run as real peers.
-DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables tcpreplay
+DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables tcpreplay netsniff-ng
 
-.PHONY: build test unit e2e race fuzz bench bench-control lint demo deps clean help
+.PHONY: build test unit e2e race fuzz bench bench-quick bench-control lint demo deps clean help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -34,7 +34,7 @@ race: deps ## unit tests under the race detector
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
-bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB, forwarding, kernel mode (routes, nftables, pps), BGP to FRR, kernel guard, flood (README has the figures)
+bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB, forwarding, kernel mode (routes, nftables, pps), BGP to FRR, kernel guard, flood, the forwarding harness sweep to bench/results/fwd-DATE.md (README has the figures)
 	$(GO) test -run '^$$' -bench 'RelayPair' -benchmem -cpu 1 ./control/relay/
 	$(GO) test -run '^$$' -bench 'TableMemory1M' -benchtime 1x -cpu 1 ./control/binding/
 	$(GO) test -run '^$$' -bench 'Load1M' -benchmem ./control/store/
@@ -56,6 +56,10 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench ReplayVsTcpreplay -benchtime 1x ./bench/  # as root: namespaces, tcpreplay
 	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
+	$(GO) run ./bench/cmd/fwdbench -sweep -out bench/results/fwd-$$(date +%F).md  # as root: namespaces, trafgen
+
+bench-quick: ## as root: the forwarding harness at 64 B, N=100k, both directions (under 3 min); ends with the pdrelay/linux pps ratio
+	$(GO) run ./bench/cmd/fwdbench
 
 bench-control: build ## as root: control-plane load through pdrelay (kernel mode): 10k, 100k, 1M clients to bench/cpload's fast responder, 10k and 100k to Kea
 	for n in 10000 100000 1000000; do $(GO) run ./bench/cmd/cpload -pdrelay $(BIN) -clients $$n -server fast -window 32 || exit 1; done

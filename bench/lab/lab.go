@@ -90,6 +90,9 @@ type Config struct {
 	KeepDir bool
 	// Logf, when set, receives progress messages (t.Logf fits).
 	Logf func(format string, args ...any)
+	// Queues, when above one, gives every veth pair (both ends) that many
+	// rx and tx queues, for multi-queue AF_XDP.
+	Queues int
 }
 
 // Link is one veth pair that has an end in the relay namespace.
@@ -290,9 +293,14 @@ func (l *Lab) build() error {
 		Name: "up0", MAC: mac(0xff, 0x02), Addr: netip.PrefixFrom(RelayUplinkAddr, 64),
 		PeerNS: l.ServerNS, PeerName: "eth0", PeerMAC: mac(0xff, 0x01), PeerAddr: netip.PrefixFrom(ServerAddr, 64),
 	}
+	// q is the queue clause of a veth end ("" for the default single queue).
+	q := ""
+	if l.cfg.Queues > 1 {
+		q = fmt.Sprintf(" numtxqueues %d numrxqueues %d", l.cfg.Queues, l.cfg.Queues)
+	}
 	var rly strings.Builder
 	fmt.Fprintf(&rly, "link set lo up\n")
-	fmt.Fprintf(&rly, "link add up0 address %s type veth peer name eth0 address %s netns %s\n", l.Uplink.MAC, l.Uplink.PeerMAC, l.ServerNS)
+	fmt.Fprintf(&rly, "link add up0 address %s%s type veth peer name eth0 address %s%s netns %s\n", l.Uplink.MAC, q, l.Uplink.PeerMAC, q, l.ServerNS)
 	fmt.Fprintf(&rly, "link set up0 up\n")
 	fmt.Fprintf(&rly, "addr add %s dev up0 nodad\n", l.Uplink.Addr)
 	var sw strings.Builder
@@ -331,7 +339,7 @@ func (l *Lab) build() error {
 			}
 			fmt.Fprintf(&rly, "link add %s address %s type veth peer name rly netns %s\n", d.Name, d.MAC, l.SwitchNS)
 		} else {
-			fmt.Fprintf(&rly, "link add %s address %s type veth peer name eth0 address %s netns %s\n", d.Name, d.MAC, d.PeerMAC, cns)
+			fmt.Fprintf(&rly, "link add %s address %s%s type veth peer name eth0 address %s%s netns %s\n", d.Name, d.MAC, q, d.PeerMAC, q, cns)
 		}
 		fmt.Fprintf(&rly, "link set %s up\n", d.Name)
 		fmt.Fprintf(&rly, "addr add %s/64 dev %s nodad\n", DownlinkGateway, d.Name)
