@@ -58,7 +58,7 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
 	$(GO) run ./bench/cmd/fwdbench -sweep -out bench/results/fwd-$$(date +%F).md  # as root: namespaces, trafgen
 
-bench-quick: ## as root: the forwarding harness at 64 B, N=100k, both directions (under 3 min); ends with the pdrelay/linux pps ratio
+bench-quick: deps ## as root: the forwarding harness at 64 B, N=100k, both directions (under 3 min); ends with the pdrelay/linux pps ratio
 	$(GO) run ./bench/cmd/fwdbench
 
 bench-control: build ## as root: control-plane load through pdrelay (kernel mode): 10k, 100k, 1M clients to bench/cpload's fast responder, 10k and 100k to Kea

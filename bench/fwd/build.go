@@ -7,10 +7,11 @@ import (
 	"path/filepath"
 )
 
-// Binaries builds pdrelay, fakekea and, when its source is in the tree,
-// xskfwd from the module at root into dir. Xskfwd is "" when
-// bench/cmd/xskfwd does not exist: the ceiling side is then skipped.
-func Binaries(root, dir string) (pdrelay, fakekea, xskfwd string, err error) {
+// Binaries builds pdrelay, fakekea and, when their sources are in the
+// tree, xskfwd and xdpfast from the module at root into dir. Xskfwd or
+// xdpfast is "" when its command does not exist: its side is then
+// skipped.
+func Binaries(root, dir string) (pdrelay, fakekea, xskfwd, xdpfast string, err error) {
 	build := func(name, pkg string) (string, error) {
 		out := filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-o", out, pkg)
@@ -27,7 +28,12 @@ func Binaries(root, dir string) (pdrelay, fakekea, xskfwd string, err error) {
 		return
 	}
 	if _, serr := os.Stat(filepath.Join(root, "bench", "cmd", "xskfwd")); serr == nil {
-		xskfwd, err = build("xskfwd", "./bench/cmd/xskfwd")
+		if xskfwd, err = build("xskfwd", "./bench/cmd/xskfwd"); err != nil {
+			return
+		}
+	}
+	if _, serr := os.Stat(filepath.Join(root, "bench", "cmd", "xdpfast")); serr == nil {
+		xdpfast, err = build("xdpfast", "./bench/cmd/xdpfast")
 	}
 	return
 }

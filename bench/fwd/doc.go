@@ -35,6 +35,10 @@
 //     This is the Linux baseline.
 //   - pdrelay: dataplane.mode xdp (AF_XDP; copy mode on veth), with
 //     dataplane.queues = Config.Queues.
+//   - xdpfast: bench/cmd/xdpfast, the prototype XDP fast path
+//     (bench/xdpfast): sources and routes in BPF maps, XDP_REDIRECT
+//     through a devmap, no AF_XDP. Skipped with the UDP sink (a veth
+//     takes XDP_REDIRECTed frames only when its peer runs XDP).
 //   - ceiling: bench/cmd/xskfwd, AF_XDP rx on one port and tx on the
 //     other with no lookup: what AF_XDP allows on this path. Skipped when
 //     the command is not in the tree.
@@ -67,14 +71,14 @@
 //     cpe host takes the delegated space as local).
 //   - Rates come from a window after a warm-up; loss from the totals of
 //     the whole run, after the frames in flight arrived.
-//   - The fixed rate is trafgen's --rate, which (netsniff-ng 0.6.8) sends
-//     each second's frames as one burst at full speed, then waits for the
-//     next second; its windows therefore span whole seconds. The loss at
-//     the fixed rate is the loss under those bursts, not under a paced
-//     stream: a relay whose rings cannot hold a second's burst loses
-//     frames below its average-rate knee. trafgen's --gap paces frames
-//     but stopped sending after about a second in tests here. A paced
-//     sender of the harness's own would make this figure a knee test.
+//   - At peak the generator is trafgen. At the fixed rate it is `pdrelay
+//     replay --rate R --loop 0` (control/replay's live mode): the same
+//     frames in the same order, from a pcap, through an AF_XDP socket,
+//     paced frame by frame. trafgen's --rate (netsniff-ng 0.6.8) sends
+//     each second's frames as one burst at full speed, and its --gap
+//     stopped sending after about a second here, so loss under it would
+//     be loss under bursts, not the knee. The floor uses the same
+//     generator at the same rate, so the CPU figure subtracts its cost.
 //   - pdrelay's counters (GET /v1/stats, as `pdrelay stats --json`:
 //     dataplane reasons and the xsk_* reasons of XDP_STATISTICS; in
 //     kernel mode the nftables table's) are read before and after each

@@ -7,6 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // UDP destination ports of the generated frames: the sink counts the
@@ -207,6 +212,27 @@ func WriteTrafgen(w io.Writer, frames []Frame) error {
 		}
 		b.WriteString("}\n")
 		if _, err := io.WriteString(w, b.String()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writePcap writes frames to w as a pcap file (Ethernet), one
+// microsecond apart: the paced generator sends them in this order at the
+// rate it is given, not at these times.
+func writePcap(w io.Writer, frames []Frame) error {
+	pw := pcapgo.NewWriter(w)
+	if err := pw.WriteFileHeader(65536, layers.LinkTypeEthernet); err != nil {
+		return err
+	}
+	at := time.Unix(0, 0)
+	buf := make([]byte, 0, 1<<11)
+	for i, f := range frames {
+		buf = append(buf[:0], f.Header()...)
+		buf = append(buf, make([]byte, f.Size-len(buf))...)
+		ci := gopacket.CaptureInfo{Timestamp: at.Add(time.Duration(i) * time.Microsecond), CaptureLength: len(buf), Length: len(buf)}
+		if err := pw.WritePacket(ci, buf); err != nil {
 			return err
 		}
 	}

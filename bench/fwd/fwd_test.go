@@ -21,12 +21,12 @@ func TestHarnessShort(t *testing.T) {
 	if _, err := exec.LookPath("trafgen"); err != nil {
 		t.Skip("skipping: trafgen not found (Debian package netsniff-ng)")
 	}
-	pdrelay, fakekea, xskfwd, err := Binaries("../..", t.TempDir())
+	pdrelay, fakekea, xskfwd, xdpfast, err := Binaries("../..", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = 1000
-	h, err := New(Config{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, N: n, GenCPU: 0, RelayCPU: "1", Tag: "fh", Logf: t.Logf})
+	h, err := New(Config{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, Xdpfast: xdpfast, N: n, GenCPU: 0, RelayCPU: "1", Tag: "fh", Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,11 +40,14 @@ func TestHarnessShort(t *testing.T) {
 			t.Errorf("close: %v", err)
 		}
 	})
-	sides := []string{"floor", "linux", "pdrelay", "ceiling"}
-	if xskfwd == "" {
-		t.Log("bench/cmd/xskfwd is not in the tree: no ceiling side")
-		sides = sides[:3]
+	sides := []string{"floor", "linux", "pdrelay"}
+	if xskfwd != "" {
+		sides = append(sides, "ceiling")
 	}
+	if xdpfast != "" {
+		sides = append(sides, "xdpfast")
+	}
+	var spoofSent uint64 // through xdpfast
 	for _, name := range sides {
 		side := h.Side(name)
 		if err := side.Start(); err != nil {
@@ -76,6 +79,12 @@ func TestHarnessShort(t *testing.T) {
 				if s.GotSpoofed != s.SpoofSent {
 					t.Errorf("%s %s: %d spoofed frames arrived, want the %d sent (this side does not filter)", name, dir, s.GotSpoofed, s.SpoofSent)
 				}
+			case "xdpfast":
+				// Its counters come when it stops: checked below.
+				if s.GotSpoofed != 0 {
+					t.Errorf("%s %s: %d spoofed frames got through", name, dir, s.GotSpoofed)
+				}
+				spoofSent += s.SpoofSent
 			default:
 				if s.GotSpoofed != 0 {
 					t.Errorf("%s %s: %d spoofed frames got through", name, dir, s.GotSpoofed)
@@ -87,6 +96,11 @@ func TestHarnessShort(t *testing.T) {
 		}
 		if err := side.Stop(); err != nil {
 			t.Fatal(err)
+		}
+		if name == "xdpfast" {
+			if c, _ := side.Counters(); c["spoofed"] != spoofSent {
+				t.Errorf("xdpfast counted %d spoofed, want the %d sent (counters %v)", c["spoofed"], spoofSent, c)
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -42,12 +43,13 @@ const (
 
 // Config is one harness: a topology with N delegated prefixes.
 type Config struct {
-	// Binaries. Xskfwd empty: no ceiling side.
-	Pdrelay, Fakekea, Xskfwd string
-	N                        int // delegated prefixes, recovered by Bulk Leasequery
-	Queues                   int // queues per veth and dataplane.queues; 0 or 1: one
-	Sink                     string
-	GenCPU                   int // the core the generator is pinned to
+	// Binaries. Xskfwd empty: no ceiling side; Xdpfast empty: no
+	// xdpfast side.
+	Pdrelay, Fakekea, Xskfwd, Xdpfast string
+	N                                 int // delegated prefixes, recovered by Bulk Leasequery
+	Queues                            int // queues per veth and dataplane.queues; 0 or 1: one
+	Sink                              string
+	GenCPU                            int // the core the generator is pinned to
 	// RelayCPU is the core, or cores (a taskset list such as "1" or
 	// "0-1"), the relay is pinned to.
 	RelayCPU string
@@ -63,12 +65,12 @@ type Harness struct {
 	CPE  string // namespace of the subscriber host (c0)
 	Core string // namespace of the core host (the lab's server namespace)
 
-	tmp        string
-	sinks      map[Direction]sinkReader
-	sides      map[string]Side
-	lqs, kea   *lab.Proc
-	trafgenCfg map[string]string // by traffic key: config file
-	nl         map[string]*netlink.Handle
+	tmp      string
+	sinks    map[Direction]sinkReader
+	sides    map[string]Side
+	lqs, kea *lab.Proc
+	genFiles map[string]string // by traffic key and kind: trafgen config or pcap
+	nl       map[string]*netlink.Handle
 }
 
 // sinkReader reads what arrived at a sink.
@@ -101,7 +103,7 @@ func New(cfg Config) (h *Harness, err error) {
 		return nil, err
 	}
 	h = &Harness{cfg: cfg, Lab: l, CPE: l.ClientNS[0], Core: l.ServerNS, sinks: map[Direction]sinkReader{},
-		sides: map[string]Side{}, trafgenCfg: map[string]string{}, tmp: l.Dir, nl: map[string]*netlink.Handle{}}
+		sides: map[string]Side{}, genFiles: map[string]string{}, tmp: l.Dir, nl: map[string]*netlink.Handle{}}
 	defer func() {
 		if err != nil {
 			h.Close()
@@ -133,12 +135,16 @@ func New(cfg Config) (h *Harness, err error) {
 	h.sides["linux"] = &pdrelaySide{h: h, name: "linux", mode: "kernel"}
 	h.sides["pdrelay"] = &pdrelaySide{h: h, name: "pdrelay", mode: "xdp"}
 	if cfg.Xskfwd != "" {
-		h.sides["ceiling"] = &ceilingSide{h: h}
+		h.sides["ceiling"] = &procSide{h: h, name: "ceiling", args: h.ceilingArgs}
+	}
+	if cfg.Xdpfast != "" {
+		h.sides["xdpfast"] = &procSide{h: h, name: "xdpfast", args: h.xdpfastArgs}
 	}
 	return h, nil
 }
 
-// Side returns the named side ("floor", "linux", "pdrelay", "ceiling"),
+// Side returns the named side ("floor", "linux", "pdrelay", "ceiling",
+// "xdpfast"),
 // or nil.
 func (h *Harness) Side(name string) Side { return h.sides[name] }
 
@@ -215,24 +221,36 @@ func (h *Harness) Traffic(dir Direction, flows, spoofPct, size int) Traffic {
 // trafgenConfig writes t's frames to a trafgen config once and returns
 // its path and the frames.
 func (h *Harness) trafgenConfig(t Traffic) (string, error) {
-	key := fmt.Sprintf("%s-%d-%d-%d", t.Dir, t.Flows, t.SpoofPct, t.Size)
-	if p, ok := h.trafgenCfg[key]; ok {
+	return h.genFile(t, "cfg", WriteTrafgen)
+}
+
+// pacedPcap returns the pcap file of t's frames for the paced generator
+// (pdrelay replay), writing it on first use.
+func (h *Harness) pacedPcap(t Traffic) (string, error) {
+	return h.genFile(t, "pcap", writePcap)
+}
+
+// genFile returns the file of kind for t's frames, written by write on
+// first use.
+func (h *Harness) genFile(t Traffic, kind string, write func(io.Writer, []Frame) error) (string, error) {
+	key := fmt.Sprintf("%s-%d-%d-%d.%s", t.Dir, t.Flows, t.SpoofPct, t.Size, kind)
+	if p, ok := h.genFiles[key]; ok {
 		return p, nil
 	}
 	if err := t.Validate(); err != nil {
 		return "", fmt.Errorf("fwd: traffic: %w", err)
 	}
-	p := filepath.Join(h.tmp, "trafgen-"+key+".cfg")
+	p := filepath.Join(h.tmp, "gen-"+key)
 	f, err := os.Create(p)
 	if err != nil {
 		return "", fmt.Errorf("fwd: %w", err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	err = errors.Join(WriteTrafgen(w, t.Frames()), w.Flush(), f.Close())
+	err = errors.Join(write(w, t.Frames()), w.Flush(), f.Close())
 	if err != nil {
 		return "", fmt.Errorf("fwd: write %s: %w", p, err)
 	}
-	h.trafgenCfg[key] = p
+	h.genFiles[key] = p
 	return p, nil
 }
 
@@ -502,39 +520,46 @@ func (s *pdrelaySide) Counters() (map[string]uint64, error) {
 	return m, nil
 }
 
-// ceilingSide is bench/cmd/xskfwd: AF_XDP rx on one port, tx on the
-// other, no lookup. Its contract: `xskfwd -a IF -b IF -mac-a MAC -mac-b
-// MAC [-queues N]`, "ready" on stdout once forwarding, one JSON line of
-// counters on SIGTERM.
-type ceilingSide struct {
+// procSide is a forwarder of the bench's own run as one process in the
+// relay namespace, pinned to the relay's cores: it prints "ready" on
+// stdout once forwarding, and one JSON line of its counters on SIGTERM.
+//   - ceiling, bench/cmd/xskfwd: AF_XDP rx on one port, tx on the
+//     other, no lookup (`xskfwd -a IF -b IF -mac-a MAC -mac-b MAC
+//     [-queues N]`);
+//   - xdpfast, bench/cmd/xdpfast: the prototype XDP fast path
+//     (bench/xdpfast), sources and routes in BPF maps, XDP_REDIRECT.
+type procSide struct {
 	h    *Harness
+	name string
+	args func() ([]string, error) // the command after taskset
 	p    *lab.Proc
 	last map[string]uint64
 }
 
-func (s *ceilingSide) Name() string                  { return "ceiling" }
-func (s *ceilingSide) Sink(dir Direction) sinkReader { return s.h.sinks[dir] }
+func (s *procSide) Name() string                  { return s.name }
+func (s *procSide) Sink(dir Direction) sinkReader { return s.h.sinks[dir] }
 
-func (s *ceilingSide) Start() error {
+func (s *procSide) Start() error {
 	if s.p != nil {
 		return nil
 	}
 	h := s.h
-	dl, up := h.Lab.Downlinks[0], h.Lab.Uplink
-	p, err := h.Lab.Start(h.Lab.RelayNS, "xskfwd", "taskset", "-c", h.cfg.RelayCPU, h.cfg.Xskfwd,
-		"-a", dl.Name, "-b", up.Name, "-mac-a", dl.PeerMAC.String(), "-mac-b", up.PeerMAC.String(),
-		"-queues", strconv.Itoa(h.cfg.Queues))
+	args, err := s.args()
+	if err != nil {
+		return err
+	}
+	p, err := h.Lab.Start(h.Lab.RelayNS, s.name, append([]string{"taskset", "-c", h.cfg.RelayCPU}, args...)...)
 	if err != nil {
 		return err
 	}
 	s.p = p
-	if err := p.WaitLog("ready", 10*time.Second); err != nil {
-		return fmt.Errorf("fwd: xskfwd: %w", err)
+	if err := p.WaitLog("ready", 30*time.Second); err != nil {
+		return fmt.Errorf("fwd: %s: %w", s.name, err)
 	}
 	return nil
 }
 
-func (s *ceilingSide) Stop() error {
+func (s *procSide) Stop() error {
 	if s.p == nil {
 		return nil
 	}
@@ -544,16 +569,46 @@ func (s *ceilingSide) Stop() error {
 	err := p.Wait(5 * time.Second)
 	if err != nil {
 		_ = p.Stop()
-		return fmt.Errorf("fwd: xskfwd on SIGTERM: %w", err)
+		return fmt.Errorf("fwd: %s on SIGTERM: %w", s.name, err)
 	}
 	lines := strings.Split(strings.TrimSpace(p.Log()), "\n")
 	var m map[string]any
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &m); jerr != nil {
-		return fmt.Errorf("fwd: xskfwd's last line is not its counters: %q: %w", lines[len(lines)-1], jerr)
+		return fmt.Errorf("fwd: %s's last line is not its counters: %q: %w", s.name, lines[len(lines)-1], jerr)
 	}
 	s.last = map[string]uint64{}
 	flatten("", m, s.last)
 	return nil
+}
+
+// Counters of a procSide are known only after it stopped (its SIGTERM
+// line): the counters of its last run.
+func (s *procSide) Counters() (map[string]uint64, error) { return s.last, nil }
+
+// ceilingArgs runs xskfwd between the relay's two ports.
+func (h *Harness) ceilingArgs() ([]string, error) {
+	dl, up := h.Lab.Downlinks[0], h.Lab.Uplink
+	return []string{h.cfg.Xskfwd, "-a", dl.Name, "-b", up.Name, "-mac-a", dl.PeerMAC.String(), "-mac-b", up.PeerMAC.String(),
+		"-queues", strconv.Itoa(h.cfg.Queues)}, nil
+}
+
+// xdpfastArgs runs xdpfast with the N delegated prefixes on dl0.
+func (h *Harness) xdpfastArgs() ([]string, error) {
+	file := filepath.Join(h.tmp, "xdpfast-prefixes")
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("fwd: %w", err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	for i := range h.cfg.N {
+		fmt.Fprintln(w, LeasePrefix(i))
+	}
+	if err := errors.Join(w.Flush(), f.Close()); err != nil {
+		return nil, fmt.Errorf("fwd: write %s: %w", file, err)
+	}
+	dl, up := h.Lab.Downlinks[0], h.Lab.Uplink
+	return []string{h.cfg.Xdpfast, "-down", dl.Name, "-up", up.Name, "-down-mac", dl.PeerMAC.String(),
+		"-up-mac", up.PeerMAC.String(), "-prefixes", file}, nil
 }
 
 // flatten puts every number in v into out by its dotted path.
@@ -571,10 +626,6 @@ func flatten(prefix string, v any, out map[string]uint64) {
 		out[prefix] = uint64(x)
 	}
 }
-
-// Counters of xskfwd are known only after it stopped (its SIGTERM line):
-// the counters of its last run.
-func (s *ceilingSide) Counters() (map[string]uint64, error) { return s.last, nil }
 
 // floorSide forwards nothing: the count-and-drop program on both relay
 // ports takes the generator's frames as they enter the relay namespace.

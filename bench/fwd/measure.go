@@ -97,6 +97,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 	if err != nil {
 		return smp, err
 	}
+	gen := "trafgen"
 	args := []string{"taskset", "-c", strconv.Itoa(h.cfg.GenCPU), "trafgen", "-i", cfgPath, "-o", "eth0",
 		"-P", "1", "--no-sock-mem", "--notouch-irq", "-C"}
 	if r.Rate > 0 {
@@ -104,8 +105,19 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 	}
 	if r.Count > 0 {
 		args = append(args, "-n", strconv.Itoa(r.Count))
+	} else if r.Rate > 0 {
+		// A fixed rate for a while: trafgen's --rate sends each second's
+		// frames as one burst, so the paced sender sends instead, the
+		// same frames in the same order through an AF_XDP socket.
+		pcap, err := h.pacedPcap(t)
+		if err != nil {
+			return smp, err
+		}
+		gen = "replay"
+		args = []string{"taskset", "-c", strconv.Itoa(h.cfg.GenCPU), h.cfg.Pdrelay, "replay", "--pcap", pcap,
+			"--interface", "eth0", "--rate", strconv.Itoa(r.Rate), "--loop", "0"}
 	}
-	p, err := h.Lab.Start(ns, "trafgen", args...)
+	p, err := h.Lab.Start(ns, gen, args...)
 	if err != nil {
 		return smp, err
 	}
@@ -130,7 +142,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 			}
 			if p.Exited() || time.Now().After(deadline) {
 				p.Stop()
-				return smp, fmt.Errorf("fwd: trafgen does not send:\n%s", p.Log())
+				return smp, fmt.Errorf("fwd: %s does not send:\n%s", gen, p.Log())
 			}
 		}
 		time.Sleep(r.Warmup)
@@ -148,7 +160,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 		_ = syscall.Kill(-p.Pid(), syscall.SIGINT)
 		if err := p.Wait(10 * time.Second); err != nil {
 			p.Stop()
-			return smp, fmt.Errorf("fwd: trafgen on SIGINT: %w\n%s", err, p.Log())
+			return smp, fmt.Errorf("fwd: %s on SIGINT: %w\n%s", gen, err, p.Log())
 		}
 	}
 	// The frames in flight: wait until the sink stops counting.
@@ -171,7 +183,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 		return smp, err
 	}
 	if w1.tx == w0.tx {
-		return smp, fmt.Errorf("fwd: %s %s: the generator sent nothing in the window; trafgen:\n%s", side.Name(), t.Dir, p.Log())
+		return smp, fmt.Errorf("fwd: %s %s: the generator sent nothing in the window; %s:\n%s", side.Name(), t.Dir, gen, p.Log())
 	}
 	secs := w1.at.Sub(w0.at).Seconds()
 	smp.Offered = float64(w1.tx-w0.tx) / secs

@@ -67,10 +67,9 @@ func WriteMarkdown(w io.Writer, hd Header, results []PointResult) {
 	fmt.Fprintf(w, "# Forwarding harness (bench/fwd), %s\n\n", hd.Date)
 	fmt.Fprintf(w, "- machine: %s, %d cores; kernel %s\n", cpu, cores, kernel)
 	fmt.Fprintf(w, "- command: `%s`\n", hd.Command)
-	fmt.Fprintf(w, "- generator: trafgen pinned to CPU %d; relay (pdrelay, xskfwd) pinned to CPU %s; the kernel's forwarding runs where the frames arrive\n", hd.GenCPU, hd.RelayCPU)
-	fmt.Fprintf(w, "- sides: linux = pdrelay `dataplane.mode: kernel` (Linux forwarding + pdrelay's nftables table); pdrelay = `dataplane.mode: xdp` (AF_XDP, copy mode on veth); ceiling = bench/cmd/xskfwd (AF_XDP rx -> tx, no lookup); floor = the generator into an XDP drop on the relay's ingress port\n")
+	fmt.Fprintf(w, "- generator pinned to CPU %d: trafgen at peak, `pdrelay replay --rate` (AF_XDP, paced frame by frame) at the fixed rate; relay (pdrelay, xskfwd, xdpfast) pinned to CPU %s; the kernel's forwarding runs where the frames arrive\n", hd.GenCPU, hd.RelayCPU)
+	fmt.Fprintf(w, "- sides: linux = pdrelay `dataplane.mode: kernel` (Linux forwarding + pdrelay's nftables table); pdrelay = `dataplane.mode: xdp` (AF_XDP, copy mode on veth); ceiling = bench/cmd/xskfwd (AF_XDP rx -> tx, no lookup); xdpfast = bench/cmd/xdpfast (prototype: routes and sources in BPF maps, XDP_REDIRECT); floor = the generator into an XDP drop on the relay's ingress port\n")
 	fmt.Fprintf(w, "- %d rounds, sides alternating (A B C D, D C B A, ...); %s windows; figures are medians over the rounds\n", hd.Rounds, hd.Window)
-	fmt.Fprintf(w, "- the fixed rate is trafgen's --rate: each second's frames leave as one burst at the generator's full speed (windows span whole seconds); loss at it is loss under those bursts\n")
 	fmt.Fprintf(w, "- relay CPU µs/pkt = (all-core busy time from /proc/stat during the window − the floor's at the same rate, same round) / delivered packets\n\n")
 	for _, r := range results {
 		writePoint(w, r)
@@ -157,7 +156,7 @@ func writePoint(w io.Writer, r PointResult) {
 		}
 		fmt.Fprintf(w, "- generator's own ceiling (floor at peak, frames reaching the relay): %s; a side near it is limited by the generator\n", strings.Join(parts, ", "))
 	}
-	for _, side := range []string{"linux", "pdrelay"} {
+	for _, side := range []string{"linux", "pdrelay", "xdpfast"} {
 		var sent, through, counted uint64
 		for _, c := range r.Cells[side] {
 			for _, s := range slices.Concat(c.Peak, c.Fixed) {
@@ -177,6 +176,9 @@ func writePoint(w io.Writer, r PointResult) {
 	fmt.Fprintf(w, "- pdrelay/linux peak ratio (median over directions and rounds): %.2f\n", r.PeakRatio("pdrelay", "linux"))
 	if _, ok := r.Cells["ceiling"]; ok {
 		fmt.Fprintf(w, "- pdrelay/ceiling peak ratio: %.2f\n", r.PeakRatio("pdrelay", "ceiling"))
+	}
+	if _, ok := r.Cells["xdpfast"]; ok {
+		fmt.Fprintf(w, "- xdpfast/linux peak ratio: %.2f (the prototype XDP fast path; its spoofed count is in its counters below)\n", r.PeakRatio("xdpfast", "linux"))
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "- %s\n", n)

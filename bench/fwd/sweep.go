@@ -33,12 +33,12 @@ func (p Point) String() string {
 
 // Options are the parts of a run common to every point.
 type Options struct {
-	Pdrelay, Fakekea, Xskfwd string
-	Rounds                   int
-	Warmup, Window           time.Duration
-	GenCPU                   int
-	RelayCPU                 string // a taskset list
-	Logf                     func(format string, args ...any)
+	Pdrelay, Fakekea, Xskfwd, Xdpfast string
+	Rounds                            int
+	Warmup, Window                    time.Duration
+	GenCPU                            int
+	RelayCPU                          string // a taskset list
+	Logf                              func(format string, args ...any)
 	// OnHarness, when set, is told of each harness as it is built (nil
 	// when it is closed), so that a signal handler can tear it down.
 	OnHarness func(*Harness)
@@ -53,7 +53,7 @@ type Cell struct {
 // PointResult is everything measured at one point.
 type PointResult struct {
 	Point Point
-	Sides []string                       // in table order: floor, linux, pdrelay, ceiling
+	Sides []string                       // in table order: floor, linux, pdrelay, ceiling, xdpfast
 	Cells map[string]map[Direction]*Cell // side -> direction
 	Notes []string                       // e.g. the ceiling skipped
 	// Err is why the point did not complete; the cells hold what was
@@ -66,7 +66,7 @@ type PointResult struct {
 // machine over a round does not favour a side.
 func RunPoint(p Point, o Options) (res PointResult, err error) {
 	res = PointResult{Point: p, Cells: map[string]map[Direction]*Cell{}}
-	h, err := New(Config{Pdrelay: o.Pdrelay, Fakekea: o.Fakekea, Xskfwd: o.Xskfwd, N: p.N, Queues: p.Queues,
+	h, err := New(Config{Pdrelay: o.Pdrelay, Fakekea: o.Fakekea, Xskfwd: o.Xskfwd, Xdpfast: o.Xdpfast, N: p.N, Queues: p.Queues,
 		Sink: p.Sink, GenCPU: o.GenCPU, RelayCPU: o.RelayCPU, Tag: "fh", Logf: o.Logf})
 	if err != nil {
 		return res, err
@@ -87,6 +87,16 @@ func RunPoint(p Point, o Options) (res PointResult, err error) {
 		res.Sides = append(res.Sides, "ceiling")
 	} else {
 		res.Notes = append(res.Notes, "ceiling skipped: bench/cmd/xskfwd is not in this tree")
+	}
+	switch {
+	case o.Xdpfast == "":
+		res.Notes = append(res.Notes, "xdpfast skipped: bench/cmd/xdpfast is not in this tree")
+	case p.Sink == SinkUDP:
+		// XDP_REDIRECT into a veth needs its peer in NAPI mode, which
+		// the XDP sink gives and a plain stack does not.
+		res.Notes = append(res.Notes, "xdpfast skipped with the UDP sink: XDP_REDIRECT into a veth needs an XDP program on its peer")
+	default:
+		res.Sides = append(res.Sides, "xdpfast")
 	}
 	for _, s := range res.Sides {
 		res.Cells[s] = map[Direction]*Cell{}
@@ -117,9 +127,7 @@ func RunPoint(p Point, o Options) (res PointResult, err error) {
 				if err != nil {
 					return res, err
 				}
-				// trafgen's --rate sends each second's frames as one burst
-				// at full speed: the fixed-rate window spans whole seconds.
-				fixed, err := h.Measure(side, Run{Traffic: t, Rate: p.Rate, Warmup: o.Warmup, Window: max(o.Window.Round(time.Second), time.Second)})
+				fixed, err := h.Measure(side, Run{Traffic: t, Rate: p.Rate, Warmup: o.Warmup, Window: o.Window})
 				if err != nil {
 					return res, err
 				}
@@ -132,10 +140,10 @@ func RunPoint(p Point, o Options) (res PointResult, err error) {
 			if err := side.Stop(); err != nil {
 				return res, err
 			}
-			if name == "ceiling" {
-				// xskfwd tells its counters when it stops.
+			if name == "ceiling" || name == "xdpfast" {
+				// They tell their counters when they stop.
 				m, _ := side.Counters()
-				res.Notes = append(res.Notes, fmt.Sprintf("round %d, xskfwd's counters over its run: %s", round+1, nonzero(m, nil)))
+				res.Notes = append(res.Notes, fmt.Sprintf("round %d, %s's counters over its run: %s", round+1, name, nonzero(m, nil)))
 			}
 		}
 	}

@@ -71,7 +71,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(tmp)
-	pdrelay, fakekea, xskfwd, err := fwd.Binaries(*root, tmp)
+	pdrelay, fakekea, xskfwd, xdpfast, err := fwd.Binaries(*root, tmp)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "fwdbench: %v: torn down\n", s)
 		os.Exit(130)
 	}()
-	o := fwd.Options{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, Rounds: *rounds, Warmup: *warmup, Window: *window,
+	o := fwd.Options{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, Xdpfast: xdpfast, Rounds: *rounds, Warmup: *warmup, Window: *window,
 		GenCPU: *genCPU, RelayCPU: *relayCPU, Logf: logf,
 		OnHarness: func(h *fwd.Harness) { mu.Lock(); current = h; mu.Unlock() }}
 
