@@ -72,9 +72,9 @@
 //   - Rates come from a window after a warm-up; loss from the totals of
 //     the whole run, after the frames in flight arrived.
 //   - At peak the generator is trafgen. At the fixed rate it is `pdrelay
-//     replay --rate R --loop 0` (control/replay's live mode): the same
-//     frames in the same order, from a pcap, through an AF_XDP socket,
-//     paced frame by frame. trafgen's --rate (netsniff-ng 0.6.8) sends
+//     replay --rate R --burst 32 --loop 0` (control/replay's live mode):
+//     the same frames in the same order, from a pcap, through an AF_XDP
+//     socket, 32 at a time every 32/R seconds, sleeping in between. trafgen's --rate (netsniff-ng 0.6.8) sends
 //     each second's frames as one burst at full speed, and its --gap
 //     stopped sending after about a second here, so loss under it would
 //     be loss under bursts, not the knee. The floor uses the same

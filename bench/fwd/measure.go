@@ -23,6 +23,14 @@ type Run struct {
 	Warmup, Window time.Duration
 }
 
+// pacedBurst is the paced generator's burst: it sends this many frames
+// together and sleeps between bursts (320 µs at 100k pps), so that its
+// core is idle between them and the CPU figure sees the relay's work
+// there; a sender spinning to each frame's time kept its core busy
+// whatever the relay did, and hid the kernel's forwarding, which a veth
+// runs on the sender's core.
+const pacedBurst = 32
+
 // Sample is what one Run measured.
 type Sample struct {
 	Side string
@@ -115,7 +123,7 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 		}
 		gen = "replay"
 		args = []string{"taskset", "-c", strconv.Itoa(h.cfg.GenCPU), h.cfg.Pdrelay, "replay", "--pcap", pcap,
-			"--interface", "eth0", "--rate", strconv.Itoa(r.Rate), "--loop", "0"}
+			"--interface", "eth0", "--rate", strconv.Itoa(r.Rate), "--burst", strconv.Itoa(pacedBurst), "--loop", "0"}
 	}
 	p, err := h.Lab.Start(ns, gen, args...)
 	if err != nil {

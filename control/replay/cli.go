@@ -22,7 +22,7 @@ const Usage = `pdrelay replay --pcap IN [--out OUT.pcapng] -c FILE --mac PORT=MA
 
 // LiveUsage is the live replay's usage line: it sends the capture's
 // frames as captured (no forwarding function) out of an interface.
-const LiveUsage = `pdrelay replay --pcap IN --interface IF [--queue Q] [--rate original|PPS|max] [--loop K] [--realtime] [--progress] [--json]`
+const LiveUsage = `pdrelay replay --pcap IN --interface IF [--queue Q] [--rate original|PPS|max] [--loop K] [--burst B] [--realtime] [--progress] [--json]`
 
 // macFlags collects repeated --mac PORT=MAC.
 type macFlags map[string][6]byte

@@ -22,7 +22,7 @@ func BenchmarkClockWait(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			clk, err := newPreciseClock(c.realtime)
+			clk, err := newPreciseClock(c.realtime, true)
 			if err != nil {
 				b.Skip(err)
 			}

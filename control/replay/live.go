@@ -79,6 +79,12 @@ type LiveOptions struct {
 	// Realtime runs the paced sending thread under SCHED_FIFO (original
 	// and fixed rates; not at max).
 	Realtime bool
+	// Burst, above 1 and at a fixed rate only, sends the frames in groups
+	// of Burst every Burst/PPS seconds, and the sender sleeps between
+	// groups instead of spinning to each frame's time: the CPU stays idle
+	// between bursts, as behind a NIC that coalesces interrupts, and the
+	// average rate is kept (the schedule is absolute).
+	Burst int
 	// Progress, if not nil, gets a progress line every second once the
 	// replay has run for two seconds.
 	Progress io.Writer
@@ -269,6 +275,9 @@ func (r *replayer) run(ctx context.Context) (LiveSummary, error) {
 	// frames of all loops.
 	schedule := func(i int, g uint64) int64 {
 		if r.opts.Rate.Mode == RateFixed {
+			if b := uint64(r.opts.Burst); b > 1 {
+				g -= g % b
+			}
 			return r.start + int64(float64(g)*period)
 		}
 		return r.start + int64(r.loop)*r.tr.span + r.tr.offs[i]

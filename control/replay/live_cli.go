@@ -19,6 +19,7 @@ type liveFlagSet struct {
 	loop     int
 	progress bool
 	realtime bool
+	burst    int
 	given    map[string]bool // the flags given, by name
 }
 
@@ -30,6 +31,7 @@ func liveFlags(fs *flag.FlagSet) *liveFlagSet {
 	fs.StringVar(&lf.rate, "rate", "original", "live: original (the capture's timing), frames per second (1000, 2.5k, 1M), or max")
 	fs.IntVar(&lf.loop, "loop", 1, "live: send the capture this many times; 0: until interrupted")
 	fs.BoolVar(&lf.realtime, "realtime", false, "live: pace under SCHED_FIFO (original and fixed rates), for timing on a busy machine")
+	fs.IntVar(&lf.burst, "burst", 1, "live, fixed rate: send frames in groups of this many and sleep between groups instead of spinning to each frame")
 	fs.BoolVar(&lf.progress, "progress", false, "live: print a progress line every second on stderr (default: when stderr is a terminal)")
 	return lf
 }
@@ -38,7 +40,7 @@ func liveFlags(fs *flag.FlagSet) *liveFlagSet {
 var offlineOnly = []string{"out", "c", "config", "mac", "gateway-mac", "in", "bindings", "socket", "s"}
 
 // liveOnly are the flags of the live replay, besides --interface.
-var liveOnly = []string{"queue", "rate", "loop", "progress", "realtime"}
+var liveOnly = []string{"queue", "rate", "loop", "progress", "realtime", "burst"}
 
 // check returns a usage error when the flags mix the two modes, or ""
 // when they do not.
@@ -83,8 +85,12 @@ func (lf *liveFlagSet) main(pcapIn string, asJSON bool, stdout, stderr io.Writer
 		return usageErr(fmt.Sprintf("--loop %d: want 0 (until interrupted) or more", lf.loop))
 	case lf.queue < 0:
 		return usageErr(fmt.Sprintf("--queue %d: want 0 or more", lf.queue))
+	case lf.burst < 1 || lf.burst > maxBatch:
+		return usageErr(fmt.Sprintf("--burst %d: want 1 to %d", lf.burst, maxBatch))
+	case lf.burst > 1 && rate.Mode != RateFixed:
+		return usageErr("--burst needs a fixed --rate (frames per second)")
 	}
-	opts := LiveOptions{Interface: lf.iface, Queue: lf.queue, Rate: rate, Loops: lf.loop, Realtime: lf.realtime}
+	opts := LiveOptions{Interface: lf.iface, Queue: lf.queue, Rate: rate, Loops: lf.loop, Realtime: lf.realtime, Burst: lf.burst}
 	progress := lf.progress
 	if !lf.given["progress"] {
 		progress = isTerminal(stderr)

@@ -21,15 +21,16 @@ import (
 type preciseClock struct {
 	origin  time.Time
 	restore func() // undoes realtime scheduling, if set
+	spin    bool   // spin the last spinLast; false: sleep to the deadline
 }
 
 const spinLast = 200 * time.Microsecond
 
-func newPreciseClock(realtime bool) (*preciseClock, error) {
+func newPreciseClock(realtime, spin bool) (*preciseClock, error) {
 	// The slack of this thread only; failure leaves the default, which
 	// spinLast covers too.
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
-	c := &preciseClock{origin: time.Now()}
+	c := &preciseClock{origin: time.Now(), spin: spin}
 	if realtime {
 		// SCHED_FIFO, lowest priority, for this thread only: a wake-up
 		// from a sleep then preempts every ordinary task on its CPU,
@@ -69,6 +70,11 @@ func (c *preciseClock) waitUntil(t int64) {
 		d := t - c.now()
 		if d <= 0 {
 			return
+		}
+		if !c.spin {
+			ts := unix.NsecToTimespec(d)
+			_ = unix.Nanosleep(&ts, nil)
+			continue
 		}
 		if d > int64(spinLast) {
 			ts := unix.NsecToTimespec(d - int64(spinLast))

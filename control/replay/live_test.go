@@ -167,6 +167,27 @@ func TestLiveFixedRate(t *testing.T) {
 	}
 }
 
+// TestLiveFixedRateBurst: with a burst of 4 at 2000 pps, frames go four
+// at a time, every 2 ms, each group in one send; the average rate is
+// kept across loops.
+func TestLiveFixedRateBurst(t *testing.T) {
+	tr := goldenTrace(t)
+	clk := &fakeClock{}
+	p := &fakePort{clk: clk}
+	sum, err := runFake(t, tr, LiveOptions{Rate: Rate{Mode: RateFixed, PPS: 2000}, Loops: 3, Burst: 4}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Sent != 123 {
+		t.Fatalf("sent %d, want 123", sum.Sent)
+	}
+	for g, s := range p.got {
+		if want := int64(g/4*4) * 500_000; s.at != want {
+			t.Fatalf("frame %d at %d ns, want %d", g, s.at, want)
+		}
+	}
+}
+
 // TestLiveMax: at max nothing waits, batches are full, there is no
 // timing to report; a port that refuses a few calls (ring full) still
 // gets every frame once, in order.

@@ -50,7 +50,7 @@ func Live(ctx context.Context, opts LiveOptions, in io.Reader) (LiveSummary, err
 		return tr.sum, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", opts.Interface, opts.Queue, err)
 	}
 	defer p.close()
-	clk, err := newPreciseClock(opts.Realtime && opts.Rate.Mode != RateMax)
+	clk, err := newPreciseClock(opts.Realtime && opts.Rate.Mode != RateMax, opts.Burst <= 1)
 	if err != nil {
 		return tr.sum, err
 	}
