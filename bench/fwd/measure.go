@@ -253,28 +253,43 @@ func split(frames []Frame, n uint64) (legit, spoofed uint64) {
 	return legit, spoofed
 }
 
-// busyCPU is the machine's CPU time not idle, over all cores, from the
-// first line of /proc/stat: user, nice, system, irq, softirq, steal
-// (guest time is inside user).
+// busyOrigin is the origin of busyCPU's count.
+var busyOrigin = time.Now()
+
+// busyCPU returns the machine's busy time since busyOrigin, less an
+// offset that differences cancel: every core's time less its idle (and
+// iowait) time from /proc/stat. On a tickless kernel the idle time is
+// the scheduler's idle clock, measured at each idle entry and exit,
+// where the user, system and softirq fields are charged a whole tick to
+// whatever runs when the timer ticks: a sender that wakes at a fixed
+// period aliases with the tick, and the same side read 0.22 and 0.89
+// CPU in two rounds that way.
 func busyCPU() (time.Duration, error) {
 	b, err := os.ReadFile("/proc/stat")
+	now := time.Now()
 	if err != nil {
 		return 0, fmt.Errorf("fwd: %w", err)
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, fmt.Errorf("fwd: /proc/stat: unexpected first line %q", line)
+	lines := strings.Split(string(b), "\n")
+	f := strings.Fields(lines[0])
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, fmt.Errorf("fwd: /proc/stat: unexpected first line %q", lines[0])
 	}
-	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+	cpus := 0
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, "cpu") {
+			cpus++
+		}
+	}
+	var idle int64
+	for _, i := range []int{4, 5} { // idle, iowait
 		v, err := strconv.ParseInt(f[i], 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("fwd: /proc/stat field %d: %w", i, err)
 		}
-		ticks += v
+		idle += v
 	}
-	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ
+	return time.Duration(cpus)*now.Sub(busyOrigin) - time.Duration(idle)*time.Second/100, nil // USER_HZ
 }
 
 // Ready waits until side delivers a probe of 100 frames in each
