@@ -89,8 +89,10 @@
 // # CPU per packet
 //
 // At a fixed rate below every side's peak: the machine's busy time over
-// all cores (/proc/stat: user, nice, system, irq, softirq, steal) in the
-// window, per second, minus the floor's at the same rate in the same
+// all cores in the window (cores × time less /proc/stat's idle and
+// iowait, which a tickless kernel measures at each idle entry and exit;
+// the user, system and softirq fields are sampled at the tick and alias
+// with a periodic sender), per second, minus the floor's at the same rate in the same
 // round, divided by the delivered rate. It counts everything the relay
 // causes wherever it runs (the kernel's softirqs on the generator's core
 // included) and, on a shared machine, everything else too: the figure is

@@ -70,7 +70,7 @@ func WriteMarkdown(w io.Writer, hd Header, results []PointResult) {
 	fmt.Fprintf(w, "- generator pinned to CPU %d: trafgen at peak, `pdrelay replay --rate R --burst 32` (AF_XDP, bursts of 32 every 32/R s) at the fixed rate; relay (pdrelay, xskfwd, xdpfast) pinned to CPU %s; the kernel's forwarding runs where the frames arrive\n", hd.GenCPU, hd.RelayCPU)
 	fmt.Fprintf(w, "- sides: linux = pdrelay `dataplane.mode: kernel` (Linux forwarding + pdrelay's nftables table); pdrelay = `dataplane.mode: xdp` (AF_XDP, copy mode on veth); ceiling = bench/cmd/xskfwd (AF_XDP rx -> tx, no lookup); xdpfast = bench/cmd/xdpfast (prototype: routes and sources in BPF maps, XDP_REDIRECT); floor = the generator into an XDP drop on the relay's ingress port\n")
 	fmt.Fprintf(w, "- %d rounds, sides alternating (A B C D, D C B A, ...); %s windows; figures are medians over the rounds\n", hd.Rounds, hd.Window)
-	fmt.Fprintf(w, "- relay CPU µs/pkt = (all-core busy time from /proc/stat during the window − the floor's at the same rate, same round) / delivered packets\n\n")
+	fmt.Fprintf(w, "- relay CPU µs/pkt = (busy time of all cores during the window: cores × time − /proc/stat idle − the floor's at the same rate, same round) / delivered packets\n\n")
 	for _, r := range results {
 		writePoint(w, r)
 	}
