@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/internal/testutil"
 )
 

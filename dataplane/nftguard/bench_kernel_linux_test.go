@@ -15,7 +15,7 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/net/ipv6"
 
-	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/fib"
 )
 

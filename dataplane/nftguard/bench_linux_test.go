@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 )
 
 // Benchmarks of the kernel side, root only, each in a namespace of its

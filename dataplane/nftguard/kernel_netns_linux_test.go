@@ -13,7 +13,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/pdrelay/pdrelay/bench/lab"
-	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/fib"
 	"github.com/pdrelay/pdrelay/internal/testutil"
 )

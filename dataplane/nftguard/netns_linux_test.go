@@ -14,7 +14,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/pdrelay/pdrelay/bench/lab"
-	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 )
 
 // Root-only tests: a router namespace with IPv6 forwarding ON between a

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pdrelay/pdrelay/dataplane"
-	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/dataplane/xsk"
 	"github.com/pdrelay/pdrelay/fib"
 )

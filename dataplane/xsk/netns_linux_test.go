@@ -5,7 +5,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/pdrelay/pdrelay/dataplane/internal/nstest"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 )
 
 // Test namespaces are named xsk-<pid>-<random>-<role>. TestMain sweeps

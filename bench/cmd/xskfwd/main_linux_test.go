@@ -2,14 +2,11 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -19,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pdrelay/pdrelay/internal/nstest"
 )
 
 // Test topology, all in namespaces of the test's own (cx<pid>-<rand>-…):
@@ -49,69 +48,6 @@ func mustMAC(s string) [6]byte {
 
 func macString(m [6]byte) string { return net.HardwareAddr(m[:]).String() }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("xskfwd: needs root (network namespaces, BPF, AF_XDP); skipping")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("xskfwd: needs ip(8) from iproute2; skipping")
-	}
-}
-
-func cmd(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// newNS creates a namespace deleted at cleanup.
-func newNS(t *testing.T, tag, role string) string {
-	t.Helper()
-	name := fmt.Sprintf("cx%d-%s-%s", os.Getpid(), tag, role)
-	cmd(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	cmd(t, "ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.default.accept_ra=0")
-	return name
-}
-
-// inNS runs fn on an OS thread switched into ns. Sockets fn opens stay
-// in ns.
-func inNS(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err)) // the thread dies locked
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 type topo struct {
 	g, x, s string
 }
@@ -120,18 +56,15 @@ type topo struct {
 // ends of both veth pairs.
 func newTopo(t *testing.T, extra ...string) topo {
 	t.Helper()
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	tag := hex.EncodeToString(r[:])
-	tp := topo{g: newNS(t, tag, "g"), x: newNS(t, tag, "x"), s: newNS(t, tag, "s")}
+	tp := topo{g: nstest.NewNS(t, "cx", "g"), x: nstest.NewNS(t, "cx", "x"), s: nstest.NewNS(t, "cx", "s")}
 	veth := func(nsA, a string, macA [6]byte, nsB, b string, macB [6]byte) {
 		args := []string{"link", "add", a, "netns", nsA, "address", macString(macA)}
 		args = append(args, extra...)
 		args = append(args, "type", "veth", "peer", "name", b, "netns", nsB, "address", macString(macB))
 		args = append(args, extra...)
-		cmd(t, "ip", args...)
-		cmd(t, "ip", "-n", nsA, "link", "set", a, "up")
-		cmd(t, "ip", "-n", nsB, "link", "set", b, "up")
+		nstest.Run(t, "ip", args...)
+		nstest.Run(t, "ip", "-n", nsA, "link", "set", a, "up")
+		nstest.Run(t, "ip", "-n", nsB, "link", "set", b, "up")
 	}
 	veth(tp.g, "ga", macGA, tp.x, "xa", macXA)
 	veth(tp.x, "xb", macXB, tp.s, "sb", macSB)
@@ -276,7 +209,7 @@ func udpFrame(dst, src [6]byte, ipSrc, ipDst [16]byte, tag byte, seq uint32) []b
 func packetSocket(t *testing.T, ns, dev string) int {
 	t.Helper()
 	var fd int
-	err := inNS(ns, func() error {
+	err := nstest.InNS(ns, func() error {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err
@@ -353,7 +286,7 @@ func capture(fd int, tag byte, dst, src [6]byte, want int, idle time.Duration) (
 // them), every drop counter zero, each port's XDP program redirected its
 // side's frames.
 func TestForwardBothWays(t *testing.T) {
-	requireRoot(t)
+	nstest.RequireRoot(t)
 	bin := buildBinary(t)
 	tp := newTopo(t)
 	f := startFwd(t, bin, tp)
@@ -419,14 +352,14 @@ func TestForwardBothWays(t *testing.T) {
 // must count exactly them as xdp_no_socket. Then the same with the
 // default -queues (both queues): everything is forwarded.
 func TestNoSocketCounted(t *testing.T) {
-	requireRoot(t)
+	nstest.RequireRoot(t)
 	if runtime.NumCPU() < 2 {
 		t.Skip("needs two CPUs to steer frames to two queues")
 	}
 	bin := buildBinary(t)
 	tp := newTopo(t, "numtxqueues", "2", "numrxqueues", "2")
 	for q := range 2 {
-		cmd(t, "ip", "netns", "exec", tp.g, "sh", "-c", fmt.Sprintf("echo %x > /sys/class/net/ga/queues/tx-%d/xps_cpus", 1<<q, q))
+		nstest.Run(t, "ip", "netns", "exec", tp.g, "sh", "-c", fmt.Sprintf("echo %x > /sys/class/net/ga/queues/tx-%d/xps_cpus", 1<<q, q))
 	}
 	sRx := packetSocket(t, tp.s, "sb")
 	// send sends n frames tagged tag from a thread pinned to cpu.
