@@ -203,6 +203,13 @@ func (c *PacketConn) Send(frame []byte) error {
 // Collect calls fn with each frame the interface receives (and, with
 // Outgoing, the ones it sends) until d has passed.
 func (c *PacketConn) Collect(d time.Duration, fn func(frame []byte)) error {
+	return collect(c.fd, d, nil, c.Outgoing, func(frame, _ []byte) error { fn(frame); return nil })
+}
+
+// collect reads packet socket fd until d has passed and calls fn with
+// each frame and its control messages (into oob, nil for none); frames
+// the interface sends only with outgoing. An error from fn ends it.
+func collect(fd int, d time.Duration, oob []byte, outgoing bool, fn func(frame, oob []byte) error) error {
 	buf := make([]byte, 65536)
 	deadline := time.Now().Add(d)
 	for {
@@ -211,20 +218,22 @@ func (c *PacketConn) Collect(d time.Duration, fn func(frame []byte)) error {
 			return nil
 		}
 		tv := unix.NsecToTimeval(max(left, time.Millisecond).Nanoseconds())
-		if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			return fmt.Errorf("lab: capture: %w", err)
 		}
-		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+		n, oobn, _, from, err := unix.Recvmsg(fd, buf, oob, 0)
 		switch {
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
 			return fmt.Errorf("lab: capture: %w", err)
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING && !c.Outgoing {
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING && !outgoing {
 			continue
 		}
-		fn(buf[:n])
+		if err := fn(buf[:n], oob[:oobn]); err != nil {
+			return err
+		}
 	}
 }
 

@@ -54,34 +54,14 @@ func ListenStamped(ifname string, rcvbuf int) (*StampedConn, error) {
 // Collect calls fn with each frame the interface receives (not those it
 // sends) and its kernel receive time, until d has passed.
 func (c *StampedConn) Collect(d time.Duration, fn func(frame []byte, at time.Time)) error {
-	buf := make([]byte, 65536)
-	oob := make([]byte, 128)
-	deadline := time.Now().Add(d)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil
-		}
-		tv := unix.NsecToTimeval(max(left, time.Millisecond).Nanoseconds())
-		if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return fmt.Errorf("lab: capture: %w", err)
-		}
-		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
-		switch {
-		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-			continue
-		case err != nil:
-			return fmt.Errorf("lab: capture: %w", err)
-		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue
-		}
-		at, err := stampOf(oob[:oobn])
+	return collect(c.fd, d, make([]byte, 128), false, func(frame, oob []byte) error {
+		at, err := stampOf(oob)
 		if err != nil {
 			return err
 		}
-		fn(buf[:n], at)
-	}
+		fn(frame, at)
+		return nil
+	})
 }
 
 // stampOf finds the SCM_TIMESTAMPNS control message.
