@@ -15,7 +15,9 @@ type preciseClock struct {
 
 const spinLast = time.Millisecond
 
-func newPreciseClock(bool, bool) (*preciseClock, error) { return &preciseClock{origin: time.Now()}, nil }
+func newPreciseClock(bool, bool) (*preciseClock, error) {
+	return &preciseClock{origin: time.Now()}, nil
+}
 
 func (c *preciseClock) close() {}
 

@@ -15,8 +15,8 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/net/ipv6"
 
-	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/fib"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 )
 
 // Benchmarks of kernel mode, root only, each in a namespace of its own:

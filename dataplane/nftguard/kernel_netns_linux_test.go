@@ -13,8 +13,8 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/pdrelay/pdrelay/bench/lab"
-	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/fib"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/internal/testutil"
 )
 

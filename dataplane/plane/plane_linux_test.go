@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pdrelay/pdrelay/dataplane"
-	"github.com/pdrelay/pdrelay/internal/nstest"
 	"github.com/pdrelay/pdrelay/dataplane/xsk"
 	"github.com/pdrelay/pdrelay/fib"
+	"github.com/pdrelay/pdrelay/internal/nstest"
 )
 
 // Test namespaces are named plane-<pid>-<random>-<role>. TestMain sweeps
