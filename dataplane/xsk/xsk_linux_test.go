@@ -589,16 +589,15 @@ func TestAttachDetach(t *testing.T) {
 	})
 }
 
-// TestTxOnlySocket transmits a hand-built frame on a socket with no RX
-// ring (v0.3.3 of the old library dereferenced nil here).
-func TestTxOnlySocket(t *testing.T) {
-	requireRoot(t)
-	tp := newTopo(t)
+// txOnlySocket opens, in R, a socket with no RX ring on rB over a UMEM
+// of its own (64 frames); both are closed when the test ends.
+func txOnlySocket(t *testing.T, tp *topo) (*UMEM, *Socket) {
+	t.Helper()
 	u, err := NewUMEM(UMEMConfig{Frames: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer u.Close()
+	t.Cleanup(func() { u.Close() })
 	cfg := ringCfg(tp.rB, 64)
 	cfg.NoRx = true
 	var s *Socket
@@ -606,6 +605,16 @@ func TestTxOnlySocket(t *testing.T) {
 		s, err = NewSocket(u, cfg)
 		return err
 	})
+	t.Cleanup(func() { s.Close() })
+	return u, s
+}
+
+// TestTxOnlySocket transmits a hand-built frame on a socket with no RX
+// ring (v0.3.3 of the old library dereferenced nil here).
+func TestTxOnlySocket(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t)
+	u, s := txOnlySocket(t, tp)
 	if n := s.Receive(make([]Desc, 4)); n != 0 {
 		t.Errorf("Receive on TX-only socket = %d", n)
 	}
@@ -627,6 +636,7 @@ func TestTxOnlySocket(t *testing.T) {
 	// next pass (Transmit(nil)), and so does this test while it waits.
 	buf := make([]byte, 100)
 	var n int
+	var err error
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
 		s.Transmit(nil)
 		_ = dst.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
@@ -1025,19 +1035,7 @@ func TestFillRingKernelCache(t *testing.T) {
 func TestTxDropped(t *testing.T) {
 	requireRoot(t)
 	tp := newTopo(t)
-	u, err := NewUMEM(UMEMConfig{Frames: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
-	cfg := ringCfg(tp.rB, 64)
-	cfg.NoRx = true
-	var s *Socket
-	mustInNS(t, tp.r, func() (err error) {
-		s, err = NewSocket(u, cfg)
-		return err
-	})
-	defer s.Close()
+	u, s := txOnlySocket(t, tp)
 	if s.Info().ZeroCopy {
 		t.Skip("zero-copy socket: EBUSY means a drop only in copy mode")
 	}
