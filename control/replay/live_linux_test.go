@@ -13,8 +13,10 @@ import (
 	"github.com/pdrelay/pdrelay/bench/lab"
 )
 
-// pcapOffsets returns each frame's timestamp less the first one's.
-func pcapOffsets(t testing.TB, path string) []time.Duration {
+// readPcap returns the captured bytes of every frame of a pcap file and
+// each frame's timestamp less the first one's, read with pcapgo apart
+// from the code under test.
+func readPcap(t testing.TB, path string) (frames [][]byte, offsets []time.Duration) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -25,12 +27,11 @@ func pcapOffsets(t testing.TB, path string) []time.Duration {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []time.Duration
 	var first time.Time
 	for {
-		_, ci, err := r.ReadPacketData()
+		data, ci, err := r.ReadPacketData()
 		if err == io.EOF {
-			return out
+			return frames, offsets
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -38,32 +39,8 @@ func pcapOffsets(t testing.TB, path string) []time.Duration {
 		if first.IsZero() {
 			first = ci.Timestamp
 		}
-		out = append(out, ci.Timestamp.Sub(first))
-	}
-}
-
-// pcapFrames returns the captured bytes of every frame of a pcap file.
-func pcapFrames(t testing.TB, path string) [][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for {
-		data, _, err := r.ReadPacketData()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, data)
+		frames = append(frames, data)
+		offsets = append(offsets, ci.Timestamp.Sub(first))
 	}
 }
 
@@ -79,7 +56,7 @@ func pcapFrames(t testing.TB, path string) [][]byte {
 func TestLiveVeth(t *testing.T) {
 	l := lab.NewT(t, lab.Config{Clients: 1, Tag: "lr"})
 	dl := l.Downlinks[0]
-	want := pcapFrames(t, "testdata/in.pcap") // read apart from the code under test
+	want, offs := readPcap(t, "testdata/in.pcap") // read apart from the code under test
 
 	type arrival struct {
 		data []byte
@@ -178,7 +155,6 @@ func TestLiveVeth(t *testing.T) {
 			switch rate {
 			case "original":
 				// Late is possible on a busy machine; early is not.
-				offs := pcapOffsets(t, "testdata/in.pcap")
 				for i, a := range arr {
 					if early := begin.Add(offs[i]).Sub(a.at); early > 0 {
 						t.Errorf("frame %d arrived %v before its capture offset %v from the start", i, early, offs[i])
