@@ -2,12 +2,15 @@ package cpload
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,4 +205,66 @@ func (s Sample) Sum(name string, match ...string) float64 {
 		}
 	}
 	return t
+}
+
+// Bucket is one bucket of a Prometheus histogram: the observations at
+// most LE.
+type Bucket struct {
+	LE    float64
+	Count float64
+}
+
+// HistogramDelta returns histogram name's buckets in b less those in a
+// (the observations made between the two scrapes), cumulative, by
+// increasing bound; +Inf is the last.
+func HistogramDelta(a, b Sample, name string) []Bucket {
+	var bs []Bucket
+	for k, v := range b.Series {
+		n, labels, ok := strings.Cut(k, "{")
+		if !ok || n != name+"_bucket" {
+			continue
+		}
+		_, le, ok := strings.Cut(labels, `le="`)
+		if !ok {
+			continue
+		}
+		le, _, _ = strings.Cut(le, `"`)
+		bound, err := strconv.ParseFloat(le, 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, Bucket{LE: bound, Count: v - a.Series[k]})
+	}
+	slices.SortFunc(bs, func(x, y Bucket) int { return cmp.Compare(x.LE, y.LE) })
+	return bs
+}
+
+// QuantileBound returns the bound of the first bucket holding at least
+// the q-quantile of the observations: the quantile is at most that (the
+// bucket's bound, not an interpolation). It is NaN with no observations.
+func QuantileBound(bs []Bucket, q float64) float64 {
+	if len(bs) == 0 || bs[len(bs)-1].Count == 0 {
+		return math.NaN()
+	}
+	want := q * bs[len(bs)-1].Count
+	for _, b := range bs {
+		if b.Count >= want {
+			return b.LE
+		}
+	}
+	return math.Inf(1)
+}
+
+// Within returns the share of the observations at most le, which must be
+// one of the buckets' bounds (NaN otherwise, or with no observations).
+func Within(bs []Bucket, le float64) float64 {
+	if len(bs) == 0 || bs[len(bs)-1].Count == 0 {
+		return math.NaN()
+	}
+	for _, b := range bs {
+		if b.LE == le {
+			return b.Count / bs[len(bs)-1].Count
+		}
+	}
+	return math.NaN()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -96,6 +97,10 @@ type Result struct {
 	// Route latency: for each bound client, the route's notification
 	// time minus the Reply's arrival at the generator.
 	Latency LatencyFigures
+	// Installs are pdrelay's own pdrelay_binding_install_seconds over
+	// the bind phase: from the Reply reaching the relay to every sink of
+	// its binding's batch done.
+	Installs []Bucket
 	// Memory after the renew phase (N bindings), against before the bind
 	// phase: Go heap in use, the heap's goal / 2 (the live heap at the
 	// last GC, with GOGC 100), RSS.
@@ -290,6 +295,7 @@ kernel:
 				res.BindingRate = float64(o.Clients) / settled.Seconds()
 			}
 			res.Bound, res.WrongPrefix, res.Latency = bindFigures(gen, routes, resp != nil)
+			res.Installs = HistogramDelta(before, last, "pdrelay_binding_install_seconds")
 			n, _, _ := routes.Counts()
 			if settled > 0 {
 				res.RouteRate = float64(n) / settled.Seconds()
@@ -441,6 +447,14 @@ func verifyAPI(r *lab.Pdrelay, gen *Generator, port string) (n, mismatch int, er
 	return len(list), mismatch, nil
 }
 
+// bucketDuration formats a bucket's bound in seconds.
+func bucketDuration(s float64) string {
+	if math.IsNaN(s) || math.IsInf(s, 0) {
+		return fmt.Sprint(s)
+	}
+	return time.Duration(s * float64(time.Second)).String()
+}
+
 // Report writes res as the lines of bench/results/issue15-control.txt.
 func (res Result) Report(w io.Writer) {
 	o := res.Options
@@ -460,6 +474,10 @@ func (res Result) Report(w io.Writer) {
 	lt := res.Latency
 	fmt.Fprintf(w, "  reply->route: p50 %v  p99 %v  max %v  (n %d, route before reply %d, never seen %d, watch errors %d)\n",
 		lt.P50.Round(time.Microsecond), lt.P99.Round(time.Microsecond), lt.Max.Round(time.Microsecond), lt.N, lt.Negative, lt.Missing, len(lt.WatchErrors))
+	if is := res.Installs; len(is) > 0 {
+		fmt.Fprintf(w, "  reply->installed (pdrelay_binding_install_seconds, bind phase): p50 <= %v  p99 <= %v  within 1ms %.2f%%  (n %.0f)\n",
+			bucketDuration(QuantileBound(is, 0.5)), bucketDuration(QuantileBound(is, 0.99)), 100*Within(is, 1e-3), is[len(is)-1].Count)
+	}
 	if len(lt.Slow) > 0 {
 		fmt.Fprintf(w, "  routes more than %v behind their Reply, by the second of the bind phase their Reply came in:", SlowAfter)
 		for _, sec := range slices.Sorted(maps.Keys(lt.Slow)) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -34,7 +35,15 @@ type Manager struct {
 	// OnRefused) with the refused binding's key and source: the release
 	// triggers act on unique_client's ErrDuplicateDUID. It must not block.
 	OnRefusedKey func(k Key, source string, err error)
-	quiet        refusalLog
+	// OnInstalled, when set, is called (on the owner goroutine) once every
+	// sink has taken a batch, with the time since its Update was received
+	// for each binding the batch added from an Update with Received set:
+	// the relay's Reply-to-dataplane latency.
+	OnInstalled func(time.Duration)
+	quiet       refusalLog
+	// received holds, for each binding the pending batch adds, when the
+	// Update that added it was received.
+	received []time.Time
 }
 
 // NewManager returns a Manager for t. now may be nil for time.Now.
@@ -96,11 +105,20 @@ func (m *Manager) flush() {
 	if len(changes) == 0 {
 		return
 	}
-	for _, c := range changes {
-		m.logChange(c)
-	}
 	for _, s := range m.sinks {
 		s(changes)
+	}
+	if m.OnInstalled != nil && len(m.received) > 0 {
+		now := time.Now()
+		for _, at := range m.received {
+			m.OnInstalled(now.Sub(at))
+		}
+	}
+	clear(m.received)
+	m.received = m.received[:0]
+	// The log lines come last: they are not on the way to the dataplane.
+	for _, c := range changes {
+		m.logChange(c)
 	}
 }
 
@@ -185,10 +203,17 @@ func (m *Manager) Post(f func(*Table)) {
 	}
 }
 
-// Apply applies snooped facts (from the relay) in order: removals first,
-// then the prefixes learned. Limit refusals are logged and counted.
-func (m *Manager) Apply(u Update) {
-	m.Post(func(t *Table) { m.apply(t, u) })
+// Apply applies snooped facts (from the relay), update by update in
+// order, each one's removals first, then the prefixes it learned; their
+// changes reach the sinks as one batch. Limit refusals are logged and
+// counted. Apply does not keep us.
+func (m *Manager) Apply(us ...Update) {
+	us = slices.Clone(us)
+	m.Post(func(t *Table) {
+		for _, u := range us {
+			m.apply(t, u)
+		}
+	})
 }
 
 func (m *Manager) apply(t *Table, u Update) {
@@ -200,8 +225,12 @@ func (m *Manager) apply(t *Table, u Update) {
 		t.Remove(r.Key, r.Reason)
 	}
 	for _, l := range u.Learn {
-		if _, err := t.Learn(now, l); err != nil {
+		op, err := t.Learn(now, l)
+		switch {
+		case err != nil:
 			m.Refused(now, l.Key, "reply", err)
+		case op == Added && !u.Received.IsZero():
+			m.received = append(m.received, u.Received)
 		}
 	}
 }
@@ -291,6 +320,9 @@ type Update struct {
 	RemoveIAs []RemoveIA
 	Remove    []RemoveKey
 	Learn     []Learned
+	// Received is when the message reached the relay (zero: not known),
+	// for the Manager's OnInstalled.
+	Received time.Time
 }
 
 // Empty reports whether u carries nothing.

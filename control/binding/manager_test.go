@@ -465,3 +465,90 @@ func TestManagerRecoveryLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestManagerApplyBatch: one Apply of several Updates applies them in
+// order, each one's removals before its learning, and hands the sinks one
+// batch; OnInstalled then gets one time for each binding added from an
+// Update with Received set (not for a renewal, nor without Received), at
+// least as long as the time since Received.
+func TestManagerApplyBatch(t *testing.T) {
+	rec := &recorder{}
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil, rec.sink)
+	var mu sync.Mutex
+	var installed []time.Duration
+	m.OnInstalled = func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		installed = append(installed, d)
+	}
+	stop := startManager(t, m)
+	defer stop()
+
+	a := learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, time.Hour)
+	b := learned("eth1", duidB, 2, "2001:db8:2::/56", time.Hour, time.Hour)
+	recv := time.Now().Add(-3 * time.Millisecond)
+	us := []Update{
+		{Learn: []Learned{a}, Received: recv},
+		// Released, then learned again by the next Update of the batch:
+		// in order, the binding is there at the end.
+		{RemoveIAs: []RemoveIA{{Port: "eth1", DUID: duidA, IAID: 1, Reason: ReasonReleased}}, Received: recv},
+		{Learn: []Learned{a, b}, Received: recv},
+		{Learn: []Learned{b}, Received: recv}, // a renewal: not an install
+	}
+	m.Apply(us...)
+	us[0].Learn = nil // Apply must not keep the caller's slice
+	list, err := m.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Key != a.Key || list[1].Key != b.Key {
+		t.Fatalf("List = %+v, want a and b", list)
+	}
+	// List ran with the batch, maybe before the sinks had it.
+	waitUntil(t, func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return len(rec.batches) > 0 })
+	rec.mu.Lock()
+	batches := len(rec.batches)
+	var ops []Op
+	for _, c := range rec.batches[0] {
+		ops = append(ops, c.Op)
+	}
+	rec.mu.Unlock()
+	if want := []Op{Added, Removed, Added, Added, Updated}; batches != 1 || !slices.Equal(ops, want) {
+		t.Errorf("sinks got %d batches, the first %v; want 1 batch %v", batches, ops, want)
+	}
+	// OnInstalled runs after the sinks.
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(installed) >= 3 })
+	mu.Lock()
+	got := slices.Clone(installed)
+	mu.Unlock()
+	if len(got) != 3 {
+		t.Fatalf("OnInstalled called %d times, want 3 (a, a again, b)", len(got))
+	}
+	for _, d := range got {
+		if d < 3*time.Millisecond {
+			t.Errorf("install time %v, less than the 3ms since Received", d)
+		}
+	}
+
+	// Without Received, nothing is timed.
+	m.Apply(Update{Learn: []Learned{learned("eth1", duidB, 3, "2001:db8:3::/56", time.Hour, time.Hour)}})
+	waitUntil(t, func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return len(rec.batches) > 1 })
+	if _, err := m.List(context.Background()); err != nil { // after the second batch's OnInstalled
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(installed) != 3 {
+		t.Errorf("OnInstalled called for an Update without Received: %d calls", len(installed))
+	}
+}
+
+// waitUntil polls cond for up to 5 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("condition not met in 5 s")
+		}
+	}
+}

@@ -206,9 +206,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	// discovery (resolve.go).
 	d.hops, d.resolver = startNextHops(d.table, log)
 	d.rel = &releasing{} // release.go
-	sinks := []binding.Sink{storeSink(st), d.fw.Sink, d.met.Sink, d.hops.Sink, d.rel.sink}
-	d.mgr = binding.NewManager(d.table, nil, log, d.adv.sinks(d.kr.sinks(d.guard.sinks(sinks)))...)
+	// The dataplane's sinks take each batch first (the FIB, which is the
+	// dataplane in xdp mode, the kernel's routes, then its source and loop
+	// guard), so a new binding forwards as soon as it can; the store,
+	// metrics, next-hop resolution, release triggers and BGP follow.
+	sinks := d.guard.sinks(d.kr.sinks([]binding.Sink{d.fw.Sink}))
+	sinks = append(sinks, storeSink(st), d.met.Sink, d.hops.Sink, d.rel.sink)
+	d.mgr = binding.NewManager(d.table, nil, log, d.adv.sinks(sinks)...)
 	d.mgr.OnRefused = d.met.Refused
+	d.mgr.OnInstalled = d.met.Installed
 	d.mgr.OnRefusedKey = d.rel.refused
 	d.hops.mgr = d.mgr
 	d.met.Registry.MustRegister(resolverMetrics{d.hops, d.resolver})

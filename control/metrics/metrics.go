@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,6 +35,7 @@ type Metrics struct {
 	changes   *prometheus.CounterVec
 	limitHits *prometheus.CounterVec
 	refusals  *prometheus.CounterVec
+	installs  prometheus.Histogram
 
 	ports   []string
 	mu      sync.Mutex
@@ -57,6 +59,11 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 			Name: "pdrelay_binding_refusals_total",
 			Help: "Delegations not installed because the policy refused them (delegated_lengths, delegated_pools, reserved space, the relay's own prefixes, nesting with another client's binding), by port and reason.",
 		}, []string{"interface", "reason"}),
+		installs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pdrelay_binding_install_seconds",
+			Help:    "Time from a server's Reply reaching the relay to the new binding it delegated being in the dataplane (every sink of its batch done: the FIB, the kernel's route and source sets, the store's queue).",
+			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+		}),
 		perPort: make(map[string]int),
 	}
 	m.AddPorts(ports...)
@@ -65,7 +72,7 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 		Name: "pdrelay_build_info", Help: "Always 1: the running pdrelay's version, commit and Go version as labels.",
 	}, []string{"version", "commit", "goversion"})
 	build.WithLabelValues(info.Version, info.Commit, info.Go).Set(1)
-	m.Registry.MustRegister(build, m.bindings, m.changes, m.limitHits, m.refusals,
+	m.Registry.MustRegister(build, m.bindings, m.changes, m.limitHits, m.refusals, m.installs,
 		&engineCollector{c: eng},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -113,6 +120,10 @@ func (m *Metrics) Sink(changes []binding.Change) {
 		m.bindings.WithLabelValues(p).Set(float64(m.perPort[p]))
 	}
 }
+
+// Installed observes one binding's Reply-to-dataplane time; it fits
+// binding.Manager.OnInstalled.
+func (m *Metrics) Installed(d time.Duration) { m.installs.Observe(d.Seconds()) }
 
 // Load sets the per-port gauges of the configured ports from count (the
 // binding table's PortCount after a restore).

@@ -25,8 +25,9 @@ import (
 	"github.com/pdrelay/pdrelay/control/dhcp6"
 )
 
-// Updater receives what the engine learned; *binding.Manager is one.
-type Updater interface{ Apply(binding.Update) }
+// Updater receives what the engine learned, in order, a turn's updates
+// in one call (which must not keep the slice); *binding.Manager is one.
+type Updater interface{ Apply(...binding.Update) }
 
 // ConnConfig is the I/O configuration around an Engine.
 type ConnConfig struct {
@@ -158,7 +159,8 @@ type inbound struct {
 	src  netip.Addr
 	dst  netip.Addr
 	mac  [6]byte
-	up   bool // arrived on the uplink
+	up   bool      // arrived on the uplink
+	at   time.Time // when its reader read it
 	data []byte
 	buf  *[]byte // pooled buffer holding data, to recycle
 }
@@ -397,37 +399,40 @@ func (c *Conn) Run(ctx context.Context, upd Updater) error {
 	c.readers.Add(1)
 	go func() { defer c.readers.Done(); c.readServers(ctx) }()
 	defer func() { c.Close(); c.readers.Wait(); close(c.runDone) }()
+	var b batch
 	for {
 		select {
 		case o := <-c.orig:
-			c.originate(o)
+			c.originate(o, &b)
 		case r := <-c.reconf:
 			c.commit(r)
 		default:
 		}
-		m, ok := c.q.pop()
-		if !ok {
-			select {
-			case <-ctx.Done():
+		// A turn takes what is waiting, up to relayBatch messages, and
+		// ends with one hand-off of their updates and one send per
+		// socket (flushBatch).
+		for range relayBatch {
+			m, ok := c.q.pop()
+			if !ok {
+				break
+			}
+			c.handle(m, &b)
+		}
+		if !b.empty() {
+			c.flushBatch(&b, upd)
+			if ctx.Err() != nil {
 				return nil
-			case <-c.q.wake:
-			case o := <-c.orig:
-				c.originate(o)
-			case r := <-c.reconf:
-				c.commit(r)
 			}
 			continue
 		}
-		c.handle(m, upd)
-		if m.buf != nil {
-			if m.slot != serverSlot {
-				clientBufs.Put(m.buf)
-			} else {
-				serverBufs.Put(m.buf)
-			}
-		}
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-c.q.wake:
+		case o := <-c.orig:
+			c.originate(o, &b)
+		case r := <-c.reconf:
+			c.commit(r)
 		}
 	}
 }
@@ -438,7 +443,12 @@ func (c *Conn) startReader(d *downlink) {
 	go func() { defer c.readers.Done(); c.readClients(c.runCtx, d) }()
 }
 
-func (c *Conn) handle(m inbound, upd Updater) {
+// handle passes m through the engine and adds what it produced to b;
+// m's buffer is b's until the turn ends.
+func (c *Conn) handle(m inbound, b *batch) {
+	if m.buf != nil {
+		b.held = append(b.held, m)
+	}
 	now := time.Now()
 	if m.slot != serverSlot {
 		d := c.bySlot[m.slot]
@@ -451,9 +461,9 @@ func (c *Conn) handle(m inbound, upd Updater) {
 			return // counted by the engine
 		}
 		if !u.Empty() {
-			upd.Apply(u)
+			b.upds = append(b.upds, u)
 		}
-		c.toServers(fwd)
+		c.addForward(b, fwd)
 		return
 	}
 	out, u, err := c.eng.HandleServer(now, ServerPacket{Src: m.src, Uplink: m.up, Payload: m.data})
@@ -467,46 +477,25 @@ func (c *Conn) handle(m inbound, upd Updater) {
 		return
 	}
 	if !u.Empty() {
-		upd.Apply(u)
+		u.Received = m.at
+		b.upds = append(b.upds, u)
 	}
-	p := c.eng.ports[out.Port]
 	dst := &net.UDPAddr{IP: net.IP(out.Dst.AsSlice()), Port: int(out.DstPort)}
 	if out.Dst.IsLinkLocalUnicast() {
-		dst.Zone = p.Name
+		dst.Zone = c.eng.ports[out.Port].Name
 	}
-	if _, err := c.downs[out.Port].udp.WriteTo(out.Payload, nil, dst); err != nil {
-		c.eng.Counters.Drop(DropSendError)
-		c.log.Debug("send to client", "port", p.Name, "dst", out.Dst, "err", err)
-	}
+	b.addReply(out.Port, out.Payload, dst)
 }
 
 // originate wraps a message the relay sends on a client's behalf and
-// sends it to the servers, by the path the client's own would take.
-func (c *Conn) originate(o Originated) {
+// adds it to b for the servers, by the path the client's own would take.
+func (c *Conn) originate(o Originated, b *batch) {
 	fwd, err := c.eng.Originate(time.Now(), o)
 	if err != nil {
 		c.log.Warn("originate message", "port", o.Port, "err", err)
 		return
 	}
-	c.toServers(fwd)
-}
-
-// toServers sends a Relay-Forward to every server through the uplink.
-func (c *Conn) toServers(fwd []byte) {
-	for _, s := range c.cfg.Servers {
-		dst := &net.UDPAddr{IP: net.IP(s.AsSlice()), Port: c.cfg.ServerPort, Zone: s.Zone()}
-		var cm *ipv6.ControlMessage
-		if s.IsMulticast() || s.IsLinkLocalUnicast() {
-			cm = &ipv6.ControlMessage{IfIndex: c.up.Index}
-			if dst.Zone == "" {
-				dst.Zone = c.up.Name
-			}
-		}
-		if _, err := c.udp.WriteTo(fwd, cm, dst); err != nil {
-			c.eng.Counters.Drop(DropSendError)
-			c.log.Debug("send relay-forward", "server", s, "err", err)
-		}
-	}
+	c.addForward(b, fwd)
 }
 
 // readClients reads d's client frames until its socket closes or ctx
@@ -580,7 +569,7 @@ func (c *Conn) readClients(ctx context.Context, d *downlink) {
 			*bp = make([]byte, len(fr.Payload))
 		}
 		data := append((*bp)[:0], fr.Payload...)
-		m := inbound{slot: d.slot, src: fr.Src, dst: fr.Dst, mac: fr.SrcMAC, data: data, buf: bp}
+		m := inbound{slot: d.slot, src: fr.Src, dst: fr.Dst, mac: fr.SrcMAC, at: now, data: data, buf: bp}
 		if !c.q.push(d.slot, m) {
 			clientBufs.Put(bp)
 			if d.gone.Load() {
@@ -619,12 +608,30 @@ func auxChecksum(oob []byte) Checksum {
 // auxdataLen is sizeof(struct tpacket_auxdata).
 const auxdataLen = 20
 
+// serverReadBatch is the most datagrams readServers takes from the
+// kernel in one recvmmsg.
+const serverReadBatch = 16
+
+// readServers reads the uplink socket until it closes, as many datagrams
+// a call as are waiting (up to serverReadBatch), and queues each for the
+// engine.
 func (c *Conn) readServers(ctx context.Context) {
-	for {
-		bp := serverBufs.Get().(*[]byte)
-		n, cm, src, err := c.udp.ReadFrom(*bp)
-		if err != nil {
+	ms := make([]ipv6.Message, serverReadBatch)
+	bps := make([]*[]byte, serverReadBatch)
+	oobLen := len(ipv6.NewControlMessage(ipv6.FlagInterface | ipv6.FlagDst))
+	for i := range ms {
+		bps[i] = serverBufs.Get().(*[]byte)
+		ms[i].Buffers = [][]byte{*bps[i]}
+		ms[i].OOB = make([]byte, oobLen)
+	}
+	defer func() {
+		for _, bp := range bps {
 			serverBufs.Put(bp)
+		}
+	}()
+	for {
+		n, err := c.udp.ReadBatch(ms, 0)
+		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -632,16 +639,36 @@ func (c *Conn) readServers(ctx context.Context) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		ua, _ := src.(*net.UDPAddr)
-		addr, ok := netip.AddrFromSlice(ua.IP)
-		if !ok {
-			serverBufs.Put(bp)
-			continue
+		now := time.Now()
+		for i := range ms[:n] {
+			c.queueServer(&ms[i], bps[i], now)
+			// The queue has the buffer now (or gave it back to the pool):
+			// the slot reads into a new one.
+			bps[i] = serverBufs.Get().(*[]byte)
+			ms[i].Buffers[0], ms[i].OOB = *bps[i], ms[i].OOB[:cap(ms[i].OOB)]
 		}
-		m := inbound{slot: serverSlot, src: addr.Unmap(), up: cm != nil && cm.IfIndex == c.up.Index, data: (*bp)[:n], buf: bp}
-		if !c.q.push(serverSlot, m) {
-			serverBufs.Put(bp)
-			c.eng.Counters.Drop(DropQueueFull)
-		}
+	}
+}
+
+// queueServer queues a datagram the uplink socket read into bp, or gives
+// bp back to its pool; now is when it was read.
+func (c *Conn) queueServer(m *ipv6.Message, bp *[]byte, now time.Time) {
+	ua, _ := m.Addr.(*net.UDPAddr)
+	var addr netip.Addr
+	ok := ua != nil && m.Flags&unix.MSG_TRUNC == 0
+	if ok {
+		addr, ok = netip.AddrFromSlice(ua.IP)
+	}
+	if !ok {
+		serverBufs.Put(bp)
+		c.eng.Counters.Drop(DropMalformed)
+		return
+	}
+	var cm ipv6.ControlMessage
+	up := cm.Parse(m.OOB[:m.NN]) == nil && cm.IfIndex == c.up.Index
+	in := inbound{slot: serverSlot, src: addr.Unmap(), up: up, at: now, data: (*bp)[:m.N], buf: bp}
+	if !c.q.push(serverSlot, in) {
+		serverBufs.Put(bp)
+		c.eng.Counters.Drop(DropQueueFull)
 	}
 }

@@ -584,10 +584,12 @@ func TestConnReconfigure(t *testing.T) {
 // and 0 for a mark. It runs on the engine's goroutine.
 type recorder struct{ log []uint32 }
 
-func (r *recorder) Apply(u binding.Update) {
-	for _, ia := range u.RemoveIAs {
-		if ia.Port == "dla" && ia.IAID < 0x700000 {
-			r.log = append(r.log, ia.IAID)
+func (r *recorder) Apply(us ...binding.Update) {
+	for _, u := range us {
+		for _, ia := range u.RemoveIAs {
+			if ia.Port == "dla" && ia.IAID < 0x700000 {
+				r.log = append(r.log, ia.IAID)
+			}
 		}
 	}
 }

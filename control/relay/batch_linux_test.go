@@ -1,0 +1,115 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pdrelay/pdrelay/internal/testutil"
+)
+
+// TestConnSendErrorMidBatch: of three servers, the middle one has no
+// route. Each turn's Relay-Forwards go out in one sendmmsg per socket;
+// the kernel refuses every datagram to the middle server, each is counted
+// as a send error, and the datagrams after it in the batch still reach
+// the other two servers: every Solicit, sent in bursts, is relayed to
+// both, once.
+func TestConnSendErrorMidBatch(t *testing.T) {
+	tp := newRRTopo(t)
+	srv := tp.startServers(t)
+	ca := tp.client(t, "ca")
+	logs := &testutil.SyncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	defer func() {
+		if t.Failed() {
+			t.Logf("relay log:\n%s", logs)
+		}
+	}()
+	unreachable := netip.MustParseAddr("fd00:99::1") // no route in the relay's namespace
+	servers := []netip.Addr{rrServer1, unreachable, rrServer2}
+	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}}, Servers: servers,
+		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn *Conn
+	if err := inNS(tp.relay, func() (err error) {
+		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: servers}, log)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	// Until the links are ready a probe may be lost: send until one is
+	// relayed.
+	deadline := time.Now().Add(10 * time.Second)
+	for probe := uint32(0x700000); ; probe++ {
+		if err := ca.send(probe); err != nil {
+			t.Logf("probe: %v", err)
+		}
+		select {
+		case f := <-srv.got:
+			if f.xid >= 0x700000 {
+				goto ready
+			}
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no probe relayed within 10 s")
+		}
+	}
+ready:
+	time.Sleep(100 * time.Millisecond) // the probes' forwards still arriving
+	for len(srv.got) > 0 {
+		<-srv.got
+	}
+	base := eng.Counters.Drops(DropSendError)
+
+	// Bursts of 16, within the port's queue (clientQueueDepth), so that
+	// a turn holds several.
+	const n, burst = 192, 16
+	seen := map[netip.Addr]map[uint32]int{rrServer1: {}, rrServer2: {}}
+	for first := uint32(1); first <= n; first += burst {
+		for xid := first; xid < first+burst; xid++ {
+			if err := ca.send(xid); err != nil {
+				t.Fatalf("send %d: %v", xid, err)
+			}
+		}
+		timeout := time.After(10 * time.Second)
+		for got := 0; got < 2*burst; {
+			select {
+			case f := <-srv.got:
+				if f.xid >= 0x700000 {
+					continue
+				}
+				seen[f.server][f.xid]++
+				got++
+			case <-timeout:
+				t.Fatalf("Solicits %d-%d: within 10 s, the servers got %d of %d forwards", first, first+burst-1, got, 2*burst)
+			}
+		}
+	}
+	for s, xids := range seen {
+		for xid := uint32(1); xid <= n; xid++ {
+			if xids[xid] != 1 {
+				t.Errorf("server %s got Solicit %d %d times, want once", s, xid, xids[xid])
+			}
+		}
+	}
+	if d := eng.Counters.Drops(DropSendError) - base; d != n {
+		t.Errorf("%d send errors counted, want %d (one per Solicit, to the unreachable server)", d, n)
+	}
+}
