@@ -98,8 +98,8 @@ type Result struct {
 	// time minus the Reply's arrival at the generator.
 	Latency LatencyFigures
 	// Installs are pdrelay's own pdrelay_binding_install_seconds over
-	// the bind phase: from the Reply reaching the relay to every sink of
-	// its binding's batch done.
+	// the bind phase: from the Reply reaching the relay to its binding's
+	// batch in the dataplane (the FIB, the kernel's route and sets).
 	Installs []Bucket
 	// Memory after the renew phase (N bindings), against before the bind
 	// phase: Go heap in use, the heap's goal / 2 (the live heap at the

@@ -35,12 +35,14 @@ type Manager struct {
 	// OnRefused) with the refused binding's key and source: the release
 	// triggers act on unique_client's ErrDuplicateDUID. It must not block.
 	OnRefusedKey func(k Key, source string, err error)
-	// OnInstalled, when set, is called (on the owner goroutine) once every
-	// sink has taken a batch, with the time since its Update was received
-	// for each binding the batch added from an Update with Received set:
-	// the relay's Reply-to-dataplane latency.
-	OnInstalled func(time.Duration)
-	quiet       refusalLog
+	// OnInstalled, when set, is called (on the owner goroutine) once the
+	// first DataplaneSinks sinks (all when zero) have taken a batch, with
+	// the time since its Update was received for each binding the batch
+	// added from an Update with Received set: the relay's
+	// Reply-to-dataplane latency.
+	OnInstalled    func(time.Duration)
+	DataplaneSinks int
+	quiet          refusalLog
 	// received holds, for each binding the pending batch adds, when the
 	// Update that added it was received.
 	received []time.Time
@@ -105,9 +107,27 @@ func (m *Manager) flush() {
 	if len(changes) == 0 {
 		return
 	}
-	for _, s := range m.sinks {
+	dp := m.DataplaneSinks
+	if dp <= 0 || dp > len(m.sinks) {
+		dp = len(m.sinks)
+	}
+	for i, s := range m.sinks {
+		if i == dp {
+			m.installed()
+		}
 		s(changes)
 	}
+	if dp == len(m.sinks) {
+		m.installed()
+	}
+	// The log lines come last: they are not on the way to the dataplane.
+	for _, c := range changes {
+		m.logChange(c)
+	}
+}
+
+// installed reports the pending batch's new bindings to OnInstalled.
+func (m *Manager) installed() {
 	if m.OnInstalled != nil && len(m.received) > 0 {
 		now := time.Now()
 		for _, at := range m.received {
@@ -116,10 +136,6 @@ func (m *Manager) flush() {
 	}
 	clear(m.received)
 	m.received = m.received[:0]
-	// The log lines come last: they are not on the way to the dataplane.
-	for _, c := range changes {
-		m.logChange(c)
-	}
 }
 
 func (m *Manager) logChange(c Change) {

@@ -552,3 +552,29 @@ func waitUntil(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestManagerInstalledAfterDataplaneSinks: OnInstalled runs after the
+// first DataplaneSinks sinks have taken the batch and before the others.
+func TestManagerInstalledAfterDataplaneSinks(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	note := func(what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, what)
+	}
+	dp := func([]Change) { note("dataplane") }
+	other := func([]Change) { note("store") }
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil, dp, other)
+	m.OnInstalled = func(time.Duration) { note("installed") }
+	m.DataplaneSinks = 1
+	stop := startManager(t, m)
+	defer stop()
+	m.Apply(Update{Learn: []Learned{learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, time.Hour)}, Received: time.Now()})
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"dataplane", "installed", "store"}; !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v", order, want)
+	}
+}

@@ -211,10 +211,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	// guard), so a new binding forwards as soon as it can; the store,
 	// metrics, next-hop resolution, release triggers and BGP follow.
 	sinks := d.guard.sinks(d.kr.sinks([]binding.Sink{d.fw.Sink}))
+	dataplane := len(sinks)
 	sinks = append(sinks, storeSink(st), d.met.Sink, d.hops.Sink, d.rel.sink)
 	d.mgr = binding.NewManager(d.table, nil, log, d.adv.sinks(sinks)...)
 	d.mgr.OnRefused = d.met.Refused
-	d.mgr.OnInstalled = d.met.Installed
+	d.mgr.OnInstalled, d.mgr.DataplaneSinks = d.met.Installed, dataplane
 	d.mgr.OnRefusedKey = d.rel.refused
 	d.hops.mgr = d.mgr
 	d.met.Registry.MustRegister(resolverMetrics{d.hops, d.resolver})

@@ -61,7 +61,7 @@ func New(eng *relay.Counters, ports []string) *Metrics {
 		}, []string{"interface", "reason"}),
 		installs: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pdrelay_binding_install_seconds",
-			Help:    "Time from a server's Reply reaching the relay to the new binding it delegated being in the dataplane (every sink of its batch done: the FIB, the kernel's route and source sets, the store's queue).",
+			Help:    "Time from a server's Reply reaching the relay to the new binding it delegated being in the dataplane (the FIB; in kernel mode also the kernel's route and nftables sets).",
 			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
 		}),
 		perPort: make(map[string]int),
