@@ -439,6 +439,16 @@ func (s *pdrelaySide) Start() error {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+	// The gauge reaches N while the recovery's last batches are still
+	// on their way into the dataplane's maps and the heap it left is
+	// being collected: measured then, the relay's first window would
+	// carry that work too.
+	if err := p.WaitLog("leasequery recovery done", 30*time.Second); err != nil {
+		return fmt.Errorf("fwd: %s: %w", s.name, err)
+	}
+	if err := p.WaitIdle(0.05, 500*time.Millisecond, 60*time.Second); err != nil {
+		return fmt.Errorf("fwd: %s: %w", s.name, err)
+	}
 	// The relay's neighbour entry for the core host, which kernel mode's
 	// default route and pdrelay's gateway watcher need.
 	if err := h.Lab.Ping(h.Lab.RelayNS, netip.Addr{}, lab.ServerAddr, 5*time.Second); err != nil {

@@ -159,6 +159,58 @@ func (p *Proc) WaitLog(substr string, timeout time.Duration) error {
 	}
 }
 
+// CPUTime is the CPU time (user and system, all threads) the process has
+// used so far, from /proc/PID/stat, in clock ticks of 10 ms.
+func (p *Proc) CPUTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	// pid (comm) state ppid ...: utime and stime are the 12th and 13th
+	// fields after comm's closing parenthesis (comm may hold spaces).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("lab: %s: short /proc stat %q", p.Name, s)
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("lab: %s: /proc stat: %w", p.Name, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil // USER_HZ 100
+}
+
+// WaitIdle waits until the process uses less than share of a core over
+// a whole interval (its start-up work done), for up to timeout.
+func (p *Proc) WaitIdle(share float64, interval, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last, err := p.CPUTime()
+	if err != nil {
+		return err
+	}
+	for {
+		time.Sleep(interval)
+		now, err := p.CPUTime()
+		if err != nil {
+			return err
+		}
+		if used := now - last; float64(used) < share*float64(interval) {
+			return nil
+		}
+		if p.Exited() {
+			return fmt.Errorf("lab: %s exited (%v) before going idle", p.Name, p.waitErr)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: %s still busy (%v of CPU in the last %v) after %v", p.Name, now-last, interval, timeout)
+		}
+		last = now
+	}
+}
+
 // Procs returns the processes started so far, oldest first.
 func (l *Lab) Procs() []*Proc {
 	l.mu.Lock()

@@ -502,12 +502,32 @@ func FuzzProgram(f *testing.F) {
 	})
 }
 
+// slash56 is the i-th /56 of 2400::/16 (up to 2^24 of them).
+func slash56(i int) netip.Prefix {
+	var a [16]byte
+	a[0], a[1], a[4], a[5], a[6] = 0x24, 0x00, byte(i>>16), byte(i>>8), byte(i)
+	return netip.PrefixFrom(netip.AddrFrom16(a), 56)
+}
+
 // BenchmarkProgram times the XDP program per frame in the kernel
 // (BPF_PROG_TEST_RUN with repeat), by verdict path.
 // The routed-* cases use a program with a Routes map (modelRoutes).
 func BenchmarkProgram(b *testing.B) {
 	p := programWithSocket(b)
 	pr, _ := routedProgram(b)
+	// 100k delegated /56s, as a large edge has, and a destination in one.
+	r100k, err := NewRoutes(100_000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r100k.Close() })
+	for i := range 100_000 {
+		if err := r100k.Add(slash56(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p100k := programWithSocketRoutes(b, r100k)
+	hit100k := slash56(54_321).Addr().Next()
 	for _, c := range []struct {
 		name  string
 		p     *Program
@@ -519,6 +539,8 @@ func BenchmarkProgram(b *testing.B) {
 		{"pass-local", p, udpFrame(b, net.IP(localAddr.AsSlice()), 64, 40000, 53)},
 		{"routed-redirect", pr, udpFrame(b, globalDst, 64, 40000, 53)},
 		{"routed-pass-noroute", pr, udpFrame(b, net.ParseIP("2001:db8:d::2"), 64, 40000, 53)},
+		{"routed-100k-56-redirect", p100k, udpFrame(b, net.IP(hit100k.AsSlice()), 64, 40000, 53)},
+		{"routed-100k-56-pass-noroute", p100k, udpFrame(b, net.ParseIP("2001:db8:d::2"), 64, 40000, 53)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()

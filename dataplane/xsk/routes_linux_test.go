@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 )
 
 // routedVerdict runs a UDP frame to dst through p and reports whether it
@@ -242,7 +245,9 @@ func TestRoutesConcurrent(t *testing.T) {
 }
 
 // TestProgramInsnsRoutes: without Routes the program is the same as
-// before the route check existed; with it, six instructions more.
+// before the route check existed (it loads no route map); with it, it
+// loads both of the Routes' maps, and the check is a prologue (8
+// instructions), 16 a length and the miss's jump.
 func TestProgramInsnsRoutes(t *testing.T) {
 	requireRoot(t)
 	p := newTestProgram(t)
@@ -252,9 +257,22 @@ func TestProgramInsnsRoutes(t *testing.T) {
 	}
 	defer r.Close()
 	without := programInsns(p.xsks, p.locals.m, nil, p.verdicts)
-	with := programInsns(p.xsks, p.locals.m, r.m, p.verdicts)
-	if len(with) != len(without)+6 {
-		t.Errorf("with routes %d instructions, without %d; want 6 more", len(with), len(without))
+	with := programInsns(p.xsks, p.locals.m, r, p.verdicts)
+	if want := len(without) + 8 + 16*routeLensMax + 1; len(with) != want {
+		t.Errorf("with routes %d instructions, without %d; want %d", len(with), len(without), want)
+	}
+	loads := func(insns asm.Instructions, m *ebpf.Map) bool {
+		for _, ins := range insns {
+			if ins.IsLoadFromMap() && ins.Constant == int64(m.FD()) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, m := range []*ebpf.Map{r.m, r.lens} {
+		if loads(without, m) || !loads(with, m) {
+			t.Errorf("map %v: loaded without routes %v, with %v; want false, true", m, loads(without, m), loads(with, m))
+		}
 	}
 	for _, ins := range without {
 		if ins.IsLoadFromMap() && ins.Constant != int64(p.xsks.FD()) && ins.Constant != int64(p.locals.m.FD()) &&
