@@ -65,7 +65,8 @@
 //	  max_client_rate        client messages relayed a second, 0..1000000;
 //	                         default 100; 0 means no limit
 //	  max_client_burst       client messages relayed back to back, 1..1000000;
-//	                         default twice max_client_rate
+//	                         default twice max_client_rate; also how many may
+//	                         wait for the relay (32..4096; 1024 with no rate)
 //	  delegated_pools        this port's pools, replacing the global ones
 //	  allowed_sources        extra IPv6 source prefixes accepted from the port
 //	                         besides its delegated prefixes; default none

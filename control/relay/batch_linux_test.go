@@ -78,8 +78,8 @@ ready:
 	}
 	base := eng.Counters.Drops(DropSendError)
 
-	// Bursts of 16, within the port's queue (clientQueueDepth), so that
-	// a turn holds several.
+	// Bursts of 16, so that a turn holds several and no burst outruns
+	// the socket's buffer.
 	const n, burst = 192, 16
 	seen := map[netip.Addr]map[uint32]int{rrServer1: {}, rrServer2: {}}
 	for first := uint32(1); first <= n; first += burst {
@@ -111,5 +111,81 @@ ready:
 	}
 	if d := eng.Counters.Drops(DropSendError) - base; d != n {
 		t.Errorf("%d send errors counted, want %d (one per Solicit, to the unreachable server)", d, n)
+	}
+}
+
+// TestConnBurstQueued: a burst of Solicits within the port's
+// max_client_burst is relayed in full, though it arrives faster than
+// the engine relays: the port's queue holds the burst (clientQueueDepth),
+// where a queue of 32 dropped most of it (queue_full).
+func TestConnBurstQueued(t *testing.T) {
+	tp := newRRTopo(t)
+	srv := tp.startServers(t)
+	ca := tp.client(t, "ca")
+	log := slog.New(slog.NewTextHandler(&testutil.SyncBuffer{}, nil))
+	servers := []netip.Addr{rrServer1}
+	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}}, Servers: servers,
+		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const burst = 200
+	var conn *Conn
+	if err := inNS(tp.relay, func() (err error) {
+		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: servers, Rates: []Rate{{Rate: 100, Burst: burst}}}, log)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	// One probe, relayed once the links are ready, takes a token.
+	deadline := time.Now().Add(10 * time.Second)
+	for probe := uint32(0x700000); ; probe++ {
+		_ = ca.send(probe)
+		select {
+		case <-srv.got:
+		case <-time.After(50 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("no probe relayed within 10 s")
+			}
+			continue
+		}
+		break
+	}
+	time.Sleep(2 * time.Second) // the bucket refills (100 a second, 200 at most)
+	for len(srv.got) > 0 {
+		<-srv.got
+	}
+	// The burst, as fast as the client socket sends: the engine relays
+	// each in tens of microseconds, the client sends in a few.
+	const n = 150 // well over the old 32, within the socket's buffer
+	for xid := uint32(1); xid <= n; xid++ {
+		if err := ca.send(xid); err != nil {
+			t.Fatalf("send %d: %v", xid, err)
+		}
+	}
+	got := map[uint32]bool{}
+	timeout := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case f := <-srv.got:
+			if f.xid < 0x700000 {
+				got[f.xid] = true
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d Solicits relayed; drops: queue_full %d, socket_overflow %d, rate_limited %d", len(got), n,
+				eng.Counters.Drops(DropQueueFull), eng.Counters.Drops(DropSocketOverflow), eng.Counters.Drops(DropRateLimited))
+		}
+	}
+	if d := eng.Counters.Drops(DropQueueFull); d != 0 {
+		t.Errorf("%d queue_full drops", d)
 	}
 }

@@ -41,13 +41,10 @@ type ConnConfig struct {
 	Rates []Rate
 }
 
-// Rate is a token bucket's rate (a second) and burst.
-type Rate struct{ Rate, Burst int }
-
 // Queue depths between the readers and the engine: a downlink's messages
-// are rate limited before they queue, the servers' are not.
+// are rate limited before they queue (clientQueueDepth), the servers'
+// are not.
 const (
-	clientQueueDepth = 32
 	serverQueueDepth = 256
 	// clientFrameMax is the largest client frame read (a jumbo frame);
 	// longer ones are cut short and dropped as malformed.
@@ -254,7 +251,7 @@ func (c *Conn) openDownlink(name string) (d *downlink, err error) {
 func (c *Conn) addDownlink(d *downlink) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d.slot = c.q.addSource(clientQueueDepth)
+	d.slot = c.q.addSource(clientQueueDepth(d.rate.Load()))
 	c.downs = append(c.downs, d)
 	c.bySlot = append(c.bySlot, d)
 }

@@ -63,17 +63,41 @@ type fairQueue struct {
 	wake   chan struct{}
 }
 
-// ring is a fixed-size FIFO.
+// ring is a FIFO of at most max items. Its buffer starts small and
+// doubles as it fills, up to max: a port's queue takes memory for a
+// burst only while one waits.
 type ring[T any] struct {
 	buf        []T
 	head, size int
+	max        int
 }
 
-func (r *ring[T]) full() bool { return r.size == len(r.buf) }
+// ringStart is the buffer a ring starts with (fewer when max is less).
+const ringStart = 32
 
+func newRing[T any](limit int) ring[T] {
+	n := max(limit, 1)
+	return ring[T]{buf: make([]T, min(n, ringStart)), max: n}
+}
+
+func (r *ring[T]) full() bool { return r.size >= r.max }
+
+// push adds v; the caller checks full first.
 func (r *ring[T]) push(v T) {
+	if r.size == len(r.buf) {
+		r.grow()
+	}
 	r.buf[(r.head+r.size)%len(r.buf)] = v
 	r.size++
+}
+
+// grow doubles the buffer (up to max), keeping the order.
+func (r *ring[T]) grow() {
+	buf := make([]T, max(min(2*len(r.buf), r.max), r.size+1))
+	for i := range r.size {
+		buf[i] = r.buf[(r.head+i)%len(r.buf)]
+	}
+	r.buf, r.head = buf, 0
 }
 
 func (r *ring[T]) pop() T {
@@ -90,11 +114,11 @@ func (r *ring[T]) pop() T {
 func newFairQueue(sources int, depth func(i int) int) *fairQueue {
 	q := &fairQueue{
 		qs:     make([]ring[inbound], sources),
-		active: ring[int]{buf: make([]int, sources)},
+		active: ring[int]{buf: make([]int, sources), max: sources},
 		wake:   make(chan struct{}, 1),
 	}
 	for i := range q.qs {
-		q.qs[i].buf = make([]inbound, max(depth(i), 1))
+		q.qs[i] = newRing[inbound](depth(i))
 	}
 	return q
 }
@@ -124,14 +148,24 @@ func (q *fairQueue) push(i int, m inbound) bool {
 func (q *fairQueue) addSource(depth int) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.qs = append(q.qs, ring[inbound]{buf: make([]inbound, max(depth, 1))})
+	q.qs = append(q.qs, newRing[inbound](depth))
 	// The turn order keeps its order in a ring with room for every source.
-	active := ring[int]{buf: make([]int, len(q.qs))}
+	active := ring[int]{buf: make([]int, len(q.qs)), max: len(q.qs)}
 	for q.active.size > 0 {
 		active.push(q.active.pop())
 	}
 	q.active = active
 	return len(q.qs) - 1
+}
+
+// setDepth makes source i hold at most depth messages from now on
+// (those already queued stay).
+func (q *fairQueue) setDepth(i, depth int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if r := &q.qs[i]; r.buf != nil {
+		r.max = max(depth, 1)
+	}
 }
 
 // removeSource empties source i and returns what it held; from then on
@@ -144,7 +178,7 @@ func (q *fairQueue) removeSource(i int) []inbound {
 	for r.size > 0 {
 		out = append(out, r.pop())
 	}
-	r.buf = nil // full() from now on: nothing more is queued
+	r.buf, r.max = nil, 0 // full() from now on: nothing more is queued
 	for n := q.active.size; n > 0; n-- {
 		if j := q.active.pop(); j != i {
 			q.active.push(j)
@@ -168,4 +202,25 @@ func (q *fairQueue) pop() (inbound, bool) {
 		q.active.push(i) // its next message waits for every other source's turn
 	}
 	return m, true
+}
+
+// Rate is a token bucket's rate (a second) and burst.
+type Rate struct{ Rate, Burst int }
+
+// Bounds of a downlink's queue: it holds the port's burst
+// (max_client_burst), so that a burst the rate limit admits (CPEs
+// soliciting at once after an outage) waits for the engine instead of
+// being dropped; with no rate limit, unlimitedQueueDepth.
+const (
+	minClientQueueDepth = 32
+	maxClientQueueDepth = 4096
+	unlimitedQueueDepth = 1024
+)
+
+// clientQueueDepth is the queue depth for a port limited to r.
+func clientQueueDepth(r *Rate) int {
+	if r == nil || r.Rate <= 0 {
+		return unlimitedQueueDepth
+	}
+	return min(max(r.Burst, minClientQueueDepth), maxClientQueueDepth)
 }

@@ -156,7 +156,7 @@ func (c *Conn) commit(r *reconfig) {
 		d := old[p.Name]
 		if d == nil {
 			d = r.opened[p.Name]
-			d.slot = c.q.addSource(clientQueueDepth)
+			d.slot = c.q.addSource(clientQueueDepth(rateAt(r.cfg.Rates, i)))
 			c.bySlot = append(c.bySlot, d)
 			added = append(added, d)
 		}
@@ -167,6 +167,7 @@ func (c *Conn) commit(r *reconfig) {
 		}
 		if rt, cur := rateAt(r.cfg.Rates, i), d.rate.Load(); cur == nil || *rt != *cur {
 			d.rate.Store(rt)
+			c.q.setDepth(d.slot, clientQueueDepth(rt))
 		}
 		downs[i] = d
 	}
