@@ -10,7 +10,7 @@ import (
 )
 
 // mirror keeps the uplink XDP program's route map (uplink.no_route: pass)
-// following the FIB. Filling the kernel's LPM trie costs microseconds per
+// following the FIB. Filling the kernel's map costs microseconds per
 // prefix, seconds at 1M bindings, so a restart does not wait for it: the
 // map first gets ::/0, which makes every destination count as delegated
 // (the uplink hands nothing to the kernel but the relay's own and

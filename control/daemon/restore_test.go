@@ -204,7 +204,7 @@ func BenchmarkRestart1M(b *testing.B) {
 	}
 	b.Run("fib", func(b *testing.B) { run(b, nil) })
 	// With the forwarding plane on and uplink.no_route: pass, the uplink
-	// XDP program's LPM map gets every prefix too, after the restart.
+	// XDP program's route map gets every prefix too, after the restart.
 	b.Run("fib+xdp-map", func(b *testing.B) {
 		if _, err := xsk.NewRoutes(1); err != nil {
 			b.Skipf("no BPF maps here: %v", err)
