@@ -31,51 +31,8 @@ func TestConnSendErrorMidBatch(t *testing.T) {
 	}()
 	unreachable := netip.MustParseAddr("fd00:99::1") // no route in the relay's namespace
 	servers := []netip.Addr{rrServer1, unreachable, rrServer2}
-	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}}, Servers: servers,
-		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conn *Conn
-	if err := inNS(tp.relay, func() (err error) {
-		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: servers}, log)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
-	defer func() {
-		cancel()
-		if err := <-runErr; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-
-	// Until the links are ready a probe may be lost: send until one is
-	// relayed.
-	deadline := time.Now().Add(10 * time.Second)
-	for probe := uint32(0x700000); ; probe++ {
-		if err := ca.send(probe); err != nil {
-			t.Logf("probe: %v", err)
-		}
-		select {
-		case f := <-srv.got:
-			if f.xid >= 0x700000 {
-				goto ready
-			}
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no probe relayed within 10 s")
-		}
-	}
-ready:
-	time.Sleep(100 * time.Millisecond) // the probes' forwards still arriving
-	for len(srv.got) > 0 {
-		<-srv.got
-	}
+	eng := runTestConn(t, tp, servers, log)
+	waitRelaying(t, ca, srv)
 	base := eng.Counters.Drops(DropSendError)
 
 	// Bursts of 16, so that a turn holds several and no burst outruns
@@ -124,46 +81,10 @@ func TestConnBurstQueued(t *testing.T) {
 	ca := tp.client(t, "ca")
 	log := slog.New(slog.NewTextHandler(&testutil.SyncBuffer{}, nil))
 	servers := []netip.Addr{rrServer1}
-	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}}, Servers: servers,
-		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const burst = 200
-	var conn *Conn
-	if err := inNS(tp.relay, func() (err error) {
-		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: servers, Rates: []Rate{{Rate: 100, Burst: burst}}}, log)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
-	defer func() {
-		cancel()
-		if err := <-runErr; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	// One probe, relayed once the links are ready, takes a token.
-	deadline := time.Now().Add(10 * time.Second)
-	for probe := uint32(0x700000); ; probe++ {
-		_ = ca.send(probe)
-		select {
-		case <-srv.got:
-		case <-time.After(50 * time.Millisecond):
-			if time.Now().After(deadline) {
-				t.Fatal("no probe relayed within 10 s")
-			}
-			continue
-		}
-		break
-	}
-	time.Sleep(2 * time.Second) // the bucket refills (100 a second, 200 at most)
-	for len(srv.got) > 0 {
-		<-srv.got
-	}
+	eng := runTestConn(t, tp, servers, log, Rate{Rate: 100, Burst: burst})
+	waitRelaying(t, ca, srv)
+	time.Sleep(2 * time.Second) // the bucket refills after the probes (100 a second, 200 at most)
 	// The burst, as fast as the client socket sends: the engine relays
 	// each in tens of microseconds, the client sends in a few.
 	const n = 150 // well over the old 32, within the socket's buffer
@@ -187,5 +108,62 @@ func TestConnBurstQueued(t *testing.T) {
 	}
 	if d := eng.Counters.Drops(DropQueueFull); d != 0 {
 		t.Errorf("%d queue_full drops", d)
+	}
+}
+
+// runTestConn runs a relay on port dla of tp, to servers, with the
+// downlink's rate limit rates (none: no limit), until the test ends.
+func runTestConn(t *testing.T, tp *rrTopo, servers []netip.Addr, log *slog.Logger, rates ...Rate) *Engine {
+	t.Helper()
+	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}}, Servers: servers,
+		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn *Conn
+	if err := inNS(tp.relay, func() (err error) {
+		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: servers, Rates: rates}, log)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return eng
+}
+
+// waitRelaying sends probes (transaction ids from 0x700000) from c until
+// the servers got one (the links are ready), for up to 10 s, then lets
+// the last forwards arrive and empties srv.got.
+func waitRelaying(t *testing.T, c *rrClient, srv *rrServers) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for probe := uint32(0x700000); ; probe++ {
+		if err := c.send(probe); err != nil {
+			t.Logf("probe: %v", err)
+		}
+		relayed := false
+		select {
+		case f := <-srv.got:
+			relayed = f.xid >= 0x700000
+		case <-time.After(50 * time.Millisecond):
+		}
+		if relayed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no probe relayed within 10 s")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the probes' forwards still arriving
+	for len(srv.got) > 0 {
+		<-srv.got
 	}
 }
