@@ -1,6 +1,7 @@
 package kroute
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +10,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // modelKernel is rtnetlink as the Router uses it, in memory: routes of
@@ -992,5 +995,50 @@ func TestAddPorts(t *testing.T) {
 		[]string{"fe80::1 1 dev dl0", "fe80::2 2 dev dl1"})
 	if r.index["dl1"] != 1 || len(r.names) != 2 {
 		t.Errorf("ports %v %v: want dl0 0, dl1 1", r.index, r.names)
+	}
+}
+
+// slowDumps is a model kernel whose route dumps take delay, as a dump of
+// a million routes takes seconds.
+type slowDumps struct {
+	*modelKernel
+	delay time.Duration
+	n     atomic.Int32
+}
+
+func (s *slowDumps) routes(table uint32) ([]kernelRoute, error) {
+	time.Sleep(s.delay)
+	s.n.Add(1)
+	return s.modelKernel.routes(table)
+}
+
+// TestCheckInterval: the periodic checks come every Config.Check, or
+// every checkShare times the last check's duration when that is longer,
+// so that they take at most 1/checkShare of the time.
+func TestCheckInterval(t *testing.T) {
+	for _, c := range []struct{ every, last, want time.Duration }{
+		{30 * time.Second, 0, 30 * time.Second},
+		{30 * time.Second, time.Second, 30 * time.Second},
+		{30 * time.Second, 10 * time.Second, 200 * time.Second},
+	} {
+		if got := nextCheck(c.every, c.last); got != c.want {
+			t.Errorf("nextCheck(%v, %v) = %v, want %v", c.every, c.last, got, c.want)
+		}
+	}
+
+	// Run with checks every 10 ms that take 30 ms each: at the interval
+	// alone Run would check all the time (some 40 times in 1.3 s); it
+	// checks at start, at the first 10 ms tick, then every 600 ms.
+	m := newModel("dl0", "dl1")
+	r, _ := newModelRouter(t, Config{Check: 10 * time.Millisecond}, m)
+	slow := &slowDumps{modelKernel: m, delay: 30 * time.Millisecond}
+	r.k = slow
+	ctx, cancel := context.WithTimeout(context.Background(), 1300*time.Millisecond)
+	defer cancel()
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := slow.n.Load(); n < 3 || n > 6 {
+		t.Errorf("%d checks in 1.3 s, want 3 to 6 (at start, at 10 ms, then every 600 ms)", n)
 	}
 }
