@@ -7,6 +7,7 @@ import (
 	"iter"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -932,6 +933,13 @@ func (r *Router) goneLocked(e *entry) {
 	}
 }
 
+// checkChunk is how many routes a check compares between letting
+// Flush in; checkYielded, for tests, runs while it does.
+var (
+	checkChunk   = 4096
+	checkYielded func()
+)
+
 // nextCheck is the time to the next periodic check: every, or longer
 // when the last check took more than 1/checkShare of that.
 func nextCheck(every, last time.Duration) time.Duration {
@@ -1036,7 +1044,24 @@ func (r *Router) checkKernel(full bool) error {
 	r.setLinksLocked(ls)
 	seen := make(map[netip.Prefix]bool, len(krs))
 	r.extra = r.extra[:0]
+	// The comparison lets Flush in every checkChunk routes: at 300k
+	// routes it held the lock for tens of milliseconds, and the binding
+	// changes queued behind it showed as a cluster of late routes at
+	// every check. What Flush writes meanwhile is newer than the read
+	// (wrote > seq0), so the rest of the comparison leaves it alone.
+	n := 0
+	yield := func() {
+		if n++; n%checkChunk == 0 {
+			r.mu.Unlock()
+			if checkYielded != nil {
+				checkYielded()
+			}
+			runtime.Gosched()
+			r.mu.Lock()
+		}
+	}
 	for _, kr := range krs {
+		yield()
 		if kr.metric != Metric {
 			// Not one pdrelay wrote (its replace would not reach it):
 			// deleted by its own metric.
@@ -1058,6 +1083,11 @@ func (r *Router) checkKernel(full bool) error {
 		}
 	}
 	for p, e := range r.routes {
+		// A Flush while the lock is let go (yield) may add or delete
+		// entries: the range then may or may not see an added one (it is
+		// newer than the read, and skipped if seen), and never a deleted
+		// one.
+		yield()
 		if e.wrote > seq0 {
 			continue
 		}

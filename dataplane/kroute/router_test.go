@@ -1042,3 +1042,71 @@ func TestCheckInterval(t *testing.T) {
 		t.Errorf("%d checks in 1.3 s, want 3 to 6 (at start, at 10 ms, then every 600 ms)", n)
 	}
 }
+
+// TestCheckYields: a check lets Flush in every checkChunk routes; the
+// routes added, deleted and moved by Flushes during its comparison end
+// as the Router wants them, and the check repairs what it should (a route
+// deleted by hand with no event, a stale route of Protocol).
+func TestCheckYields(t *testing.T) {
+	defer func(n int) { checkChunk = n }(checkChunk)
+	checkChunk = 3
+	m := newModel("dl0", "dl1")
+	r, _ := newModelRouter(t, Config{}, m)
+	settle(t, r)
+	pfx := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 5: byte(i)}), 56)
+	}
+	for i := range 40 {
+		r.Add(Route{Prefix: pfx(i), Port: "dl0", NextHop: hop1})
+	}
+	mustFlush(t, r)
+	m.handDelete(mroute{pfx(7), Metric}, false) // no event: the check finds it
+	m.holds(pfx(200), "dl1", hop2, Metric)      // ours, backed by no binding
+	want := map[netip.Prefix]string{}
+	for i := range 40 {
+		want[pfx(i)] = "dl0"
+	}
+	step := 0
+	checkYielded = func() {
+		step++
+		switch step % 3 {
+		case 0:
+			p := pfx(100 + step)
+			r.Add(Route{Prefix: p, Port: "dl1", NextHop: hop2})
+			want[p] = "dl1"
+		case 1:
+			p := pfx(step % 40)
+			if port, ok := want[p]; ok {
+				r.Delete(p, port)
+				delete(want, p)
+			}
+		case 2:
+			p := pfx((step + 20) % 40)
+			if _, ok := want[p]; ok {
+				r.Update(Route{Prefix: p, Port: "dl1", NextHop: hop2})
+				want[p] = "dl1"
+			}
+		}
+		mustFlush(t, r)
+	}
+	defer func() { checkYielded = nil }()
+	r.requestCheck()
+	settle(t, r)
+	checkYielded = nil
+	if step < 10 {
+		t.Fatalf("the check let Flush in %d times, want one every %d routes", step, checkChunk)
+	}
+	var wantRoutes []string
+	for p, port := range want {
+		via := hop1
+		if port == "dl1" {
+			via = hop2
+		}
+		wantRoutes = append(wantRoutes, fmt.Sprintf("%v via %v dev %s", p, via, port))
+	}
+	slices.Sort(wantRoutes)
+	got, _ := m.table()
+	if !slices.Equal(got, wantRoutes) {
+		t.Errorf("after a check with %d Flushes in it, the kernel holds\n%v\nwant\n%v", step, got, wantRoutes)
+	}
+}
