@@ -181,12 +181,9 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 		asm.StoreMem(asm.RFP, -16, asm.R5, asm.DWord),
 		asm.LoadMem(asm.R5, asm.R2, offDst+8, asm.DWord),
 		asm.StoreMem(asm.RFP, -8, asm.R5, asm.DWord),
-		asm.LoadMapPtr(asm.R1, locals.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -16),
-		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, pass),
 	)
+	add(lookup(locals, -16)...)
+	add(asm.JNE.Imm(asm.R0, 0, pass))
 	// Delegated prefixes (Routes): for each length in use, the key
 	// (struct routeKey: u32 plen, then the destination masked to plen
 	// bits) is built at fp-44 from the destination at fp-16 and the
@@ -195,12 +192,9 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 	// routeLens), r7 how many there are; the lookups are unrolled, one
 	// block per possible length.
 	if routes != nil {
+		add(asm.StoreImm(asm.RFP, -48, 0, asm.Word))
+		add(lookup(routes.lens, -48)...)
 		add(
-			asm.StoreImm(asm.RFP, -48, 0, asm.Word),
-			asm.LoadMapPtr(asm.R1, routes.lens.FD()),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -48),
-			asm.FnMapLookupElem.Call(),
 			asm.JEq.Imm(asm.R0, 0, pass),
 			asm.Mov.Reg(asm.R8, asm.R0),
 			asm.LoadMem(asm.R7, asm.R8, 0, asm.Word),
@@ -219,12 +213,9 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 				asm.StoreMem(asm.RFP, -32, asm.R2, asm.DWord),
 				asm.LoadMem(asm.R1, asm.R8, off+16, asm.Word),
 				asm.StoreMem(asm.RFP, -44, asm.R1, asm.Word),
-				asm.LoadMapPtr(asm.R1, routes.m.FD()),
-				asm.Mov.Reg(asm.R2, asm.RFP),
-				asm.Add.Imm(asm.R2, -44),
-				asm.FnMapLookupElem.Call(),
-				asm.JNE.Imm(asm.R0, 0, "redirect"),
 			)
+			add(lookup(routes.m, -44)...)
+			add(asm.JNE.Imm(asm.R0, 0, "redirect"))
 		}
 		add(asm.Ja.Label(pass))
 	}
@@ -248,12 +239,9 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 		asm.Mov.Imm(asm.R1, slotPass),
 	)
 	// Count: verdicts[r1] += 1 on this CPU, then return r7.
+	add(asm.StoreMem(asm.RFP, -24, asm.R1, asm.Word).WithSymbol("count"))
+	add(lookup(verdicts, -24)...)
 	add(
-		asm.StoreMem(asm.RFP, -24, asm.R1, asm.Word).WithSymbol("count"),
-		asm.LoadMapPtr(asm.R1, verdicts.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -24),
-		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "out"),
 		asm.Mov.Imm(asm.R1, 1),
 		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
@@ -261,6 +249,17 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 		asm.Return(),
 	)
 	return p
+}
+
+// lookup calls bpf_map_lookup_elem(m, fp+off): the key is on the stack
+// at off. The value's address, or 0, is in r0.
+func lookup(m *ebpf.Map, off int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, m.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(off)),
+		asm.FnMapLookupElem.Call(),
+	}
 }
 
 // LocalAddrs is the BPF hash map of the relay's own addresses: frames to
