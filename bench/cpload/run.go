@@ -192,24 +192,14 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	const metricsAddr = "127.0.0.1:9547"
-	cfg := fmt.Sprintf(`state_dir: $DIR/state
-api_socket: $DIR/api.sock
-metrics_listen: "%s"
-log_level: info
-servers: [%s]
-uplink:
-  interface: %s
-downlinks:
-  - interface: %s
-    link_type: multi-access
-    max_delegations: 0
-    max_per_client: 0
-    max_client_rate: 0
-dataplane:
-  mode: kernel
-kernel:
-  flush_on_stop: true
-`, metricsAddr, lab.ServerAddr, l.Uplink.Name, l.Downlinks[0].Name)
+	cfg := l.PdrelayConfigWith(lab.PdrelayConfigOptions{
+		LinkType: "multi-access",
+		Ports:    []int{0},
+		LogLevel: "info",
+		PerPort:  "    max_delegations: 0\n    max_per_client: 0\n    max_client_rate: 0\n",
+		Extra: fmt.Sprintf("metrics_listen: %q\ndataplane:\n  mode: kernel\nkernel:\n  flush_on_stop: true\n",
+			metricsAddr),
+	})
 	relay, err := l.StartPdrelayEnv(o.Pdrelay, cfg, o.PdrelayEnv...)
 	if err != nil {
 		return res, err

@@ -350,20 +350,13 @@ func (s *pdrelaySide) Name() string                  { return s.name }
 func (s *pdrelaySide) Sink(dir Direction) sinkReader { return s.h.sinks[dir] }
 
 func (s *pdrelaySide) config() string {
-	dl := s.h.Lab.Downlinks[0]
-	return fmt.Sprintf(`state_dir: $DIR/state
-api_socket: $DIR/api.sock
-metrics_listen: %q
+	return s.h.Lab.PdrelayConfigWith(lab.PdrelayConfigOptions{
+		LinkType: "multi-access",
+		Ports:    []int{0},
+		LogLevel: "info",
+		PerPort:  "    max_delegations: 0\n    max_per_client: 0\n",
+		Extra: fmt.Sprintf(`metrics_listen: %q
 relay_id: %q
-log_level: info
-servers: [%s]
-uplink:
-  interface: %s
-downlinks:
-  - interface: %s
-    link_type: multi-access
-    max_delegations: 0
-    max_per_client: 0
 dataplane:
   mode: %s
   queues: %d
@@ -374,8 +367,8 @@ leasequery:
   conn_timeout: 5s
   data_timeout: 60s
   max_retry: 1s
-`, metricsAddr, relayID, lab.ServerAddr, s.h.Lab.Uplink.Name, dl.Name, s.mode, s.h.cfg.Queues,
-		netip.AddrPortFrom(lab.ServerAddr, lqPort).String())
+`, metricsAddr, relayID, s.mode, s.h.cfg.Queues, netip.AddrPortFrom(lab.ServerAddr, lqPort).String()),
+	})
 }
 
 func (s *pdrelaySide) Start() error {

@@ -52,6 +52,9 @@ type PdrelayConfigOptions struct {
 	// Ports are the downlinks (indexes into Lab.Downlinks) the config
 	// names; nil: all of them.
 	Ports []int
+	// LogLevel is log_level; empty: debug (the benchmarks use info, as
+	// an operator runs it).
+	LogLevel string
 }
 
 // PdrelayConfigWith is PdrelayConfig with the downlinks' link_type chosen
@@ -64,8 +67,12 @@ func (l *Lab) PdrelayConfigWith(o PdrelayConfigOptions) string {
 			lt = "multi-access"
 		}
 	}
+	level := o.LogLevel
+	if level == "" {
+		level = "debug"
+	}
 	var b strings.Builder
-	b.WriteString("state_dir: $DIR/state\napi_socket: $DIR/api.sock\nlog_level: debug\n")
+	fmt.Fprintf(&b, "state_dir: $DIR/state\napi_socket: $DIR/api.sock\nlog_level: %s\n", level)
 	fmt.Fprintf(&b, "servers: [%s]\nuplink:\n  interface: %s\ndownlinks:\n", ServerAddr, l.Uplink.Name)
 	for i, d := range l.Downlinks {
 		if o.Ports != nil && !slices.Contains(o.Ports, i) {
