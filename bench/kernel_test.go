@@ -63,19 +63,7 @@ func BenchmarkKernelForwarding(b *testing.B) {
 	if !strings.Contains(r.Proc.Log(), "mode=kernel") {
 		b.Fatalf("pdrelay does not run in kernel mode:\n%s", r.Proc.Log())
 	}
-	c, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ps, err := c.WaitPrefix(20 * time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := ps[0]
-	src := p.Addr().Next()
-	if err := l.AddClientAddr(0, src); err != nil {
-		b.Fatal(err)
-	}
+	p, src := delegatedSource(b, l)
 	spoof := netip.MustParseAddr("2001:db8:ff00::66")
 	if err := l.AddClientAddr(0, spoof); err != nil {
 		b.Fatal(err)

@@ -40,18 +40,7 @@ func BenchmarkVethForwarding(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ps, err := c.WaitPrefix(20 * time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src := ps[0].Addr().Next()
-	if err := l.AddClientAddr(0, src); err != nil {
-		b.Fatal(err)
-	}
+	prefix, src := delegatedSource(b, l)
 	if err := l.Ping(l.ClientNS[0], src, lab.UpstreamAddr, 5*time.Second); err != nil {
 		b.Fatalf("no path through pdrelay: %v", err)
 	}
@@ -70,7 +59,7 @@ func BenchmarkVethForwarding(b *testing.B) {
 		b.Fatal(err)
 	}
 	dl := l.Downlinks[0]
-	if out, err := l.Run(l.RelayNS, "ip", "-6", "route", "replace", ps[0].String(), "via", dl.PeerLinkLocal.String(), "dev", dl.Name); err != nil {
+	if out, err := l.Run(l.RelayNS, "ip", "-6", "route", "replace", prefix.String(), "via", dl.PeerLinkLocal.String(), "dev", dl.Name); err != nil {
 		b.Fatalf("route: %v %s", err, out)
 	}
 	if err := l.Ping(l.ClientNS[0], src, lab.UpstreamAddr, 5*time.Second); err != nil {
@@ -156,4 +145,24 @@ func blastBetween(b *testing.B, l *lab.Lab, srcNS string, src netip.Addr, dstNS 
 		b.Fatalf("nothing arrived at %s (%d sent)", dstAddr, sent.Load())
 	}
 	return float64(got.Load()) / elapsed, float64(sent.Load()) / elapsed
+}
+
+// delegatedSource has the lab's first client (dhclient) get a prefix
+// through the running relay and gives its interface the prefix's first
+// address, the source the benchmarks send from.
+func delegatedSource(b *testing.B, l *lab.Lab) (netip.Prefix, netip.Addr) {
+	b.Helper()
+	c, err := l.StartDhclient(0, lab.ClientOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ps, err := c.WaitPrefix(20 * time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := ps[0].Addr().Next()
+	if err := l.AddClientAddr(0, src); err != nil {
+		b.Fatal(err)
+	}
+	return ps[0], src
 }

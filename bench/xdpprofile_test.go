@@ -120,18 +120,7 @@ func BenchmarkXDPVariants(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := l.StartDhclient(0, lab.ClientOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ps, err := c.WaitPrefix(20 * time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src := ps[0].Addr().Next()
-	if err := l.AddClientAddr(0, src); err != nil {
-		b.Fatal(err)
-	}
+	_, src := delegatedSource(b, l)
 
 	running := true // r, the pdrelay started above
 	type sample struct{ recv, sent, cpuNs float64 }
