@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,10 +44,7 @@ import (
 func BenchmarkKernelForwarding(b *testing.B) {
 	const rounds, slice = 6, 1500 * time.Millisecond
 	lab.Require(b, "kea-dhcp6", "dhclient", "nft")
-	bin := filepath.Join(b.TempDir(), "pdrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pdrelay").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildPdrelay(b)
 	l := lab.NewT(b, lab.Config{Clients: 1, Forwarding: true, Tag: "kb"})
 	if on, err := l.Forwarding(); err != nil || !on {
 		b.Fatalf("IPv6 forwarding in the relay namespace must be on: %v %v", on, err)

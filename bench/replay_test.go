@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -42,10 +41,7 @@ import (
 func BenchmarkReplayVsTcpreplay(b *testing.B) {
 	lab.Require(b, "tcpreplay")
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "pdrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pdrelay").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildPdrelay(b)
 	// go test cuts a benchmark's log after a few lines: the figures go
 	// to stdout.
 	logf := func(format string, args ...any) { fmt.Printf("replay-bench: "+format+"\n", args...) }

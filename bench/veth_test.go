@@ -28,10 +28,7 @@ import (
 //	go test -run '^$' -bench VethForwarding -benchtime 1x ./bench/
 func BenchmarkVethForwarding(b *testing.B) {
 	lab.Require(b, "kea-dhcp6", "dhclient")
-	bin := filepath.Join(b.TempDir(), "pdrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pdrelay").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildPdrelay(b)
 	l := lab.NewT(b, lab.Config{Clients: 1})
 	if _, err := l.StartKea(lab.KeaOptions{ValidLifetime: 600, PreferredLifetime: 500, RenewTimer: 300, RebindTimer: 400}); err != nil {
 		b.Fatal(err)
@@ -165,4 +162,15 @@ func delegatedSource(b *testing.B, l *lab.Lab) (netip.Prefix, netip.Addr) {
 		b.Fatal(err)
 	}
 	return ps[0], src
+}
+
+// buildPdrelay builds ../cmd/pdrelay into the benchmark's temporary
+// directory and returns its path.
+func buildPdrelay(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "pdrelay")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pdrelay").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -62,10 +62,7 @@ func BenchmarkXDPVariants(b *testing.B) {
 			bins = append(bins, bin{name: name, path: path})
 		}
 	} else {
-		p := filepath.Join(b.TempDir(), "pdrelay")
-		if out, err := exec.Command("go", "build", "-o", p, "../cmd/pdrelay").CombinedOutput(); err != nil {
-			b.Fatalf("go build: %v\n%s", err, out)
-		}
+		p := buildPdrelay(b)
 		bins = []bin{{name: "cur", path: p}}
 	}
 	if p := os.Getenv("XDPV_XSKFWD"); p != "" {
