@@ -839,11 +839,11 @@ func (r *Router) Run(ctx context.Context) error {
 	r.log.Info("kernel routes running", "table", r.table, "protocol", Protocol)
 	defer r.log.Info("kernel routes stopped")
 	var tick <-chan time.Time
-	var ticker *time.Timer
+	var timer *time.Timer
 	if r.every > 0 {
-		ticker = time.NewTimer(r.every)
-		defer ticker.Stop()
-		tick = ticker.C
+		timer = time.NewTimer(r.every)
+		defer timer.Stop()
+		tick = timer.C
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -882,7 +882,7 @@ func (r *Router) Run(ctx context.Context) error {
 			r.mu.Unlock()
 		case <-tick:
 			r.requestCheck()
-			ticker.Reset(nextCheck(r.every, time.Duration(r.lastCheck.Load())))
+			timer.Reset(nextCheck(r.every, time.Duration(r.lastCheck.Load())))
 		case <-events:
 			r.takeEvents()
 		}

@@ -364,7 +364,7 @@ type Routes struct {
 	lens *ebpf.Map // 0 -> routeLens
 	mu   sync.Mutex
 	n    int
-	per  [129]int // prefixes by length
+	per  [routeLensMax]int // prefixes by length
 }
 
 // routeKeySize is sizeof(struct routeKey { u32 plen; u8 addr[16]; }):
