@@ -1,6 +1,7 @@
 package cpload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,9 +40,10 @@ type Options struct {
 	// phase and checks each against the generator's (default: up to
 	// 100,000 clients).
 	Verify *bool
-	// Perf, when set, records the relay with `perf record -g` during the
-	// bind phase into this file.
-	Perf string
+	// Perf, when set, records the relay with `perf record -g` during
+	// PerfPhase (default: the bind phase) into this file.
+	Perf      string
+	PerfPhase Phase
 	// PdrelayEnv is added to pdrelay's environment (e.g. GOMAXPROCS=1).
 	PdrelayEnv []string
 	Tag        string // lab tag (letters and digits)
@@ -241,7 +243,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			want = 0
 		}
 		var perf *exec.Cmd
-		if p == PhaseBind && o.Perf != "" {
+		if o.Perf != "" && p == cmp.Or(o.PerfPhase, PhaseBind) {
 			perf = exec.Command("perf", "record", "-F", "999", "-g", "-o", o.Perf, "-p", strconv.Itoa(relay.Proc.Pid()))
 			perf.Stdout, perf.Stderr = io.Discard, io.Discard
 			if err := perf.Start(); err != nil {

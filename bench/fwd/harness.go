@@ -53,8 +53,11 @@ type Config struct {
 	// RelayCPU is the core, or cores (a taskset list such as "1" or
 	// "0-1"), the relay is pinned to.
 	RelayCPU string
-	Tag      string
-	Logf     func(format string, args ...any)
+	// Perf, when set, records every core (perf record -a -g) during each
+	// peak window into Perf-<side>-<dir>.data; the last round's stays.
+	Perf string
+	Tag  string
+	Logf func(format string, args ...any)
 }
 
 // Harness is the topology, the lease source and the sides. Its methods

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -158,10 +159,22 @@ func (h *Harness) Measure(side Side, r Run) (Sample, error) {
 			p.Stop()
 			return smp, err
 		}
+		var rec *exec.Cmd
+		if h.cfg.Perf != "" && r.Rate == 0 {
+			rec = exec.Command("perf", "record", "-a", "-g", "-q", "-o", fmt.Sprintf("%s-%s-%s.data", h.cfg.Perf, side.Name(), t.Dir))
+			if err := rec.Start(); err != nil {
+				p.Stop()
+				return smp, fmt.Errorf("fwd: perf record: %w", err)
+			}
+		}
 		time.Sleep(r.Window)
 		if w1, err = h.snap(side, t.Dir); err != nil {
 			p.Stop()
 			return smp, err
+		}
+		if rec != nil {
+			_ = rec.Process.Signal(syscall.SIGINT)
+			_ = rec.Wait()
 		}
 		// trafgen forks its sender: ^C goes to the whole group, as from
 		// a terminal.

@@ -30,12 +30,22 @@ func main() {
 	flag.IntVar(&o.Window, "window", 1024, "clients in an exchange at once")
 	flag.IntVar(&o.Rate, "rate", 0, "exchanges started a second (0: no bound)")
 	flag.DurationVar(&o.Timeout, "timeout", time.Second, "retransmission timeout")
-	flag.StringVar(&o.Perf, "perf", "", "record pdrelay with perf record -g during the bind phase into this file")
+	flag.StringVar(&o.Perf, "perf", "", "record pdrelay with perf record -g during one phase into this file")
+	perfPhase := flag.String("perf-phase", "bind", "the phase -perf records: bind, renew or release")
 	env := flag.String("pdrelay-env", "", "comma-separated KEY=value added to pdrelay's environment (e.g. GOMAXPROCS=1)")
 	verbose := flag.Bool("v", false, "log the lab's progress")
 	flag.Parse()
 	if *env != "" {
 		o.PdrelayEnv = strings.Split(*env, ",")
+	}
+	for _, p := range []cpload.Phase{cpload.PhaseBind, cpload.PhaseRenew, cpload.PhaseRelease} {
+		if p.String() == *perfPhase {
+			o.PerfPhase = p
+		}
+	}
+	if o.PerfPhase == 0 {
+		fmt.Fprintln(os.Stderr, "cpload: -perf-phase: want bind, renew or release")
+		os.Exit(2)
 	}
 	o.Tag = "cl"
 	if *verbose {

@@ -46,6 +46,7 @@ func main() {
 	relayCPU := flag.String("relay-cpu", "1", "core(s) the relay is pinned to, a taskset list (1, or 0-1 for several queues)")
 	sweep := flag.Bool("sweep", false, "the full sweep around the point the flags set")
 	out := flag.String("out", "", "also write the Markdown report to this file")
+	perf := flag.String("perf", "", "record every core with perf during each peak window into PREFIX-<side>-<dir>.data (perturbs the figures)")
 	root := flag.String("root", ".", "the repository's root (binaries are built from it)")
 	verbose := flag.Bool("v", false, "log progress to stderr")
 	flag.Parse()
@@ -91,7 +92,7 @@ func main() {
 		os.Exit(130)
 	}()
 	o := fwd.Options{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, Xdpfast: xdpfast, Rounds: *rounds, Warmup: *warmup, Window: *window,
-		GenCPU: *genCPU, RelayCPU: *relayCPU, Logf: logf,
+		GenCPU: *genCPU, RelayCPU: *relayCPU, Perf: *perf, Logf: logf,
 		OnHarness: func(h *fwd.Harness) { mu.Lock(); current = h; mu.Unlock() }}
 
 	points := []fwd.Point{base}
