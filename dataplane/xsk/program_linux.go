@@ -191,6 +191,11 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 	// every length to the kernel. r8 holds the lengths (struct
 	// routeLens), r7 how many there are; the lookups are unrolled, one
 	// block per possible length.
+	//
+	// Before its hash lookup, each of the winLens most used lengths
+	// tries its windows (routewin_linux.go): if the destination's first
+	// 64 bits, in host order at fp-56, fall in one, its bit in the
+	// window's bitmap decides for that length, and the hash is not read.
 	if routes != nil {
 		add(asm.StoreImm(asm.RFP, -48, 0, asm.Word))
 		add(lookup(routes.lens, -48)...)
@@ -198,12 +203,20 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 			asm.JEq.Imm(asm.R0, 0, pass),
 			asm.Mov.Reg(asm.R8, asm.R0),
 			asm.LoadMem(asm.R7, asm.R8, 0, asm.Word),
+			asm.LoadMem(asm.R1, asm.RFP, -16, asm.DWord),
+			asm.HostTo(asm.BE, asm.R1, asm.DWord),
+			asm.StoreMem(asm.RFP, -56, asm.R1, asm.DWord),
 		)
 		for i := range routeLensMax {
 			off := int16(routeLensHdr + i*routeLenSize)
+			next := fmt.Sprintf("rt%d", i+1)
+			add(asm.JLE.Imm(asm.R7, int32(i), pass).WithSymbol(fmt.Sprintf("rt%d", i)))
+			hash := fmt.Sprintf("rt%d_hash", i)
+			if i < winLens {
+				add(windowChecks(routes.bits, off, i, hash, next)...)
+			}
 			add(
-				asm.JLE.Imm(asm.R7, int32(i), pass),
-				asm.LoadMem(asm.R1, asm.R8, off, asm.DWord),
+				asm.LoadMem(asm.R1, asm.R8, off, asm.DWord).WithSymbol(hash),
 				asm.LoadMem(asm.R2, asm.RFP, -16, asm.DWord),
 				asm.And.Reg(asm.R2, asm.R1),
 				asm.StoreMem(asm.RFP, -40, asm.R2, asm.DWord),
@@ -217,7 +230,7 @@ func programInsns(xsks, locals *ebpf.Map, routes *Routes, verdicts *ebpf.Map) as
 			add(lookup(routes.m, -44)...)
 			add(asm.JNE.Imm(asm.R0, 0, "redirect"))
 		}
-		add(asm.Ja.Label(pass))
+		add(asm.Ja.Label(pass).WithSymbol(fmt.Sprintf("rt%d", routeLensMax)))
 	}
 	// To the socket of this queue, or to the kernel if it has none. The
 	// verdict goes to r7 and its counter slot to r1.
@@ -362,9 +375,17 @@ func (l *LocalAddrs) Close() error { return l.m.Close() }
 type Routes struct {
 	m    *ebpf.Map // routeKey -> 1
 	lens *ebpf.Map // 0 -> routeLens
+	bits *ebpf.Map // word -> u64: the windows' bitmaps (routewin_linux.go)
 	mu   sync.Mutex
 	n    int
 	per  [routeLensMax]int // prefixes by length
+	// ranges counts the prefixes of each range of the lengths that may
+	// have windows; wins names the ranges that have one, and slots the
+	// windows by slot. words is bits as last written.
+	ranges map[winKey]int
+	wins   map[winKey]int
+	slots  [winSlots]winSlot
+	words  []uint64
 }
 
 // routeKeySize is sizeof(struct routeKey { u32 plen; u8 addr[16]; }):
@@ -376,14 +397,18 @@ const routeKeySize = 4 + 16
 //
 //	struct routeLens {
 //		u32 n; u32 pad;
-//		struct { u8 mask[16]; u32 plen; u32 pad; } len[129];
+//		struct {
+//			u8 mask[16]; u32 plen;
+//			u32 nwin; struct win win[winPerLen];
+//		} len[129];
 //	};
 //
 // mask is plen one-bits in network order: the program ANDs the
-// destination with it, 8 bytes at a time, with no byte swapping.
+// destination with it, 8 bytes at a time, with no byte swapping. nwin
+// and win are the length's windows (routewin_linux.go).
 const (
 	routeLensMax     = 129 // every IPv6 prefix length, so none can overflow
-	routeLenSize     = 16 + 8
+	routeLenSize     = 16 + 8 + winPerLen*winDescSize
 	routeLensHdr     = 8
 	routeLensValSize = routeLensHdr + routeLensMax*routeLenSize
 )
@@ -416,7 +441,20 @@ func NewRoutes(max int) (*Routes, error) {
 		m.Close()
 		return nil, fmt.Errorf("xsk: create route length map: %w", explainBPF(err))
 	}
-	return &Routes{m: m, lens: lens}, nil
+	bits, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "pdr_route_bits",
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  8,
+		MaxEntries: winSlots * winWords,
+	})
+	if err != nil {
+		m.Close()
+		lens.Close()
+		return nil, fmt.Errorf("xsk: create route window map: %w", explainBPF(err))
+	}
+	return &Routes{m: m, lens: lens, bits: bits, ranges: map[winKey]int{}, wins: map[winKey]int{},
+		words: make([]uint64, winSlots*winWords)}, nil
 }
 
 // routeKey is the map key of a's first bits bits.
@@ -471,9 +509,18 @@ func (r *Routes) publishLengths() error {
 			e[b/8] |= 0x80 >> (b % 8)
 		}
 		binary.NativeEndian.PutUint32(e[16:20], uint32(l))
+		if i < winLens {
+			r.putWindows(e, l)
+		}
 	}
 	if err := r.lens.Update(uint32(0), v[:], ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("xsk: route lengths: %w", err)
+	}
+	// Windows freed (Delete) are out of the program's sight now.
+	for i, w := range r.slots {
+		if w.used && w.key.plen < 0 {
+			r.slots[i] = winSlot{}
+		}
 	}
 	return nil
 }
@@ -489,20 +536,67 @@ func (r *Routes) Add(p netip.Prefix) error {
 	defer r.mu.Unlock()
 	err = r.m.Update(k, uint8(1), ebpf.UpdateNoExist)
 	switch {
-	case err == nil:
-		r.n++
-		if r.per[p.Bits()]++; r.per[p.Bits()] == 1 {
-			// A new length: the program looks for it from now on.
-			if err := r.publishLengths(); err != nil {
-				r.per[p.Bits()]--
-				r.n--
-				_ = r.m.Delete(k)
-				return fmt.Errorf("xsk: add route %s: %w", p, err)
+	case errors.Is(err, ebpf.ErrKeyExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("xsk: add route %s: %w", p, err)
+	}
+	if err := r.added(p); err != nil {
+		_ = r.m.Delete(k)
+		return fmt.Errorf("xsk: add route %s: %w", p, err)
+	}
+	return nil
+}
+
+// added counts p, now in the hash, and sets its window bit: in a new
+// window if p is its range's first prefix and a slot is free. A new
+// length or window is published. On error nothing has changed but the
+// hash. Call with mu held.
+func (r *Routes) added(p netip.Prefix) error {
+	wk, idx, windowed := rangeOf(p)
+	slot, newWin := -1, false
+	if windowed {
+		var ok bool
+		if slot, ok = r.wins[wk]; !ok && r.ranges[wk] == 0 {
+			if slot = r.freeSlot(); slot >= 0 {
+				newWin = true
+			}
+		} else if !ok {
+			slot = -1
+		}
+		if slot >= 0 {
+			if err := r.setBit(slot, idx, true); err != nil {
+				return err
 			}
 		}
-	case errors.Is(err, ebpf.ErrKeyExist):
-	default:
-		return fmt.Errorf("xsk: add route %s: %w", p, err)
+		if newWin {
+			r.slots[slot] = winSlot{used: true, key: wk}
+			r.wins[wk] = slot
+		}
+		r.ranges[wk]++
+	}
+	r.n++
+	r.per[p.Bits()]++
+	if r.per[p.Bits()] > 1 && !newWin {
+		return nil
+	}
+	// A new length or window: the program looks for it from now on.
+	if err := r.publishLengths(); err != nil {
+		r.n--
+		r.per[p.Bits()]--
+		if windowed {
+			if r.ranges[wk]--; r.ranges[wk] == 0 {
+				delete(r.ranges, wk)
+			}
+			if slot >= 0 {
+				_ = r.setBit(slot, idx, false)
+			}
+			if newWin {
+				r.slots[slot] = winSlot{}
+				delete(r.wins, wk)
+			}
+		}
+		return err
 	}
 	return nil
 }
@@ -516,20 +610,47 @@ func (r *Routes) Delete(p netip.Prefix) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	wk, idx, windowed := rangeOf(p)
+	slot, inWin := r.wins[wk]
+	inWin = windowed && inWin
+	if inWin {
+		// The bit first: no frame finds it set once p leaves the hash.
+		if err := r.setBit(slot, idx, false); err != nil {
+			return fmt.Errorf("xsk: delete route %s: %w", p, err)
+		}
+	}
 	err = r.m.Delete(k)
 	switch {
-	case err == nil:
-		r.n--
-		if r.per[p.Bits()]--; r.per[p.Bits()] == 0 {
-			// Its last prefix gone: the program stops looking for it. A
-			// failure here leaves a length with no prefix, which costs
-			// a lookup and changes no verdict.
-			if err := r.publishLengths(); err != nil {
-				return fmt.Errorf("xsk: delete route %s: %w", p, err)
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return nil
+	case err != nil:
+		// Still in the hash, its bit clear: frames to it go to the
+		// kernel, as they will once it is gone.
+		return fmt.Errorf("xsk: delete route %s: %w", p, err)
+	}
+	r.n--
+	r.per[p.Bits()]--
+	freed := false
+	if windowed {
+		if r.ranges[wk]--; r.ranges[wk] == 0 {
+			delete(r.ranges, wk)
+			if inWin {
+				// Its bits are all clear; the slot is reused only once
+				// the program no longer reads it (after the publish).
+				delete(r.wins, wk)
+				r.slots[slot].key = winKey{plen: -1}
+				freed = true
 			}
 		}
-	case errors.Is(err, ebpf.ErrKeyNotExist):
-	default:
+	}
+	if r.per[p.Bits()] > 0 && !freed {
+		return nil
+	}
+	// Its length's last prefix, or its window's: the program stops
+	// looking for it. A failure here leaves a length with no prefix,
+	// which costs a lookup and changes no verdict, or a window whose
+	// bits are clear, which the slot keeps until a later publish.
+	if err := r.publishLengths(); err != nil {
 		return fmt.Errorf("xsk: delete route %s: %w", p, err)
 	}
 	return nil
@@ -563,7 +684,7 @@ func (r *Routes) Len() int {
 
 // Close frees the maps (once no program uses them: programs hold their
 // own references).
-func (r *Routes) Close() error { return errors.Join(r.m.Close(), r.lens.Close()) }
+func (r *Routes) Close() error { return errors.Join(r.m.Close(), r.lens.Close(), r.bits.Close()) }
 
 // Program is the XDP program of one port with its XSKMAP. The XSKMAP is
 // indexed by receive queue, and queue numbers are per interface, so each

@@ -246,8 +246,10 @@ func TestRoutesConcurrent(t *testing.T) {
 
 // TestProgramInsnsRoutes: without Routes the program is the same as
 // before the route check existed (it loads no route map); with it, it
-// loads both of the Routes' maps, and the check is a prologue (8
-// instructions), 16 a length and the miss's jump.
+// loads the Routes' three maps, and the check is a prologue (11
+// instructions), 16 a length, 27 a window (winPerLen for each of the
+// winLens most used lengths, after a load of their count) and the
+// miss's jump.
 func TestProgramInsnsRoutes(t *testing.T) {
 	requireRoot(t)
 	p := newTestProgram(t)
@@ -258,7 +260,7 @@ func TestProgramInsnsRoutes(t *testing.T) {
 	defer r.Close()
 	without := programInsns(p.xsks, p.locals.m, nil, p.verdicts)
 	with := programInsns(p.xsks, p.locals.m, r, p.verdicts)
-	if want := len(without) + 8 + 16*routeLensMax + 1; len(with) != want {
+	if want := len(without) + 11 + 16*routeLensMax + winLens*(1+27*winPerLen) + 1; len(with) != want {
 		t.Errorf("with routes %d instructions, without %d; want %d", len(with), len(without), want)
 	}
 	loads := func(insns asm.Instructions, m *ebpf.Map) bool {
@@ -269,7 +271,7 @@ func TestProgramInsnsRoutes(t *testing.T) {
 		}
 		return false
 	}
-	for _, m := range []*ebpf.Map{r.m, r.lens} {
+	for _, m := range []*ebpf.Map{r.m, r.lens, r.bits} {
 		if loads(without, m) || !loads(with, m) {
 			t.Errorf("map %v: loaded without routes %v, with %v; want false, true", m, loads(without, m), loads(with, m))
 		}
