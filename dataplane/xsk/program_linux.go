@@ -376,6 +376,7 @@ type Routes struct {
 	m    *ebpf.Map // routeKey -> 1
 	lens *ebpf.Map // 0 -> routeLens
 	bits *ebpf.Map // word -> u64: the windows' bitmaps (routewin_linux.go)
+	mem  *ebpf.Memory
 	mu   sync.Mutex
 	n    int
 	per  [routeLensMax]int // prefixes by length
@@ -441,19 +442,29 @@ func NewRoutes(max int) (*Routes, error) {
 		m.Close()
 		return nil, fmt.Errorf("xsk: create route length map: %w", explainBPF(err))
 	}
+	// The bitmaps are mapped into this process: a bit changes with a
+	// store, not a system call (a restart fills a million prefixes).
 	bits, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "pdr_route_bits",
 		Type:       ebpf.Array,
 		KeySize:    4,
 		ValueSize:  8,
 		MaxEntries: winSlots * winWords,
+		Flags:      unix.BPF_F_MMAPABLE,
 	})
 	if err != nil {
 		m.Close()
 		lens.Close()
 		return nil, fmt.Errorf("xsk: create route window map: %w", explainBPF(err))
 	}
-	return &Routes{m: m, lens: lens, bits: bits, ranges: map[winKey]int{}, wins: map[winKey]int{},
+	mem, err := bits.Memory()
+	if err != nil {
+		m.Close()
+		lens.Close()
+		bits.Close()
+		return nil, fmt.Errorf("xsk: map route windows: %w", err)
+	}
+	return &Routes{m: m, lens: lens, bits: bits, mem: mem, ranges: map[winKey]int{}, wins: map[winKey]int{},
 		words: make([]uint64, winSlots*winWords)}, nil
 }
 

@@ -81,7 +81,8 @@ type winSlot struct {
 }
 
 // setBit sets or clears bit idx of slot's bitmap, in the shadow and the
-// map (one word update).
+// map: an aligned 8-byte copy into the mapped array (one store on amd64
+// and arm64), so a program reads the old word or the new one.
 func (r *Routes) setBit(slot int, idx uint32, on bool) error {
 	w := slot*winWords + int(idx/64)
 	v := r.words[w]
@@ -93,7 +94,9 @@ func (r *Routes) setBit(slot int, idx uint32, on bool) error {
 	if v == r.words[w] {
 		return nil
 	}
-	if err := r.bits.Update(uint32(w), v, ebpf.UpdateAny); err != nil {
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], v)
+	if _, err := r.mem.WriteAt(b[:], int64(w)*8); err != nil {
 		return fmt.Errorf("xsk: route window bits: %w", err)
 	}
 	r.words[w] = v
