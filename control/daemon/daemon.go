@@ -289,7 +289,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			n, err := d.mir.fill(ctx, d.restored.Routes())
 			switch {
 			case err == nil:
-				log.Info("xdp route map filled", "routes", n, "took", time.Since(start).Round(time.Millisecond))
+				attrs := []any{"routes", n, "took", time.Since(start).Round(time.Millisecond)}
+				if w, ok := d.mir.set.(interface{ Windows() (int, int) }); ok {
+					// How much of the map the windows cover: a low
+					// share means scattered pools, and a hash lookup a
+					// frame for the rest.
+					ws, in := w.Windows()
+					attrs = append(attrs, "windows", ws, "in_windows", in)
+				}
+				log.Info("xdp route map filled", attrs...)
 			case ctx.Err() == nil:
 				// Not fatal: forwarding works; only transit traffic for
 				// the kernel (no_route: pass) is dropped while ::/0 stays.

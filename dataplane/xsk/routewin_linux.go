@@ -187,3 +187,15 @@ func windowChecks(bits *ebpf.Map, off int16, i int, hash, next string) asm.Instr
 	}
 	return is
 }
+
+// Windows returns how many windows are in use and how many prefixes they
+// hold (the rest are found by the hash alone), for the log.
+func (r *Routes) Windows() (windows, prefixes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.wins {
+		windows++
+		prefixes += r.ranges[k]
+	}
+	return windows, prefixes
+}

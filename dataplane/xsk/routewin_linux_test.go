@@ -116,6 +116,9 @@ func TestRouteWindows(t *testing.T) {
 			t.Errorf("range %d has a window: %v", rg, ok)
 		}
 	}
+	if w, in := r.Windows(); w != winSlots || in != 40*winSlots {
+		t.Errorf("Windows() = %d, %d; want %d, %d", w, in, winSlots, 40*winSlots)
+	}
 	probe("10 ranges")
 
 	// Empty range 0: its window goes, and a new range takes the slot;

@@ -97,6 +97,7 @@ func (*Routes) Add(netip.Prefix) error    { return ErrUnsupported }
 func (*Routes) Delete(netip.Prefix) error { return ErrUnsupported }
 func (*Routes) Contains(netip.Addr) bool  { return false }
 func (*Routes) Len() int                  { return 0 }
+func (*Routes) Windows() (int, int)       { return 0, 0 }
 func (*Routes) Close() error              { return nil }
 
 // Queues returns ErrUnsupported.
