@@ -217,7 +217,8 @@ func TestEndToEndForwarding(t *testing.T) {
 	// The uplink's route map is refilled beside the running relay; once
 	// it is, non-delegated traffic goes to the kernel again. The
 	// client's prefix has a window (its range's first).
-	for deadline := time.Now().Add(5 * time.Second); !regexp.MustCompile(`msg="xdp route map filled" routes=1 took=\S+ windows=1 in_windows=1\n`).MatchString(r.Proc.Log()); time.Sleep(50 * time.Millisecond) {
+	filled := regexp.MustCompile(`msg="xdp route map filled" routes=1 took=\S+ windows=1 in_windows=1\n`)
+	for deadline := time.Now().Add(5 * time.Second); !filled.MatchString(r.Proc.Log()); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("route map not refilled after the restart:\n%s", r.Proc.Log())
 		}

@@ -382,11 +382,10 @@ type Routes struct {
 	per  [routeLensMax]int // prefixes by length
 	// ranges counts the prefixes of each range of the lengths that may
 	// have windows; wins names the ranges that have one, and slots the
-	// windows by slot. words is bits as last written.
+	// windows by slot.
 	ranges map[winKey]int
 	wins   map[winKey]int
 	slots  [winSlots]winSlot
-	words  []uint64
 }
 
 // routeKeySize is sizeof(struct routeKey { u32 plen; u8 addr[16]; }):
@@ -464,8 +463,7 @@ func NewRoutes(max int) (*Routes, error) {
 		bits.Close()
 		return nil, fmt.Errorf("xsk: map route windows: %w", err)
 	}
-	return &Routes{m: m, lens: lens, bits: bits, mem: mem, ranges: map[winKey]int{}, wins: map[winKey]int{},
-		words: make([]uint64, winSlots*winWords)}, nil
+	return &Routes{m: m, lens: lens, bits: bits, mem: mem, ranges: map[winKey]int{}, wins: map[winKey]int{}}, nil
 }
 
 // routeKey is the map key of a's first bits bits.
@@ -527,9 +525,9 @@ func (r *Routes) publishLengths() error {
 	if err := r.lens.Update(uint32(0), v[:], ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("xsk: route lengths: %w", err)
 	}
-	// Windows freed (Delete) are out of the program's sight now.
+	// Windows retired (Delete) are out of the program's sight now.
 	for i, w := range r.slots {
-		if w.used && w.key.plen < 0 {
+		if w.retired {
 			r.slots[i] = winSlot{}
 		}
 	}
@@ -568,12 +566,12 @@ func (r *Routes) added(p netip.Prefix) error {
 	slot, newWin := -1, false
 	if windowed {
 		var ok bool
-		if slot, ok = r.wins[wk]; !ok && r.ranges[wk] == 0 {
-			if slot = r.freeSlot(); slot >= 0 {
-				newWin = true
-			}
-		} else if !ok {
+		if slot, ok = r.wins[wk]; !ok {
 			slot = -1
+			if r.ranges[wk] == 0 {
+				slot = r.freeSlot()
+				newWin = slot >= 0
+			}
 		}
 		if slot >= 0 {
 			if err := r.setBit(slot, idx, true); err != nil {
@@ -649,7 +647,7 @@ func (r *Routes) Delete(p netip.Prefix) error {
 				// Its bits are all clear; the slot is reused only once
 				// the program no longer reads it (after the publish).
 				delete(r.wins, wk)
-				r.slots[slot].key = winKey{plen: -1}
+				r.slots[slot].retired = true
 				freed = true
 			}
 		}

@@ -74,32 +74,38 @@ func rangeOf(p netip.Prefix) (k winKey, idx uint32, ok bool) {
 // bits.
 func winMask(l int) uint64 { return ^uint64(0) << (64 - (l - winBits)) }
 
-// winSlot is a window slot: its range, if used.
+// winSlot is a window slot: its range, if used. A retired slot's window
+// is gone (Delete) but the program may still read it until the next
+// publish, which frees the slot.
 type winSlot struct {
-	used bool
-	key  winKey
+	used, retired bool
+	key           winKey
 }
 
-// setBit sets or clears bit idx of slot's bitmap, in the shadow and the
-// map: an aligned 8-byte copy into the mapped array (one store on amd64
-// and arm64), so a program reads the old word or the new one.
+// setBit sets or clears bit idx of slot's bitmap in the mapped array:
+// the word is read and written back as an aligned 8-byte copy (one
+// store on amd64 and arm64), so a program reads the old word or the new
+// one. Only this process writes the array, under mu.
 func (r *Routes) setBit(slot int, idx uint32, on bool) error {
-	w := slot*winWords + int(idx/64)
-	v := r.words[w]
+	off := int64(slot*winWords+int(idx/64)) * 8
+	var b [8]byte
+	if _, err := r.mem.ReadAt(b[:], off); err != nil {
+		return fmt.Errorf("xsk: route window bits: %w", err)
+	}
+	old := binary.NativeEndian.Uint64(b[:])
+	v := old
 	if on {
 		v |= 1 << (idx % 64)
 	} else {
 		v &^= 1 << (idx % 64)
 	}
-	if v == r.words[w] {
+	if v == old {
 		return nil
 	}
-	var b [8]byte
 	binary.NativeEndian.PutUint64(b[:], v)
-	if _, err := r.mem.WriteAt(b[:], int64(w)*8); err != nil {
+	if _, err := r.mem.WriteAt(b[:], off); err != nil {
 		return fmt.Errorf("xsk: route window bits: %w", err)
 	}
-	r.words[w] = v
 	return nil
 }
 

@@ -156,8 +156,12 @@ func TestRouteWindows(t *testing.T) {
 	if len(r.wins) != 0 || len(r.ranges) != 0 || r.Len() != 0 {
 		t.Errorf("after deleting all: %d windows, %d ranges, Len %d", len(r.wins), len(r.ranges), r.Len())
 	}
-	if i := slices.IndexFunc(r.words, func(w uint64) bool { return w != 0 }); i >= 0 {
-		t.Errorf("bitmap word %d is %#x after deleting all", i, r.words[i])
+	bm := make([]byte, winSlots*winWords*8)
+	if _, err := r.mem.ReadAt(bm, 0); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(bm, func(b byte) bool { return b != 0 }); i >= 0 {
+		t.Errorf("bitmap word %d is not zero after deleting all", i/8)
 	}
 	for _, d := range []string{"2400:1::1", "2400:3:0:100::1"} {
 		if routedVerdict(t, p, d) {
