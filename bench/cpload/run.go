@@ -235,7 +235,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 
 	base, err := met.Scrape()
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("%w; pdrelay's log:\n%s", err, relay.Proc.LogTail(20))
 	}
 	for _, p := range []Phase{PhaseBind, PhaseRenew, PhaseRelease} {
 		want := o.Clients

@@ -142,6 +142,9 @@ func (p *Proc) Log() string {
 	return string(b)
 }
 
+// LogTail returns the last n lines of the log, for an error message.
+func (p *Proc) LogTail(n int) string { return tail(p.Log(), n) }
+
 // WaitLog waits until the log contains substr.
 func (p *Proc) WaitLog(substr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)

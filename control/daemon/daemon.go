@@ -337,15 +337,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		apiSrv.Stats = d.guard.kernelStats
 	}
 	d.adv.start(spawn, ctx, d.restored, d.met.Registry, apiSrv)
-	ln, err := api.Listen(cfg.APISocket)
-	if err != nil {
-		sup.stop()
-		sup.wait()
-		return err
-	}
-	spawn("api", func() error { return apiSrv.ServeListener(ctx, ln) })
+	// Every listener is bound before the API answers: a supervisor (or a
+	// test) that sees the API up may scrape /metrics at once.
 	if cfg.MetricsListen != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			sup.stop()
 			sup.wait()
@@ -356,12 +351,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		spawn("metrics", func() error {
 			go func() { <-ctx.Done(); hs.Close() }()
-			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := hs.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		})
 	}
+	ln, err := api.Listen(cfg.APISocket)
+	if err != nil {
+		sup.stop()
+		sup.wait()
+		return err
+	}
+	spawn("api", func() error { return apiSrv.ServeListener(ctx, ln) })
 	spawn("reload", func() error { return d.runReloads(ctx) })
 	d.runCtx = ctx
 	close(d.ready)
