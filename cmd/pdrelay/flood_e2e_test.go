@@ -116,8 +116,8 @@ func TestEndToEndFlood(t *testing.T) {
 	}
 	relayed := metricInt(m, `pdrelay_dhcp_messages_total{direction="up",type="request"}`)
 	t.Logf("flood: %d Requests sent on dl0 in %v (%.0f/s)", n, floodTook.Round(time.Millisecond), float64(n)/floodTook.Seconds())
-	t.Logf("dl0 drops: rate_limited %d, socket_overflow %d, queue_full %d, bad_checksum %d; Requests relayed (all ports) %d",
-		drops("rate_limited"), drops("socket_overflow"), drops("queue_full"), drops("bad_checksum"), relayed)
+	t.Logf("dl0 drops: rate_limited %d, socket_overflow %d, bad_checksum %d; Requests relayed (all ports) %d",
+		drops("rate_limited"), drops("socket_overflow"), drops("bad_checksum"), relayed)
 	t.Logf("time to prefix: dl1 before the flood %v, dl2 during it %v, dl0 after it %v",
 		baseline.Round(time.Millisecond), during.Round(time.Millisecond), afterFlood.Round(time.Millisecond))
 	t.Logf("relay RSS: %.1f MiB before, %.1f MiB after", float64(rssBefore)/(1<<20), float64(rssAfter)/(1<<20))

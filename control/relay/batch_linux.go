@@ -3,20 +3,23 @@
 package relay
 
 import (
+	"encoding/binary"
 	"errors"
-	"net"
+	"net/netip"
+	"slices"
+	"unsafe"
 
-	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 
 	"github.com/pdrelay/pdrelay/control/binding"
 )
 
-// relayBatch is the most messages the engine's goroutine takes from the
-// fair queue before it hands their updates to the binding table and sends
-// what they produced. Under load a turn then costs one hand-off to the
-// table and one sendmmsg per socket, not one of each per message; a lone
-// message still goes out at once (a batch is what is waiting, never a
-// wait for more).
+// relayBatch is the most messages a turn of Run reads from one socket
+// before it hands their updates to the binding table and sends what they
+// produced. Under load a turn then costs one recvmmsg per ready socket,
+// one hand-off to the table and one sendmmsg per socket, not one of each
+// per message; a lone message still goes out at once (a batch is what is
+// waiting, never a wait for more).
 const relayBatch = 32
 
 // errNoProgress is a send that wrote nothing and said nothing.
@@ -36,17 +39,29 @@ type batch struct {
 	// servers' datagrams in held.
 	toClients [][]outDatagram
 	held      []inbound // whose buffers go back to their pool after sending
-	msgs      []ipv6.Message
-	bufs      [][]byte
+	// What send hands the kernel, one of each per datagram.
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
 }
 
 // outDatagram is one datagram to send: payload (or fwds[off:end]), to dst
-// with the control message oob.
+// (on interface scope when dst is link-scoped) with the control message
+// oob.
 type outDatagram struct {
 	payload  []byte
 	off, end int
-	dst      *net.UDPAddr
+	dst      netip.AddrPort
+	scope    uint32
 	oob      []byte
+}
+
+// mmsghdr is struct mmsghdr: a msghdr and the length the kernel sent or
+// received, padded to the struct's alignment.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
 }
 
 func (b *batch) empty() bool {
@@ -66,24 +81,27 @@ func (c *Conn) addForward(b *batch, fwd []byte) {
 	off := len(b.fwds)
 	b.fwds = append(b.fwds, fwd...)
 	for _, s := range c.cfg.Servers {
-		dst := &net.UDPAddr{IP: net.IP(s.AsSlice()), Port: c.cfg.ServerPort, Zone: s.Zone()}
-		var oob []byte
+		d := outDatagram{off: off, end: len(b.fwds), dst: netip.AddrPortFrom(s.WithZone(""), uint16(c.cfg.ServerPort))}
 		if s.IsMulticast() || s.IsLinkLocalUnicast() {
-			oob = (&ipv6.ControlMessage{IfIndex: c.up.Index}).Marshal()
-			if dst.Zone == "" {
-				dst.Zone = c.up.Name
-			}
+			// The uplink socket is bound to the uplink, and the config
+			// allows no other zone on a server.
+			d.scope, d.oob = uint32(c.up.Index), c.upPktinfo
 		}
-		b.toServers = append(b.toServers, outDatagram{off: off, end: len(b.fwds), dst: dst, oob: oob})
+		b.toServers = append(b.toServers, d)
 	}
 }
 
-// addReply queues payload for a client on port.
-func (b *batch) addReply(port int, payload []byte, dst *net.UDPAddr) {
+// addReply queues payload for a client on port, whose interface is
+// ifindex.
+func (b *batch) addReply(port int, payload []byte, dst netip.AddrPort, ifindex int) {
 	for len(b.toClients) <= port {
 		b.toClients = append(b.toClients, nil)
 	}
-	b.toClients[port] = append(b.toClients[port], outDatagram{payload: payload, dst: dst})
+	d := outDatagram{payload: payload, dst: dst}
+	if dst.Addr().IsLinkLocalUnicast() {
+		d.scope = uint32(ifindex)
+	}
+	b.toClients[port] = append(b.toClients[port], d)
 }
 
 // flushBatch ends a turn: the updates go to upd in one call, before the
@@ -122,31 +140,69 @@ func (c *Conn) flushBatch(b *batch, upd Updater) {
 	b.held = b.held[:0]
 }
 
-// send writes ds on pc with as few sendmmsg calls as its errors allow:
-// a datagram the kernel refuses is counted and the rest still go.
-func (c *Conn) send(b *batch, pc *ipv6.PacketConn, ds []outDatagram, what string) {
-	if len(ds) == 0 {
+// send writes ds on the socket fd with as few sendmmsg calls as its
+// errors allow: a datagram the kernel refuses is counted and the rest
+// still go.
+func (c *Conn) send(b *batch, fd int, ds []outDatagram, what string) {
+	n := len(ds)
+	if n == 0 {
 		return
 	}
-	b.msgs, b.bufs = b.msgs[:0], b.bufs[:0]
+	b.hdrs = slices.Grow(b.hdrs[:0], n)[:n]
+	b.iovs = slices.Grow(b.iovs[:0], n)[:n]
+	b.names = slices.Grow(b.names[:0], n)[:n]
 	for i := range ds {
-		b.bufs = append(b.bufs, ds[i].payload)
+		d := &ds[i]
+		sa := &b.names[i]
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: d.dst.Addr().As16(), Scope_id: d.scope}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], d.dst.Port())
+		iov := &b.iovs[i]
+		iov.Base = unsafe.SliceData(d.payload)
+		iov.SetLen(len(d.payload))
+		h := &b.hdrs[i]
+		*h = mmsghdr{}
+		h.hdr.Name, h.hdr.Namelen = (*byte)(unsafe.Pointer(sa)), unix.SizeofSockaddrInet6
+		h.hdr.Iov = iov
+		h.hdr.SetIovlen(1)
+		if len(d.oob) > 0 {
+			h.hdr.Control = unsafe.SliceData(d.oob)
+			h.hdr.SetControllen(len(d.oob))
+		}
 	}
-	for i := range ds {
-		b.msgs = append(b.msgs, ipv6.Message{Buffers: b.bufs[i : i+1 : i+1], OOB: ds[i].oob, Addr: ds[i].dst})
-	}
-	for ms := b.msgs; len(ms) > 0; {
-		n, err := pc.WriteBatch(ms, 0)
-		if err == nil && n == 0 {
+	for i := 0; i < n; {
+		k, err := sendmmsg(fd, b.hdrs[i:n])
+		if err == nil && k == 0 {
 			err = errNoProgress
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			// The buffer stayed full for sendTimeout: the rest of the
+			// batch would wait as long each.
+			c.eng.Counters.dropOn(nil, DropSendError, uint64(n-i))
+			c.log.Debug(what, "dst", ds[i].dst, "err", err, "dropped", n-i)
+			k = n - i
+		case err != nil:
 			c.eng.Counters.Drop(DropSendError)
-			c.log.Debug(what, "dst", ms[max(n, 0)].Addr, "err", err)
-			n = max(n, 0) + 1
+			c.log.Debug(what, "dst", ds[i].dst, "err", err)
+			k = 1
 		}
-		ms = ms[min(n, len(ms)):]
+		i += k
 	}
-	clear(b.msgs)
-	clear(b.bufs)
+	clear(b.hdrs)
+	clear(b.iovs)
+}
+
+// sendmmsg sends hs on the blocking socket fd (which waits at most
+// sendTimeout for room) and returns how many the kernel took.
+func sendmmsg(fd int, hs []mmsghdr) (int, error) {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hs[0])), uintptr(len(hs)), 0, 0, 0)
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, e
+	}
 }

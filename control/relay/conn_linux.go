@@ -3,22 +3,17 @@
 package relay
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"github.com/pdrelay/pdrelay/control/binding"
@@ -41,15 +36,9 @@ type ConnConfig struct {
 	Rates []Rate
 }
 
-// Queue depths between the readers and the engine: a downlink's messages
-// are rate limited before they queue (clientQueueDepth), the servers'
-// are not.
-const (
-	serverQueueDepth = 256
-	// clientFrameMax is the largest client frame read (a jumbo frame);
-	// longer ones are cut short and dropped as malformed.
-	clientFrameMax = 16 << 10
-)
+// clientFrameMax is the largest client frame read (a jumbo frame); longer
+// ones are cut short and dropped as malformed.
+const clientFrameMax = 16 << 10
 
 // Conn runs an Engine on real sockets:
 //
@@ -62,9 +51,14 @@ const (
 //     547 there: a filter drops everything it would receive (the packet
 //     socket has those messages), so it never queues and the kernel never
 //     answers port unreachable;
-//   - a reader goroutine per socket that parses, checks and rate limits,
-//     then queues for the engine's goroutine, which serves the ports in
-//     turn (fairQueue).
+//   - one goroutine (Run) that owns every socket and the engine: it waits
+//     on an epoll instance of its own for all of them and takes, in a
+//     turn, up to relayBatch messages from each socket that is ready
+//     (loop_linux.go).
+//
+// The sockets are the kernel's, not the Go runtime's: no other goroutine
+// is woken for a datagram, so a message costs one wake-up of the relay's
+// thread at most, and none when it arrives while a turn runs.
 //
 // Reconfigure adds and removes downlinks and changes the rest of the
 // configuration while Run runs (reconfigure_linux.go).
@@ -73,16 +67,25 @@ type Conn struct {
 	cfg ConnConfig // Servers change on the engine's goroutine (Reconfigure)
 	log *slog.Logger
 	up  *net.Interface
-	udp *ipv6.PacketConn // the uplink's
-	q   *fairQueue
+	udp int // the uplink's socket
+	// upPktinfo is the control message that sends from the uplink (to
+	// link-scoped servers); upDrops the uplink socket's overflow count
+	// seen last (SO_RXQ_OVFL).
+	upPktinfo []byte
+	upDrops   uint32
+	// ep is Run's epoll instance; wakeFD an eventfd in it that Originate,
+	// Reconfigure and Close (or Run's context) write to.
+	ep, wakeFD int
 
-	// mu guards downs, bySlot's growth and closed against Close, which
-	// may come from any goroutine; the engine's goroutine is the only
-	// one to change them otherwise (commit).
-	mu     sync.Mutex
-	downs  []*downlink // in the engine's port order
-	bySlot []*downlink // by fair queue source; nil: the servers', or a removed port's
-	closed bool
+	// mu guards downs, bySlot's growth, closed and the descriptors'
+	// lifetime (fdsClosed) against Close and wake, which may come from
+	// any goroutine; Run's goroutine is the only one to change them
+	// otherwise (commit).
+	mu        sync.Mutex
+	downs     []*downlink // in the engine's port order
+	bySlot    []*downlink // by epoll token; nil: the uplink's, or a removed port's
+	closed    bool
+	fdsClosed bool
 
 	// orig queues the messages the relay originates (Originate) for the
 	// engine's goroutine; onReply gets the servers' Replies to them.
@@ -90,41 +93,52 @@ type Conn struct {
 	onReply func(port string, reply []byte)
 
 	// reconf hands a prepared reconfiguration to Run; reconfMu makes
-	// reconfigurations one at a time. runCtx and readers belong to Run:
-	// commit starts a new port's reader with them.
+	// reconfigurations one at a time.
 	reconf   chan *reconfig
 	reconfMu sync.Mutex
 	running  bool          // under mu: Run has started
 	runDone  chan struct{} // closed when Run returns
-	runCtx   context.Context
-	readers  sync.WaitGroup
+	// statsRead is when Run last read the packet sockets' drop counts;
+	// upWarned when it last logged a read error on the uplink.
+	statsRead, upWarned time.Time
 }
 
-// downlink is one port's sockets and what its reader needs.
+// downlink is one port's sockets and what Run needs to read them.
 type downlink struct {
 	name string
 	ifi  *net.Interface
-	udp  *ipv6.PacketConn // sends to clients; owns port 547 on the port
-	raw  *os.File         // the clients' frames
-	slot int              // its source in the fair queue, never reused
-	// rate is the port's client rate limit; its reader picks up a new
-	// one (Reconfigure) at its next message.
-	rate atomic.Pointer[Rate]
-	// gone is set when the port is removed, before its sockets close.
-	gone atomic.Bool
+	udp  int // sends to clients; owns port 547 on the port
+	raw  int // the clients' frames
+	slot int // its epoll token and index in bySlot, never reused
+	// lim is the port's client rate limit, owned by Run's goroutine;
+	// rate what it was set from (commit retunes it).
+	lim  tokenBucket
+	rate Rate
 	// port is the port's index in the engine, owned by the engine's
-	// goroutine; cnt its counts, set once before its reader starts.
+	// goroutine; cnt its counts, set once before it is read.
 	port int
 	cnt  *portCounters
+	// warned is when a read error on the port was last logged.
+	warned time.Time
 }
 
 func (d *downlink) close() error {
-	return errors.Join(d.raw.Close(), d.udp.Close())
+	return errors.Join(closeFD(d.raw), closeFD(d.udp))
 }
 
-// serverSlot is the servers' source in the fair queue; the downlinks'
-// follow it.
-const serverSlot = 0
+func closeFD(fd int) error {
+	if fd < 0 {
+		return nil
+	}
+	return unix.Close(fd)
+}
+
+// serverSlot is the uplink socket's epoll token (and the slot of the
+// messages it reads); the downlinks' follow it. wakeToken is the eventfd's.
+const (
+	serverSlot = 0
+	wakeToken  = -1
+)
 
 // originQueueDepth bounds the originated messages waiting for the engine.
 const originQueueDepth = 256
@@ -145,6 +159,7 @@ func (c *Conn) OnOriginatedReply(f func(port string, reply []byte)) { c.onReply 
 func (c *Conn) Originate(o Originated) error {
 	select {
 	case c.orig <- o:
+		c.wake()
 		return nil
 	default:
 		return ErrOriginQueueFull
@@ -152,12 +167,12 @@ func (c *Conn) Originate(o Originated) error {
 }
 
 type inbound struct {
-	slot int // the fair queue source: serverSlot, or a downlink's
+	slot int // serverSlot, or the downlink's
 	src  netip.Addr
 	dst  netip.Addr
 	mac  [6]byte
 	up   bool      // arrived on the uplink
-	at   time.Time // when its reader read it
+	at   time.Time // when it was read
 	data []byte
 	buf  *[]byte // pooled buffer holding data, to recycle
 }
@@ -169,6 +184,11 @@ var (
 	clientBufs = sync.Pool{New: func() any { b := make([]byte, 2048); return &b }}
 )
 
+// sockBuf is the receive buffer asked for each socket that reads
+// (SO_RCVBUFFORCE, else SO_RCVBUF up to the host's limit): it is the only
+// queue between the kernel and the relay, and holds a port's burst.
+const sockBuf = 4 << 20
+
 // Listen opens the sockets for eng's ports and the uplink.
 func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) {
 	if cfg.ServerPort == 0 {
@@ -179,8 +199,9 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) 
 	}
 	c = &Conn{
 		eng: eng, cfg: cfg, log: log,
+		udp: -1, ep: -1, wakeFD: -1,
 		orig:    make(chan Originated, originQueueDepth),
-		reconf:  make(chan *reconfig),
+		reconf:  make(chan *reconfig, 1),
 		runDone: make(chan struct{}),
 	}
 	defer func() {
@@ -188,23 +209,44 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) 
 			c.Close()
 		}
 	}()
+	if c.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := c.watch(c.wakeFD, wakeToken); err != nil {
+		return nil, err
+	}
 	up, err := net.InterfaceByName(cfg.Uplink)
 	if err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", cfg.Uplink, err)
 	}
 	c.up = up
-	if c.udp, err = listenUDP(cfg.Uplink, cfg.ListenPort, false); err != nil {
+	c.upPktinfo = pktinfo(up.Index)
+	if c.udp, err = udpSocket(cfg.Uplink, cfg.ListenPort, false); err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", cfg.Uplink, err)
 	}
-	if err := c.udp.SetControlMessage(ipv6.FlagInterface|ipv6.FlagDst, true); err != nil {
-		return nil, fmt.Errorf("udp pktinfo: %w", err)
+	for _, o := range []struct {
+		level, opt, v int
+		what          string
+	}{
+		{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1, "pktinfo"},
+		// A site-scoped server group (ff05::1:3) is usually routers
+		// away; the default multicast hop limit of 1 would keep it on
+		// the uplink.
+		{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, dhcp6.HopCountLimit, "multicast hop limit"},
+		// The kernel's count of datagrams it dropped on a full buffer,
+		// with each datagram read.
+		{unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1, "overflow count"},
+	} {
+		if err := unix.SetsockoptInt(c.udp, o.level, o.opt, o.v); err != nil {
+			return nil, fmt.Errorf("uplink %s: %s: %w", cfg.Uplink, o.what, err)
+		}
 	}
-	// A site-scoped server group (ff05::1:3) is usually routers away; the
-	// default multicast hop limit of 1 would keep it on the uplink.
-	if err := c.udp.SetMulticastHopLimit(dhcp6.HopCountLimit); err != nil {
-		return nil, fmt.Errorf("udp multicast hop limit: %w", err)
+	if err := c.watch(c.udp, serverSlot); err != nil {
+		return nil, err
 	}
-	c.q = newFairQueue(1, func(int) int { return serverQueueDepth })
 	c.bySlot = []*downlink{serverSlot: nil}
 	cnt := eng.Counters.setPorts(portNames(eng.ports))
 	for i, p := range eng.Ports() {
@@ -214,10 +256,33 @@ func Listen(eng *Engine, cfg ConnConfig, log *slog.Logger) (c *Conn, err error) 
 		}
 		eng.ports[i].Index = d.ifi.Index
 		d.port, d.cnt = i, cnt[i]
-		d.rate.Store(rateAt(cfg.Rates, i))
-		c.addDownlink(d)
+		d.setRate(rateAt(cfg.Rates, i))
+		if err := c.addDownlink(d); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
+}
+
+// watch adds fd to Run's epoll instance under token.
+func (c *Conn) watch(fd, token int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(token)}
+	if err := unix.EpollCtl(c.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll add: %w", err)
+	}
+	return nil
+}
+
+// wake makes Run's epoll_wait return, to look at its channels, its
+// context and closed.
+func (c *Conn) wake() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.fdsClosed {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		unix.Write(c.wakeFD, one[:]) // a full counter (EAGAIN) is already a wake-up
+	}
 }
 
 // openDownlink opens a downlink's sockets: the UDP socket that sends to
@@ -228,32 +293,49 @@ func (c *Conn) openDownlink(name string) (d *downlink, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("downlink %s: %w", name, err)
 	}
-	d = &downlink{name: name, ifi: ifi}
-	if d.udp, err = listenUDP(name, c.cfg.ListenPort, true); err != nil {
+	d = &downlink{name: name, ifi: ifi, udp: -1, raw: -1}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	if d.udp, err = udpSocket(name, c.cfg.ListenPort, true); err != nil {
 		return nil, fmt.Errorf("downlink %s: %w", name, err)
 	}
 	// Joining ff02::1:2 programs the NIC's multicast filter so the
 	// client's frames reach the packet socket.
-	group := &net.UDPAddr{IP: net.IP(dhcp6.AllRelayAgentsAndServers.AsSlice())}
-	if err := d.udp.JoinGroup(ifi, group); err != nil {
-		d.udp.Close()
+	mreq := &unix.IPv6Mreq{Multiaddr: dhcp6.AllRelayAgentsAndServers.As16(), Interface: uint32(ifi.Index)}
+	if err := unix.SetsockoptIPv6Mreq(d.udp, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
 		return nil, fmt.Errorf("join ff02::1:2 on %s: %w", name, err)
 	}
 	if d.raw, err = openPacketSocket(ifi.Index, uint16(c.cfg.ListenPort)); err != nil {
-		d.udp.Close()
 		return nil, fmt.Errorf("packet socket on %s: %w", name, err)
 	}
 	return d, nil
 }
 
-// addDownlink gives d a fair queue source of its own and makes it one of
-// c's ports (after those already there: the caller orders downs).
-func (c *Conn) addDownlink(d *downlink) {
+// addDownlink gives d an epoll token of its own and makes it one of c's
+// ports (after those already there: the caller orders downs).
+func (c *Conn) addDownlink(d *downlink) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d.slot = c.q.addSource(clientQueueDepth(d.rate.Load()))
+	d.slot = len(c.bySlot)
+	if err := c.watch(d.raw, d.slot); err != nil {
+		return err
+	}
 	c.downs = append(c.downs, d)
 	c.bySlot = append(c.bySlot, d)
+	return nil
+}
+
+// setRate sets the port's client rate limit, keeping the tokens saved.
+func (d *downlink) setRate(r *Rate) {
+	if d.lim.last.IsZero() && d.lim.burst == 0 {
+		d.lim = newTokenBucket(r.Rate, r.Burst)
+	} else {
+		d.lim.retune(r.Rate, r.Burst)
+	}
+	d.rate = *r
 }
 
 func rateAt(rates []Rate, i int) *Rate {
@@ -264,39 +346,77 @@ func rateAt(rates []Rate, i int) *Rate {
 	return &r
 }
 
-// listenUDP opens a UDP socket on [::]:port bound to interface ifname
-// (SO_BINDTODEVICE before the bind, so that one socket per interface may
-// hold the port). With deaf, a socket filter drops everything it would
-// receive.
-func listenUDP(ifname string, port int, deaf bool) (*ipv6.PacketConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); serr != nil {
-				serr = fmt.Errorf("bind to device: %w", serr)
-				return
-			}
-			if deaf {
-				serr = attachFilter(int(fd), []bpf.Instruction{bpf.RetConstant{Val: 0}})
-			}
-		})
-		return errors.Join(err, serr)
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp6", "[::]:"+strconv.Itoa(port))
+// udpSocket opens a blocking UDP socket on [::]:port bound to interface
+// ifname (SO_BINDTODEVICE before the bind, so that one socket per
+// interface may hold the port). With deaf, a socket filter drops
+// everything it would receive; without, its receive buffer is sockBuf.
+// Reads pass MSG_DONTWAIT; a send waits for room at most sendTimeout.
+func udpSocket(ifname string, port int, deaf bool) (fd int, err error) {
+	fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
-		return nil, fmt.Errorf("listen udp port %d: %w", port, err)
+		return -1, fmt.Errorf("socket: %w", err)
 	}
-	return ipv6.NewPacketConn(pc), nil
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+			fd = -1
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+		return -1, fmt.Errorf("v6only: %w", err)
+	}
+	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); err != nil {
+		return -1, fmt.Errorf("bind to device: %w", err)
+	}
+	if deaf {
+		if err := attachFilter(fd, []bpf.Instruction{bpf.RetConstant{Val: 0}}); err != nil {
+			return -1, err
+		}
+	} else {
+		setRcvBuf(fd)
+	}
+	tv := unix.NsecToTimeval(sendTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return -1, fmt.Errorf("send timeout: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: port}); err != nil {
+		return -1, fmt.Errorf("listen udp port %d: %w", port, err)
+	}
+	return fd, nil
 }
 
-// openPacketSocket returns an AF_PACKET socket on one interface that
-// receives only Ethernet/IPv6/UDP frames to port, with PACKET_AUXDATA
+// sendTimeout bounds how long a send waits for room in a socket's
+// buffer; what still does not fit is counted (send_error).
+const sendTimeout = 100 * time.Millisecond
+
+// setRcvBuf asks for a receive buffer of sockBuf: past the host's limit
+// when the relay may (CAP_NET_ADMIN), else up to it.
+func setRcvBuf(fd int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuf) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, sockBuf)
+	}
+}
+
+// pktinfo is an IPV6_PKTINFO control message that sends from interface
+// ifindex.
+func pktinfo(ifindex int) []byte {
+	b := make([]byte, unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+	pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+	pi.Ifindex = uint32(ifindex)
+	return b
+}
+
+// openPacketSocket returns a blocking AF_PACKET socket on one interface
+// that receives only Ethernet/IPv6/UDP frames to port, with PACKET_AUXDATA
 // (the checksum status). The filter is attached before the bind, so no
 // other frame is ever queued.
-func openPacketSocket(ifindex int, port uint16) (*os.File, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+func openPacketSocket(ifindex int, port uint16) (int, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return -1, fmt.Errorf("socket: %w", err)
 	}
 	if err := attachFilter(fd, []bpf.Instruction{
 		bpf.LoadAbsolute{Off: 12, Size: 2}, // ethertype
@@ -309,15 +429,16 @@ func openPacketSocket(ifindex int, port uint16) (*os.File, error) {
 		bpf.RetConstant{Val: 0},
 	}); err != nil {
 		unix.Close(fd)
-		return nil, err
+		return -1, err
 	}
 	// The kernel's word on the checksum: a frame from a local virtual
 	// sender carries a partial one (TP_STATUS_CSUMNOTREADY), which is not
 	// a bad one.
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("packet auxdata: %w", err)
+		return -1, fmt.Errorf("packet auxdata: %w", err)
 	}
+	setRcvBuf(fd)
 	// Bound to every protocol (a tap), not to ETH_P_IPV6: a socket of the
 	// IPv6 protocol holds a second reference to every IPv6 frame the port
 	// receives until after IPv6 input, which then clones each frame, and
@@ -334,9 +455,9 @@ func openPacketSocket(ifindex int, port uint16) (*os.File, error) {
 	sa := &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifindex}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("bind: %w", err)
+		return -1, fmt.Errorf("bind: %w", err)
 	}
-	return os.NewFile(uintptr(fd), "packet:"+strconv.Itoa(ifindex)), nil
+	return fd, nil
 }
 
 // attachFilter attaches a classic BPF socket filter to fd.
@@ -358,86 +479,38 @@ func attachFilter(fd int, insns []bpf.Instruction) error {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// Close closes every socket.
+// Close closes every socket. While Run runs, it asks Run to stop, and
+// Run closes them as it returns; Close returns once it has.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
-	var errs []error
-	if c.udp != nil {
-		errs = append(errs, c.udp.Close())
+	running := c.running
+	c.mu.Unlock()
+	if running {
+		c.wake()
+		<-c.runDone
+		return nil
 	}
+	return c.closeFDs()
+}
+
+// closeFDs closes every descriptor, once.
+func (c *Conn) closeFDs() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fdsClosed {
+		return nil
+	}
+	c.fdsClosed = true
+	errs := []error{closeFD(c.udp), closeFD(c.wakeFD), closeFD(c.ep)}
 	for _, d := range c.downs {
 		errs = append(errs, d.close())
 	}
 	return errors.Join(errs...)
-}
-
-// Run relays until ctx is done. upd receives what snooping learns.
-func (c *Conn) Run(ctx context.Context, upd Updater) error {
-	// Under reconfMu too: a Reconfigure that saw the relay not running
-	// commits on its own goroutine, before Run starts.
-	c.reconfMu.Lock()
-	c.mu.Lock()
-	if c.running || c.closed {
-		c.mu.Unlock()
-		c.reconfMu.Unlock()
-		return errors.New("relay: Run called twice, or after Close")
-	}
-	c.running, c.runCtx = true, ctx
-	for _, d := range c.downs {
-		c.startReader(d)
-	}
-	c.mu.Unlock()
-	c.reconfMu.Unlock()
-	c.readers.Add(1)
-	go func() { defer c.readers.Done(); c.readServers(ctx) }()
-	defer func() { c.Close(); c.readers.Wait(); close(c.runDone) }()
-	var b batch
-	for {
-		select {
-		case o := <-c.orig:
-			c.originate(o, &b)
-		case r := <-c.reconf:
-			c.commit(r)
-		default:
-		}
-		// A turn takes what is waiting, up to relayBatch messages, and
-		// ends with one hand-off of their updates and one send per
-		// socket (flushBatch).
-		for range relayBatch {
-			m, ok := c.q.pop()
-			if !ok {
-				break
-			}
-			c.handle(m, &b)
-		}
-		if !b.empty() {
-			c.flushBatch(&b, upd)
-			if ctx.Err() != nil {
-				return nil
-			}
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c.q.wake:
-		case o := <-c.orig:
-			c.originate(o, &b)
-		case r := <-c.reconf:
-			c.commit(r)
-		}
-	}
-}
-
-// startReader starts d's reader on Run's context.
-func (c *Conn) startReader(d *downlink) {
-	c.readers.Add(1)
-	go func() { defer c.readers.Done(); c.readClients(c.runCtx, d) }()
 }
 
 // handle passes m through the engine and adds what it produced to b;
@@ -446,13 +519,9 @@ func (c *Conn) handle(m inbound, b *batch) {
 	if m.buf != nil {
 		b.held = append(b.held, m)
 	}
-	now := time.Now()
+	now := m.at
 	if m.slot != serverSlot {
 		d := c.bySlot[m.slot]
-		if d == nil { // a removed port's; commit drains them, so hardly ever
-			c.eng.Counters.Drop(DropUnknownPort)
-			return
-		}
 		fwd, u, err := c.eng.HandleClient(now, ClientPacket{Port: d.port, SrcMAC: m.mac, Src: m.src, Dst: m.dst, Payload: m.data})
 		if err != nil {
 			return // counted by the engine
@@ -477,11 +546,7 @@ func (c *Conn) handle(m inbound, b *batch) {
 		u.Received = m.at
 		b.upds = append(b.upds, u)
 	}
-	dst := &net.UDPAddr{IP: net.IP(out.Dst.AsSlice()), Port: int(out.DstPort)}
-	if out.Dst.IsLinkLocalUnicast() {
-		dst.Zone = c.eng.ports[out.Port].Name
-	}
-	b.addReply(out.Port, out.Payload, dst)
+	b.addReply(out.Port, out.Payload, netip.AddrPortFrom(out.Dst.WithZone(""), out.DstPort), c.eng.ports[out.Port].Index)
 }
 
 // originate wraps a message the relay sends on a client's behalf and
@@ -495,177 +560,27 @@ func (c *Conn) originate(o Originated, b *batch) {
 	c.addForward(b, fwd)
 }
 
-// readClients reads d's client frames until its socket closes or ctx
-// ends: each is parsed (checksum included), rate limited, copied out of
-// the read buffer and queued for the engine. What fails is counted under
-// its reason.
-func (c *Conn) readClients(ctx context.Context, d *downlink) {
-	rc, err := d.raw.SyscallConn()
-	if err != nil {
-		c.log.Error("client socket", "port", d.name, "err", err)
-		return
-	}
-	buf := make([]byte, clientFrameMax)
-	oob := make([]byte, unix.CmsgSpace(int(auxdataLen)))
-	rate := d.rate.Load()
-	lim := newTokenBucket(rate.Rate, rate.Burst)
-	cnt := d.cnt
-	var statsRead time.Time
-	for {
-		var n, oobn, flags int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
-			return rerr != unix.EAGAIN && rerr != unix.EINTR
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) || d.gone.Load() {
-				return
-			}
-			c.log.Warn("read client frame", "port", d.name, "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		now := time.Now()
-		if now.Sub(statsRead) >= time.Second {
-			// Frames the kernel dropped because this socket's buffer was
-			// full (a flood faster than this reader) are counted too.
-			statsRead = now
-			_ = rc.Control(func(fd uintptr) {
-				if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-					c.eng.Counters.dropOn(cnt, DropSocketOverflow, uint64(st.Drops))
-				}
-			})
-		}
-		if flags&unix.MSG_TRUNC != 0 {
-			c.eng.Counters.dropOn(cnt, DropMalformed, 1)
-			continue
-		}
-		fr, err := ParseClientFrame(buf[:n], auxChecksum(oob[:oobn]))
-		switch {
-		case errors.Is(err, ErrChecksum):
-			c.eng.Counters.dropOn(cnt, DropBadChecksum, 1)
-			continue
-		case err != nil:
-			c.eng.Counters.dropOn(cnt, DropMalformed, 1)
-			continue
-		}
-		if r := d.rate.Load(); r != rate {
-			rate = r
-			lim.retune(r.Rate, r.Burst)
-		}
-		if !lim.allow(now) {
-			c.eng.Counters.dropOn(cnt, DropRateLimited, 1)
-			continue
-		}
-		bp := clientBufs.Get().(*[]byte)
-		if cap(*bp) < len(fr.Payload) {
-			*bp = make([]byte, len(fr.Payload))
-		}
-		data := append((*bp)[:0], fr.Payload...)
-		m := inbound{slot: d.slot, src: fr.Src, dst: fr.Dst, mac: fr.SrcMAC, at: now, data: data, buf: bp}
-		if !c.q.push(d.slot, m) {
-			clientBufs.Put(bp)
-			if d.gone.Load() {
-				return
-			}
-			c.eng.Counters.dropOn(cnt, DropQueueFull, 1)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-	}
-}
-
 // auxChecksum reads the checksum status from a packet socket's control
 // messages (PACKET_AUXDATA).
 func auxChecksum(oob []byte) Checksum {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return ChecksumUnknown
-	}
-	for _, m := range msgs {
-		if m.Header.Level != unix.SOL_PACKET || m.Header.Type != unix.PACKET_AUXDATA || len(m.Data) < 4 {
-			continue
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			break
 		}
-		st := binary.NativeEndian.Uint32(m.Data) // tpacket_auxdata.tp_status
-		switch {
-		case st&unix.TP_STATUS_CSUMNOTREADY != 0:
-			return ChecksumPartial
-		case st&unix.TP_STATUS_CSUM_VALID != 0:
-			return ChecksumValid
+		data := oob[unix.CmsgLen(0):l]
+		if h.Level == unix.SOL_PACKET && h.Type == unix.PACKET_AUXDATA && len(data) >= 4 {
+			st := binary.NativeEndian.Uint32(data) // tpacket_auxdata.tp_status
+			switch {
+			case st&unix.TP_STATUS_CSUMNOTREADY != 0:
+				return ChecksumPartial
+			case st&unix.TP_STATUS_CSUM_VALID != 0:
+				return ChecksumValid
+			}
+			return ChecksumUnknown
 		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
 	}
 	return ChecksumUnknown
-}
-
-// auxdataLen is sizeof(struct tpacket_auxdata).
-const auxdataLen = 20
-
-// serverReadBatch is the most datagrams readServers takes from the
-// kernel in one recvmmsg.
-const serverReadBatch = 16
-
-// readServers reads the uplink socket until it closes, as many datagrams
-// a call as are waiting (up to serverReadBatch), and queues each for the
-// engine.
-func (c *Conn) readServers(ctx context.Context) {
-	ms := make([]ipv6.Message, serverReadBatch)
-	bps := make([]*[]byte, serverReadBatch)
-	oobLen := len(ipv6.NewControlMessage(ipv6.FlagInterface | ipv6.FlagDst))
-	for i := range ms {
-		bps[i] = serverBufs.Get().(*[]byte)
-		ms[i].Buffers = [][]byte{*bps[i]}
-		ms[i].OOB = make([]byte, oobLen)
-	}
-	defer func() {
-		for _, bp := range bps {
-			serverBufs.Put(bp)
-		}
-	}()
-	for {
-		n, err := c.udp.ReadBatch(ms, 0)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			c.log.Warn("read udp", "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		now := time.Now()
-		for i := range ms[:n] {
-			c.queueServer(&ms[i], bps[i], now)
-			// The queue has the buffer now (or gave it back to the pool):
-			// the slot reads into a new one.
-			bps[i] = serverBufs.Get().(*[]byte)
-			ms[i].Buffers[0], ms[i].OOB = *bps[i], ms[i].OOB[:cap(ms[i].OOB)]
-		}
-	}
-}
-
-// queueServer queues a datagram the uplink socket read into bp, or gives
-// bp back to its pool; now is when it was read.
-func (c *Conn) queueServer(m *ipv6.Message, bp *[]byte, now time.Time) {
-	ua, _ := m.Addr.(*net.UDPAddr)
-	var addr netip.Addr
-	ok := ua != nil && m.Flags&unix.MSG_TRUNC == 0
-	if ok {
-		addr, ok = netip.AddrFromSlice(ua.IP)
-	}
-	if !ok {
-		serverBufs.Put(bp)
-		c.eng.Counters.Drop(DropMalformed)
-		return
-	}
-	var cm ipv6.ControlMessage
-	up := cm.Parse(m.OOB[:m.NN]) == nil && cm.IfIndex == c.up.Index
-	in := inbound{slot: serverSlot, src: addr.Unmap(), up: up, at: now, data: (*bp)[:m.N], buf: bp}
-	if !c.q.push(serverSlot, in) {
-		serverBufs.Put(bp)
-		c.eng.Counters.Drop(DropQueueFull)
-	}
 }

@@ -41,15 +41,14 @@ const (
 	DropBadChecksum                         // client frame whose UDP checksum is wrong (or zero)
 	DropBadDestination                      // client message not to ff02::1:2 or the relay's address on the port
 	DropRateLimited                         // over the port's max_client_rate
-	DropQueueFull                           // the port's queue to the relay was full
-	DropSocketOverflow                      // the kernel dropped the frame: the port's packet socket buffer was full
+	DropSocketOverflow                      // the kernel dropped the message: its socket's buffer was full
 	numDrops
 )
 
 var dropNames = [numDrops]string{
 	"malformed", "hop_limit", "relay_reply_from_client", "release_request_untrusted",
 	"untrusted_server", "not_relay_reply", "unknown_port", "send_error",
-	"relay_forward_untrusted", "bad_checksum", "bad_destination", "rate_limited", "queue_full", "socket_overflow",
+	"relay_forward_untrusted", "bad_checksum", "bad_destination", "rate_limited", "socket_overflow",
 }
 
 // NumDrops is the number of drop reasons.

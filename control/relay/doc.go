@@ -16,19 +16,22 @@
 // delivered to the client or snooped.
 //
 // Conn (Linux) is the I/O around it: an AF_PACKET socket per downlink for
-// client frames, one UDP socket on port 547 for the servers' side and for
-// sending to clients. Conn.Originate queues an originated message for the
-// engine's goroutine (never blocking), and the Replies to such messages go
-// to the function set by OnOriginatedReply.
+// client frames, one UDP socket on port 547 for the servers' side and one
+// per downlink for sending to clients. One goroutine (Conn.Run) owns them
+// and the engine: it waits in epoll_wait for any socket, reads each ready
+// one with recvmmsg, handles each message as it reads it, and sends what
+// a turn produced with one sendmmsg per socket. Conn.Originate queues an
+// originated message for that goroutine (never blocking), and the
+// Replies to such messages go to the function set by OnOriginatedReply.
 //
 // Reconfiguration: Engine.Reconfigure replaces the engine's configuration
 // (ports, servers, trust) between two messages, keeping its state (the
 // requests awaiting a Reply, the counters) for the ports that stay, which
 // are known by name. Conn.Reconfigure does the same on a running relay:
 // it opens the sockets of the ports added (or fails, changing nothing),
-// then hands the change to the engine's goroutine, which makes it between
-// two messages, starts the new ports' readers and closes the removed
-// ports' sockets. The ports that stay keep their sockets and readers
-// throughout, so none of their messages is lost or reordered. Any
-// goroutine may call Conn.Reconfigure; calls are made one at a time.
+// then hands the change to Run's goroutine, which makes it between two
+// turns, starts reading the new ports and closes the removed ports'
+// sockets. The ports that stay keep their sockets throughout, so none of
+// their messages is lost or reordered. Any goroutine may call
+// Conn.Reconfigure; calls are made one at a time.
 package relay

@@ -48,46 +48,6 @@ func TestPendingRemap(t *testing.T) {
 	}
 }
 
-// TestFairQueueSources: a source added while others hold messages joins
-// the turns after them; a removed source gives back what it held, leaves
-// the turns and takes nothing more; the other sources' messages keep their
-// order.
-func TestFairQueueSources(t *testing.T) {
-	q := newFairQueue(1, func(int) int { return 4 })
-	a := q.addSource(4)
-	b := q.addSource(4)
-	for i := range 3 {
-		q.push(0, inbound{slot: 0, data: []byte{byte(i)}})
-		q.push(a, inbound{slot: a, data: []byte{byte(i)}})
-		q.push(b, inbound{slot: b, data: []byte{byte(i)}})
-	}
-	c := q.addSource(2)
-	q.push(c, inbound{slot: c, data: []byte{0}})
-	if left := q.removeSource(b); len(left) != 3 || left[0].data[0] != 0 || left[2].data[0] != 2 {
-		t.Fatalf("removed source gave back %+v", left)
-	}
-	if q.push(b, inbound{slot: b}) {
-		t.Fatal("a removed source took a message")
-	}
-	type msg struct{ slot, n int }
-	var got []msg
-	for {
-		m, ok := q.pop()
-		if !ok {
-			break
-		}
-		got = append(got, msg{m.slot, int(m.data[0])})
-	}
-	want := []msg{{0, 0}, {a, 0}, {c, 0}, {0, 1}, {a, 1}, {0, 2}, {a, 2}}
-	if !slices.Equal(got, want) {
-		t.Errorf("order %v, want %v", got, want)
-	}
-	// The queue still works with the sources left.
-	if !q.push(c, inbound{slot: c}) || !q.push(c, inbound{slot: c}) || q.push(c, inbound{slot: c}) {
-		t.Error("source c's depth of 2 not kept")
-	}
-}
-
 // TestTokenBucketRetune: a new rate applies at once; the tokens saved stay,
 // up to the new burst.
 func TestTokenBucketRetune(t *testing.T) {

