@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"time"
 	"unsafe"
 
@@ -98,7 +99,13 @@ func (c *Conn) Run(ctx context.Context, upd Updater) error {
 			}
 		}
 		if !b.empty() {
+			learned := len(b.upds) > 0
 			c.flushBatch(&b, upd)
+			if learned {
+				// The binding manager is runnable now, on this P: let it
+				// put the turn's routes in before the next turn.
+				runtime.Gosched()
+			}
 		}
 		if woken {
 			// Between two turns, with nothing of the old configuration's
