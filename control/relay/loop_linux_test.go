@@ -250,3 +250,64 @@ func TestConnCloseWhileRunning(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// TestConnDownlinkDeleted: a downlink deleted under the running relay
+// (a VLAN removed before the reload that drops it) leaves the relay
+// serving the other port, without spinning on the dead socket's error.
+func TestConnDownlinkDeleted(t *testing.T) {
+	tp := newRRTopo(t)
+	srv := tp.startServers(t)
+	cb := tp.client(t, "cb")
+	logs := &testutil.SyncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}, {Name: "dlb", InterfaceID: []byte("port-b")}},
+		Servers: []netip.Addr{rrServer1}, RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn *Conn
+	if err := inNS(tp.relay, func() (err error) {
+		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: []netip.Addr{rrServer1}}, log)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitRelaying(t, cb, srv)
+
+	rrRun(t, "ip", "-n", tp.relay, "link", "del", "dla")
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	time.Sleep(200 * time.Millisecond)
+	before := cpu()
+	time.Sleep(time.Second)
+	// A relay spinning on the socket's error would burn the whole second.
+	if used := cpu() - before; used > 300*time.Millisecond {
+		t.Errorf("the test process used %v of CPU in the second after dla went", used)
+	}
+	if err := cb.send(0x900001); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-srv.got:
+		if f.xid != 0x900001 || f.ifid != "port-b" {
+			t.Errorf("relayed %#x from %q, want 0x900001 from port-b", f.xid, f.ifid)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("port b's message not relayed after dla went; log:\n%s", logs)
+	}
+	t.Logf("relay log:\n%s", logs)
+}
