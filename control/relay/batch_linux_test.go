@@ -115,8 +115,22 @@ func TestConnBurstQueued(t *testing.T) {
 // downlink's rate limit rates (none: no limit), until the test ends.
 func runTestConn(t *testing.T, tp *rrTopo, servers []netip.Addr, log *slog.Logger, rates ...Rate) *Engine {
 	t.Helper()
-	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}}, Servers: servers,
-		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
+	eng, conn := listenTestConn(t, tp, nil, servers, log, rates...)
+	runUntilCleanup(t, tp, conn)
+	return eng
+}
+
+// testRelayID is the relays' DUID in these tests.
+var testRelayID = []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}
+
+// listenTestConn opens a relay's sockets in tp's relay namespace for
+// ports (none: dla alone, Interface-ID "port-a"), to servers.
+func listenTestConn(t *testing.T, tp *rrTopo, ports []Port, servers []netip.Addr, log *slog.Logger, rates ...Rate) (*Engine, *Conn) {
+	t.Helper()
+	if ports == nil {
+		ports = []Port{{Name: "dla", InterfaceID: []byte("port-a")}}
+	}
+	eng, err := NewEngine(Config{Ports: ports, Servers: servers, RelayID: testRelayID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +141,12 @@ func runTestConn(t *testing.T, tp *rrTopo, servers []netip.Addr, log *slog.Logge
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return eng, conn
+}
+
+// runUntilCleanup runs conn until the test ends, and checks that Run
+// returned nil.
+func runUntilCleanup(t *testing.T, tp *rrTopo, conn *Conn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
 	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
@@ -136,7 +156,6 @@ func runTestConn(t *testing.T, tp *rrTopo, servers []netip.Addr, log *slog.Logge
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return eng
 }
 
 // waitRelaying sends probes (transaction ids from 0x700000) from c until

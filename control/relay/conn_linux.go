@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -563,24 +564,42 @@ func (c *Conn) originate(o Originated, b *batch) {
 // auxChecksum reads the checksum status from a packet socket's control
 // messages (PACKET_AUXDATA).
 func auxChecksum(oob []byte) Checksum {
-	for len(oob) >= unix.SizeofCmsghdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < unix.SizeofCmsghdr || l > len(oob) {
-			break
+	for m := range cmsgs(oob) {
+		if m.level != unix.SOL_PACKET || m.typ != unix.PACKET_AUXDATA || len(m.data) < 4 {
+			continue
 		}
-		data := oob[unix.CmsgLen(0):l]
-		if h.Level == unix.SOL_PACKET && h.Type == unix.PACKET_AUXDATA && len(data) >= 4 {
-			st := binary.NativeEndian.Uint32(data) // tpacket_auxdata.tp_status
-			switch {
-			case st&unix.TP_STATUS_CSUMNOTREADY != 0:
-				return ChecksumPartial
-			case st&unix.TP_STATUS_CSUM_VALID != 0:
-				return ChecksumValid
-			}
-			return ChecksumUnknown
+		st := binary.NativeEndian.Uint32(m.data) // tpacket_auxdata.tp_status
+		switch {
+		case st&unix.TP_STATUS_CSUMNOTREADY != 0:
+			return ChecksumPartial
+		case st&unix.TP_STATUS_CSUM_VALID != 0:
+			return ChecksumValid
 		}
-		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+		return ChecksumUnknown
 	}
 	return ChecksumUnknown
+}
+
+// cmsg is one control message: its level, type and data.
+type cmsg struct {
+	level, typ int32
+	data       []byte
+}
+
+// cmsgs yields the control messages in oob, as recvmsg left them; one
+// whose length runs past oob ends it.
+func cmsgs(oob []byte) iter.Seq[cmsg] {
+	return func(yield func(cmsg) bool) {
+		for len(oob) >= unix.SizeofCmsghdr {
+			h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+			l := int(h.Len)
+			if l < unix.SizeofCmsghdr || l > len(oob) {
+				return
+			}
+			if !yield(cmsg{h.Level, h.Type, oob[unix.CmsgLen(0):l]}) {
+				return
+			}
+			oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+		}
+	}
 }

@@ -309,20 +309,13 @@ func (c *Conn) readServers(r *rxRing, b *batch, now time.Time) {
 // uplinkAux reads the interface a datagram arrived on (IPV6_PKTINFO) and
 // the socket's overflow count (SO_RXQ_OVFL) from its control messages.
 func uplinkAux(oob []byte) (ifindex int, drops uint32, hasDrops bool) {
-	for len(oob) >= unix.SizeofCmsghdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < unix.SizeofCmsghdr || l > len(oob) {
-			break
-		}
-		data := oob[unix.CmsgLen(0):l]
+	for m := range cmsgs(oob) {
 		switch {
-		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
-			ifindex = int(binary.NativeEndian.Uint32(data[16:20]))
-		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
-			drops, hasDrops = binary.NativeEndian.Uint32(data), true
+		case m.level == unix.IPPROTO_IPV6 && m.typ == unix.IPV6_PKTINFO && len(m.data) >= unix.SizeofInet6Pktinfo:
+			ifindex = int(binary.NativeEndian.Uint32(m.data[16:20]))
+		case m.level == unix.SOL_SOCKET && m.typ == unix.SO_RXQ_OVFL && len(m.data) >= 4:
+			drops, hasDrops = binary.NativeEndian.Uint32(m.data), true
 		}
-		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
 	}
 	return ifindex, drops, hasDrops
 }

@@ -19,8 +19,8 @@ import (
 	"github.com/pdrelay/pdrelay/internal/testutil"
 )
 
-// cmsg appends one control message to b, padded as the kernel pads it.
-func cmsg(b []byte, level, typ int32, data []byte) []byte {
+// appendCmsg appends one control message to b, padded as the kernel pads it.
+func appendCmsg(b []byte, level, typ int32, data []byte) []byte {
 	m := make([]byte, unix.CmsgSpace(len(data)))
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&m[0]))
 	h.Level, h.Type = level, typ
@@ -37,22 +37,22 @@ func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 func TestControlMessages(t *testing.T) {
 	pi := make([]byte, unix.SizeofInet6Pktinfo)
 	binary.NativeEndian.PutUint32(pi[16:], 7)
-	both := cmsg(cmsg(nil, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(42)), unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi)
+	both := appendCmsg(appendCmsg(nil, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(42)), unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi)
 	if ifi, drops, ok := uplinkAux(both); ifi != 7 || drops != 42 || !ok {
 		t.Errorf("uplinkAux = %d, %d, %v; want 7, 42, true", ifi, drops, ok)
 	}
-	onlyPI := cmsg(nil, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi)
+	onlyPI := appendCmsg(nil, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi)
 	if ifi, _, ok := uplinkAux(onlyPI); ifi != 7 || ok {
 		t.Errorf("uplinkAux without SO_RXQ_OVFL = %d, %v", ifi, ok)
 	}
-	for _, bad := range [][]byte{nil, both[:10], both[:len(both)-1], cmsg(nil, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi[:8])} {
+	for _, bad := range [][]byte{nil, both[:10], both[:len(both)-1], appendCmsg(nil, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi[:8])} {
 		if ifi, _, _ := uplinkAux(bad); ifi == 7 && len(bad) < len(onlyPI) {
 			t.Errorf("uplinkAux(% x) read an interface", bad)
 		}
 	}
 
 	aux := func(status uint32) []byte {
-		return cmsg(nil, unix.SOL_PACKET, unix.PACKET_AUXDATA, append(u32(status), make([]byte, auxdataLen-4)...))
+		return appendCmsg(nil, unix.SOL_PACKET, unix.PACKET_AUXDATA, append(u32(status), make([]byte, auxdataLen-4)...))
 	}
 	for _, c := range []struct {
 		oob  []byte
@@ -61,7 +61,7 @@ func TestControlMessages(t *testing.T) {
 		{aux(unix.TP_STATUS_CSUMNOTREADY), ChecksumPartial},
 		{aux(unix.TP_STATUS_CSUM_VALID), ChecksumValid},
 		{aux(0), ChecksumUnknown},
-		{append(cmsg(nil, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(1)), aux(unix.TP_STATUS_CSUM_VALID)...), ChecksumValid},
+		{append(appendCmsg(nil, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(1)), aux(unix.TP_STATUS_CSUM_VALID)...), ChecksumValid},
 		{aux(unix.TP_STATUS_CSUM_VALID)[:unix.SizeofCmsghdr+2], ChecksumUnknown},
 		{nil, ChecksumUnknown},
 	} {
@@ -77,8 +77,8 @@ const auxdataLen = 20
 // FuzzControlMessages: no control message block makes the readers fail.
 func FuzzControlMessages(f *testing.F) {
 	pi := make([]byte, unix.SizeofInet6Pktinfo)
-	f.Add(cmsg(cmsg(nil, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(3)), unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi))
-	f.Add(cmsg(nil, unix.SOL_PACKET, unix.PACKET_AUXDATA, make([]byte, auxdataLen)))
+	f.Add(appendCmsg(appendCmsg(nil, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(3)), unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pi))
+	f.Add(appendCmsg(nil, unix.SOL_PACKET, unix.PACKET_AUXDATA, make([]byte, auxdataLen)))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, oob []byte) {
 		uplinkAux(oob)
@@ -197,19 +197,7 @@ func TestRxRingFromKernel(t *testing.T) {
 // a Reconfigure afterwards fails with ErrClosed and changes nothing.
 func TestConnCloseWhileRunning(t *testing.T) {
 	tp := newRRTopo(t)
-	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}}, Servers: []netip.Addr{rrServer1},
-		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(&testutil.SyncBuffer{}, nil))
-	var conn *Conn
-	if err := inNS(tp.relay, func() (err error) {
-		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: []netip.Addr{rrServer1}}, log)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	_, conn := listenTestConn(t, tp, nil, []netip.Addr{rrServer1}, slog.New(slog.NewTextHandler(&testutil.SyncBuffer{}, nil)))
 	runErr := make(chan error, 1)
 	go func() { runErr <- conn.Run(context.Background(), &recorder{}) }()
 	srv := tp.startServers(t)
@@ -236,8 +224,8 @@ func TestConnCloseWhileRunning(t *testing.T) {
 	}); err != nil {
 		t.Errorf("the uplink's port is still held after Close: %v", err)
 	}
-	err = conn.Reconfigure(context.Background(), Config{Ports: []Port{{Name: "dla"}, {Name: "dlb"}}, Servers: []netip.Addr{rrServer1},
-		RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}}, ConnConfig{}, nil)
+	err := conn.Reconfigure(context.Background(), Config{Ports: []Port{{Name: "dla"}, {Name: "dlb"}}, Servers: []netip.Addr{rrServer1},
+		RelayID: testRelayID}, ConnConfig{}, nil)
 	if !errors.Is(err, ErrClosed) {
 		t.Errorf("Reconfigure after Close: %v, want ErrClosed", err)
 	}
@@ -259,28 +247,9 @@ func TestConnDownlinkDeleted(t *testing.T) {
 	srv := tp.startServers(t)
 	cb := tp.client(t, "cb")
 	logs := &testutil.SyncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	eng, err := NewEngine(Config{Ports: []Port{{Name: "dla", InterfaceID: []byte("port-a")}, {Name: "dlb", InterfaceID: []byte("port-b")}},
-		Servers: []netip.Addr{rrServer1}, RelayID: []byte{0, 3, 0, 1, 2, 0, 0x5e, 0, 0x53, 0xaa}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conn *Conn
-	if err := inNS(tp.relay, func() (err error) {
-		conn, err = Listen(eng, ConnConfig{Uplink: "up0", Servers: []netip.Addr{rrServer1}}, log)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- inNS(tp.relay, func() error { return conn.Run(ctx, &recorder{}) }) }()
-	defer func() {
-		cancel()
-		if err := <-runErr; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	ports := []Port{{Name: "dla", InterfaceID: []byte("port-a")}, {Name: "dlb", InterfaceID: []byte("port-b")}}
+	_, conn := listenTestConn(t, tp, ports, []netip.Addr{rrServer1}, slog.New(slog.NewTextHandler(logs, nil)))
+	runUntilCleanup(t, tp, conn)
 	waitRelaying(t, cb, srv)
 
 	rrRun(t, "ip", "-n", tp.relay, "link", "del", "dla")
