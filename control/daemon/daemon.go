@@ -209,8 +209,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	// The dataplane's sinks take each batch first (the FIB, which is the
 	// dataplane in xdp mode, the kernel's routes, then its source and loop
 	// guard), so a new binding forwards as soon as it can; the store,
-	// metrics, next-hop resolution, release triggers and BGP follow.
-	sinks := d.guard.sinks(d.kr.sinks([]binding.Sink{d.fw.Sink}))
+	// metrics, next-hop resolution, release triggers and BGP follow. In
+	// kernel mode the kernel forwards: the FIB serves the start alone
+	// (d.restored, for the kernel's routes, the guard and BGP), and
+	// keeping it after would cost every binding change for no reader.
+	var fibSink []binding.Sink
+	if d.kr == nil {
+		fibSink = []binding.Sink{d.fw.Sink}
+	}
+	sinks := d.guard.sinks(d.kr.sinks(fibSink))
 	dataplane := len(sinks)
 	sinks = append(sinks, storeSink(st), d.met.Sink, d.hops.Sink, d.rel.sink)
 	d.mgr = binding.NewManager(d.table, nil, log, d.adv.sinks(sinks)...)
@@ -271,14 +278,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	spawn := sup.spawn
 	spawn("bindings", func() error { return mgr.Run(ctx) })
 	spawn("next hop resolver", func() error { return runResolver(ctx, d.resolver, log) })
-	spawn("fib dense blocks", func() error {
-		// The restore published without them (PublishDeferred); a
-		// publish after it makes them.
-		start := time.Now()
-		d.fw.Publish()
-		log.Info("fib dense blocks made", "took", time.Since(start).Round(time.Millisecond))
-		return nil
-	})
+	if d.kr == nil { // kernel mode reads no FIB after the start
+		spawn("fib dense blocks", func() error {
+			// The restore published without them (PublishDeferred); a
+			// publish after it makes them.
+			start := time.Now()
+			d.fw.Publish()
+			log.Info("fib dense blocks made", "took", time.Since(start).Round(time.Millisecond))
+			return nil
+		})
+	}
 	if d.fwd != nil {
 		spawn("dataplane", func() error { return d.fwd.run(ctx, d.ft.FIB()) })
 		spawn("gateway", func() error { return watchGateway(ctx, cfg, d.fw, log) })
