@@ -329,9 +329,10 @@ func (c *Conn) addDownlink(d *downlink) error {
 	return nil
 }
 
-// setRate sets the port's client rate limit, keeping the tokens saved.
+// setRate sets the port's client rate limit, keeping the tokens saved
+// (a bucket never set has a burst of 0).
 func (d *downlink) setRate(r *Rate) {
-	if d.lim.last.IsZero() && d.lim.burst == 0 {
+	if d.lim.burst == 0 {
 		d.lim = newTokenBucket(r.Rate, r.Burst)
 	} else {
 		d.lim.retune(r.Rate, r.Burst)

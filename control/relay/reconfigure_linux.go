@@ -178,7 +178,7 @@ func (c *Conn) commit(r *reconfig) {
 		if d.cnt == nil { // a new port's, before it is read; a port's counts never change
 			d.cnt = c.eng.Counters.port(i)
 		}
-		if rt := rateAt(r.cfg.Rates, i); *rt != d.rate || d.lim.burst == 0 {
+		if rt := rateAt(r.cfg.Rates, i); *rt != d.rate || d.lim.burst == 0 { // changed, or a new port's
 			d.setRate(rt)
 		}
 		downs[i] = d
