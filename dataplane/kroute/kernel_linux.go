@@ -1,6 +1,7 @@
 package kroute
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -54,6 +55,13 @@ type nlKernel struct {
 	dseq uint32
 
 	table uint32 // for the route events
+
+	// emu guards the route event socket and the write socket's port id,
+	// which the event socket's filter drops: the Router's own deletes
+	// wake nothing.
+	emu    sync.Mutex
+	rev    *nl.NetlinkSocket
+	ownPID uint32
 
 	fmu sync.Mutex
 	ev  events // since the last events()
@@ -124,6 +132,18 @@ func (k *nlKernel) writeSock() (*nl.NetlinkSocket, error) {
 			return nil, err
 		}
 		k.w = s
+		pid := uint32(0)
+		if sa, err := unix.Getsockname(s.GetFd()); err == nil {
+			if nsa, ok := sa.(*unix.SockaddrNetlink); ok {
+				pid = nsa.Pid
+			}
+		}
+		k.emu.Lock()
+		k.ownPID = pid
+		if k.rev != nil {
+			_ = attachRouteFilter(k.rev, pid)
+		}
+		k.emu.Unlock()
 	}
 	return k.w, nil
 }
@@ -410,7 +430,12 @@ func (k *nlKernel) watch(done <-chan struct{}) <-chan struct{} {
 	if s, err := k.routeEvents(); err == nil {
 		go func() {
 			<-done
+			k.emu.Lock()
 			s.Close()
+			if k.rev == s {
+				k.rev = nil
+			}
+			k.emu.Unlock()
 		}()
 		go func() {
 			for {
@@ -437,56 +462,86 @@ func (k *nlKernel) watch(done <-chan struct{}) <-chan struct{} {
 }
 
 // routeEvents opens a socket on the IPv6 route notifications with a
-// socket filter that passes RTM_DELROUTE of Protocol alone.
+// socket filter that passes RTM_DELROUTE of Protocol alone, and not
+// those of the Router's own deletes.
 func (k *nlKernel) routeEvents() (*nl.NetlinkSocket, error) {
 	s, err := nl.SubscribeAt(k.ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_IPV6_ROUTE)
 	if err != nil {
 		return nil, err
 	}
-	prog, err := bpf.Assemble(delRouteFilter())
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	fp := make([]unix.SockFilter, len(prog))
-	for i, in := range prog {
-		fp[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
-	}
-	if err := unix.SetsockoptSockFprog(s.GetFd(), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(fp)), Filter: &fp[0]}); err != nil {
+	k.emu.Lock()
+	defer k.emu.Unlock()
+	if err := attachRouteFilter(s, k.ownPID); err != nil {
 		s.Close()
 		return nil, err
 	}
 	if err := s.SetReceiveBufferSize(sockBuf, true); err != nil {
 		_ = s.SetReceiveBufferSize(sockBuf, false)
 	}
+	k.rev = s
 	return s, nil
+}
+
+// attachRouteFilter sets (or replaces) s's socket filter:
+// delRouteFilter(own).
+func attachRouteFilter(s *nl.NetlinkSocket, own uint32) error {
+	prog, err := bpf.Assemble(delRouteFilter(own))
+	if err != nil {
+		return err
+	}
+	fp := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		fp[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	return unix.SetsockoptSockFprog(s.GetFd(), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(fp)), Filter: &fp[0]})
 }
 
 // delRouteFilter is a classic BPF program over one notification (a
 // netlink message alone in its datagram):
 //
-//	offset 4..5  nlmsg_type      RTM_DELROUTE (in the host's byte order)
-//	offset 16    rtm_family      AF_INET6
-//	offset 21    rtm_protocol    Protocol
+//	offset 4..5   nlmsg_type     RTM_DELROUTE (in the host's byte order)
+//	offset 12..15 nlmsg_pid      not own, when own is not 0
+//	offset 16     rtm_family     AF_INET6
+//	offset 21     rtm_protocol   Protocol
 //
-// It keeps the whole message when all match and drops it otherwise.
-func delRouteFilter() []bpf.Instruction {
+// It keeps the whole message when all match and drops it otherwise. A
+// notification carries the port id of the socket whose request caused
+// it (0 for the kernel's own changes), so own, the write socket's port
+// id, drops the echoes of the Router's deletes, which would wake the
+// watcher once a route (4 % of pdrelay's CPU while 100k clients release).
+func delRouteFilter(own uint32) []bpf.Instruction {
 	lo, hi := uint32(4), uint32(5) // bytes of nlmsg_type: low, high
 	if nl.NativeEndian().Uint16([]byte{1, 0}) != 1 {
 		lo, hi = 5, 4
 	}
-	return []bpf.Instruction{
-		bpf.LoadAbsolute{Off: lo, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.RTM_DELROUTE & 0xff, SkipTrue: 7},
-		bpf.LoadAbsolute{Off: hi, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.RTM_DELROUTE >> 8, SkipTrue: 5},
-		bpf.LoadAbsolute{Off: unix.NLMSG_HDRLEN, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.AF_INET6, SkipTrue: 3},
-		bpf.LoadAbsolute{Off: unix.NLMSG_HDRLEN + 5, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: Protocol, SkipTrue: 1},
-		bpf.RetConstant{Val: 0xffff},
-		bpf.RetConstant{Val: 0},
+	type test struct {
+		off, size int
+		val       uint32 // the message goes on when the field equals it
+		not       bool   // ... when the field differs from it
 	}
+	tests := []test{
+		{off: int(lo), size: 1, val: unix.RTM_DELROUTE & 0xff},
+		{off: int(hi), size: 1, val: unix.RTM_DELROUTE >> 8},
+		{off: unix.NLMSG_HDRLEN, size: 1, val: unix.AF_INET6},
+		{off: unix.NLMSG_HDRLEN + 5, size: 1, val: Protocol},
+	}
+	if own != 0 {
+		// A 4-byte absolute load reads in network byte order.
+		var b [4]byte
+		nl.NativeEndian().PutUint32(b[:], own)
+		tests = append(tests, test{off: 12, size: 4, val: binary.BigEndian.Uint32(b[:]), not: true})
+	}
+	var prog []bpf.Instruction
+	for i, t := range tests {
+		drop := uint8(2*(len(tests)-i) - 1) // from the jump to the drop
+		prog = append(prog, bpf.LoadAbsolute{Off: uint32(t.off), Size: t.size})
+		if t.not {
+			prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: t.val, SkipTrue: drop})
+		} else {
+			prog = append(prog, bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: t.val, SkipTrue: drop})
+		}
+	}
+	return append(prog, bpf.RetConstant{Val: 0xffff}, bpf.RetConstant{Val: 0})
 }
 
 func (k *nlKernel) events() events {

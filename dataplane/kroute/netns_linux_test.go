@@ -448,7 +448,7 @@ func TestKernelHandDeleted(t *testing.T) {
 	if !tp.reaches(t, 0) {
 		t.Fatal("unreachable after the repair")
 	}
-	// pdrelay's own deletes are notified too, and stay deleted.
+	// pdrelay's own deletes stay deleted.
 	r.Delete(delegated[0], "dl0")
 	if err := r.Flush(); err != nil {
 		t.Fatal(err)
@@ -604,12 +604,14 @@ func TestKernelBatchAnswers(t *testing.T) {
 }
 
 // TestKernelRouteEventFilter: the route event socket's filter passes the
-// deletions of pdrelay's routes and nothing else: not its writes, not
-// another protocol's deletions.
+// deletions of pdrelay's routes by others and nothing else: not its
+// writes, not its own deletions (also after its write socket was opened
+// again), not another protocol's deletions.
 func TestKernelRouteEventFilter(t *testing.T) {
 	tp := newTopo(t)
 	r := tp.newRouter(t, Config{})
-	s, err := r.k.(*nlKernel).routeEvents()
+	k := r.k.(*nlKernel)
+	s, err := k.routeEvents()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,6 +624,29 @@ func TestKernelRouteEventFilter(t *testing.T) {
 	}
 	nstest.Run(t, "ip", "-n", tp.router, "-6", "route", "del", "2001:db8:8::/48")
 	nstest.Run(t, "ip", "-n", tp.router, "-6", "route", "del", delegated[1].String(), "proto", "157")
+	r.Delete(delegated[0], "dl0")
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// A write socket opened again has another port id.
+	r.Add(route(0))
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	k.wmu.Lock()
+	old := k.ownPID
+	k.resetWrite()
+	k.wmu.Unlock()
+	r.Delete(delegated[0], "dl0")
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if k.ownPID == old || k.ownPID == 0 {
+		t.Errorf("write socket port id %d after reopening, was %d", k.ownPID, old)
+	}
+	if got := tp.ipShow(t, "route", "show", "proto", "157"); len(got) != 0 {
+		t.Errorf("routes of protocol 157 left: %v", got)
+	}
 	var got []string
 	s.SetReceiveTimeout(&unix.Timeval{Usec: 300_000})
 	for {
