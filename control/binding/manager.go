@@ -42,7 +42,13 @@ type Manager struct {
 	// Reply-to-dataplane latency.
 	OnInstalled    func(time.Duration)
 	DataplaneSinks int
-	quiet          refusalLog
+	// LogBatch, when set, holds the log output while a batch's lines are
+	// logged (logw.Writer), so that they go out in one write.
+	LogBatch interface {
+		Hold()
+		Release()
+	}
+	quiet refusalLog
 	// received holds, for each binding the pending batch adds, when the
 	// Update that added it was received.
 	received []time.Time
@@ -121,6 +127,10 @@ func (m *Manager) flush() {
 		m.installed()
 	}
 	// The log lines come last: they are not on the way to the dataplane.
+	if m.LogBatch != nil {
+		m.LogBatch.Hold()
+		defer m.LogBatch.Release()
+	}
 	for _, c := range changes {
 		m.logChange(c)
 	}

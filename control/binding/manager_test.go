@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pdrelay/pdrelay/internal/logw"
 	"github.com/pdrelay/pdrelay/internal/testutil"
 )
 
@@ -248,6 +249,44 @@ func TestManagerLogLevels(t *testing.T) {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("line %d = %q, want %q", i, lines[i], want)
 		}
+	}
+}
+
+// writeCounter counts the Writes it is given.
+type writeCounter struct {
+	mu    sync.Mutex
+	calls int
+	buf   bytes.Buffer
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls++
+	return w.buf.Write(p)
+}
+
+// With LogBatch, a batch's lines go out in one write: three bindings
+// learned in one Update are one write of three lines.
+func TestManagerLogBatch(t *testing.T) {
+	var out writeCounter
+	lw := logw.New(&out)
+	m := NewManager(NewTable(PortLimits{}, nil), newFakeClock(t0).now, slog.New(slog.NewTextHandler(lw, nil)))
+	m.LogBatch = lw
+	stop := startManager(t, m)
+	var ls []Learned
+	for i, p := range []string{"2001:db8:1::/56", "2001:db8:2::/56", "2001:db8:3::/56"} {
+		ls = append(ls, learned("eth1", duidA, uint32(i+1), p, time.Hour, 2*time.Hour))
+	}
+	m.Apply(Update{Learn: ls})
+	if _, err := m.List(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if n := strings.Count(out.buf.String(), `msg="binding added"`); n != 3 || out.calls != 1 {
+		t.Errorf("%d lines in %d writes, want 3 in 1:\n%s", n, out.calls, out.buf.String())
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/pdrelay/pdrelay/control/relay"
 	"github.com/pdrelay/pdrelay/control/store"
 	"github.com/pdrelay/pdrelay/fib"
+	"github.com/pdrelay/pdrelay/internal/logw"
 	"github.com/pdrelay/pdrelay/internal/version"
 )
 
@@ -41,7 +42,8 @@ func RunFile(ctx context.Context, path string, logOut io.Writer) error {
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.LogLevel)
-	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+	lw := logw.New(logOut)
+	log := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: level}))
 	// From now on SIGHUP is the reload's, not the default (terminate):
 	// one that comes during a long restore waits for the relay to run.
 	hup := make(chan os.Signal, 1)
@@ -52,6 +54,7 @@ func RunFile(ctx context.Context, path string, logOut io.Writer) error {
 		return err
 	}
 	d.path, d.level, d.hup = path, level, hup
+	d.mgr.LogBatch = lw // a batch's binding lines in one write
 	return d.Run(ctx)
 }
 
