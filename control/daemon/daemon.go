@@ -88,6 +88,7 @@ type Daemon struct {
 	adv      *advertiser   // nil without bgp
 	ft       *fib.Table
 	fw       *fibWriter
+	fibLive  bool    // the FIB follows the bindings: the xdp modes
 	mir      *mirror // nil: no route map (uplink.no_route drop)
 	restored *fib.Snapshot
 	addrs    portAddrs // the ports' addresses at start; the watcher follows them
@@ -212,12 +213,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	// The dataplane's sinks take each batch first (the FIB, which is the
 	// dataplane in xdp mode, the kernel's routes, then its source and loop
 	// guard), so a new binding forwards as soon as it can; the store,
-	// metrics, next-hop resolution, release triggers and BGP follow. In
-	// kernel mode the kernel forwards: the FIB serves the start alone
-	// (d.restored, for the kernel's routes, the guard and BGP), and
-	// keeping it after would cost every binding change for no reader.
+	// metrics, next-hop resolution, release triggers and BGP follow. Only
+	// the AF_XDP plane reads the FIB: in kernel mode and with the
+	// dataplane off the FIB serves the start alone (d.restored, for the
+	// kernel's routes, the guard and BGP), and keeping it after would
+	// cost every binding change for no reader.
+	xdpPlane := cfg.Dataplane.Mode == config.DataplaneXDP || cfg.Dataplane.Mode == config.DataplaneXDPGeneric
+	d.fibLive = xdpPlane
 	var fibSink []binding.Sink
-	if d.kr == nil {
+	if xdpPlane {
 		fibSink = []binding.Sink{d.fw.Sink}
 	}
 	sinks := d.guard.sinks(d.kr.sinks(fibSink))
@@ -281,7 +285,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	spawn := sup.spawn
 	spawn("bindings", func() error { return mgr.Run(ctx) })
 	spawn("next hop resolver", func() error { return runResolver(ctx, d.resolver, log) })
-	if d.kr == nil { // kernel mode reads no FIB after the start
+	if d.fibLive { // only the AF_XDP plane reads the FIB after the start
 		spawn("fib dense blocks", func() error {
 			// The restore published without them (PublishDeferred); a
 			// publish after it makes them.

@@ -162,8 +162,10 @@ func (d *Daemon) apply(ctx context.Context, old, cfg *config.Config, ch *config.
 	for _, dl := range cfg.Downlinks {
 		sources[dl.Interface] = dl.AllowedSources
 	}
-	if err := d.fw.reconfigure(ports, sources, clientLoopPolicies(cfg)); err != nil {
-		return err // validated by config.Load: not expected
+	if d.fibLive {
+		if err := d.fw.reconfigure(ports, sources, clientLoopPolicies(cfg)); err != nil {
+			return err // validated by config.Load: not expected
+		}
 	}
 	if d.guard != nil && slices.ContainsFunc(ch.Changed, func(c config.DownlinkChange) bool { return c.Has("loop_overrides") }) {
 		// A client's own policy is given per binding: give them all again.
