@@ -28,9 +28,21 @@ const (
 	ServerKea  = "kea"  // kea-dhcp6 (Debian kea-dhcp6-server)
 )
 
+// Relay names for Options.Relay.
+const (
+	RelayPdrelay  = "pdrelay"  // pdrelay, dataplane.mode kernel
+	RelayDhcrelay = "dhcrelay" // ISC dhcrelay -6 (Debian isc-dhcp-relay): relays, learns nothing
+)
+
 // Options configures Run.
 type Options struct {
+	// Relay is RelayPdrelay (default) or RelayDhcrelay, the baseline: a
+	// relay that neither snoops nor routes, with the fast responder only.
+	Relay   string
 	Pdrelay string // pdrelay binary
+	// Dataplane is pdrelay's dataplane.mode: kernel (default), or off
+	// (relay and snoop, route nothing: the relay's own cost).
+	Dataplane string
 	Clients int
 	Server  string // ServerFast (default) or ServerKea
 	Window  int    // GenConfig.Window
@@ -55,7 +67,9 @@ type PhaseFigures struct {
 	PhaseResult
 	// Relayed is the change of pdrelay_dhcp_messages_total (both
 	// directions) over the phase; RelayCPU the change of pdrelay's
-	// process_cpu_seconds_total (all its threads).
+	// process_cpu_seconds_total (all its threads). For dhcrelay, Relayed
+	// is twice the Relay-Forwards the responder answered (each one
+	// relayed up, its answer down), RelayCPU from /proc.
 	Relayed  float64
 	RelayCPU float64
 	// Settled is how long after the phase began pdrelay's bindings gauge
@@ -141,13 +155,28 @@ type LatencyFigures struct {
 // SlowAfter is the latency LatencyFigures.Slow counts from.
 const SlowAfter = 50 * time.Millisecond
 
-// Run builds a lab, runs pdrelay (dataplane.mode kernel) between the
-// generator and a server, makes every client bind, renew and release, and
-// returns the figures. It fails if the lab, a process or a phase cannot
+// Run builds a lab, runs the relay (pdrelay in Options.Dataplane mode, or
+// the dhcrelay baseline) between the generator and a server, makes every
+// client bind, renew and release, and returns the figures. It fails if the lab, a process or a phase cannot
 // run; the counts it checks are in the Result for the caller to judge.
 func Run(ctx context.Context, o Options) (res Result, err error) {
 	if o.Server == "" {
 		o.Server = ServerFast
+	}
+	if o.Relay == "" {
+		o.Relay = RelayPdrelay
+	}
+	switch {
+	case o.Relay != RelayPdrelay && o.Relay != RelayDhcrelay:
+		return res, fmt.Errorf("relay %q: pdrelay or dhcrelay", o.Relay)
+	case o.Relay == RelayDhcrelay && o.Server != ServerFast:
+		return res, errors.New("the dhcrelay baseline runs with the fast responder only")
+	case o.Relay == RelayDhcrelay && o.Perf != "":
+		return res, errors.New("-perf records pdrelay only")
+	}
+	o.Dataplane = cmp.Or(o.Dataplane, "kernel")
+	if o.Dataplane != "kernel" && o.Dataplane != "off" {
+		return res, fmt.Errorf("dataplane %q: kernel or off", o.Dataplane)
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -193,14 +222,17 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, fmt.Errorf("server %q: fast or kea", o.Server)
 	}
 
+	if o.Relay == RelayDhcrelay {
+		return runDhcrelay(ctx, o, l, resp, res)
+	}
 	const metricsAddr = "127.0.0.1:9547"
 	cfg := l.PdrelayConfigWith(lab.PdrelayConfigOptions{
 		LinkType: "multi-access",
 		Ports:    []int{0},
 		LogLevel: "info",
 		PerPort:  "    max_delegations: 0\n    max_per_client: 0\n    max_client_rate: 0\n",
-		Extra: fmt.Sprintf("metrics_listen: %q\ndataplane:\n  mode: kernel\nkernel:\n  flush_on_stop: true\n",
-			metricsAddr),
+		Extra: fmt.Sprintf("metrics_listen: %q\ndataplane:\n  mode: %s\nkernel:\n  flush_on_stop: true\n",
+			metricsAddr, o.Dataplane),
 	})
 	relay, err := l.StartPdrelayEnv(o.Pdrelay, cfg, o.PdrelayEnv...)
 	if err != nil {
@@ -220,18 +252,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 	defer routes.Stop()
 
-	conn, err := l.ListenUDP(l.ClientNS[0], netip.MustParseAddrPort("[::]:546"))
-	if err != nil {
-		return res, fmt.Errorf("client socket: %w", err)
-	}
-	bigBuffers(conn)
-	defer conn.Close()
-	dst := netip.AddrPortFrom(netip.MustParseAddr("ff02::1:2").WithZone(strconv.Itoa(l.ClientLinks[0].PeerIndex)), 547)
-	gen, err := NewGenerator(GenConfig{Conn: conn, Dst: dst, Clients: o.Clients, Window: o.Window, Rate: o.Rate, Timeout: o.Timeout})
+	gen, closeGen, err := startGenerator(l, o)
 	if err != nil {
 		return res, err
 	}
-	go gen.Receive()
+	defer closeGen()
 
 	base, err := met.Scrape()
 	if err != nil {
@@ -286,7 +311,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			if settled > 0 {
 				res.BindingRate = float64(o.Clients) / settled.Seconds()
 			}
-			res.Bound, res.WrongPrefix, res.Latency = bindFigures(gen, routes, resp != nil)
+			res.Bound, res.WrongPrefix, res.Latency = bindFigures(gen, routes, resp != nil, o.Dataplane == "kernel")
 			res.Installs = HistogramDelta(before, last, "pdrelay_binding_install_seconds")
 			n, _, _ := routes.Counts()
 			if settled > 0 {
@@ -318,6 +343,72 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		o.Logf("cpload: phase %s done in %v: %.0f relayed, %d failed, %d retransmitted", p, pr.Duration.Round(time.Millisecond), f.Relayed, pr.Failed, pr.Retransmits)
 	}
 	_, _, res.Latency.WatchErrors = routes.Counts()
+	return res, nil
+}
+
+// startGenerator opens the clients' socket in the lab's first client
+// namespace and starts a Generator on it, sending to
+// All_DHCP_Relay_Agents_and_Servers on the client link.
+func startGenerator(l *lab.Lab, o Options) (*Generator, func(), error) {
+	conn, err := l.ListenUDP(l.ClientNS[0], netip.MustParseAddrPort("[::]:546"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("client socket: %w", err)
+	}
+	bigBuffers(conn)
+	dst := netip.AddrPortFrom(netip.MustParseAddr("ff02::1:2").WithZone(strconv.Itoa(l.ClientLinks[0].PeerIndex)), 547)
+	gen, err := NewGenerator(GenConfig{Conn: conn, Dst: dst, Clients: o.Clients, Window: o.Window, Rate: o.Rate, Timeout: o.Timeout})
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	go gen.Receive()
+	return gen, func() { conn.Close() }, nil
+}
+
+// runDhcrelay runs the phases through ISC dhcrelay, the baseline: the
+// same lab, generator and responder, a relay that keeps no state. The
+// figures are the phases' and the clients bound; the rest of the
+// Result (bindings, routes, latency, memory) is pdrelay's alone.
+func runDhcrelay(ctx context.Context, o Options, l *lab.Lab, resp *Responder, res Result) (Result, error) {
+	relay, err := l.StartDhcrelay(lab.DhcrelayOptions{Ports: []int{0}})
+	if err != nil {
+		return res, err
+	}
+	defer relay.Stop()
+	gen, closeGen, err := startGenerator(l, o)
+	if err != nil {
+		return res, err
+	}
+	defer closeGen()
+	for _, p := range []Phase{PhaseBind, PhaseRenew, PhaseRelease} {
+		cpu0, err := relay.CPUTime()
+		if err != nil {
+			return res, err
+		}
+		answered0 := resp.Answered.Load()
+		pr, err := gen.RunPhase(ctx, p)
+		if err != nil {
+			return res, fmt.Errorf("phase %s: %w", p, err)
+		}
+		cpu1, err := relay.CPUTime()
+		if err != nil {
+			return res, err
+		}
+		f := PhaseFigures{PhaseResult: pr,
+			Relayed:  2 * float64(resp.Answered.Load()-answered0),
+			RelayCPU: (cpu1 - cpu0).Seconds(),
+		}
+		if p == PhaseBind {
+			for _, b := range gen.Bindings() {
+				res.Bound++
+				if b.Prefix != PrefixFor(ClientDUID(b.Client)) {
+					res.WrongPrefix++
+				}
+			}
+		}
+		res.Phases = append(res.Phases, f)
+		o.Logf("cpload: dhcrelay phase %s done in %v: %.0f relayed, %d failed, %d retransmitted", p, pr.Duration.Round(time.Millisecond), f.Relayed, pr.Failed, pr.Retransmits)
+	}
 	return res, nil
 }
 
@@ -368,12 +459,13 @@ func waitGauge(ctx context.Context, met *Metrics, want int, since time.Time, tim
 }
 
 // bindFigures counts the clients holding a prefix, those holding another
-// than PrefixFor (checkPrefix), and the Reply-to-route latencies.
-func bindFigures(gen *Generator, w *RouteWatch, checkPrefix bool) (bound, wrong int, lat LatencyFigures) {
+// than PrefixFor (checkPrefix), and the Reply-to-route latencies (after
+// waiting for the routes, when the relay makes them).
+func bindFigures(gen *Generator, w *RouteWatch, checkPrefix, routes bool) (bound, wrong int, lat LatencyFigures) {
 	bs := gen.Bindings()
 	// Every route the relay installs is timed once it has been seen;
 	// wait (a bounded time) for the notifications still on their way.
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); routes && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if n, _, _ := w.Counts(); n >= len(bs) {
 			break
 		}
@@ -447,18 +539,40 @@ func bucketDuration(s float64) string {
 	return time.Duration(s * float64(time.Second)).String()
 }
 
+// Ratios is the line comparing each phase's messages per CPU-second in
+// res with base's (the baseline, measured in the same run).
+func Ratios(res, base Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s/%s msgs per cpu-second:", cmp.Or(res.Options.Relay, RelayPdrelay), cmp.Or(base.Options.Relay, RelayPdrelay))
+	for i, f := range res.Phases {
+		if i < len(base.Phases) && base.Phases[i].MsgPerCPU() > 0 {
+			fmt.Fprintf(&b, " %s %.2f", f.Phase, f.MsgPerCPU()/base.Phases[i].MsgPerCPU())
+		}
+	}
+	return b.String() + "\n"
+}
+
 // Report writes res as the lines of bench/results/issue15-control.txt.
 func (res Result) Report(w io.Writer) {
 	o := res.Options
 	host, _ := os.Hostname()
-	fmt.Fprintf(w, "cpload: %d clients, server %s, window %d, rate %d/s (0: no bound), host %s\n", o.Clients, o.Server, o.Window, o.Rate, host)
+	relay := cmp.Or(o.Relay, RelayPdrelay)
+	name := relay
+	if relay == RelayPdrelay {
+		name += " (dataplane " + cmp.Or(o.Dataplane, "kernel") + ")"
+	}
+	fmt.Fprintf(w, "cpload: %d clients, relay %s, server %s, window %d, rate %d/s (0: no bound), host %s\n", o.Clients, name, o.Server, o.Window, o.Rate, host)
 	for _, f := range res.Phases {
-		fmt.Fprintf(w, "  %-7s %8.2fs  relayed %9.0f msgs  %8.0f msgs/s  pdrelay cpu %6.2fs  %8.0f msgs per cpu-second  failed %d  retransmits %d  relay drops %.0f  bindings settled %.2fs\n",
-			f.Phase, f.Duration.Seconds(), f.Relayed, f.MsgRate(), f.RelayCPU, f.MsgPerCPU(), f.Failed, f.Retransmits, f.Drops, f.Settled.Seconds())
+		fmt.Fprintf(w, "  %-7s %8.2fs  relayed %9.0f msgs  %8.0f msgs/s  %s cpu %6.2fs  %8.0f msgs per cpu-second  failed %d  retransmits %d  relay drops %.0f  bindings settled %.2fs\n",
+			f.Phase, f.Duration.Seconds(), f.Relayed, f.MsgRate(), relay, f.RelayCPU, f.MsgPerCPU(), f.Failed, f.Retransmits, f.Drops, f.Settled.Seconds())
 		keys := slices.Sorted(maps.Keys(f.DropSeries))
 		for _, k := range keys {
 			fmt.Fprintf(w, "            drops %s %.0f\n", k, f.DropSeries[k])
 		}
+	}
+	if relay == RelayDhcrelay {
+		fmt.Fprintf(w, "  bound %d, wrong prefix %d (dhcrelay learns and routes nothing)\n", res.Bound, res.WrongPrefix)
+		return
 	}
 	fmt.Fprintf(w, "  bound %d, wrong prefix %d, api bindings %d (mismatched %d), after release: bindings %d, kernel routes %d\n",
 		res.Bound, res.WrongPrefix, res.APIBindings, res.APIMismatch, res.BindingsAfterRelease, res.RoutesLeft)

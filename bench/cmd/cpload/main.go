@@ -24,7 +24,10 @@ import (
 
 func main() {
 	o := cpload.Options{}
+	flag.StringVar(&o.Relay, "relay", "pdrelay", "relay: pdrelay, or dhcrelay (ISC dhcrelay -6, a relay that learns and routes nothing)")
 	flag.StringVar(&o.Pdrelay, "pdrelay", "bin/pdrelay", "pdrelay binary")
+	flag.StringVar(&o.Dataplane, "dataplane", "kernel", "pdrelay's dataplane.mode: kernel, or off (relay and snoop only)")
+	baseline := flag.Bool("baseline", false, "first run the same load through dhcrelay, then print pdrelay's msgs per cpu-second over dhcrelay's")
 	flag.IntVar(&o.Clients, "clients", 10_000, "emulated clients")
 	flag.StringVar(&o.Server, "server", "fast", "server: fast (bench/cpload's responder) or kea")
 	flag.IntVar(&o.Window, "window", 1024, "clients in an exchange at once")
@@ -53,10 +56,24 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	var base cpload.Result
+	if *baseline {
+		b := o
+		b.Relay, b.Perf = cpload.RelayDhcrelay, ""
+		var err error
+		if base, err = cpload.Run(ctx, b); err != nil {
+			fmt.Fprintln(os.Stderr, "cpload: baseline:", err)
+			os.Exit(1)
+		}
+		base.Report(os.Stdout)
+	}
 	res, err := cpload.Run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cpload:", err)
 		os.Exit(1)
 	}
 	res.Report(os.Stdout)
+	if *baseline {
+		fmt.Print(cpload.Ratios(res, base))
+	}
 }
