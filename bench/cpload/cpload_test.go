@@ -365,6 +365,40 @@ func TestRunShort(t *testing.T) {
 		}
 		checkRun(t, res, n)
 	})
+	t.Run("dataplane off", func(t *testing.T) {
+		const n = 200
+		res, err := Run(ctx, Options{Pdrelay: bin, Dataplane: "off", Clients: n, Window: 32, Tag: "cl", Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Latency.N != 0 || res.Latency.Missing != n {
+			t.Errorf("routes timed %d, never seen %d, want none with the dataplane off", res.Latency.N, res.Latency.Missing)
+		}
+		res.Latency = LatencyFigures{N: n}
+		checkRun(t, res, n)
+	})
+	t.Run("dhcrelay baseline", func(t *testing.T) {
+		lab.Require(t, "dhcrelay")
+		const n = 200
+		res, err := Run(ctx, Options{Relay: RelayDhcrelay, Clients: n, Window: 32, Tag: "cl", Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Phases) != 3 || res.Bound != n || res.WrongPrefix != 0 {
+			t.Fatalf("%d phases, bound %d (wrong prefix %d), want 3 and %d", len(res.Phases), res.Bound, res.WrongPrefix, n)
+		}
+		for i, want := range []float64{4 * n, 2 * n, 2 * n} {
+			p := res.Phases[i]
+			if p.Failed != 0 || p.Relayed < want || p.RelayCPU <= 0 {
+				t.Errorf("%s: %d failed, relayed %.0f (want at least %.0f), cpu %.2fs", p.Phase, p.Failed, p.Relayed, want, p.RelayCPU)
+			}
+		}
+		var b strings.Builder
+		res.Report(&b)
+		if !strings.Contains(b.String(), "relay dhcrelay") {
+			t.Errorf("report:\n%s", b.String())
+		}
+	})
 	t.Run("kea", func(t *testing.T) {
 		lab.Require(t, "kea-dhcp6")
 		const n = 50

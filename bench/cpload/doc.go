@@ -24,7 +24,11 @@
 // namespace, and the fast responder or Kea in the server namespace. It
 // watches the relay namespace's routing table over netlink (RouteWatch)
 // to time each Reply's route, and pdrelay's /metrics for its message and
-// binding counts and its memory.
+// binding counts and its memory. Options.Dataplane off runs pdrelay
+// relaying and snooping alone (no routes, no nftables); Options.Relay
+// dhcrelay runs ISC dhcrelay -6 in its place, the baseline: a relay that
+// keeps no state, measured with the same generator and responder (its
+// messages counted at the responder, its CPU time from /proc).
 //
 // Concurrency: a Generator's Run and a Responder's Serve each own their
 // goroutines until they return; their counters may be read from any

@@ -43,11 +43,11 @@ type Options struct {
 	// Dataplane is pdrelay's dataplane.mode: kernel (default), or off
 	// (relay and snoop, route nothing: the relay's own cost).
 	Dataplane string
-	Clients int
-	Server  string // ServerFast (default) or ServerKea
-	Window  int    // GenConfig.Window
-	Rate    int    // GenConfig.Rate
-	Timeout time.Duration
+	Clients   int
+	Server    string // ServerFast (default) or ServerKea
+	Window    int    // GenConfig.Window
+	Rate      int    // GenConfig.Rate
+	Timeout   time.Duration
 	// Verify reads every binding through pdrelay's API after the bind
 	// phase and checks each against the generator's (default: up to
 	// 100,000 clients).

@@ -4,7 +4,9 @@
 // bench/cpload, or Kea), makes every client bind, renew and release, and
 // prints relayed messages a second, bindings installed a second, the
 // time from each Reply to its kernel route, and memory per binding.
-// It needs root (namespaces).
+// -baseline first runs the same load through ISC dhcrelay and prints
+// pdrelay's messages per CPU-second over dhcrelay's. It needs root
+// (namespaces).
 //
 //	go build -o bin/pdrelay ./cmd/pdrelay
 //	go run ./bench/cmd/cpload -pdrelay bin/pdrelay -clients 100000 -server fast
