@@ -95,12 +95,14 @@
 //     again, made anew, or that flapped meanwhile: the kernel dropped its
 //     routes and entries) gets every route and entry through it written
 //     again; a route of Protocol deleted from outside is written again as
-//     soon as the kernel says so. Events the kernel drops, and what no
-//     event tells (a route replaced by hand), are caught by a check every
-//     Config.Check (30 s), which reads the routes back and repairs them;
-//     the interval grows to 20 times the last check's duration when that
-//     is longer (a check takes seconds at 1M routes), so the checks take
-//     at most a twentieth of a core.
+//     soon as the kernel says so (the event socket's filter passes only
+//     deletions of Protocol's routes asked by another socket than the
+//     Router's: its own deletes wake nothing). Events the kernel drops,
+//     and what no event tells (a route replaced by hand), are caught by
+//     a check every Config.Check (30 s), which reads the routes back and
+//     repairs them; the interval grows to 20 times the last check's
+//     duration when that is longer (a check takes seconds at 1M routes),
+//     so the checks take at most a twentieth of a core.
 //     Entries deleted by hand are not noticed until their route is.
 //   - Close leaves the routes and entries in place by default: the kernel
 //     goes on forwarding while pdrelay restarts. With Config.FlushOnStop
