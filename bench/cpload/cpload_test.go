@@ -365,18 +365,23 @@ func TestRunShort(t *testing.T) {
 		}
 		checkRun(t, res, n)
 	})
-	t.Run("dataplane off", func(t *testing.T) {
-		const n = 200
-		res, err := Run(ctx, Options{Pdrelay: bin, Dataplane: "off", Clients: n, Window: 32, Tag: "cl", Logf: t.Logf})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Latency.N != 0 || res.Latency.Missing != n {
-			t.Errorf("routes timed %d, never seen %d, want none with the dataplane off", res.Latency.N, res.Latency.Missing)
-		}
-		res.Latency = LatencyFigures{N: n}
-		checkRun(t, res, n)
-	})
+	for _, mode := range []string{"off", "xdp"} {
+		t.Run("dataplane "+mode, func(t *testing.T) {
+			const n = 200
+			res, err := Run(ctx, Options{Pdrelay: bin, Dataplane: mode, Clients: n, Window: 32, Tag: "cl", Logf: t.Logf})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Latency.N != 0 || res.Latency.Missing != n {
+				t.Errorf("kernel routes timed %d, never seen %d, want none with the dataplane %s", res.Latency.N, res.Latency.Missing, mode)
+			}
+			res.Latency = LatencyFigures{N: n}
+			checkRun(t, res, n)
+			if got := res.Installs; len(got) == 0 || got[len(got)-1].Count != n {
+				t.Errorf("install histogram %v, want %d bindings", got, n)
+			}
+		})
+	}
 	t.Run("dhcrelay baseline", func(t *testing.T) {
 		lab.Require(t, "dhcrelay")
 		const n = 200

@@ -40,8 +40,11 @@ type Options struct {
 	// relay that neither snoops nor routes, with the fast responder only.
 	Relay   string
 	Pdrelay string // pdrelay binary
-	// Dataplane is pdrelay's dataplane.mode: kernel (default), or off
-	// (relay and snoop, route nothing: the relay's own cost).
+	// Dataplane is pdrelay's dataplane.mode: kernel (default), xdp (the
+	// AF_XDP plane: its FIB and XDP route map take the bindings; no
+	// kernel route to watch, so the latency is pdrelay's own install
+	// histogram), or off (relay and snoop, route nothing: the relay's
+	// own cost).
 	Dataplane string
 	Clients   int
 	Server    string // ServerFast (default) or ServerKea
@@ -175,8 +178,8 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, errors.New("-perf records pdrelay only")
 	}
 	o.Dataplane = cmp.Or(o.Dataplane, "kernel")
-	if o.Dataplane != "kernel" && o.Dataplane != "off" {
-		return res, fmt.Errorf("dataplane %q: kernel or off", o.Dataplane)
+	if o.Dataplane != "kernel" && o.Dataplane != "xdp" && o.Dataplane != "off" {
+		return res, fmt.Errorf("dataplane %q: kernel, xdp or off", o.Dataplane)
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}

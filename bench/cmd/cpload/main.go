@@ -28,7 +28,7 @@ func main() {
 	o := cpload.Options{}
 	flag.StringVar(&o.Relay, "relay", "pdrelay", "relay: pdrelay, or dhcrelay (ISC dhcrelay -6, a relay that learns and routes nothing)")
 	flag.StringVar(&o.Pdrelay, "pdrelay", "bin/pdrelay", "pdrelay binary")
-	flag.StringVar(&o.Dataplane, "dataplane", "kernel", "pdrelay's dataplane.mode: kernel, or off (relay and snoop only)")
+	flag.StringVar(&o.Dataplane, "dataplane", "kernel", "pdrelay's dataplane.mode: kernel, xdp, or off (relay and snoop only)")
 	baseline := flag.Bool("baseline", false, "first run the same load through dhcrelay, then print pdrelay's msgs per cpu-second over dhcrelay's")
 	flag.IntVar(&o.Clients, "clients", 10_000, "emulated clients")
 	flag.StringVar(&o.Server, "server", "fast", "server: fast (bench/cpload's responder) or kea")
