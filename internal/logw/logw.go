@@ -21,14 +21,14 @@ type Writer struct {
 	w    io.Writer
 	held int
 	buf  []byte
-	err  error // the last failed write, for Err
 }
 
 // New returns a Writer on w.
 func New(w io.Writer) *Writer { return &Writer{w: w} }
 
 // Write writes p, or keeps it while the Writer is held. A kept Write
-// reports success; an error at Release is kept for Err.
+// reports success: an error writing it at Release is lost, as log/slog
+// loses a handler's write errors.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -37,11 +37,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	w.flushLocked()
-	n, err := w.w.Write(p)
-	if err != nil {
-		w.err = err
-	}
-	return n, err
+	return w.w.Write(p)
 }
 
 // Hold starts keeping Writes. Holds nest: the Writes go out at the last
@@ -64,20 +60,11 @@ func (w *Writer) Release() {
 	}
 }
 
-// Err returns the last error from the underlying writer, if any.
-func (w *Writer) Err() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
-}
-
 func (w *Writer) flushLocked() {
 	if len(w.buf) == 0 {
 		return
 	}
-	if _, err := w.w.Write(w.buf); err != nil {
-		w.err = err
-	}
+	_, _ = w.w.Write(w.buf)
 	w.buf = w.buf[:0]
 	if cap(w.buf) > MaxHeld {
 		w.buf = nil

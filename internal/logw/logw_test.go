@@ -2,7 +2,6 @@ package logw
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,15 +12,11 @@ import (
 type calls struct {
 	mu  sync.Mutex
 	got []string
-	err error
 }
 
 func (c *calls) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
-		return 0, c.err
-	}
 	c.got = append(c.got, string(p))
 	return len(p), nil
 }
@@ -85,19 +80,6 @@ func TestOverflow(t *testing.T) {
 	}
 	if all.String() != strings.Repeat(line, n) {
 		t.Errorf("%d bytes written in %d calls, want %d lines in order", all.Len(), len(c.got), n)
-	}
-}
-
-func TestErr(t *testing.T) {
-	c := calls{err: errors.New("broken pipe")}
-	w := New(&c)
-	w.Hold()
-	if _, err := w.Write([]byte("kept\n")); err != nil {
-		t.Errorf("a kept Write failed: %v", err)
-	}
-	w.Release()
-	if w.Err() == nil {
-		t.Error("the failed write at Release is not in Err")
 	}
 }
 
