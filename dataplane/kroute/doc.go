@@ -102,7 +102,11 @@
 //     a check every Config.Check (30 s), which reads the routes back and
 //     repairs them; the interval grows to 20 times the last check's
 //     duration when that is longer (a check takes seconds at 1M routes),
-//     so the checks take at most a twentieth of a core.
+//     so the checks take at most a twentieth of a core. A periodic check
+//     waits for a second without route writes, for at most ten periods:
+//     the kernel's dump restarts its walk whenever the table changes, so
+//     one taken while bindings pour in costs about the square of the
+//     table.
 //     Entries deleted by hand are not noticed until their route is.
 //   - Close leaves the routes and entries in place by default: the kernel
 //     goes on forwarding while pdrelay restarts. With Config.FlushOnStop

@@ -1043,6 +1043,53 @@ func TestCheckInterval(t *testing.T) {
 	}
 }
 
+// TestCheckWaitsForQuiet: a periodic check waits while routes are being
+// written (a dump taken under writes costs about the square of the
+// table), for at most checkMaxDefer periods, and comes once they stop.
+func TestCheckWaitsForQuiet(t *testing.T) {
+	defer func(q time.Duration, d int) { checkQuiet, checkMaxDefer = q, d }(checkQuiet, checkMaxDefer)
+	checkQuiet, checkMaxDefer = 200*time.Millisecond, 10 // at most 10 periods: 500 ms
+	m := newModel("dl0", "dl1")
+	r, _ := newModelRouter(t, Config{Check: 50 * time.Millisecond}, m)
+	dumps := &slowDumps{modelKernel: m}
+	r.k = dumps
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	waitFor(t, "the start's check", func() bool { return dumps.n.Load() >= 1 })
+	on := false
+	write := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if on = !on; on {
+				r.Add(Route{Prefix: pA, Port: "dl0", NextHop: hop1, MAC: mac1})
+			} else {
+				r.Delete(pA, "dl0")
+			}
+			mustFlush(t, r)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // quiet: periodic checks run
+	if n := dumps.n.Load(); n < 3 {
+		t.Fatalf("%d checks in 300 ms of quiet with a 50 ms period, want at least 3", n)
+	}
+	n0 := dumps.n.Load()
+	write(350 * time.Millisecond)
+	if n := dumps.n.Load(); n != n0 {
+		t.Errorf("%d checks while routes were written for 350 ms, want none", n-n0)
+	}
+	start := time.Now()
+	waitFor(t, "a check once the writes stopped", func() bool { return dumps.n.Load() > n0 })
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the check came %v after the writes stopped", d)
+	}
+	n1 := dumps.n.Load()
+	write(900 * time.Millisecond)
+	if dumps.n.Load() == n1 {
+		t.Error("no check in 900 ms of writes; want one after checkMaxDefer periods (500 ms)")
+	}
+}
+
 // TestCheckYields: a check lets Flush in every checkChunk routes; the
 // routes added, deleted and moved by Flushes during its comparison end
 // as the Router wants them, and the check repairs what it should (a route
