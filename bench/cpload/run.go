@@ -30,7 +30,7 @@ const (
 
 // Relay names for Options.Relay.
 const (
-	RelayPdrelay  = "pdrelay"  // pdrelay, dataplane.mode kernel
+	RelayPdrelay  = "pdrelay"  // pdrelay, in Options.Dataplane's mode
 	RelayDhcrelay = "dhcrelay" // ISC dhcrelay -6 (Debian isc-dhcp-relay): relays, learns nothing
 )
 
@@ -160,8 +160,9 @@ const SlowAfter = 50 * time.Millisecond
 
 // Run builds a lab, runs the relay (pdrelay in Options.Dataplane mode, or
 // the dhcrelay baseline) between the generator and a server, makes every
-// client bind, renew and release, and returns the figures. It fails if the lab, a process or a phase cannot
-// run; the counts it checks are in the Result for the caller to judge.
+// client bind, renew and release, and returns the figures. It fails if
+// the lab, a process or a phase cannot run; the counts it checks are in
+// the Result for the caller to judge.
 func Run(ctx context.Context, o Options) (res Result, err error) {
 	if o.Server == "" {
 		o.Server = ServerFast
@@ -402,12 +403,8 @@ func runDhcrelay(ctx context.Context, o Options, l *lab.Lab, resp *Responder, re
 			RelayCPU: (cpu1 - cpu0).Seconds(),
 		}
 		if p == PhaseBind {
-			for _, b := range gen.Bindings() {
-				res.Bound++
-				if b.Prefix != PrefixFor(ClientDUID(b.Client)) {
-					res.WrongPrefix++
-				}
-			}
+			bs := gen.Bindings()
+			res.Bound, res.WrongPrefix = len(bs), wrongPrefixes(bs)
 		}
 		res.Phases = append(res.Phases, f)
 		o.Logf("cpload: dhcrelay phase %s done in %v: %.0f relayed, %d failed, %d retransmitted", p, pr.Duration.Round(time.Millisecond), f.Relayed, pr.Failed, pr.Retransmits)
@@ -480,11 +477,11 @@ func bindFigures(gen *Generator, w *RouteWatch, checkPrefix, routes bool) (bound
 			first = b.ReplyAt
 		}
 	}
+	if checkPrefix {
+		wrong = wrongPrefixes(bs)
+	}
 	lat.Slow = map[int]int{}
 	for _, b := range bs {
-		if checkPrefix && b.Prefix != PrefixFor(ClientDUID(b.Client)) {
-			wrong++
-		}
 		t, ok := w.Added(b.Prefix)
 		if !ok {
 			lat.Missing++
@@ -507,6 +504,18 @@ func bindFigures(gen *Generator, w *RouteWatch, checkPrefix, routes bool) (bound
 		lat.Max = ds[len(ds)-1]
 	}
 	return len(bs), wrong, lat
+}
+
+// wrongPrefixes counts the bindings whose prefix is not PrefixFor their
+// client's DUID (what the fast responder delegates).
+func wrongPrefixes(bs []Bound) int {
+	n := 0
+	for _, b := range bs {
+		if b.Prefix != PrefixFor(ClientDUID(b.Client)) {
+			n++
+		}
+	}
+	return n
 }
 
 // verifyAPI lists pdrelay's bindings and checks the generator's against
