@@ -218,10 +218,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, 
 	// dataplane off the FIB serves the start alone (d.restored, for the
 	// kernel's routes, the guard and BGP), and keeping it after would
 	// cost every binding change for no reader.
-	xdpPlane := cfg.Dataplane.Mode == config.DataplaneXDP || cfg.Dataplane.Mode == config.DataplaneXDPGeneric
-	d.fibLive = xdpPlane
+	d.fibLive = cfg.Dataplane.Mode == config.DataplaneXDP || cfg.Dataplane.Mode == config.DataplaneXDPGeneric
 	var fibSink []binding.Sink
-	if xdpPlane {
+	if d.fibLive {
 		fibSink = []binding.Sink{d.fw.Sink}
 	}
 	sinks := d.guard.sinks(d.kr.sinks(fibSink))
