@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -352,18 +354,36 @@ func checkRun(t *testing.T, res Result, n int) {
 
 // TestRunShort runs a few hundred clients through pdrelay (kernel mode)
 // to the fast responder, and fifty to Kea.
+// checkCPUs checks that the relay ran on cpus alone, and that the report
+// says so.
+func checkCPUs(t *testing.T, res Result, cpus string) {
+	t.Helper()
+	if res.RelayCPUs != cpus {
+		t.Errorf("relay allowed cpus %q, want %q", res.RelayCPUs, cpus)
+	}
+	var b strings.Builder
+	res.Report(&b)
+	if !strings.Contains(b.String(), " on cpus "+cpus+",") {
+		t.Errorf("report does not name the relay's cpus %s:\n%s", cpus, b.String())
+	}
+}
+
 func TestRunShort(t *testing.T) {
 	lab.Require(t, "nft")
 	bin := buildPdrelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// Two of the runs put the relay on one core of its own, as
+	// -relay-cpus does.
+	cpu := strconv.Itoa(runtime.NumCPU() - 1)
 	t.Run("fast", func(t *testing.T) {
 		const n = 300
-		res, err := Run(ctx, Options{Pdrelay: bin, Clients: n, Window: 32, Tag: "cl", Logf: t.Logf})
+		res, err := Run(ctx, Options{Pdrelay: bin, Clients: n, Window: 32, RelayCPUs: cpu, Tag: "cl", Logf: t.Logf})
 		if err != nil {
 			t.Fatal(err)
 		}
 		checkRun(t, res, n)
+		checkCPUs(t, res, cpu)
 	})
 	for _, mode := range []string{"off", "xdp"} {
 		t.Run("dataplane "+mode, func(t *testing.T) {
@@ -385,7 +405,7 @@ func TestRunShort(t *testing.T) {
 	t.Run("dhcrelay baseline", func(t *testing.T) {
 		lab.Require(t, "dhcrelay")
 		const n = 200
-		res, err := Run(ctx, Options{Relay: RelayDhcrelay, Clients: n, Window: 32, Tag: "cl", Logf: t.Logf})
+		res, err := Run(ctx, Options{Relay: RelayDhcrelay, Clients: n, Window: 32, RelayCPUs: cpu, Tag: "cl", Logf: t.Logf})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -403,6 +423,7 @@ func TestRunShort(t *testing.T) {
 		if !strings.Contains(b.String(), "relay dhcrelay") {
 			t.Errorf("report:\n%s", b.String())
 		}
+		checkCPUs(t, res, cpu)
 	})
 	t.Run("kea", func(t *testing.T) {
 		lab.Require(t, "kea-dhcp6")

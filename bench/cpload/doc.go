@@ -29,6 +29,10 @@
 // dhcrelay runs ISC dhcrelay -6 in its place, the baseline: a relay that
 // keeps no state, measured with the same generator and responder (its
 // messages counted at the responder, its CPU time from /proc).
+// Options.RelayCPUs starts the relay on the CPUs given (taskset), and
+// PinSelf keeps this process's goroutines off them: with "1" and "0",
+// the relay has one core of its own, the figure "per core" means, and
+// the generator and responder no longer take its CPU or its time slices.
 //
 // Concurrency: a Generator's Run and a Responder's Serve each own their
 // goroutines until they return; their counters may be read from any

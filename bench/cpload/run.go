@@ -1,6 +1,7 @@
 package cpload
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -61,8 +62,14 @@ type Options struct {
 	PerfPhase Phase
 	// PdrelayEnv is added to pdrelay's environment (e.g. GOMAXPROCS=1).
 	PdrelayEnv []string
-	Tag        string // lab tag (letters and digits)
-	Logf       func(format string, args ...any)
+	// RelayCPUs, when set, is the taskset list the relay (pdrelay or
+	// dhcrelay) runs on from its start: "1" measures it on one core of
+	// its own (pdrelay's GOMAXPROCS follows), while the generator and the
+	// responder, in this process, are pinned elsewhere by the caller
+	// (PinSelf).
+	RelayCPUs string
+	Tag       string // lab tag (letters and digits)
+	Logf      func(format string, args ...any)
 }
 
 // PhaseFigures are one phase's figures.
@@ -129,6 +136,9 @@ type Result struct {
 	BindingRate float64
 	// RouteRate is kernel routes a second over the same time.
 	RouteRate float64
+	// RelayCPUs is the CPUs the relay process was allowed, as /proc
+	// lists them.
+	RelayCPUs string
 }
 
 // MemDelta is a memory figure before and after, in bytes.
@@ -238,8 +248,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		Extra: fmt.Sprintf("metrics_listen: %q\ndataplane:\n  mode: %s\nkernel:\n  flush_on_stop: true\n",
 			metricsAddr, o.Dataplane),
 	})
-	relay, err := l.StartPdrelayEnv(o.Pdrelay, cfg, o.PdrelayEnv...)
+	relay, err := l.StartPdrelayWith(o.Pdrelay, cfg, lab.PdrelayRun{Env: o.PdrelayEnv, CPUs: o.RelayCPUs})
 	if err != nil {
+		return res, err
+	}
+	if res.RelayCPUs, err = relay.Proc.CPUs(); err != nil {
 		return res, err
 	}
 	met := NewMetrics(metricsAddr, func(ctx context.Context, network, addr string) (c net.Conn, err error) {
@@ -374,11 +387,14 @@ func startGenerator(l *lab.Lab, o Options) (*Generator, func(), error) {
 // figures are the phases' and the clients bound; the rest of the
 // Result (bindings, routes, latency, memory) is pdrelay's alone.
 func runDhcrelay(ctx context.Context, o Options, l *lab.Lab, resp *Responder, res Result) (Result, error) {
-	relay, err := l.StartDhcrelay(lab.DhcrelayOptions{Ports: []int{0}})
+	relay, err := l.StartDhcrelay(lab.DhcrelayOptions{Ports: []int{0}, CPUs: o.RelayCPUs})
 	if err != nil {
 		return res, err
 	}
 	defer relay.Stop()
+	if res.RelayCPUs, err = relay.CPUs(); err != nil {
+		return res, err
+	}
 	gen, closeGen, err := startGenerator(l, o)
 	if err != nil {
 		return res, err
@@ -573,7 +589,7 @@ func (res Result) Report(w io.Writer) {
 	if relay == RelayPdrelay {
 		name += " (dataplane " + cmp.Or(o.Dataplane, "kernel") + ")"
 	}
-	fmt.Fprintf(w, "cpload: %d clients, relay %s, server %s, window %d, rate %d/s (0: no bound), host %s\n", o.Clients, name, o.Server, o.Window, o.Rate, host)
+	fmt.Fprintf(w, "cpload: %d clients, relay %s on cpus %s, server %s, window %d, rate %d/s (0: no bound), host %s\n", o.Clients, name, res.RelayCPUs, o.Server, o.Window, o.Rate, host)
 	for _, f := range res.Phases {
 		fmt.Fprintf(w, "  %-7s %8.2fs  relayed %9.0f msgs  %8.0f msgs/s  %s cpu %6.2fs  %8.0f msgs per cpu-second  failed %d  retransmits %d  relay drops %.0f  bindings settled %.2fs\n",
 			f.Phase, f.Duration.Seconds(), f.Relayed, f.MsgRate(), relay, f.RelayCPU, f.MsgPerCPU(), f.Failed, f.Retransmits, f.Drops, f.Settled.Seconds())
@@ -606,4 +622,14 @@ func (res Result) Report(w io.Writer) {
 	n := o.Clients
 	fmt.Fprintf(w, "  memory per binding: heap alloc %.0f B, live heap (next_gc/2) %.0f B, rss %.0f B  (rss %.1f -> %.1f MiB)\n",
 		res.HeapAlloc.PerBinding(n), res.LiveHeap.PerBinding(n), res.RSS.PerBinding(n), res.RSS.Before/(1<<20), res.RSS.After/(1<<20))
+}
+
+// PinSelf pins every thread of this process (the generator, the
+// responder, the route watch) to cpus, a taskset list; threads started
+// later inherit it.
+func PinSelf(cpus string) error {
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+		return fmt.Errorf("cpload: taskset: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }

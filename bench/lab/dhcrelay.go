@@ -22,6 +22,8 @@ type DhcrelayOptions struct {
 	ForceInterfaceID bool
 	// Server is where Relay-Forwards go (via up0); zero means ServerAddr.
 	Server netip.Addr
+	// CPUs, when set, is the taskset list dhcrelay runs on.
+	CPUs string
 }
 
 // DhcrelayIndex is the "#index" that makes dhcrelay send the 4-byte
@@ -70,7 +72,7 @@ func (l *Lab) StartDhcrelay(opts DhcrelayOptions) (*Proc, error) {
 		args = append(args, "-l", arg)
 	}
 	args = append(args, "-u", server.String()+"%"+l.Uplink.Name)
-	p, err := l.Start(l.RelayNS, "dhcrelay", args...)
+	p, err := l.Start(l.RelayNS, "dhcrelay", onCPUs(opts.CPUs, args...)...)
 	if err != nil {
 		return nil, err
 	}

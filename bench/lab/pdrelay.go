@@ -25,7 +25,16 @@ type Pdrelay struct {
 	Proc   *Proc  // the running process; replaced by Restart
 
 	l   *Lab
-	env []string // added to the process's environment
+	run PdrelayRun
+}
+
+// PdrelayRun is how a Pdrelay's process runs, on every start.
+type PdrelayRun struct {
+	Env []string // "KEY=value", added to the process's environment
+	// CPUs, when set, is the taskset list (such as "1" or "2-3") the
+	// process runs on from its first instruction, so the Go runtime
+	// sizes GOMAXPROCS to it.
+	CPUs string
 }
 
 // PdrelayConfig returns a config for the Lab: Kea's address as the server,
@@ -95,12 +104,17 @@ func (l *Lab) StartPdrelay(bin, config string) (*Pdrelay, error) {
 // StartPdrelayEnv is StartPdrelay with env ("KEY=value") added to the
 // relay's environment, on every start.
 func (l *Lab) StartPdrelayEnv(bin, config string, env ...string) (*Pdrelay, error) {
+	return l.StartPdrelayWith(bin, config, PdrelayRun{Env: env})
+}
+
+// StartPdrelayWith is StartPdrelay with the process run as r says.
+func (l *Lab) StartPdrelayWith(bin, config string, r PdrelayRun) (*Pdrelay, error) {
 	dir, err := os.MkdirTemp(l.Dir, "pdrelay-")
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	config = strings.ReplaceAll(config, "$DIR", dir)
-	p := &Pdrelay{Bin: bin, Dir: dir, Config: filepath.Join(dir, "pdrelay.yaml"), Socket: filepath.Join(dir, "api.sock"), l: l, env: env}
+	p := &Pdrelay{Bin: bin, Dir: dir, Config: filepath.Join(dir, "pdrelay.yaml"), Socket: filepath.Join(dir, "api.sock"), l: l, run: r}
 	if err := os.WriteFile(p.Config, []byte(config), 0o600); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -108,7 +122,7 @@ func (l *Lab) StartPdrelayEnv(bin, config string, env ...string) (*Pdrelay, erro
 }
 
 func (p *Pdrelay) start() error {
-	proc, err := p.l.start(p.l.RelayNS, "pdrelay", p.env, p.Bin, "run", "-c", p.Config)
+	proc, err := p.l.start(p.l.RelayNS, "pdrelay", p.run.Env, onCPUs(p.run.CPUs, p.Bin, "run", "-c", p.Config)...)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,15 @@ func (l *Lab) Start(ns, name string, args ...string) (*Proc, error) {
 	return l.start(ns, name, nil, args...)
 }
 
+// onCPUs returns the command args run on cpus, a taskset list (util-linux
+// taskset sets the affinity, then execs args); args alone if cpus is "".
+func onCPUs(cpus string, args ...string) []string {
+	if cpus == "" {
+		return args
+	}
+	return append([]string{"taskset", "-c", cpus}, args...)
+}
+
 func (l *Lab) start(ns, name string, env []string, args ...string) (*Proc, error) {
 	l.mu.Lock()
 	closed := l.closed
@@ -268,3 +277,18 @@ func (l *Lab) udpBound(ns string, port int) (bool, error) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// CPUs returns the CPUs the process may run on, as /proc lists them
+// (Cpus_allowed_list, such as "1" or "0-1").
+func (p *Proc) CPUs() (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("lab: %s: no Cpus_allowed_list in /proc status", p.Name)
+}

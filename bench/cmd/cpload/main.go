@@ -38,6 +38,8 @@ func main() {
 	flag.StringVar(&o.Perf, "perf", "", "record pdrelay with perf record -g during one phase into this file")
 	perfPhase := flag.String("perf-phase", "bind", "the phase -perf records: bind, renew or release")
 	env := flag.String("pdrelay-env", "", "comma-separated KEY=value added to pdrelay's environment (e.g. GOMAXPROCS=1)")
+	flag.StringVar(&o.RelayCPUs, "relay-cpus", "", "taskset list the relay runs on (e.g. 1: one core of its own); empty: any")
+	labCPUs := flag.String("lab-cpus", "", "taskset list cpload itself (the generator, the responder) runs on (e.g. 0); empty: any")
 	verbose := flag.Bool("v", false, "log the lab's progress")
 	flag.Parse()
 	if *env != "" {
@@ -55,6 +57,12 @@ func main() {
 	o.Tag = "cl"
 	if *verbose {
 		o.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	}
+	if *labCPUs != "" {
+		if err := cpload.PinSelf(*labCPUs); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
