@@ -95,6 +95,8 @@ type Generator struct {
 	failed   int
 	xidSeq   uint32
 	freed    chan struct{}
+	dst      net.Addr     // cfg.Dst
+	starts   *batchWriter // RunPhase's first messages and retransmissions
 
 	// Counters, safe to read at any time.
 	Sent        atomic.Uint64 // messages sent, retransmissions included
@@ -131,6 +133,8 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 		clients:  make([]client, cfg.Clients),
 		inflight: make(map[uint32]struct{}, cfg.Window),
 		freed:    make(chan struct{}, 1),
+		dst:      net.UDPAddrFromAddrPort(cfg.Dst),
+		starts:   newBatchWriter(cfg.Conn),
 	}, nil
 }
 
@@ -159,7 +163,6 @@ func (g *Generator) RunPhase(ctx context.Context, p Phase) (PhaseResult, error) 
 	g.mu.Unlock()
 	sent0, re0 := g.Sent.Load(), g.Retransmits.Load()
 	start := time.Now()
-	buf := make([]byte, 0, 512)
 	next, n := 0, len(g.clients)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -196,16 +199,15 @@ func (g *Generator) RunPhase(ctx context.Context, p Phase) (PhaseResult, error) 
 			case PhaseRelease:
 				c.state, c.typ = stWaitReply, dhcp6.MsgRelease
 			}
-			buf = g.build(buf[:0], i, c, true)
-			g.mu.Unlock()
-			g.send(buf)
-			g.mu.Lock()
+			g.starts.push(g.dst, g.build(g.starts.next(), i, c, true))
 		}
 		if now := time.Now(); now.Sub(lastScan) >= g.cfg.Timeout/10 {
 			lastScan = now
-			buf = g.retransmit(buf)
+			g.retransmit()
 		}
 		g.mu.Unlock()
+		sent, _ := g.starts.flush()
+		g.Sent.Add(uint64(sent))
 		select {
 		case <-ctx.Done():
 			return PhaseResult{}, ctx.Err()
@@ -215,10 +217,10 @@ func (g *Generator) RunPhase(ctx context.Context, p Phase) (PhaseResult, error) 
 	}
 }
 
-// retransmit sends again, with the mutex held, every message in flight
-// for longer than the timeout, and gives up on clients that have sent
-// MaxTries times.
-func (g *Generator) retransmit(buf []byte) []byte {
+// retransmit queues again in g.starts, with the mutex held, every
+// message in flight for longer than the timeout, and gives up on clients
+// that have sent MaxTries times.
+func (g *Generator) retransmit() {
 	now := g.now()
 	for i := range g.inflight {
 		c := &g.clients[i]
@@ -230,10 +232,8 @@ func (g *Generator) retransmit(buf []byte) []byte {
 			continue
 		}
 		g.Retransmits.Add(1)
-		buf = g.build(buf[:0], i, c, false)
-		g.send(buf)
+		g.starts.push(g.dst, g.build(g.starts.next(), i, c, false))
 	}
-	return buf
 }
 
 // build appends client i's message in flight (c.typ); fresh gives it a
@@ -257,12 +257,6 @@ func (g *Generator) build(b []byte, i uint32, c *client, fresh bool) []byte {
 	return AppendClientMsg(b, m)
 }
 
-func (g *Generator) send(b []byte) {
-	if _, err := g.cfg.Conn.WriteToUDPAddrPort(b, g.cfg.Dst); err == nil {
-		g.Sent.Add(1)
-	}
-}
-
 // finish ends client i's phase in state st; the mutex is held.
 func (g *Generator) finish(i uint32, c *client, st uint8) {
 	c.state = st
@@ -278,32 +272,36 @@ func (g *Generator) finish(i uint32, c *client, st uint8) {
 }
 
 // Receive reads the clients' socket until it is closed, moving each
-// client on by the answer it gets.
+// client on by the answer it gets. The messages a read's answers call
+// for leave together, in one sendmmsg.
 func (g *Generator) Receive() error {
-	buf := make([]byte, 65536)
-	oob := make([]byte, 128)
-	out := make([]byte, 0, 512)
+	in, out := newBatchReader(g.cfg.Conn, 65536, 128), newBatchWriter(g.cfg.Conn)
+	dst := net.UDPAddrFromAddrPort(g.cfg.Dst)
 	for {
-		n, oobn, _, _, err := g.cfg.Conn.ReadMsgUDPAddrPort(buf, oob)
+		ms, err := in.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("generator: read: %w", err)
 		}
-		g.Received.Add(1)
-		m, err := ParseServerMsg(buf[:n])
-		if err != nil {
-			g.Unparsable.Add(1)
-			continue
+		g.Received.Add(uint64(len(ms)))
+		for i := range ms {
+			m, err := ParseServerMsg(ms[i].Buffers[0][:ms[i].N])
+			if err != nil || truncated(&ms[i]) {
+				g.Unparsable.Add(1)
+				continue
+			}
+			at, ok := rxTime(ms[i].OOB[:ms[i].NN])
+			if !ok {
+				at = time.Now()
+			}
+			if b := g.handle(out.next(), m, at); len(b) > 0 {
+				out.push(dst, b)
+			}
 		}
-		at, ok := rxTime(oob[:oobn])
-		if !ok {
-			at = time.Now()
-		}
-		if out = g.handle(out[:0], m, at); len(out) > 0 {
-			g.send(out)
-		}
+		sent, _ := out.flush()
+		g.Sent.Add(uint64(sent))
 	}
 }
 

@@ -116,28 +116,34 @@ func (r *Responder) Answer(dst, relayForw []byte) ([]byte, error) {
 var errNotAnswered = errors.New("message type not answered")
 
 // Serve answers the Relay-Forwards arriving on c, each to its sender,
-// until c is closed (it then returns nil) or fails.
+// until c is closed (it then returns nil) or fails. It reads and writes
+// up to ioBatch datagrams a system call.
 func (r *Responder) Serve(c *net.UDPConn) error {
-	buf := make([]byte, 65536)
-	out := make([]byte, 0, 2048)
+	in, out := newBatchReader(c, 16384, 0), newBatchWriter(c)
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
+		ms, err := in.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("responder: read: %w", err)
 		}
-		r.Received.Add(1)
-		out, err = r.Answer(out[:0], buf[:n])
-		if err != nil {
-			r.Ignored.Add(1)
-			continue
+		r.Received.Add(uint64(len(ms)))
+		for i := range ms {
+			m := &ms[i]
+			if truncated(m) {
+				r.Ignored.Add(1)
+				continue
+			}
+			b, err := r.Answer(out.next(), m.Buffers[0][:m.N])
+			if err != nil {
+				r.Ignored.Add(1)
+				continue
+			}
+			out.push(m.Addr, b)
 		}
-		if _, err := c.WriteToUDPAddrPort(out, from); err != nil {
-			r.Failed.Add(1)
-			continue
-		}
-		r.Answered.Add(1)
+		sent, failed := out.flush()
+		r.Answered.Add(uint64(sent))
+		r.Failed.Add(uint64(failed))
 	}
 }
