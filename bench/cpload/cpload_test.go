@@ -388,7 +388,11 @@ func TestRunShort(t *testing.T) {
 	for _, mode := range []string{"off", "xdp"} {
 		t.Run("dataplane "+mode, func(t *testing.T) {
 			const n = 200
-			res, err := Run(ctx, Options{Pdrelay: bin, Dataplane: mode, Clients: n, Window: 32, Tag: "cl", Logf: t.Logf})
+			o := Options{Pdrelay: bin, Dataplane: mode, Clients: n, Window: 32, Tag: "cl", Logf: t.Logf}
+			if mode == "off" {
+				o.RelayCPUShare = 0.5 // as -relay-cpu-share
+			}
+			res, err := Run(ctx, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -399,6 +403,13 @@ func TestRunShort(t *testing.T) {
 			checkRun(t, res, n)
 			if got := res.Installs; len(got) == 0 || got[len(got)-1].Count != n {
 				t.Errorf("install histogram %v, want %d bindings", got, n)
+			}
+			if o.RelayCPUShare > 0 {
+				var b strings.Builder
+				res.Report(&b)
+				if !strings.Contains(b.String(), "capped at 0.50 of a cpu") || strings.Count(b.String(), "% of its share") != 3 {
+					t.Errorf("report of a capped relay:\n%s", b.String())
+				}
 			}
 		})
 	}

@@ -33,6 +33,12 @@
 // PinSelf keeps this process's goroutines off them: with "1" and "0",
 // the relay has one core of its own, the figure "per core" means, and
 // the generator and responder no longer take its CPU or its time slices.
+// Options.RelayCPUShare caps the relay below what the lab can drive (a
+// CFS quota, lab.LimitCPU), so that it runs saturated: its messages a
+// second over the share are then a core's capacity, measured, not
+// inferred from CPU time. The generator and the responder read and write
+// up to 64 datagrams a system call, so that they, not the relay, have
+// room to spare.
 //
 // Concurrency: a Generator's Run and a Responder's Serve each own their
 // goroutines until they return; their counters may be read from any

@@ -68,8 +68,14 @@ type Options struct {
 	// responder, in this process, are pinned elsewhere by the caller
 	// (PinSelf).
 	RelayCPUs string
-	Tag       string // lab tag (letters and digits)
-	Logf      func(format string, args ...any)
+	// RelayCPUShare, when set (0 < share <= 1), caps the relay at that
+	// share of one CPU with a CFS quota (lab.LimitCPU), so that the
+	// relay, not the lab, limits the rate: its messages a second over
+	// the share are then what a whole core carries. Latency figures mean
+	// little under a quota: a throttled relay waits up to a period.
+	RelayCPUShare float64
+	Tag           string // lab tag (letters and digits)
+	Logf          func(format string, args ...any)
 }
 
 // PhaseFigures are one phase's figures.
@@ -255,6 +261,13 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if res.RelayCPUs, err = relay.Proc.CPUs(); err != nil {
 		return res, err
 	}
+	if o.RelayCPUShare > 0 {
+		undo, err := lab.LimitCPU(relay.Proc.Pid(), o.RelayCPUShare)
+		if err != nil {
+			return res, err
+		}
+		defer undo()
+	}
 	met := NewMetrics(metricsAddr, func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 		err = l.InNS(l.RelayNS, func() error {
 			var d net.Dialer
@@ -394,6 +407,13 @@ func runDhcrelay(ctx context.Context, o Options, l *lab.Lab, resp *Responder, re
 	defer relay.Stop()
 	if res.RelayCPUs, err = relay.CPUs(); err != nil {
 		return res, err
+	}
+	if o.RelayCPUShare > 0 {
+		undo, err := lab.LimitCPU(relay.Pid(), o.RelayCPUShare)
+		if err != nil {
+			return res, err
+		}
+		defer undo()
 	}
 	gen, closeGen, err := startGenerator(l, o)
 	if err != nil {
@@ -589,10 +609,20 @@ func (res Result) Report(w io.Writer) {
 	if relay == RelayPdrelay {
 		name += " (dataplane " + cmp.Or(o.Dataplane, "kernel") + ")"
 	}
-	fmt.Fprintf(w, "cpload: %d clients, relay %s on cpus %s, server %s, window %d, rate %d/s (0: no bound), host %s\n", o.Clients, name, res.RelayCPUs, o.Server, o.Window, o.Rate, host)
+	where := res.RelayCPUs
+	if o.RelayCPUShare > 0 {
+		where += fmt.Sprintf(" capped at %.2f of a cpu", o.RelayCPUShare)
+	}
+	fmt.Fprintf(w, "cpload: %d clients, relay %s on cpus %s, server %s, window %d, rate %d/s (0: no bound), host %s\n", o.Clients, name, where, o.Server, o.Window, o.Rate, host)
 	for _, f := range res.Phases {
 		fmt.Fprintf(w, "  %-7s %8.2fs  relayed %9.0f msgs  %8.0f msgs/s  %s cpu %6.2fs  %8.0f msgs per cpu-second  failed %d  retransmits %d  relay drops %.0f  bindings settled %.2fs\n",
 			f.Phase, f.Duration.Seconds(), f.Relayed, f.MsgRate(), relay, f.RelayCPU, f.MsgPerCPU(), f.Failed, f.Retransmits, f.Drops, f.Settled.Seconds())
+		if s := o.RelayCPUShare; s > 0 && f.Duration > 0 {
+			// Saturated (busy near 100 %), msgs/s over the share is what
+			// a whole core carries.
+			fmt.Fprintf(w, "            busy %.0f %% of its share: %.0f msgs/s over the share\n",
+				100*f.RelayCPU/(s*f.Duration.Seconds()), f.MsgRate()/s)
+		}
 		keys := slices.Sorted(maps.Keys(f.DropSeries))
 		for _, k := range keys {
 			fmt.Fprintf(w, "            drops %s %.0f\n", k, f.DropSeries[k])

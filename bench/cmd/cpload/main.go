@@ -39,6 +39,7 @@ func main() {
 	perfPhase := flag.String("perf-phase", "bind", "the phase -perf records: bind, renew or release")
 	env := flag.String("pdrelay-env", "", "comma-separated KEY=value added to pdrelay's environment (e.g. GOMAXPROCS=1)")
 	flag.StringVar(&o.RelayCPUs, "relay-cpus", "", "taskset list the relay runs on (e.g. 1: one core of its own); empty: any")
+	flag.Float64Var(&o.RelayCPUShare, "relay-cpu-share", 0, "cap the relay at this share of one cpu (0 < share <= 1) with a CFS quota, so that it limits the rate; 0: no cap")
 	labCPUs := flag.String("lab-cpus", "", "taskset list cpload itself (the generator, the responder) runs on (e.g. 0); empty: any")
 	verbose := flag.Bool("v", false, "log the lab's progress")
 	flag.Parse()
