@@ -122,6 +122,10 @@ func TestGeneratorLoopback(t *testing.T) {
 	if g.Unparsable.Load() != 0 {
 		t.Errorf("%d unparsable answers", g.Unparsable.Load())
 	}
+	// Every answer's time is the kernel's, taken as it arrived.
+	if got := g.NoStamp.Load(); got != 0 {
+		t.Errorf("%d of %d answers without the kernel's receive time", got, g.Received.Load())
+	}
 }
 
 // TestGeneratorGivesUp: a client whose messages all go unanswered fails
@@ -341,8 +345,8 @@ func checkRun(t *testing.T, res Result, n int) {
 	if res.APIBindings != n || res.APIMismatch != 0 {
 		t.Errorf("pdrelay lists %d bindings (%d of the generator's missing), want %d", res.APIBindings, res.APIMismatch, n)
 	}
-	if res.Latency.N != n || res.Latency.Missing != 0 {
-		t.Errorf("routes timed %d, never seen %d, want %d", res.Latency.N, res.Latency.Missing, n)
+	if res.Latency.N != n || res.Latency.Missing != 0 || res.Latency.NoStamp != 0 {
+		t.Errorf("routes timed %d, never seen %d, replies without a kernel time %d, want %d, 0, 0", res.Latency.N, res.Latency.Missing, res.Latency.NoStamp, n)
 	}
 	if res.Phases[0].Relayed < float64(4*n) {
 		t.Errorf("bind relayed %.0f messages, want at least %d", res.Phases[0].Relayed, 4*n)

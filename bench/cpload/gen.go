@@ -105,6 +105,10 @@ type Generator struct {
 	Stale       atomic.Uint64 // answers to no message in flight (late, duplicate)
 	Unparsable  atomic.Uint64
 	Refused     atomic.Uint64 // answers with a failure status or without a prefix
+	// NoStamp counts answers without the kernel's receive time
+	// (SO_TIMESTAMPNS), timed when read instead: later, by this
+	// process's scheduling.
+	NoStamp atomic.Uint64
 }
 
 // NewGenerator returns a Generator; Receive must run for it to make
@@ -294,6 +298,7 @@ func (g *Generator) Receive() error {
 			}
 			at, ok := rxTime(ms[i].OOB[:ms[i].NN])
 			if !ok {
+				g.NoStamp.Add(1)
 				at = time.Now()
 			}
 			if b := g.handle(out.next(), m, at); len(b) > 0 {

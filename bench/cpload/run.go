@@ -160,9 +160,12 @@ func (m MemDelta) PerBinding(n int) float64 {
 
 // LatencyFigures summarise the Reply-to-route times.
 type LatencyFigures struct {
-	N             int // clients with both a Reply and a route seen
-	Missing       int // bound clients whose route was never seen
-	Negative      int // routes seen before the Reply arrived
+	N        int // clients with both a Reply and a route seen
+	Missing  int // bound clients whose route was never seen
+	Negative int // routes seen before the Reply arrived
+	// NoStamp counts the generator's answers (all phases so far) timed
+	// on reading, without the kernel's receive time: late.
+	NoStamp       uint64
 	P50, P99, Max time.Duration
 	WatchErrors   []error
 	// Slow counts the routes more than SlowAfter behind their Reply by
@@ -506,6 +509,7 @@ func bindFigures(gen *Generator, w *RouteWatch, checkPrefix, routes bool) (bound
 			break
 		}
 	}
+	lat.NoStamp = gen.NoStamp.Load()
 	var ds []time.Duration
 	var first time.Time
 	for _, b := range bs {
@@ -636,8 +640,8 @@ func (res Result) Report(w io.Writer) {
 		res.Bound, res.WrongPrefix, res.APIBindings, res.APIMismatch, res.BindingsAfterRelease, res.RoutesLeft)
 	fmt.Fprintf(w, "  bindings installed %.0f/s, kernel routes %.0f/s (bind phase start to the gauge at %d)\n", res.BindingRate, res.RouteRate, o.Clients)
 	lt := res.Latency
-	fmt.Fprintf(w, "  reply->route: p50 %v  p99 %v  max %v  (n %d, route before reply %d, never seen %d, watch errors %d)\n",
-		lt.P50.Round(time.Microsecond), lt.P99.Round(time.Microsecond), lt.Max.Round(time.Microsecond), lt.N, lt.Negative, lt.Missing, len(lt.WatchErrors))
+	fmt.Fprintf(w, "  reply->route: p50 %v  p99 %v  max %v  (n %d, route before reply %d, never seen %d, watch errors %d, replies without a kernel time %d)\n",
+		lt.P50.Round(time.Microsecond), lt.P99.Round(time.Microsecond), lt.Max.Round(time.Microsecond), lt.N, lt.Negative, lt.Missing, len(lt.WatchErrors), lt.NoStamp)
 	if is := res.Installs; len(is) > 0 {
 		fmt.Fprintf(w, "  reply->installed (pdrelay_binding_install_seconds, bind phase): p50 <= %v  p99 <= %v  within 1ms %.2f%%  (n %.0f)\n",
 			bucketDuration(QuantileBound(is, 0.5)), bucketDuration(QuantileBound(is, 0.99)), 100*Within(is, 1e-3), is[len(is)-1].Count)
