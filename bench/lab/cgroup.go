@@ -26,8 +26,8 @@ func LimitCPU(pid int, share float64) (undo func() error, err error) {
 	quota := int64(share * float64(cpuPeriod/time.Microsecond))
 	name := fmt.Sprintf("pdrelay-lab-%d", pid)
 	type hier struct {
-		root, procs string
-		limit       [][2]string // file, value
+		root  string
+		limit [][2]string // file, value
 	}
 	var h hier
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {

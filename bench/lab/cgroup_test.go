@@ -26,6 +26,7 @@ func TestLimitCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = undo() }) // after a Fatal too; a second undo does nothing
 	cg, err := os.ReadFile(filepath.Join("/proc", itoa(cmd.Process.Pid), "cgroup"))
 	if err != nil {
 		t.Fatal(err)
