@@ -6,12 +6,36 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // cpuPeriod is the CFS period of LimitCPU's quota: short, so that a
 // throttled process waits milliseconds, not a tenth of a second.
 const cpuPeriod = 10 * time.Millisecond
+
+// CPULimitAvailable reports why LimitCPU cannot work here (nil if it
+// can): not root, or no cgroup cpu controller that new cgroups get
+// (cgroup v2 with "cpu" in the root's cgroup.subtree_control, or v1's
+// cpu hierarchy). It changes nothing: enabling a controller is the
+// host's business.
+func CPULimitAvailable() error {
+	if os.Geteuid() != 0 {
+		return errors.New("lab: a cpu limit needs root (cgroups)")
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.subtree_control"); err == nil {
+		for _, c := range strings.Fields(string(b)) {
+			if c == "cpu" {
+				return nil
+			}
+		}
+		return errors.New("lab: cgroup v2 without the cpu controller in /sys/fs/cgroup/cgroup.subtree_control")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"); err != nil {
+		return fmt.Errorf("lab: no cgroup cpu controller: %w", err)
+	}
+	return nil
+}
 
 // LimitCPU caps process pid at share of one CPU (0 < share <= 1) with a
 // CFS quota in a cgroup of its own, under the cgroup v2 hierarchy at
@@ -28,6 +52,9 @@ func LimitCPU(pid int, share float64) (undo func() error, err error) {
 	type hier struct {
 		root  string
 		limit [][2]string // file, value
+	}
+	if err := CPULimitAvailable(); err != nil {
+		return nil, err
 	}
 	var h hier
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
