@@ -1,7 +1,6 @@
 package cpload
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -261,16 +260,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
-	if res.RelayCPUs, err = relay.Proc.CPUs(); err != nil {
+	undo, err := placed(relay.Proc, o, &res)
+	if err != nil {
 		return res, err
 	}
-	if o.RelayCPUShare > 0 {
-		undo, err := lab.LimitCPU(relay.Proc.Pid(), o.RelayCPUShare)
-		if err != nil {
-			return res, err
-		}
-		defer undo()
-	}
+	defer undo()
 	met := NewMetrics(metricsAddr, func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 		err = l.InNS(l.RelayNS, func() error {
 			var d net.Dialer
@@ -408,16 +402,11 @@ func runDhcrelay(ctx context.Context, o Options, l *lab.Lab, resp *Responder, re
 		return res, err
 	}
 	defer relay.Stop()
-	if res.RelayCPUs, err = relay.CPUs(); err != nil {
+	undo, err := placed(relay, o, &res)
+	if err != nil {
 		return res, err
 	}
-	if o.RelayCPUShare > 0 {
-		undo, err := lab.LimitCPU(relay.Pid(), o.RelayCPUShare)
-		if err != nil {
-			return res, err
-		}
-		defer undo()
-	}
+	defer undo()
 	gen, closeGen, err := startGenerator(l, o)
 	if err != nil {
 		return res, err
@@ -546,6 +535,18 @@ func bindFigures(gen *Generator, w *RouteWatch, checkPrefix, routes bool) (bound
 	return len(bs), wrong, lat
 }
 
+// placed records the CPUs relay may run on in res and, with
+// o.RelayCPUShare, caps it there (undo lifts the cap).
+func placed(relay *lab.Proc, o Options, res *Result) (undo func() error, err error) {
+	if res.RelayCPUs, err = relay.CPUs(); err != nil {
+		return nil, err
+	}
+	if o.RelayCPUShare > 0 {
+		return lab.LimitCPU(relay.Pid(), o.RelayCPUShare)
+	}
+	return func() error { return nil }, nil
+}
+
 // wrongPrefixes counts the bindings whose prefix is not PrefixFor their
 // client's DUID (what the fast responder delegates).
 func wrongPrefixes(bs []Bound) int {
@@ -661,9 +662,4 @@ func (res Result) Report(w io.Writer) {
 // PinSelf pins every thread of this process (the generator, the
 // responder, the route watch) to cpus, a taskset list; threads started
 // later inherit it.
-func PinSelf(cpus string) error {
-	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
-		return fmt.Errorf("cpload: taskset: %v: %s", err, bytes.TrimSpace(out))
-	}
-	return nil
-}
+func PinSelf(cpus string) error { return lab.Pin(os.Getpid(), cpus) }

@@ -316,14 +316,6 @@ func (h *Harness) kernelDrops(dir Direction) (map[string]uint64, error) {
 	return m, nil
 }
 
-// pin pins every thread of pid to cpus (a taskset list).
-func pin(pid int, cpus string) error {
-	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
-		return fmt.Errorf("fwd: taskset %d: %v: %s", pid, err, out)
-	}
-	return nil
-}
-
 // Side is one way of forwarding between the cpe and the core host.
 type Side interface {
 	Name() string
@@ -404,7 +396,7 @@ func (s *pdrelaySide) Start() error {
 	if err := p.WaitLog("pdrelay started", 30*time.Second); err != nil {
 		return fmt.Errorf("fwd: %s: %w", s.name, err)
 	}
-	if err := pin(p.Pid(), h.cfg.RelayCPU); err != nil {
+	if err := lab.Pin(p.Pid(), h.cfg.RelayCPU); err != nil {
 		return err
 	}
 	if log := p.Log(); !strings.Contains(log, "mode="+s.mode) {

@@ -32,6 +32,15 @@ func (l *Lab) Start(ns, name string, args ...string) (*Proc, error) {
 	return l.start(ns, name, nil, args...)
 }
 
+// Pin pins every thread of process pid to cpus, a taskset list; threads
+// it starts later inherit the mask.
+func Pin(pid int, cpus string) error {
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: taskset %d: %v: %s", pid, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
 // onCPUs returns the command args run on cpus, a taskset list (util-linux
 // taskset sets the affinity, then execs args); args alone if cpus is "".
 func onCPUs(cpus string, args ...string) []string {
