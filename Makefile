@@ -64,9 +64,9 @@ bench-quick: deps ## as root: the forwarding harness at 64 B, N=100k, both direc
 # The relay on cpu 1, cpload on cpu 0, on a machine with two or more.
 CPLOAD_PIN = $$(test $$(nproc) -ge 2 && echo -relay-cpus 1 -lab-cpus 0)
 
-bench-control: build ## as root: control-plane load through pdrelay (kernel mode) and ISC dhcrelay (the baseline), each on a core of its own: 10k, 100k, 1M clients to bench/cpload's fast responder, 100k capped at 0.4 of a cpu (saturated), 10k and 100k to Kea
+bench-control: build ## as root: control-plane load through pdrelay (kernel mode) and ISC dhcrelay (the baseline), each on a core of its own: 10k, 100k, 1M clients to bench/cpload's fast responder; 100k capped at 0.4 of a cpu (saturated), relaying and snooping alone (dataplane off) and in kernel mode; 10k and 100k to Kea
 	for n in 10000 100000 1000000; do $(GO) run ./bench/cmd/cpload -pdrelay $(BIN) -clients $$n -server fast -window 32 -baseline $(CPLOAD_PIN) || exit 1; done
-	$(GO) run ./bench/cmd/cpload -pdrelay $(BIN) -clients 100000 -server fast -window 32 -baseline -relay-cpu-share 0.4 $(CPLOAD_PIN)
+	for m in off kernel; do $(GO) run ./bench/cmd/cpload -pdrelay $(BIN) -clients 100000 -server fast -window 32 -baseline -relay-cpu-share 0.4 -dataplane $$m $(CPLOAD_PIN) || exit 1; done
 	for n in 10000 100000; do $(GO) run ./bench/cmd/cpload -pdrelay $(BIN) -clients $$n -server kea -window 32 || exit 1; done
 
 lint: ## gofmt and go vet
