@@ -280,7 +280,6 @@ func (g *Generator) finish(i uint32, c *client, st uint8) {
 // for leave together, in one sendmmsg.
 func (g *Generator) Receive() error {
 	in, out := newBatchReader(g.cfg.Conn, 65536, 128), newBatchWriter(g.cfg.Conn)
-	dst := net.UDPAddrFromAddrPort(g.cfg.Dst)
 	for {
 		ms, err := in.read()
 		if err != nil {
@@ -302,7 +301,7 @@ func (g *Generator) Receive() error {
 				at = time.Now()
 			}
 			if b := g.handle(out.next(), m, at); len(b) > 0 {
-				out.push(dst, b)
+				out.push(g.dst, b)
 			}
 		}
 		sent, _ := out.flush()
