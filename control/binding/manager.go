@@ -14,7 +14,8 @@ var ErrStopped = errors.New("binding manager stopped")
 
 // Sink receives each batch of changes, in order, on the Manager's
 // goroutine. It must not block for long (the store queues, the FIB builder
-// publishes one snapshot per batch).
+// publishes one snapshot per batch), nor keep the slice once it returns:
+// the Manager reuses it for the next batch.
 type Sink func(changes []Change)
 
 // Manager owns a Table on one goroutine. Its methods are safe for
@@ -52,6 +53,8 @@ type Manager struct {
 	// received holds, for each binding the pending batch adds, when the
 	// Update that added it was received.
 	received []time.Time
+	logBuf   []byte      // logChange's scratch
+	logAttrs []slog.Attr // logChange's scratch
 }
 
 // NewManager returns a Manager for t. now may be nil for time.Now.
@@ -131,9 +134,11 @@ func (m *Manager) flush() {
 		m.LogBatch.Hold()
 		defer m.LogBatch.Release()
 	}
-	for _, c := range changes {
-		m.logChange(c)
+	for i := range changes {
+		m.logChange(&changes[i])
 	}
+	// No sink keeps the slice (Sink's contract): the next batch reuses it.
+	m.t.RecycleChanges(changes)
 }
 
 // installed reports the pending batch's new bindings to OnInstalled.
@@ -148,7 +153,7 @@ func (m *Manager) installed() {
 	m.received = m.received[:0]
 }
 
-func (m *Manager) logChange(c Change) {
+func (m *Manager) logChange(c *Change) {
 	if m.log == nil {
 		return
 	}
@@ -167,38 +172,74 @@ func (m *Manager) logChange(c Change) {
 	if !m.log.Enabled(context.Background(), level) {
 		return
 	}
-	attrs := []any{
-		"port", b.Port, "client", b.DUIDHex(), "iaid", b.IAID, "prefix", b.Prefix,
+	// A line for every binding that comes or goes, thousands a second:
+	// the values are formatted into one buffer and the attributes are
+	// slices of one string made from it, not a string and a boxed value
+	// each.
+	var ends [5]int
+	buf := appendHex(m.logBuf[:0], b.DUID)
+	ends[0] = len(buf)
+	buf = b.Prefix.AppendTo(buf)
+	ends[1] = len(buf)
+	if c.Op != Removed {
+		buf = b.NextHop.AppendTo(buf)
+		ends[2] = len(buf)
+		buf = appendMAC(buf, b.MAC)
+		ends[3] = len(buf)
+		buf = b.Expires.AppendFormat(buf, time.RFC3339)
+		ends[4] = len(buf)
+		if c.MovedFrom != nil {
+			buf = appendHex(buf, c.MovedFrom.DUID)
+		}
 	}
-	switch c.Op {
-	case Added, Updated:
-		attrs = append(attrs, "next_hop", b.NextHop, "mac", MACString(b.MAC),
-			"valid_until", b.Expires.Format(time.RFC3339))
-		msg := "binding " + c.Op.String()
+	m.logBuf = buf
+	str := string(buf)
+	attrs := append(m.logAttrs[:0],
+		slog.String("port", b.Port), slog.String("client", str[:ends[0]]),
+		slog.Uint64("iaid", uint64(b.IAID)), slog.String("prefix", str[ends[0]:ends[1]]))
+	msg := "binding removed"
+	if c.Op == Removed {
+		attrs = append(attrs, slog.String("reason", c.Reason))
+	} else {
+		msg = "binding added"
+		if c.Op == Updated {
+			msg = "binding updated"
+		}
+		attrs = append(attrs, slog.String("next_hop", str[ends[1]:ends[2]]),
+			slog.String("mac", str[ends[2]:ends[3]]), slog.String("valid_until", str[ends[3]:ends[4]]))
 		if f := c.MovedFrom; f != nil {
 			// The server's newer word wins: the prefix moves, as to a
 			// replaced CPE.
 			msg = "binding moved"
-			attrs = append(attrs, "from_port", f.Port, "from_client", f.DUIDHex(), "from_iaid", f.IAID)
+			attrs = append(attrs, slog.String("from_port", f.Port), slog.String("from_client", str[ends[4]:]),
+				slog.Uint64("from_iaid", uint64(f.IAID)))
 		}
-		m.log.Log(context.Background(), level, msg, attrs...)
-	case Removed:
-		m.log.Log(context.Background(), level, "binding removed", append(attrs, "reason", c.Reason)...)
 	}
+	m.logAttrs = attrs
+	m.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
-// MACString formats an Ethernet address.
-func MACString(mac [6]byte) string {
-	const hexdigits = "0123456789abcdef"
-	b := make([]byte, 0, 17)
+const hexDigits = "0123456789abcdef"
+
+func appendHex(b []byte, s string) []byte {
+	for i := range len(s) {
+		b = append(b, hexDigits[s[i]>>4], hexDigits[s[i]&0xf])
+	}
+	return b
+}
+
+func appendMAC(b []byte, mac [6]byte) []byte {
 	for i, x := range mac {
 		if i > 0 {
 			b = append(b, ':')
 		}
-		b = append(b, hexdigits[x>>4], hexdigits[x&0xf])
+		b = append(b, hexDigits[x>>4], hexDigits[x&0xf])
 	}
-	return string(b)
+	return b
 }
+
+// MACString formats an Ethernet address.
+func MACString(mac [6]byte) string { return string(appendMAC(make([]byte, 0, 17), mac)) }
 
 // Do runs f on the owner goroutine and waits for it.
 func (m *Manager) Do(ctx context.Context, f func(*Table)) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -615,5 +616,68 @@ func TestManagerInstalledAfterDataplaneSinks(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{"dataplane", "installed", "store"}; !slices.Equal(order, want) {
 		t.Errorf("order %v, want %v", order, want)
+	}
+}
+
+// TestLogChangeLines pins the text of the per-binding log lines, which
+// operators grep and tests match, and what one costs: a line for every
+// binding that comes or goes is formatted into one buffer, so it makes
+// one string however many values it carries (the handler's own record
+// aside).
+func TestLogChangeLines(t *testing.T) {
+	var logs bytes.Buffer
+	m := NewManager(NewTable(PortLimits{}, nil), nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	l := learned("eth2", duidB, 7, "2001:db8:100:100::/56", time.Hour, time.Hour)
+	b := Binding{Key: l.Key, NextHop: l.NextHop, MAC: l.MAC, Expires: t0.Add(time.Hour), ServerDUID: srvID}
+	from := Key{Port: "eth1", DUID: duidA, IAID: 1, Prefix: b.Prefix}
+	for _, tc := range []struct {
+		c    Change
+		want string
+	}{
+		{Change{Op: Added, Binding: b, RouteChanged: true},
+			`level=INFO msg="binding added" port=eth2 client=0003000102000000000b iaid=7 prefix=2001:db8:100:100::/56 next_hop=fe80::b mac=02:00:00:00:00:0b valid_until=2025-06-01T13:00:00Z`},
+		{Change{Op: Added, Binding: b, RouteChanged: true, MovedFrom: &from},
+			`level=INFO msg="binding moved" port=eth2 client=0003000102000000000b iaid=7 prefix=2001:db8:100:100::/56 next_hop=fe80::b mac=02:00:00:00:00:0b valid_until=2025-06-01T13:00:00Z from_port=eth1 from_client=0003000102000000000a from_iaid=1`},
+		{Change{Op: Updated, Binding: b, RouteChanged: true},
+			`level=INFO msg="binding updated" port=eth2 client=0003000102000000000b iaid=7 prefix=2001:db8:100:100::/56 next_hop=fe80::b mac=02:00:00:00:00:0b valid_until=2025-06-01T13:00:00Z`},
+		{Change{Op: Removed, Binding: b, Reason: ReasonReleased, RouteChanged: true},
+			`level=INFO msg="binding removed" port=eth2 client=0003000102000000000b iaid=7 prefix=2001:db8:100:100::/56 reason=released`},
+	} {
+		logs.Reset()
+		m.logChange(&tc.c)
+		line := strings.TrimSpace(logs.String())
+		if _, rest, ok := strings.Cut(line, " level="); !ok || "level="+rest != tc.want {
+			t.Errorf("logged\n%s\nwant (after the time)\n%s", line, tc.want)
+		}
+	}
+	m = NewManager(NewTable(PortLimits{}, nil), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c := Change{Op: Added, Binding: b, RouteChanged: true}
+	// The string, and the record's room for attributes past its first five.
+	if n := testing.AllocsPerRun(200, func() { m.logChange(&c) }); n > 2 {
+		t.Errorf("a binding's log line makes %v allocations, want at most 2", n)
+	}
+}
+
+// TestRecycleChanges checks that the Manager's batches reuse one slice,
+// and that a batch too large to keep is let go.
+func TestRecycleChanges(t *testing.T) {
+	tb := NewTable(PortLimits{}, nil)
+	mustLearn(t, tb, t0, learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, time.Hour))
+	first := tb.TakeChanges()
+	tb.RecycleChanges(first)
+	mustLearn(t, tb, t0, learned("eth1", duidA, 1, "2001:db8:2::/56", time.Hour, time.Hour))
+	second := tb.TakeChanges()
+	if len(second) != 1 || &second[0] != &first[0] || second[0].Binding.Prefix != pfx("2001:db8:2::/56") {
+		t.Fatalf("the second batch %+v does not reuse the first's slice", second)
+	}
+	// Changes recorded before the hand-back are kept, not overwritten.
+	mustLearn(t, tb, t0, learned("eth1", duidA, 1, "2001:db8:3::/56", time.Hour, time.Hour))
+	tb.RecycleChanges(second)
+	if got := tb.TakeChanges(); len(got) != 1 || got[0].Binding.Prefix != pfx("2001:db8:3::/56") {
+		t.Fatalf("pending changes lost to a recycled slice: %+v", got)
+	}
+	tb.RecycleChanges(make([]Change, 0, maxRecycledChanges+1))
+	if tb.changes != nil {
+		t.Error("a batch over maxRecycledChanges is kept")
 	}
 }

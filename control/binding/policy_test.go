@@ -134,7 +134,7 @@ func TestIdenticalPrefixMoves(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	m := NewManager(tb, nil, slog.New(slog.NewTextHandler(&logs, nil)))
-	m.logChange(ch[1])
+	m.logChange(&ch[1])
 	if s := logs.String(); !strings.Contains(s, "binding moved") || !strings.Contains(s, "from_port=eth1") || !strings.Contains(s, "port=eth2") {
 		t.Errorf("the move is not logged as one: %s", s)
 	}

@@ -263,6 +263,21 @@ func (t *Table) TakeChanges() []Change {
 	return c
 }
 
+// maxRecycledChanges bounds the slice RecycleChanges keeps: a restore's
+// or an expiry wave's batch is let go rather than held for good.
+const maxRecycledChanges = 4096
+
+// RecycleChanges hands back a batch TakeChanges returned, once nothing
+// holds it any more, for the next changes to reuse: a batch a Reply
+// makes then allocates nothing.
+func (t *Table) RecycleChanges(c []Change) {
+	if t.changes != nil || cap(c) > maxRecycledChanges {
+		return
+	}
+	clear(c)
+	t.changes = c[:0]
+}
+
 // Learn creates or updates the binding l describes, with lifetimes counted
 // from now (G-8). A valid lifetime of 0 removes it (the caller should use
 // Remove; Learn treats it the same way). Over a limit the binding is not
@@ -468,7 +483,8 @@ func (t *Table) Remove(k Key, reason string) bool {
 func (t *Table) RemoveIA(port, duid string, iaid uint32, reason string) int {
 	// The client's own bindings, not a walk of the whole table: a Release
 	// must not cost O(table) on the owner goroutine.
-	var victims []*entry
+	var buf [8]*entry
+	victims := buf[:0]
 	for _, e := range t.perClient[clientKey{port, duid}] {
 		if e.IAID == iaid {
 			victims = append(victims, e)
