@@ -96,6 +96,11 @@ type PhaseFigures struct {
 	// (the per-port ones) that changed.
 	Drops      float64
 	DropSeries map[string]float64
+	// Allocated is the change of go_memstats_alloc_bytes_total, GCs of
+	// go_gc_duration_seconds_count: what feeds the collector that shares
+	// pdrelay's core (zero for dhcrelay).
+	Allocated float64
+	GCs       float64
 }
 
 // MsgRate is relayed messages a second of wall time.
@@ -324,7 +329,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			Relayed:  after.Sum("pdrelay_dhcp_messages_total") - before.Sum("pdrelay_dhcp_messages_total"),
 			RelayCPU: after.Sum("process_cpu_seconds_total") - before.Sum("process_cpu_seconds_total"),
 			// Every drop, the per-port ones included, is in this total.
-			Drops: after.Sum("pdrelay_dhcp_drops_total") - before.Sum("pdrelay_dhcp_drops_total"),
+			Drops:     after.Sum("pdrelay_dhcp_drops_total") - before.Sum("pdrelay_dhcp_drops_total"),
+			Allocated: after.Sum("go_memstats_alloc_bytes_total") - before.Sum("go_memstats_alloc_bytes_total"),
+			GCs:       after.Sum("go_gc_duration_seconds_count") - before.Sum("go_gc_duration_seconds_count"),
 		}
 		f.DropSeries = changed(before, after, "pdrelay_dhcp_drops_total", "pdrelay_dhcp_client_drops_total")
 		// The bindings gauge trails the Replies: the binding table's
@@ -627,6 +634,9 @@ func (res Result) Report(w io.Writer) {
 			// a whole core carries.
 			fmt.Fprintf(w, "            busy %.0f %% of its share: %.0f msgs/s over the share\n",
 				100*f.RelayCPU/(s*f.Duration.Seconds()), f.MsgRate()/s)
+		}
+		if f.Allocated > 0 && f.Relayed > 0 {
+			fmt.Fprintf(w, "            allocated %.0f B a message, %.0f GC cycles\n", f.Allocated/f.Relayed, f.GCs)
 		}
 		keys := slices.Sorted(maps.Keys(f.DropSeries))
 		for _, k := range keys {

@@ -665,6 +665,9 @@ func TestRecycleChanges(t *testing.T) {
 	mustLearn(t, tb, t0, learned("eth1", duidA, 1, "2001:db8:1::/56", time.Hour, time.Hour))
 	first := tb.TakeChanges()
 	tb.RecycleChanges(first)
+	if c := tb.TakeChanges(); c != nil {
+		t.Fatalf("changes %+v with nothing recorded", c)
+	}
 	mustLearn(t, tb, t0, learned("eth1", duidA, 1, "2001:db8:2::/56", time.Hour, time.Hour))
 	second := tb.TakeChanges()
 	if len(second) != 1 || &second[0] != &first[0] || second[0].Binding.Prefix != pfx("2001:db8:2::/56") {
@@ -679,5 +682,22 @@ func TestRecycleChanges(t *testing.T) {
 	tb.RecycleChanges(make([]Change, 0, maxRecycledChanges+1))
 	if tb.changes != nil {
 		t.Error("a batch over maxRecycledChanges is kept")
+	}
+}
+
+// TestManagerReusesBatches checks that the Manager's batches share one
+// slice, across the turns of its loop that find nothing to hand on (as
+// the Reply to a Release whose bindings went when the Release was
+// relayed).
+func TestManagerReusesBatches(t *testing.T) {
+	var got []*Change
+	m := NewManager(NewTable(PortLimits{}, nil), nil, nil, func(c []Change) { got = append(got, &c[0]) })
+	for _, p := range []string{"2001:db8:1::/56", "2001:db8:2::/56", "2001:db8:3::/56"} {
+		mustLearn(t, m.t, t0, learned("eth1", duidA, 1, p, time.Hour, time.Hour))
+		m.flush()
+		m.flush() // a turn with no changes
+	}
+	if len(got) != 3 || got[1] != got[0] || got[2] != got[0] {
+		t.Errorf("batches at %p, want one slice reused", got)
 	}
 }

@@ -256,8 +256,12 @@ func (t *Table) Get(k Key) (Binding, bool) {
 	return e.Binding, true
 }
 
-// TakeChanges returns the changes recorded since the last call.
+// TakeChanges returns the changes recorded since the last call, nil if
+// none (a recycled slice stays for the next changes).
 func (t *Table) TakeChanges() []Change {
+	if len(t.changes) == 0 {
+		return nil
+	}
 	c := t.changes
 	t.changes = nil
 	return c

@@ -44,6 +44,7 @@ type nlKernel struct {
 	c     *nftables.Conn // nil: dial at the next call
 	opts  []nftables.ConnOption
 	table *nftables.Table
+	elems []nftables.SetElement // write's scratch: the library marshals them at once
 }
 
 func openKernel(table string, netns int) (kernel, error) {
@@ -285,11 +286,14 @@ func (k *nlKernel) write(c *nftables.Conn, t *tx) error {
 		}{{o.del, c.SetDeleteElements}, {o.add, c.SetAddElements}} {
 			for a := x.es; len(a) > 0; {
 				n := min(len(a), per)
-				elems := make([]nftables.SetElement, n)
+				elems := slices.Grow(k.elems[:0], n)[:n]
 				for i := range elems {
 					elems[i] = setElement(sk.kind, &a[i])
 				}
-				if err := x.write(s, elems); err != nil {
+				err := x.write(s, elems)
+				clear(elems) // hold no keys of this transaction
+				k.elems = elems
+				if err != nil {
 					return fmt.Errorf("set %s: %w", s.Name, err)
 				}
 				a = a[n:]
