@@ -1,6 +1,7 @@
 package kroute
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"syscall"
@@ -10,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The rtnetlink messages of the Router, built and read with
-// github.com/vishvananda/netlink/nl. Routes:
+// The rtnetlink messages of the Router, written by appendOp and read with
+// the help of github.com/vishvananda/netlink/nl. Routes:
 //
 //	RTM_NEWROUTE  NLM_F_CREATE|NLM_F_REPLACE
 //	  rtmsg    family AF_INET6, dst_len = the prefix's length, table,
@@ -48,76 +49,102 @@ func headerTable(table uint32) uint8 {
 }
 
 // appendOp appends o's request, with sequence number seq and no ack
-// asked, to b.
+// asked, to b. It writes the bytes in place: a Flush of thousands of
+// bindings allocates nothing per request.
 func appendOp(b []byte, o *op, seq uint32) []byte {
-	var req *nl.NetlinkRequest
+	var typ, flags uint16
+	switch o.kind {
+	case opRoute:
+		typ, flags = unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE
+	case opUnroute:
+		typ = unix.RTM_DELROUTE
+	case opNeigh:
+		typ, flags = unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE
+	default:
+		typ = unix.RTM_DELNEIGH
+	}
+	start := len(b)
+	b = ne.AppendUint32(b, 0) // nlmsg_len, set below
+	b = ne.AppendUint16(b, typ)
+	b = ne.AppendUint16(b, unix.NLM_F_REQUEST|flags)
+	b = ne.AppendUint32(b, seq)
+	b = ne.AppendUint32(b, 0) // pid: the kernel's
 	switch o.kind {
 	case opRoute, opUnroute:
-		req = routeRequest(o)
+		b = appendRoute(b, o)
 	default:
-		req = neighRequest(o)
+		b = appendNeigh(b, o)
 	}
-	req.Seq = seq
-	return append(b, req.Serialize()...)
+	ne.PutUint32(b[start:], uint32(len(b)-start))
+	return b
 }
 
-func routeRequest(o *op) *nl.NetlinkRequest {
-	p := o.prefix
-	dst := p.Addr().As16()
-	m := &nl.RtMsg{RtMsg: unix.RtMsg{
-		Family:   unix.AF_INET6,
-		Dst_len:  uint8(p.Bits()),
-		Table:    headerTable(o.table),
-		Protocol: Protocol,
-	}}
-	var req *nl.NetlinkRequest
-	if o.kind == opUnroute {
-		req = nl.NewNetlinkRequest(unix.RTM_DELROUTE, 0)
-		m.Scope = unix.RT_SCOPE_NOWHERE
-		req.AddData(m)
-		req.AddData(nl.NewRtAttr(unix.RTA_DST, dst[:]))
-		req.AddData(nl.NewRtAttr(unix.RTA_TABLE, nl.Uint32Attr(o.table)))
-		if o.metric != 0 {
-			req.AddData(nl.NewRtAttr(unix.RTA_PRIORITY, nl.Uint32Attr(o.metric)))
+// ne is netlink's byte order, the host's.
+var ne = binary.NativeEndian
+
+func appendRoute(b []byte, o *op) []byte {
+	dst := o.prefix.Addr().As16()
+	scope, typ, flags := uint8(unix.RT_SCOPE_NOWHERE), uint8(0), uint32(0)
+	if o.kind == opRoute {
+		scope, typ = unix.RT_SCOPE_UNIVERSE, unix.RTN_UNICAST
+		if !o.addr.IsLinkLocalUnicast() {
+			// A global next hop (a client behind an LDRA may be known by
+			// one) is on the downlink's link whatever its prefix.
+			flags = unix.RTNH_F_ONLINK
 		}
-		return req
 	}
-	req = nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
-	m.Scope = unix.RT_SCOPE_UNIVERSE
-	m.Type = unix.RTN_UNICAST
-	if !o.addr.IsLinkLocalUnicast() {
-		// A global next hop (a client behind an LDRA may be known by
-		// one) is on the downlink's link whatever its prefix.
-		m.Flags = unix.RTNH_F_ONLINK
+	// rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+	b = append(b, unix.AF_INET6, uint8(o.prefix.Bits()), 0, 0, headerTable(o.table), Protocol, scope, typ)
+	b = ne.AppendUint32(b, flags)
+	b = appendAttr(b, unix.RTA_DST, dst[:])
+	if o.kind == opUnroute {
+		b = appendAttrU32(b, unix.RTA_TABLE, o.table)
+		if o.metric != 0 {
+			b = appendAttrU32(b, unix.RTA_PRIORITY, o.metric)
+		}
+		return b
 	}
 	gw := o.addr.As16()
-	req.AddData(m)
-	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst[:]))
-	req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, gw[:]))
-	req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(o.index))))
-	req.AddData(nl.NewRtAttr(unix.RTA_PRIORITY, nl.Uint32Attr(Metric)))
-	req.AddData(nl.NewRtAttr(unix.RTA_TABLE, nl.Uint32Attr(o.table)))
-	return req
+	b = appendAttr(b, unix.RTA_GATEWAY, gw[:])
+	b = appendAttrU32(b, unix.RTA_OIF, uint32(o.index))
+	b = appendAttrU32(b, unix.RTA_PRIORITY, Metric)
+	return appendAttrU32(b, unix.RTA_TABLE, o.table)
 }
 
-func neighRequest(o *op) *nl.NetlinkRequest {
+func appendNeigh(b []byte, o *op) []byte {
 	dst := o.addr.As16()
-	m := &netlink.Ndmsg{Family: unix.AF_INET6, Index: uint32(o.index)}
-	var req *nl.NetlinkRequest
-	if o.kind == opUnneigh {
-		req = nl.NewNetlinkRequest(unix.RTM_DELNEIGH, 0)
-		req.AddData(m)
-		req.AddData(nl.NewRtAttr(unix.NDA_DST, dst[:]))
-		return req
+	state, flags := uint16(0), uint8(0)
+	if o.kind == opNeigh {
+		state, flags = unix.NUD_STALE, unix.NTF_EXT_LEARNED
 	}
-	req = nl.NewNetlinkRequest(unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
-	m.State = unix.NUD_STALE
-	m.Flags = unix.NTF_EXT_LEARNED
-	req.AddData(m)
-	req.AddData(nl.NewRtAttr(unix.NDA_DST, dst[:]))
-	req.AddData(nl.NewRtAttr(unix.NDA_LLADDR, o.mac[:]))
-	req.AddData(nl.NewRtAttr(netlink.NDA_PROTOCOL, []byte{Protocol}))
-	return req
+	// ndmsg: family, two pads, ifindex, state, flags, type
+	b = append(b, unix.AF_INET6, 0, 0, 0)
+	b = ne.AppendUint32(b, uint32(o.index))
+	b = ne.AppendUint16(b, state)
+	b = append(b, flags, 0)
+	b = appendAttr(b, unix.NDA_DST, dst[:])
+	if o.kind == opUnneigh {
+		return b
+	}
+	b = appendAttr(b, unix.NDA_LLADDR, o.mac[:])
+	return appendAttr(b, netlink.NDA_PROTOCOL, []byte{Protocol})
+}
+
+// appendAttr appends a netlink attribute, padded to 4 bytes.
+func appendAttr(b []byte, typ uint16, v []byte) []byte {
+	b = ne.AppendUint16(b, uint16(unix.SizeofRtAttr+len(v)))
+	b = ne.AppendUint16(b, typ)
+	b = append(b, v...)
+	for range -len(v) & (unix.RTA_ALIGNTO - 1) {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func appendAttrU32(b []byte, typ uint16, x uint32) []byte {
+	b = ne.AppendUint16(b, unix.SizeofRtAttr+4)
+	b = ne.AppendUint16(b, typ)
+	return ne.AppendUint32(b, x)
 }
 
 // parseAck reads an NLMSG_ERROR payload: the errno (0 for an ack) and

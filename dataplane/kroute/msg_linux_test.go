@@ -104,6 +104,10 @@ func TestAppendOp(t *testing.T) {
 		if got := appendOp(nil, &c.op, 7); !bytes.Equal(got, c.want) {
 			t.Errorf("%s:\n got %x\nwant %x", c.name, got, c.want)
 		}
+		buf := make([]byte, 0, 256)
+		if n := testing.AllocsPerRun(100, func() { buf = appendOp(buf[:0], &c.op, 7) }); n != 0 {
+			t.Errorf("%s: %v allocations a request into room enough", c.name, n)
+		}
 	}
 }
 
