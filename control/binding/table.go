@@ -1,10 +1,10 @@
 package binding
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -122,14 +122,21 @@ type Table struct {
 	limits    map[string]PortLimits
 	deflimits PortLimits
 	exp       expiryHeap
+	epoch     time.Time // what exp's deadlines count from
 	changes   []Change
 	bulk      bool // between BeginRestore and EndRestore: exp is unordered
 }
 
 type entry struct {
 	Binding
-	idx int // index in the expiry heap
+	// queued is the deadline of the entry's current item in the expiry
+	// heap (its Expires less the table's epoch), or notQueued.
+	queued time.Duration
 }
+
+// notQueued marks an entry that has left the table: its items in the
+// expiry heap are stale.
+const notQueued = time.Duration(math.MinInt64)
 
 // NewTable returns an empty table. def applies to ports without their own
 // limits.
@@ -142,6 +149,7 @@ func NewTable(def PortLimits, perPort map[string]PortLimits) *Table {
 		duidPorts: make(map[string][]portCount),
 		limits:    perPort,
 		deflimits: def,
+		epoch:     time.Now(),
 	}
 }
 
@@ -311,7 +319,7 @@ func (t *Table) Learn(now time.Time, l Learned) (Op, error) {
 		if l.ServerDUID != "" {
 			e.ServerDUID = l.ServerDUID
 		}
-		heap.Fix(&t.exp, e.idx)
+		t.queue(e)
 		t.changes = append(t.changes, Change{Op: Updated, Binding: e.Binding, RouteChanged: routeChanged})
 		return Updated, nil
 	}
@@ -378,12 +386,58 @@ func (t *Table) insert(e *entry) {
 	t.perClient[ck] = append(t.perClient[ck], e)
 	t.perPort[e.Port]++
 	t.addDUIDPort(e.DUID, e.Port)
-	if t.bulk {
-		e.idx = len(t.exp)
-		t.exp = append(t.exp, e)
+	e.queued = notQueued
+	t.queue(e)
+}
+
+// queue puts e in the expiry heap at its Expires, unless it is there at
+// that deadline already. A lifetime that changes leaves the entry's older
+// item in the heap, stale: it is skipped when it reaches the top, or
+// dropped when stale items outnumber the live ones. So a renewal only
+// pushes a deadline, usually the latest, which stays at the bottom, and a
+// removal touches the heap not at all: neither reads another entry.
+func (t *Table) queue(e *entry) {
+	at := max(e.Expires.Sub(t.epoch), notQueued+1) // Sub saturates
+	if e.queued == at {
 		return
 	}
-	heap.Push(&t.exp, e)
+	e.queued = at
+	if t.bulk {
+		t.exp = append(t.exp, expiryItem{at, e})
+		return
+	}
+	t.exp.push(expiryItem{at, e})
+	t.compactExpiry()
+}
+
+// compactExpiry drops the stale items once they outnumber the live ones
+// (and a floor): each drop is paid for by the pushes or removals that
+// made as many stale items, and dead entries are held only that long.
+func (t *Table) compactExpiry() {
+	if t.bulk || len(t.exp) <= 2*len(t.byKey)+1024 {
+		return
+	}
+	live := t.exp[:0]
+	for _, it := range t.exp {
+		if it.e.queued == it.at {
+			live = append(live, it)
+		}
+	}
+	clear(t.exp[len(live):])
+	t.exp = live
+	t.exp.init()
+}
+
+// expiryTop drops the stale items at the top of the heap and returns the
+// live entry there, or nil.
+func (t *Table) expiryTop() *entry {
+	for len(t.exp) > 0 {
+		if it := t.exp[0]; it.e.queued == it.at {
+			return it.e
+		}
+		t.exp.pop()
+	}
+	return nil
 }
 
 // BeginRestore prepares an empty table for n restored bindings: maps are
@@ -403,7 +457,8 @@ func (t *Table) BeginRestore(n int) {
 // EndRestore orders the expiry heap after BeginRestore.
 func (t *Table) EndRestore() {
 	t.bulk = false
-	heap.Init(&t.exp)
+	t.exp.init()
+	t.compactExpiry()
 }
 
 func (t *Table) remove(e *entry, reason string) {
@@ -428,17 +483,8 @@ func (t *Table) remove(e *entry, reason string) {
 		delete(t.perPort, e.Port)
 	}
 	t.dropDUIDPort(e.DUID, e.Port)
-	if t.bulk { // unordered: swap the last entry in
-		last := len(t.exp) - 1
-		if e.idx != last {
-			t.exp[e.idx] = t.exp[last]
-			t.exp[e.idx].idx = e.idx
-		}
-		t.exp[last] = nil
-		t.exp = t.exp[:last]
-	} else {
-		heap.Remove(&t.exp, e.idx)
-	}
+	e.queued = notQueued // its items in the heap are stale now
+	t.compactExpiry()
 	t.changes = append(t.changes, Change{Op: Removed, Binding: e.Binding, Reason: reason, RouteChanged: true})
 }
 
@@ -533,8 +579,8 @@ func (t *Table) RemoveWhere(match func(*Binding) bool, reason string) int {
 // (never earlier) and returns how many.
 func (t *Table) Expire(now time.Time) int {
 	n := 0
-	for len(t.exp) > 0 && !t.exp[0].Valid(now) {
-		t.remove(t.exp[0], ReasonExpired)
+	for e := t.expiryTop(); e != nil && !e.Valid(now); e = t.expiryTop() {
+		t.remove(e, ReasonExpired)
 		n++
 	}
 	return n
@@ -542,10 +588,11 @@ func (t *Table) Expire(now time.Time) int {
 
 // NextExpiry returns when the earliest binding expires.
 func (t *Table) NextExpiry() (time.Time, bool) {
-	if len(t.exp) == 0 {
+	e := t.expiryTop()
+	if e == nil {
 		return time.Time{}, false
 	}
-	return t.exp[0].Expires, true
+	return e.Expires, true
 }
 
 // Restore installs a binding read from the store. Expired ones are not
@@ -625,25 +672,62 @@ func (t *Table) List() []Binding {
 	return out
 }
 
-// expiryHeap orders entries by valid-lifetime end.
-type expiryHeap []*entry
+// expiryHeap orders the entries by the end of their valid lifetime, as
+// it was when each item was pushed (see Table.queue): a binary min-heap
+// of values, so that pushing one allocates nothing (container/heap would
+// box it).
+type expiryHeap []expiryItem
 
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].Expires.Before(h[j].Expires) }
-func (h expiryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
+type expiryItem struct {
+	at time.Duration // the entry's Expires less the table's epoch
+	e  *entry
 }
-func (h *expiryHeap) Push(x any) {
-	e := x.(*entry)
-	e.idx = len(*h)
-	*h = append(*h, e)
+
+func (h *expiryHeap) push(it expiryItem) {
+	*h = append(*h, it)
+	h.up(len(*h) - 1)
 }
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.idx = -1
-	return e
+
+func (h *expiryHeap) pop() {
+	s := *h
+	last := len(s) - 1
+	s[0] = s[last]
+	s[last] = expiryItem{}
+	*h = s[:last]
+	h.down(0)
+}
+
+// init orders an unordered heap.
+func (h expiryHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h expiryHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if h[p].at <= h[i].at {
+			return
+		}
+		h[p], h[i] = h[i], h[p]
+		i = p
+	}
+}
+
+func (h expiryHeap) down(i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if r := c + 1; r < len(h) && h[r].at < h[c].at {
+			c = r
+		}
+		if h[i].at <= h[c].at {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
 }

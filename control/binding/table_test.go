@@ -699,3 +699,93 @@ func TestBulkRestoreMatchesSingle(t *testing.T) {
 		t.Fatalf("bulk kept %d", bulk.Len())
 	}
 }
+
+// TestExpiryOracle drives the table through random learns, renewals
+// (lifetimes up and down), releases and expiries, and checks Expire and
+// NextExpiry against a plain map of each binding's end after every step.
+// Renewals and removals leave stale items in the expiry heap; they must
+// never expire a binding early or late, and compaction must keep the heap
+// within twice the bindings (and its floor).
+func TestExpiryOracle(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	tb := NewTable(PortLimits{}, nil)
+	want := map[Key]time.Time{}
+	now := t0
+	key := func(i int) Learned {
+		return learned("eth1", fmt.Sprintf("duid-%d", i), 1, fmt.Sprintf("2001:db8:%x::/48", i), time.Hour, time.Hour)
+	}
+	for step := range 60_000 {
+		i := rng.IntN(3000)
+		l := key(i)
+		switch r := rng.IntN(10); {
+		case r < 6: // learn or renew, with a lifetime that may be shorter than before
+			l.Valid = time.Duration(1+rng.IntN(600)) * time.Second
+			l.Preferred = l.Valid
+			mustLearn(t, tb, now, l)
+			want[l.Key] = now.Add(l.Valid)
+		case r < 8:
+			tb.RemoveIA(l.Port, l.DUID, l.IAID, ReasonReleased)
+			delete(want, l.Key)
+		default:
+			now = now.Add(time.Duration(rng.IntN(20_000)) * time.Millisecond)
+			n := tb.Expire(now)
+			gone := 0
+			for k, end := range want {
+				if !now.Before(end) {
+					delete(want, k)
+					gone++
+				}
+			}
+			if n != gone {
+				t.Fatalf("step %d: Expire removed %d, want %d", step, n, gone)
+			}
+		}
+		tb.TakeChanges()
+		if tb.Len() != len(want) {
+			t.Fatalf("step %d: %d bindings, want %d", step, tb.Len(), len(want))
+		}
+		var first time.Time
+		for _, end := range want {
+			if first.IsZero() || end.Before(first) {
+				first = end
+			}
+		}
+		if next, ok := tb.NextExpiry(); ok != !first.IsZero() || ok && !next.Equal(first) {
+			t.Fatalf("step %d: NextExpiry %v %v, want %v", step, next, ok, first)
+		}
+		if len(tb.exp) > 2*len(want)+1024+1 {
+			t.Fatalf("step %d: %d items in the expiry heap for %d bindings", step, len(tb.exp), len(want))
+		}
+	}
+}
+
+// TestExpiryCompaction: renewals at one instant leave a stale item in the
+// expiry heap each, and releases leave every item stale; the heap stays
+// within twice the bindings and its floor, and the next expiry is right.
+func TestExpiryCompaction(t *testing.T) {
+	tb := NewTable(PortLimits{}, nil)
+	const n = 5000
+	for round := range 20 {
+		for i := range n {
+			l := learned("eth1", fmt.Sprintf("duid-%d", i), 1, fmt.Sprintf("2001:db8:%x::/48", i), time.Hour, time.Hour)
+			l.Valid = time.Hour + time.Duration(round*n+i)*time.Second
+			mustLearn(t, tb, t0, l)
+			if len(tb.exp) > 2*tb.Len()+1024+1 {
+				t.Fatalf("round %d: %d items in the expiry heap for %d bindings", round, len(tb.exp), tb.Len())
+			}
+		}
+		tb.TakeChanges()
+	}
+	if next, _ := tb.NextExpiry(); !next.Equal(t0.Add(time.Hour + 19*n*time.Second)) {
+		t.Errorf("NextExpiry %v after the renewals", next)
+	}
+	for i := range n {
+		tb.RemoveIA("eth1", fmt.Sprintf("duid-%d", i), 1, ReasonReleased)
+	}
+	if len(tb.exp) > 1024+1 {
+		t.Errorf("%d items left in the expiry heap of an empty table", len(tb.exp))
+	}
+	if _, ok := tb.NextExpiry(); ok || tb.Expire(t0.Add(1000*time.Hour)) != 0 {
+		t.Error("an empty table has an expiry")
+	}
+}
