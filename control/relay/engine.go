@@ -75,7 +75,29 @@ type Engine struct {
 	pendCfg  pendingConfig
 	origin   originTable // messages the relay originated (originate.go)
 	buf      []byte
-	Counters Counters
+	// serverIDs interns the servers' DUIDs: a handful of servers
+	// delegate every binding, which then need not each hold a copy.
+	serverIDs map[string]string
+	Counters  Counters
+}
+
+// maxServerIDs bounds serverIDs. Only trusted servers' Replies are
+// snooped, so it is not an attacker's to fill; past it, DUIDs are copied.
+const maxServerIDs = 64
+
+// serverID returns b as a string, interned.
+func (e *Engine) serverID(b []byte) string {
+	if s, ok := e.serverIDs[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if e.serverIDs == nil {
+		e.serverIDs = make(map[string]string)
+	}
+	if len(e.serverIDs) < maxServerIDs {
+		e.serverIDs[s] = s
+	}
+	return s
 }
 
 // ClientPacket is a DHCPv6 message received on a downlink.
@@ -380,6 +402,7 @@ func (e *Engine) record(now time.Time, pkt ClientPacket, upd *binding.Update) {
 		e.Counters.snooped(SnoopUnparsable)
 		return // not a DUID (RFC 8415 11.1); the message is relayed all the same
 	}
+	id := string(duid) // the pending key's, and a Release's removals'
 	port := e.ports[pkt.Port].Name
 	req := pending{port: pkt.Port, mac: pkt.SrcMAC, peer: pkt.Src, typ: m.Type}
 	if m.Type == dhcp6.MsgRelease || m.Type == dhcp6.MsgDecline {
@@ -400,12 +423,12 @@ func (e *Engine) record(now time.Time, pkt ClientPacket, upd *binding.Update) {
 			req.iaids = append(req.iaids, iaid)
 			if m.Type == dhcp6.MsgRelease {
 				upd.RemoveIAs = append(upd.RemoveIAs, binding.RemoveIA{
-					Port: port, DUID: string(duid), IAID: iaid, Reason: reason,
+					Port: port, DUID: id, IAID: iaid, Reason: reason,
 				})
 			}
 		}
 	}
-	if n := e.pending.put(now, pendingKey{port: pkt.Port, xid: m.XID, duid: string(duid)}, req); n > 0 {
+	if n := e.pending.put(now, pendingKey{port: pkt.Port, xid: m.XID, duid: id}, req); n > 0 {
 		e.Counters.snoop[SnoopPendingEvicted].Add(uint64(n))
 	}
 	e.countPending()
@@ -474,15 +497,16 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 		e.Counters.snooped(SnoopUnparsable)
 		return
 	}
-	duid, ok := m.Options.Get(dhcp6.OptClientID)
+	duidBytes, ok := m.Options.Get(dhcp6.OptClientID)
 	if !ok {
 		return
 	}
+	duid := string(duidBytes) // one copy, for the pending key and every binding's
 	portName := e.ports[port].Name
 	// The port is the one the server's Relay-Reply names (our own
 	// Interface-ID echoed), where the message is delivered; a request
 	// from the same DUID on another port is another client (G-4).
-	req, matched := e.pending.take(now, pendingKey{port: port, xid: m.XID, duid: string(duid)})
+	req, matched := e.pending.take(now, pendingKey{port: port, xid: m.XID, duid: duid})
 	e.countPending()
 	if !matched {
 		e.Counters.snooped(SnoopUnmatched)
@@ -494,7 +518,7 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 		}
 		for _, iaid := range req.iaids {
 			upd.RemoveIAs = append(upd.RemoveIAs, binding.RemoveIA{
-				Port: portName, DUID: string(duid), IAID: iaid, Reason: reason,
+				Port: portName, DUID: duid, IAID: iaid, Reason: reason,
 			})
 		}
 		return
@@ -502,7 +526,8 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 	if m.Status() != dhcp6.StatusSuccess {
 		return // a failed exchange installs nothing
 	}
-	serverID, _ := m.Options.Get(dhcp6.OptServerID)
+	sid, _ := m.Options.Get(dhcp6.OptServerID)
+	serverID := e.serverID(sid)
 	for o := m.Options; ; {
 		code, data, rest, ok := o.Next()
 		if !ok {
@@ -519,7 +544,7 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 		}
 		if ia.Status() == dhcp6.StatusNoBinding {
 			upd.RemoveIAs = append(upd.RemoveIAs, binding.RemoveIA{
-				Port: portName, DUID: string(duid), IAID: ia.IAID, Reason: binding.ReasonNoBinding,
+				Port: portName, DUID: duid, IAID: ia.IAID, Reason: binding.ReasonNoBinding,
 			})
 			continue
 		}
@@ -537,7 +562,7 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 				e.Counters.snooped(SnoopUnparsable)
 				continue
 			}
-			key := binding.Key{Port: portName, DUID: string(duid), IAID: ia.IAID, Prefix: p.Prefix}
+			key := binding.Key{Port: portName, DUID: duid, IAID: ia.IAID, Prefix: p.Prefix}
 			if p.Valid == 0 {
 				upd.Remove = append(upd.Remove, binding.RemoveKey{Key: key, Reason: binding.ReasonZeroValid})
 				continue
@@ -547,7 +572,7 @@ func (e *Engine) snoop(now time.Time, port int, peer netip.Addr, msg []byte, upd
 				NextHop:    peer,
 				Preferred:  seconds(p.Preferred),
 				Valid:      seconds(p.Valid),
-				ServerDUID: string(serverID),
+				ServerDUID: serverID,
 			}
 			if matched {
 				l.MAC, l.MACKnown = req.mac, true

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
@@ -1277,5 +1278,25 @@ func TestEngineRefusesSharedLinkAddress(t *testing.T) {
 	cfg.Ports[1].LinkAddr = linkA // eth1's
 	if _, err := relay.NewEngine(cfg); err == nil || !strings.Contains(err.Error(), "link-address") {
 		t.Fatalf("NewEngine with a shared link-address: %v", err)
+	}
+}
+
+// TestSnoopSharesServerDUID: the server's DUID is one string for all the
+// bindings it delegates, not a copy held by each.
+func TestSnoopSharesServerDUID(t *testing.T) {
+	h := newHarness(t, testConfig(), binding.PortLimits{}, nil)
+	var ids []string
+	for i, p := range []string{"2001:db8:100::/56", "2001:db8:200::/56"} {
+		c := newCPE(byte(20 + i))
+		req := c.msg(dhcpv6.MessageTypeRequest, 1, iapd(1, 0, 0))
+		fw, _ := h.up(0, c, req)
+		_, upd := h.down(fw, replyTo(req, iapd(1, 1800, 2880, iaprefix(p, 3600, 7200))))
+		if len(upd.Learn) != 1 {
+			t.Fatalf("Reply %d learned %+v", i, upd.Learn)
+		}
+		ids = append(ids, upd.Learn[0].ServerDUID)
+	}
+	if ids[0] != string(serverDUID.ToBytes()) || ids[1] != ids[0] || unsafe.StringData(ids[0]) != unsafe.StringData(ids[1]) {
+		t.Errorf("server DUIDs %x and %x: not one shared string", ids[0], ids[1])
 	}
 }
