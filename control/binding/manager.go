@@ -2,6 +2,7 @@ package binding
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -177,7 +178,7 @@ func (m *Manager) logChange(c *Change) {
 	// slices of one string made from it, not a string and a boxed value
 	// each.
 	var ends [5]int
-	buf := appendHex(m.logBuf[:0], b.DUID)
+	buf := hex.AppendEncode(m.logBuf[:0], []byte(b.DUID))
 	ends[0] = len(buf)
 	buf = b.Prefix.AppendTo(buf)
 	ends[1] = len(buf)
@@ -189,7 +190,7 @@ func (m *Manager) logChange(c *Change) {
 		buf = b.Expires.AppendFormat(buf, time.RFC3339)
 		ends[4] = len(buf)
 		if c.MovedFrom != nil {
-			buf = appendHex(buf, c.MovedFrom.DUID)
+			buf = hex.AppendEncode(buf, []byte(c.MovedFrom.DUID))
 		}
 	}
 	m.logBuf = buf
@@ -220,13 +221,6 @@ func (m *Manager) logChange(c *Change) {
 }
 
 const hexDigits = "0123456789abcdef"
-
-func appendHex(b []byte, s string) []byte {
-	for i := range len(s) {
-		b = append(b, hexDigits[s[i]>>4], hexDigits[s[i]&0xf])
-	}
-	return b
-}
 
 func appendMAC(b []byte, mac [6]byte) []byte {
 	for i, x := range mac {

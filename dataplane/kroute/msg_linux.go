@@ -64,23 +64,23 @@ func appendOp(b []byte, o *op, seq uint32) []byte {
 		typ = unix.RTM_DELNEIGH
 	}
 	start := len(b)
-	b = ne.AppendUint32(b, 0) // nlmsg_len, set below
-	b = ne.AppendUint16(b, typ)
-	b = ne.AppendUint16(b, unix.NLM_F_REQUEST|flags)
-	b = ne.AppendUint32(b, seq)
-	b = ne.AppendUint32(b, 0) // pid: the kernel's
+	b = native.AppendUint32(b, 0) // nlmsg_len, set below
+	b = native.AppendUint16(b, typ)
+	b = native.AppendUint16(b, unix.NLM_F_REQUEST|flags)
+	b = native.AppendUint32(b, seq)
+	b = native.AppendUint32(b, 0) // pid: the kernel's
 	switch o.kind {
 	case opRoute, opUnroute:
 		b = appendRoute(b, o)
 	default:
 		b = appendNeigh(b, o)
 	}
-	ne.PutUint32(b[start:], uint32(len(b)-start))
+	native.PutUint32(b[start:], uint32(len(b)-start))
 	return b
 }
 
-// ne is netlink's byte order, the host's.
-var ne = binary.NativeEndian
+// native is netlink's byte order, the host's.
+var native = binary.NativeEndian
 
 func appendRoute(b []byte, o *op) []byte {
 	dst := o.prefix.Addr().As16()
@@ -95,7 +95,7 @@ func appendRoute(b []byte, o *op) []byte {
 	}
 	// rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
 	b = append(b, unix.AF_INET6, uint8(o.prefix.Bits()), 0, 0, headerTable(o.table), Protocol, scope, typ)
-	b = ne.AppendUint32(b, flags)
+	b = native.AppendUint32(b, flags)
 	b = appendAttr(b, unix.RTA_DST, dst[:])
 	if o.kind == opUnroute {
 		b = appendAttrU32(b, unix.RTA_TABLE, o.table)
@@ -119,8 +119,8 @@ func appendNeigh(b []byte, o *op) []byte {
 	}
 	// ndmsg: family, two pads, ifindex, state, flags, type
 	b = append(b, unix.AF_INET6, 0, 0, 0)
-	b = ne.AppendUint32(b, uint32(o.index))
-	b = ne.AppendUint16(b, state)
+	b = native.AppendUint32(b, uint32(o.index))
+	b = native.AppendUint16(b, state)
 	b = append(b, flags, 0)
 	b = appendAttr(b, unix.NDA_DST, dst[:])
 	if o.kind == opUnneigh {
@@ -132,8 +132,8 @@ func appendNeigh(b []byte, o *op) []byte {
 
 // appendAttr appends a netlink attribute, padded to 4 bytes.
 func appendAttr(b []byte, typ uint16, v []byte) []byte {
-	b = ne.AppendUint16(b, uint16(unix.SizeofRtAttr+len(v)))
-	b = ne.AppendUint16(b, typ)
+	b = native.AppendUint16(b, uint16(unix.SizeofRtAttr+len(v)))
+	b = native.AppendUint16(b, typ)
 	b = append(b, v...)
 	for range -len(v) & (unix.RTA_ALIGNTO - 1) {
 		b = append(b, 0)
@@ -142,9 +142,9 @@ func appendAttr(b []byte, typ uint16, v []byte) []byte {
 }
 
 func appendAttrU32(b []byte, typ uint16, x uint32) []byte {
-	b = ne.AppendUint16(b, unix.SizeofRtAttr+4)
-	b = ne.AppendUint16(b, typ)
-	return ne.AppendUint32(b, x)
+	b = native.AppendUint16(b, unix.SizeofRtAttr+4)
+	b = native.AppendUint16(b, typ)
+	return native.AppendUint32(b, x)
 }
 
 // parseAck reads an NLMSG_ERROR payload: the errno (0 for an ack) and
