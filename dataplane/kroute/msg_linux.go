@@ -142,9 +142,9 @@ func appendAttr(b []byte, typ uint16, v []byte) []byte {
 }
 
 func appendAttrU32(b []byte, typ uint16, x uint32) []byte {
-	b = native.AppendUint16(b, unix.SizeofRtAttr+4)
-	b = native.AppendUint16(b, typ)
-	return native.AppendUint32(b, x)
+	var v [4]byte
+	native.PutUint32(v[:], x)
+	return appendAttr(b, typ, v[:])
 }
 
 // parseAck reads an NLMSG_ERROR payload: the errno (0 for an ack) and
