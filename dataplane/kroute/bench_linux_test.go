@@ -36,7 +36,7 @@ func (k serialKernel) write(ops []op) error {
 
 // benchRouter returns a Router in a new namespace with ports dl0 and
 // dl1, writing serially if asked.
-func benchRouter(b *testing.B, serial bool) *Router {
+func benchRouter(b testing.TB, serial bool) *Router {
 	b.Helper()
 	nstest.RequireRoot(b)
 	ns := nstest.NewNS(b, nsPrefix, "bench")
@@ -83,7 +83,7 @@ func benchRoutes(from, n int) iter.Seq[Route] {
 }
 
 // reconcile runs Run's steps until the reconcile is done.
-func reconcile(b *testing.B, r *Router) {
+func reconcile(b testing.TB, r *Router) {
 	for !r.Reconciled() {
 		if _, err := r.step(); err != nil {
 			b.Fatal(err)

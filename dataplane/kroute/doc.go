@@ -143,7 +143,12 @@
 //   - A Flush of 1,000 new bindings (route and entry each): 12-13 ms; of
 //     one: 25 us.
 //   - A periodic check at 100k routes: 0.3-0.5 s, most of it the kernel's
-//     dump; every 30 s, 1-1.5% of a core.
+//     dump; every 30 s, 1-1.5% of a core. Since the dump is read into a
+//     buffer the socket keeps (not through nl.NetlinkSocket.Receive) and
+//     the prefixes seen are marked on their entries (not kept in a map),
+//     a check allocates 8.2 MB at 100k routes instead of 70.8 MB, and
+//     takes 0.68-0.73 of the time it took, alternated with the previous
+//     build in three pairs (Check100k: 133-156 ms against 183-230 ms).
 //
 // # Concurrency
 //

@@ -184,6 +184,40 @@ func parseAck(hdrFlags uint16, data []byte) (syscall.Errno, string, error) {
 	return errno, msg, nil
 }
 
+// nlHdr is a netlink message's header, as eachMsg reads it.
+type nlHdr struct {
+	typ, flags uint16
+	seq        uint32
+}
+
+// eachMsg calls f with the header and payload of each netlink message in
+// b, one datagram as read, until f returns false. It returns errShort if
+// b is not a well-formed run of messages (f may have been called for the
+// messages before the fault). It is syscall.ParseNetlinkMessage without
+// the slice of messages: a dump of 1M routes made one of 40 bytes a
+// route.
+func eachMsg(b []byte, f func(h nlHdr, data []byte) bool) error {
+	for len(b) > 0 {
+		if len(b) < unix.NLMSG_HDRLEN {
+			return errShort
+		}
+		l := int(native.Uint32(b))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return errShort
+		}
+		h := nlHdr{typ: native.Uint16(b[4:]), flags: native.Uint16(b[6:]), seq: native.Uint32(b[8:])}
+		if !f(h, b[unix.NLMSG_HDRLEN:l]) {
+			return nil
+		}
+		l = (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
+		if l >= len(b) {
+			return nil
+		}
+		b = b[l:]
+	}
+	return nil
+}
+
 // eachAttr calls f with the type and value of each netlink attribute in
 // b, and reports false if b is not a well-formed list (f may have been
 // called for the attributes before the fault). It is

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // The literals are in the host's byte order where netlink is (lengths,
@@ -216,5 +219,56 @@ func FuzzParseAck(f *testing.F) {
 	f.Add(uint16(0x200), append(bytes.Clone(capErr[:4]), capRoute...))
 	f.Fuzz(func(t *testing.T, flags uint16, b []byte) {
 		parseAck(flags, b)
+	})
+}
+
+// TestEachMsg reads a datagram of two messages, the second unaligned at
+// its end, and refuses broken framing.
+func TestEachMsg(t *testing.T) {
+	msg := func(typ uint16, seq uint32, payload ...byte) []byte {
+		b := native.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(payload)))
+		b = native.AppendUint16(b, typ)
+		b = native.AppendUint16(b, unix.NLM_F_MULTI)
+		b = native.AppendUint32(b, seq)
+		b = native.AppendUint32(b, 0)
+		return append(b, payload...)
+	}
+	first := msg(unix.RTM_NEWROUTE, 7, 1, 2, 3, 4, 5)
+	first = append(first, 0, 0, 0) // padding to 4 bytes
+	dgram := append(first, msg(unix.NLMSG_DONE, 7, 9)...)
+	var got []string
+	err := eachMsg(dgram, func(h nlHdr, data []byte) bool {
+		got = append(got, fmt.Sprintf("%d/%#x/%d/%x", h.typ, h.flags, h.seq, data))
+		return true
+	})
+	want := []string{"24/0x2/7/0102030405", "3/0x2/7/09"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("eachMsg: %q %v, want %q", got, err, want)
+	}
+	n := 0
+	if err := eachMsg(dgram, func(nlHdr, []byte) bool { n++; return false }); err != nil || n != 1 {
+		t.Errorf("stopping after the first: %d calls, %v", n, err)
+	}
+	long := bytes.Clone(dgram)
+	native.PutUint32(long, uint32(len(dgram)+1))
+	short := bytes.Clone(dgram)
+	native.PutUint32(short, unix.NLMSG_HDRLEN-1)
+	for name, b := range map[string][]byte{"a length past the end": long, "a length under the header": short, "a truncated header": dgram[:len(first)+8]} {
+		if err := eachMsg(b, func(nlHdr, []byte) bool { return true }); err == nil {
+			t.Errorf("%s: read without an error", name)
+		}
+	}
+}
+
+func FuzzEachMsg(f *testing.F) {
+	f.Add(capRoute)
+	f.Add(append(append([]byte{}, capErr...), capNeigh...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_ = eachMsg(b, func(h nlHdr, data []byte) bool {
+			if len(data) > len(b)-unix.NLMSG_HDRLEN {
+				t.Fatalf("a %d-byte payload in %d bytes", len(data), len(b))
+			}
+			return true
+		})
 	})
 }

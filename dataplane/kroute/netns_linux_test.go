@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -693,5 +694,28 @@ func TestKernelManyNeighbours(t *testing.T) {
 	}
 	if s := r.Stats(); ours != n || s.NeighsWritten != n || s.Failed != 0 {
 		t.Errorf("kernel holds %d of pdrelay's entries, want %d; %+v", ours, n, s)
+	}
+}
+
+// TestKernelCheckAllocation: a check of an unchanged kernel allocates
+// about the list of routes it reads, and neither copies of the dump's
+// datagrams nor a map of what it saw. Through nl.NetlinkSocket.Receive
+// and with a map, a check allocated 708 B a route; the list is 72.
+func TestKernelCheckAllocation(t *testing.T) {
+	r := benchRouter(t, false)
+	const n = 20_000
+	r.Restore(benchRoutes(0, n))
+	reconcile(t, r)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := r.checkKernel(false); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 150 {
+		t.Errorf("a check allocated %d B a route, want at most 150", per)
+	}
+	if busy, err := r.step(); busy || err != nil {
+		t.Errorf("a check of an unchanged kernel left work: %v", err)
 	}
 }

@@ -202,7 +202,7 @@ func (m *modelKernel) apply(o *op) error {
 	return nil
 }
 
-func (m *modelKernel) routes(uint32) ([]kernelRoute, error) {
+func (m *modelKernel) routes(uint32, int) ([]kernelRoute, error) {
 	m.dumps++
 	var out []kernelRoute
 	for _, r := range m.rts {
@@ -1006,10 +1006,10 @@ type slowDumps struct {
 	n     atomic.Int32
 }
 
-func (s *slowDumps) routes(table uint32) ([]kernelRoute, error) {
+func (s *slowDumps) routes(table uint32, about int) ([]kernelRoute, error) {
 	time.Sleep(s.delay)
 	s.n.Add(1)
-	return s.modelKernel.routes(table)
+	return s.modelKernel.routes(table, about)
 }
 
 // TestCheckInterval: the periodic checks come every Config.Check, or
