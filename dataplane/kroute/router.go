@@ -281,6 +281,9 @@ type Router struct {
 	seq    uint64 // kernel writes so far
 	plan   uint64
 	checks uint32 // checks so far (entry.seen)
+	// scratch holds planLocked's ops: neighbour entries, routes,
+	// deletes of entries, and the three in order.
+	scratch [4][]op
 	// check asks Run to read the kernel back; full also reads the
 	// neighbour entries (the reconcile at start).
 	check, full bool
@@ -579,14 +582,24 @@ func (r *Router) routable(e *entry) int32 {
 	return ps.index
 }
 
+// maxScratch bounds the ops a Router keeps for its next plan.
+const maxScratch = 4 * DefaultBatch
+
 // planLocked returns the kernel operations that bring the given prefixes
 // and next hops to their wanted state, in the order they must be
 // written: neighbour entries first (a new route's first packet finds its
 // next hop's MAC), then routes, then the neighbour entries no route
-// needs any more. Each prefix and next hop gives at most one op.
+// needs any more. Each prefix and next hop gives at most one op. The
+// ops live in the Router's scratch until the next plan: the caller
+// applies them under the same lock.
 func (r *Router) planLocked(prefixes []netip.Prefix, hops []nkey) []op {
 	r.plan++
-	var neigh, route, unneigh []op
+	for i := range r.scratch {
+		if cap(r.scratch[i]) > maxScratch {
+			r.scratch[i] = nil // a restore's plan: not kept
+		}
+	}
+	neigh, route, unneigh := r.scratch[0][:0], r.scratch[1][:0], r.scratch[2][:0]
 	for _, p := range prefixes {
 		e := r.routes[p]
 		if e == nil || e.mark == r.plan {
@@ -615,7 +628,9 @@ func (r *Router) planLocked(prefixes []netip.Prefix, hops []nkey) []op {
 			delete(r.neighs, k)
 		}
 	}
-	return slices.Concat(neigh, route, unneigh)
+	ops := append(append(append(r.scratch[3][:0], neigh...), route...), unneigh...)
+	r.scratch = [4][]op{neigh, route, unneigh, ops}
+	return ops
 }
 
 // routeOp returns the operation that brings p's route to its wanted
