@@ -111,7 +111,10 @@ type Store struct {
 
 	mu      sync.Mutex
 	pending map[string][]byte // encoded key -> encoded value; nil value: delete
-	closed  bool
+	// spare is the map of the last commit, emptied: the next commit's
+	// pending, so that a busy relay does not grow a map every flush.
+	spare  map[string][]byte
+	closed bool
 	// inflight counts the writes taken from pending by the commit in
 	// progress and not yet committed; it changes under mu except when a
 	// transaction succeeds.
@@ -121,6 +124,7 @@ type Store struct {
 	// order they were taken from pending.
 	commitMu sync.Mutex
 	dbClosed atomic.Bool // set under commitMu
+	writes   []write     // commit's, under commitMu
 
 	stop      chan struct{}
 	loopDone  chan struct{}
@@ -259,14 +263,32 @@ func (s *Store) commit() error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.pending = make(map[string][]byte)
+	s.pending = s.spare
+	if s.pending == nil {
+		s.pending = make(map[string][]byte)
+	}
+	s.spare = nil
 	s.inflight.Store(int64(len(batch)))
 	s.mu.Unlock()
 
-	writes := make([]write, 0, len(batch))
+	writes := s.writes[:0]
 	for k, v := range batch {
 		writes = append(writes, write{k, v})
 	}
+	// The map goes back as the next one's spare, and the slice stays,
+	// unless a restore made them large.
+	defer func() {
+		clear(writes)
+		if cap(writes) <= maxSpare {
+			s.writes = writes[:0]
+		}
+		if len(batch) <= maxSpare {
+			clear(batch)
+			s.mu.Lock()
+			s.spare = batch
+			s.mu.Unlock()
+		}
+	}()
 	slices.SortFunc(writes, func(a, b write) int { return strings.Compare(a.key, b.key) })
 
 	for start := 0; start < len(writes); start += s.opts.MaxBatch {
@@ -313,6 +335,9 @@ func (s *Store) commit() error {
 // seldom removed in bulk. For a million bindings it makes the file 140 MB
 // instead of 250 MB and the reload about a third cheaper.
 const fillPercent = 0.9
+
+// maxSpare bounds the writes a Store keeps room for between commits.
+const maxSpare = 1 << 16
 
 // write is one queued Put (val set) or Delete (val nil).
 type write struct {
