@@ -643,16 +643,21 @@ func (g *Guard) Flush() error {
 		g.live = g.live[:0] // the rebuild writes everything
 		return nil
 	}
-	for len(g.live) > 0 {
-		n := min(len(g.live), g.batch)
-		err := g.applyLocked(g.live[:n])
-		if err != nil {
-			g.live = g.live[:0]
+	live := g.live
+	// The slice is kept for the next Flush, unless a restore made it
+	// large.
+	if cap(live) > 4*g.batch {
+		g.live = nil
+	} else {
+		g.live = live[:0]
+	}
+	for len(live) > 0 {
+		n := min(len(live), g.batch)
+		if err := g.applyLocked(live[:n]); err != nil {
 			return err
 		}
-		g.live = g.live[n:]
+		live = live[n:]
 	}
-	g.live = nil
 	return nil
 }
 
