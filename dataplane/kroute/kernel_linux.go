@@ -33,7 +33,7 @@ const (
 
 // answerTimeout bounds the wait for the kernel's answer to a batch or a
 // dump; the kernel answers at once, so reaching it means a lost answer.
-var answerTimeout = unix.Timeval{Sec: 10}
+const answerTimeout = 10 * time.Second
 
 // nlKernel is the kernel side: rtnetlink through
 // github.com/vishvananda/netlink, on two sockets kept open in the
@@ -169,8 +169,12 @@ type sock struct {
 
 var kernelAddr = unix.SockaddrNetlink{Family: unix.AF_NETLINK}
 
-// send sends b, one datagram, to the kernel.
+// send sends b, one datagram, to the kernel, waiting at most
+// answerTimeout for room in the socket's buffer.
 func (s *sock) send(b []byte) error {
+	if err := s.f.SetWriteDeadline(time.Now().Add(answerTimeout)); err != nil {
+		return err
+	}
 	s.out = b
 	err := s.rc.Write(s.sendFn)
 	s.out = nil
@@ -180,7 +184,7 @@ func (s *sock) send(b []byte) error {
 // recv reads the next datagram from the kernel, waiting at most
 // answerTimeout. The bytes are valid until the next recv.
 func (s *sock) recv() ([]byte, error) {
-	if err := s.f.SetReadDeadline(time.Now().Add(time.Duration(answerTimeout.Nano()))); err != nil {
+	if err := s.f.SetReadDeadline(time.Now().Add(answerTimeout)); err != nil {
 		return nil, err
 	}
 	for {
