@@ -194,8 +194,7 @@ type nlHdr struct {
 // b, one datagram as read, until f returns false. It returns errShort if
 // b is not a well-formed run of messages (f may have been called for the
 // messages before the fault). It is syscall.ParseNetlinkMessage without
-// the slice of messages: a dump of 1M routes made one of 40 bytes a
-// route.
+// its slice of messages, which costs a dump 40 bytes a route.
 func eachMsg(b []byte, f func(h nlHdr, data []byte) bool) error {
 	for len(b) > 0 {
 		if len(b) < unix.NLMSG_HDRLEN {
