@@ -6,6 +6,9 @@ COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -X github.com/pdrelay/pdrelay/internal/version.version=$(VERSION) -X github.com/pdrelay/pdrelay/internal/version.commit=$(COMMIT)
 PKGS     := ./...
 FUZZTIME ?= 30s
+# Extra fwdbench flags for make bench and bench-quick, e.g. NIC ports:
+# FWDFLAGS='-phys up0=enp1s0f0:enp1s0f1,dl0=enp2s0f0:enp2s0f1'
+FWDFLAGS ?=
 # Debian packages the end-to-end tests and the demo run as real peers.
 DEB_PKGS := kea-dhcp6-server isc-dhcp-client dhcpcd-base iproute2 isc-dhcp-relay tshark frr nftables tcpreplay netsniff-ng
 
@@ -56,10 +59,10 @@ bench: ## benchmarks: relay path, bindings at 1M, store, restart, recovery, FIB,
 	$(GO) test -run '^$$' -bench ReplayVsTcpreplay -benchtime 1x ./bench/  # as root: namespaces, tcpreplay
 	$(GO) test -count=1 -v -run 'TestEndToEndFlood' ./cmd/pdrelay/ | grep flood_e2e  # as root: namespaces
 	$(GO) test -run '^$$' -bench 'AnnounceToFRR' -benchtime 1x -timeout 20m ./control/bgp/  # as root: namespaces, frr
-	$(GO) run ./bench/cmd/fwdbench -sweep -out bench/results/fwd-$$(date +%F).md  # as root: namespaces, trafgen
+	$(GO) run ./bench/cmd/fwdbench -sweep $(FWDFLAGS) -out bench/results/fwd-$$(date +%F).md  # as root: namespaces, trafgen
 
 bench-quick: deps ## as root: the forwarding harness at 64 B, N=100k, both directions (under 3 min); ends with the pdrelay/linux pps ratio
-	$(GO) run ./bench/cmd/fwdbench
+	$(GO) run ./bench/cmd/fwdbench $(FWDFLAGS)
 
 # The relay on cpu 1, cpload on cpu 0, on a machine with two or more.
 CPLOAD_PIN = $$(test $$(nproc) -ge 2 && echo -relay-cpus 1 -lab-cpus 0)

@@ -16,6 +16,17 @@
 // offloads; the only sysctls set are inside these namespaces (the lab's).
 // With Config.Queues > 1 every veth has that many rx and tx queues.
 //
+// On a machine with NIC ports, Config.Phys (fwdbench -phys
+// up0=A:B,dl0=C:D; make bench-quick FWDFLAGS=...) lends the harness two
+// pairs of ports cabled to each other in place of the veth pairs: A and
+// C go into the relay namespace as up0 and dl0, B and D into the core
+// and cpe hosts as eth0, each with the lab's MAC, and Close gives them
+// back with their names, MACs and up state (lab.Config.Phys). The AF_XDP
+// sides then bind in zero-copy where the driver offers it, and no
+// receiving host's stack runs on the relay's core; the rest of the
+// harness is the same. Queues does not change a NIC's channels (set them
+// with ethtool beforehand to match dataplane.queues).
+//
 // # Bindings
 //
 // N delegated /56s reach pdrelay through its real control path: at every
@@ -33,7 +44,8 @@
 //   - linux: pdrelay with dataplane.mode kernel. Linux forwards; pdrelay
 //     writes a route per prefix and its nftables source and loop table.
 //     This is the Linux baseline.
-//   - pdrelay: dataplane.mode xdp (AF_XDP; copy mode on veth), with
+//   - pdrelay: dataplane.mode xdp (AF_XDP; copy mode on veth, zero-copy
+//     on a NIC whose driver offers it), with
 //     dataplane.queues = Config.Queues.
 //   - xdpfast: bench/cmd/xdpfast, the prototype XDP fast path
 //     (bench/xdpfast): sources and routes in BPF maps, XDP_REDIRECT

@@ -56,6 +56,12 @@ type Config struct {
 	// Perf, when set, records every core (perf record -a -g) during each
 	// peak window into Perf-<side>-<dir>.data; the last round's stays.
 	Perf string
+	// Phys, when set, puts interfaces of the caller's namespace in place
+	// of the veth pairs: NIC ports cabled to each other (lab.Config.Phys;
+	// "up0" is the core side, "dl0" the subscriber side). With them the
+	// AF_XDP sides bind in zero-copy where the driver offers it (pdrelay's
+	// log says so for each socket).
+	Phys map[string][2]string
 	Tag  string
 	Logf func(format string, args ...any)
 }
@@ -101,7 +107,7 @@ func New(cfg Config) (h *Harness, err error) {
 	if _, err := exec.LookPath("trafgen"); err != nil {
 		return nil, errors.New("fwd: trafgen not found (Debian package netsniff-ng)")
 	}
-	l, err := lab.New(lab.Config{Tag: cfg.Tag, Forwarding: true, Queues: cfg.Queues, Logf: cfg.Logf})
+	l, err := lab.New(lab.Config{Tag: cfg.Tag, Forwarding: true, Queues: cfg.Queues, Phys: cfg.Phys, Logf: cfg.Logf})
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,27 @@ type Header struct {
 	RelayCPU      string
 	Rounds        int
 	Window        string
+	Phys          map[string][2]string // Config.Phys; nil: veth pairs
+}
+
+// ParsePhys reads "up0=A:B,dl0=C:D" into a Config.Phys; "" is nil.
+func ParsePhys(s string) (map[string][2]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string][2]string{}
+	for _, f := range strings.Split(s, ",") {
+		name, pair, ok := strings.Cut(f, "=")
+		a, b, ok2 := strings.Cut(pair, ":")
+		if !ok || !ok2 || a == "" || b == "" || (name != "up0" && name != "dl0") {
+			return nil, fmt.Errorf("%q: want up0=IF:IF or dl0=IF:IF", f)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s given twice", name)
+		}
+		out[name] = [2]string{a, b}
+	}
+	return out, nil
 }
 
 // machine describes this machine: CPU model, cores, kernel.
@@ -68,7 +89,20 @@ func WriteMarkdown(w io.Writer, hd Header, results []PointResult) {
 	fmt.Fprintf(w, "- machine: %s, %d cores; kernel %s\n", cpu, cores, kernel)
 	fmt.Fprintf(w, "- command: `%s`\n", hd.Command)
 	fmt.Fprintf(w, "- generator pinned to CPU %d: trafgen at peak, `pdrelay replay --rate R --burst 32` (AF_XDP, bursts of 32 every 32/R s) at the fixed rate; relay (pdrelay, xskfwd, xdpfast) pinned to CPU %s; the kernel's forwarding runs where the frames arrive\n", hd.GenCPU, hd.RelayCPU)
-	fmt.Fprintf(w, "- sides: linux = pdrelay `dataplane.mode: kernel` (Linux forwarding + pdrelay's nftables table); pdrelay = `dataplane.mode: xdp` (AF_XDP, copy mode on veth); ceiling = bench/cmd/xskfwd (AF_XDP rx -> tx, no lookup); xdpfast = bench/cmd/xdpfast (prototype: routes and sources in BPF maps, XDP_REDIRECT); floor = the generator into an XDP drop on the relay's ingress port\n")
+	links := "veth pairs (AF_XDP binds in copy mode)"
+	if len(hd.Phys) > 0 {
+		var ps []string
+		for _, name := range []string{"up0", "dl0"} {
+			if p, ok := hd.Phys[name]; ok {
+				ps = append(ps, fmt.Sprintf("%s = %s:%s", name, p[0], p[1]))
+			} else {
+				ps = append(ps, name+" = a veth pair")
+			}
+		}
+		links = "NIC ports lent to the harness (" + strings.Join(ps, ", ") + "); pdrelay's log tells each AF_XDP socket's mode"
+	}
+	fmt.Fprintf(w, "- links: %s\n", links)
+	fmt.Fprintf(w, "- sides: linux = pdrelay `dataplane.mode: kernel` (Linux forwarding + pdrelay's nftables table); pdrelay = `dataplane.mode: xdp` (AF_XDP); ceiling = bench/cmd/xskfwd (AF_XDP rx -> tx, no lookup); xdpfast = bench/cmd/xdpfast (prototype: routes and sources in BPF maps, XDP_REDIRECT); floor = the generator into an XDP drop on the relay's ingress port\n")
 	fmt.Fprintf(w, "- %d rounds, sides alternating (A B C D, D C B A, ...); %s windows; figures are medians over the rounds\n", hd.Rounds, hd.Window)
 	fmt.Fprintf(w, "- relay CPU µs/pkt = (busy time of all cores during the window: cores × time − /proc/stat idle − the floor's at the same rate, same round) / delivered packets\n\n")
 	for _, r := range results {

@@ -75,3 +75,28 @@ func TestReportSpoofVerdict(t *testing.T) {
 		t.Errorf("forwarded shown as a drop:\n%s", out)
 	}
 }
+
+func TestParsePhys(t *testing.T) {
+	got, err := ParsePhys("up0=enp1s0f0:enp1s0f1,dl0=enp2s0f0:enp2s0f1")
+	if err != nil || got["up0"] != [2]string{"enp1s0f0", "enp1s0f1"} || got["dl0"] != [2]string{"enp2s0f0", "enp2s0f1"} || len(got) != 2 {
+		t.Errorf("ParsePhys: %v %v", got, err)
+	}
+	if got, err := ParsePhys(""); got != nil || err != nil {
+		t.Errorf(`ParsePhys(""): %v %v, want nil`, got, err)
+	}
+	for _, bad := range []string{"up0=a", "up1=a:b", "dl0=:b", "up0=a:b,up0=c:d", "up0"} {
+		if _, err := ParsePhys(bad); err == nil {
+			t.Errorf("ParsePhys(%q) took it", bad)
+		}
+	}
+	var buf bytes.Buffer
+	WriteMarkdown(&buf, Header{Phys: map[string][2]string{"dl0": {"p1", "p2"}}}, nil)
+	if !strings.Contains(buf.String(), "- links: NIC ports lent to the harness (up0 = a veth pair, dl0 = p1:p2)") {
+		t.Errorf("the report does not name the NIC ports:\n%s", buf.String())
+	}
+	buf.Reset()
+	WriteMarkdown(&buf, Header{}, nil)
+	if !strings.Contains(buf.String(), "- links: veth pairs") {
+		t.Errorf("the report does not say veth:\n%s", buf.String())
+	}
+}

@@ -37,8 +37,9 @@ type Options struct {
 	Rounds                            int
 	Warmup, Window                    time.Duration
 	GenCPU                            int
-	RelayCPU                          string // a taskset list
-	Perf                              string // Config.Perf
+	RelayCPU                          string               // a taskset list
+	Perf                              string               // Config.Perf
+	Phys                              map[string][2]string // Config.Phys
 	Logf                              func(format string, args ...any)
 	// OnHarness, when set, is told of each harness as it is built (nil
 	// when it is closed), so that a signal handler can tear it down.
@@ -68,7 +69,7 @@ type PointResult struct {
 func RunPoint(p Point, o Options) (res PointResult, err error) {
 	res = PointResult{Point: p, Cells: map[string]map[Direction]*Cell{}}
 	h, err := New(Config{Pdrelay: o.Pdrelay, Fakekea: o.Fakekea, Xskfwd: o.Xskfwd, Xdpfast: o.Xdpfast, N: p.N, Queues: p.Queues,
-		Sink: p.Sink, GenCPU: o.GenCPU, RelayCPU: o.RelayCPU, Perf: o.Perf, Tag: "fh", Logf: o.Logf})
+		Sink: p.Sink, GenCPU: o.GenCPU, RelayCPU: o.RelayCPU, Perf: o.Perf, Phys: o.Phys, Tag: "fh", Logf: o.Logf})
 	if err != nil {
 		return res, err
 	}

@@ -93,6 +93,16 @@ type Config struct {
 	// Queues, when above one, gives every veth pair (both ends) that many
 	// rx and tx queues, for multi-queue AF_XDP.
 	Queues int
+	// Phys replaces the veth pair of a point-to-point link ("up0", "dl0",
+	// "dl1", ...) with two interfaces of the caller's namespace that are
+	// cabled to each other: NIC ports, for AF_XDP zero-copy, which veth
+	// never offers. The first goes into the relay's namespace under the
+	// link's name, the second into the peer's as eth0, each with the
+	// lab's MAC; Close gives them back, with their names, MACs and up
+	// state, to the caller's namespace. Queues does not apply to them. If
+	// the process dies first, deleting its namespaces (SweepStale) sends
+	// a NIC back under the lab's name and MAC.
+	Phys map[string][2]string
 }
 
 // Link is one veth pair that has an end in the relay namespace.
@@ -136,6 +146,7 @@ type Lab struct {
 	SwitchNS string
 
 	cfg      Config
+	phys     []physEnd // in the order taken
 	ownDir   bool
 	mu       sync.Mutex
 	procs    []*Proc
@@ -300,7 +311,21 @@ func (l *Lab) build() error {
 	}
 	var rly strings.Builder
 	fmt.Fprintf(&rly, "link set lo up\n")
-	fmt.Fprintf(&rly, "link add up0 address %s%s type veth peer name eth0 address %s%s netns %s\n", l.Uplink.MAC, q, l.Uplink.PeerMAC, q, l.ServerNS)
+	// peerCmds are the commands a peer namespace's batch starts with:
+	// naming a physical end eth0.
+	peerCmds := map[string]string{}
+	link := func(d Link, q string) {
+		if p, ok := l.cfg.Phys[d.Name]; ok {
+			fmt.Fprintf(&rly, "link set dev %s name %s address %s\n", p[0], d.Name, d.MAC)
+			peerCmds[d.PeerNS] = fmt.Sprintf("link set dev %s name eth0 address %s\n", p[1], d.PeerMAC)
+			return
+		}
+		fmt.Fprintf(&rly, "link add %s address %s%s type veth peer name eth0 address %s%s netns %s\n", d.Name, d.MAC, q, d.PeerMAC, q, d.PeerNS)
+	}
+	if err := l.takePhys(); err != nil {
+		return err
+	}
+	link(l.Uplink, q)
 	fmt.Fprintf(&rly, "link set up0 up\n")
 	fmt.Fprintf(&rly, "addr add %s dev up0 nodad\n", l.Uplink.Addr)
 	var sw strings.Builder
@@ -339,7 +364,7 @@ func (l *Lab) build() error {
 			}
 			fmt.Fprintf(&rly, "link add %s address %s type veth peer name rly netns %s\n", d.Name, d.MAC, l.SwitchNS)
 		} else {
-			fmt.Fprintf(&rly, "link add %s address %s%s type veth peer name eth0 address %s%s netns %s\n", d.Name, d.MAC, q, d.PeerMAC, q, cns)
+			link(d, q)
 		}
 		fmt.Fprintf(&rly, "link set %s up\n", d.Name)
 		fmt.Fprintf(&rly, "addr add %s/64 dev %s nodad\n", DownlinkGateway, d.Name)
@@ -370,9 +395,9 @@ func (l *Lab) build() error {
 	for i := range l.Downlinks {
 		fmt.Fprintf(&srv, "route add %s via %s dev eth0\n", DownlinkPrefix(i), RelayUplinkAddr)
 	}
-	batches[l.ServerNS] = srv.String()
+	batches[l.ServerNS] = peerCmds[l.ServerNS] + srv.String()
 	for _, cns := range l.ClientNS {
-		batches[cns] = "link set lo up\nlink set eth0 up\n" +
+		batches[cns] = peerCmds[cns] + "link set lo up\nlink set eth0 up\n" +
 			fmt.Sprintf("route add default via %s dev eth0\n", DownlinkGateway)
 	}
 	peerIdx := map[string]int{}
@@ -502,6 +527,9 @@ func (l *Lab) Close() error {
 
 	var errs []error
 	_ = parallel(procs, func(p *Proc) error { return p.Stop() })
+	if err := l.givePhysBack(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := parallel(l.Namespaces(), removeNS); err != nil {
 		errs = append(errs, err)
 	}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -552,5 +555,76 @@ func TestFRR(t *testing.T) {
 	}
 	if _, err := New(Config{Tag: "b-g"}); err == nil {
 		t.Errorf("a tag with a dash accepted")
+	}
+}
+
+// TestPhys lends the lab two pairs of interfaces of the test's own
+// namespace, as a machine with NIC ports cabled to each other would: veth
+// pairs made here stand in for them. The lab uses them for up0 and dl0
+// (its names and MACs, traffic across), and Close gives them back with
+// their own names, MACs and state.
+func TestPhys(t *testing.T) {
+	Require(t)
+	tag := strconv.Itoa(os.Getpid() % 100000)
+	ends := [][2]string{{"pu" + tag + "a", "pu" + tag + "b"}, {"pd" + tag + "a", "pd" + tag + "b"}}
+	macs := map[string]string{}
+	for i, e := range ends {
+		for j, name := range e {
+			macs[name] = fmt.Sprintf("02:00:00:ee:%02x:%02x", i, j)
+		}
+		if out, err := exec.Command("ip", "link", "add", e[0], "address", macs[e[0]], "type", "veth", "peer", "name", e[1], "address", macs[e[1]]).CombinedOutput(); err != nil {
+			t.Fatalf("veth: %v: %s", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", e[0]).Run() })
+	}
+	if out, err := exec.Command("ip", "link", "set", "dev", ends[0][0], "up").CombinedOutput(); err != nil {
+		t.Fatalf("up: %v: %s", err, out)
+	}
+	l, err := New(Config{Tag: "phys", Logf: t.Logf, Phys: map[string][2]string{"up0": ends[0], "dl0": ends[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = l.Close()
+		}
+	})
+	for _, lk := range []Link{l.Uplink, l.Downlinks[0]} {
+		out, err := l.Run(l.RelayNS, "ip", "-br", "link", "show", "dev", lk.Name)
+		if err != nil || !strings.Contains(out, lk.MAC.String()) {
+			t.Errorf("relay's %s: %q %v, want MAC %s", lk.Name, out, err, lk.MAC)
+		}
+		if out, err := l.Run(lk.PeerNS, "ip", "-br", "link", "show", "dev", "eth0"); err != nil || !strings.Contains(out, lk.PeerMAC.String()) {
+			t.Errorf("peer's eth0: %q %v, want MAC %s", out, err, lk.PeerMAC)
+		}
+		if err := l.Ping(l.RelayNS, netip.Addr{}, lk.PeerLinkLocal.WithZone(lk.Name), 2*time.Second); err != nil {
+			t.Errorf("ping across %s: %v", lk.Name, err)
+		}
+	}
+	if err := l.Ping(l.ClientNS[0], netip.Addr{}, DownlinkGateway.WithZone("eth0"), 2*time.Second); err != nil {
+		t.Errorf("client to the relay's gateway address: %v", err)
+	}
+	if err := l.Ping(l.ServerNS, netip.Addr{}, RelayUplinkAddr, 2*time.Second); err != nil {
+		t.Errorf("server to the relay's uplink address: %v", err)
+	}
+	closed = true
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for _, e := range ends {
+		for j, name := range e {
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				t.Errorf("%s not back: %v", name, err)
+				continue
+			}
+			if ifi.HardwareAddr.String() != macs[name] {
+				t.Errorf("%s came back with MAC %s, want %s", name, ifi.HardwareAddr, macs[name])
+			}
+			if up := ifi.Flags&net.FlagUp != 0; up != (e == ends[0] && j == 0) {
+				t.Errorf("%s came back up=%v", name, up)
+			}
+		}
 	}
 }

@@ -49,7 +49,13 @@ func main() {
 	perf := flag.String("perf", "", "record every core with perf during each peak window into PREFIX-<side>-<dir>.data (perturbs the figures)")
 	root := flag.String("root", ".", "the repository's root (binaries are built from it)")
 	verbose := flag.Bool("v", false, "log progress to stderr")
+	physFlag := flag.String("phys", "", "NIC ports instead of veth pairs: up0=RELAYSIDE:CORESIDE,dl0=RELAYSIDE:CPESIDE, each pair cabled to each other (lent to the harness, given back at the end)")
 	flag.Parse()
+	phys, err := fwd.ParsePhys(*physFlag)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fwdbench: -phys: %v\n", err)
+		os.Exit(2)
+	}
 
 	logf := func(string, ...any) {}
 	if *verbose {
@@ -92,7 +98,7 @@ func main() {
 		os.Exit(130)
 	}()
 	o := fwd.Options{Pdrelay: pdrelay, Fakekea: fakekea, Xskfwd: xskfwd, Xdpfast: xdpfast, Rounds: *rounds, Warmup: *warmup, Window: *window,
-		GenCPU: *genCPU, RelayCPU: *relayCPU, Perf: *perf, Logf: logf,
+		GenCPU: *genCPU, RelayCPU: *relayCPU, Perf: *perf, Phys: phys, Logf: logf,
 		OnHarness: func(h *fwd.Harness) { mu.Lock(); current = h; mu.Unlock() }}
 
 	points := []fwd.Point{base}
@@ -144,7 +150,7 @@ func main() {
 	}
 	var buf bytes.Buffer
 	fwd.WriteMarkdown(&buf, fwd.Header{Date: time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		Command: strings.Join(os.Args, " "), GenCPU: *genCPU, RelayCPU: *relayCPU, Rounds: *rounds,
+		Command: strings.Join(os.Args, " "), GenCPU: *genCPU, RelayCPU: *relayCPU, Rounds: *rounds, Phys: phys,
 		Window: fmt.Sprintf("%v warm-up + %v", *warmup, *window)}, results)
 	fmt.Fprintf(&buf, "pdrelay/linux pps ratio: %.2f\n", results[0].PeakRatio("pdrelay", "linux"))
 	io.Copy(os.Stdout, bytes.NewReader(buf.Bytes()))
