@@ -15,8 +15,28 @@ import (
 	"github.com/pdrelay/pdrelay/control/binding"
 )
 
+// TestLoadExample loads the README's example: what it sets, and the
+// defaults it leaves to the rest.
 func TestLoadExample(t *testing.T) {
 	c, err := Load(filepath.Join("testdata", "example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/var/lib/pdrelay" || c.APISocket != DefaultAPISocket || len(c.Servers) != 1 ||
+		c.Uplink.Gateway != netip.MustParseAddr("fe80::1%eth0") || c.Dataplane.Mode != DataplaneKernel {
+		t.Errorf("example: %+v", c)
+	}
+	if len(c.Downlinks) != 2 || c.Downlinks[0].LinkType != PointToPoint || c.Downlinks[1].LinkType != MultiAccess ||
+		c.Downlinks[1].MaxDelegations != 1024 || c.Downlinks[1].InterfaceID != "eth2" {
+		t.Errorf("example's downlinks: %+v", c.Downlinks)
+	}
+	if len(c.Leasequery.Servers) != 1 || !c.Leasequery.OnStart || c.BGP == nil || len(c.BGP.Neighbors) != 1 {
+		t.Errorf("example's leasequery and bgp: %+v %+v", c.Leasequery, c.BGP)
+	}
+}
+
+func TestLoadReference(t *testing.T) {
+	c, err := Load(filepath.Join("testdata", "reference.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +105,7 @@ func TestLoadExample(t *testing.T) {
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
-		t.Errorf("Load(example.yaml):\n got %+v\nwant %+v", c, want)
+		t.Errorf("Load(reference.yaml):\n got %+v\nwant %+v", c, want)
 	}
 	lim := c.PortLimits()
 	if got := lim["eth1"]; got != (binding.PortLimits{MaxPerClient: 8, MaxDelegations: 16}) {

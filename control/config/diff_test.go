@@ -23,7 +23,7 @@ func edit(t *testing.T, yaml string, pairs ...string) string {
 	return yaml
 }
 
-// The downlinks of testdata/example.yaml, as edits find them.
+// The downlinks of testdata/reference.yaml, as edits find them.
 const (
 	eth1Block  = "  - interface: eth1\n"
 	eth2Block  = "  - interface: eth2\n"
@@ -32,12 +32,12 @@ const (
 	kernelMode = "  mode: kernel "
 )
 
-// TestDiff compares testdata/example.yaml (dataplane mode kernel, or
+// TestDiff compares testdata/reference.yaml (dataplane mode kernel, or
 // xdp-generic where the case says) with an edited copy: what a running
 // relay applies in place comes back in Changes, what needs a restart as an
 // error naming every such key.
 func TestDiff(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("testdata", "example.yaml"))
+	b, err := os.ReadFile(filepath.Join("testdata", "reference.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

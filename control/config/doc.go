@@ -10,7 +10,7 @@
 // than a setting silently ignored. Each problem is an *Error; when there
 // are several, the returned error joins them (errors.As finds the first).
 //
-// The keys, with their defaults (testdata/example.yaml shows them all):
+// The keys, with their defaults (testdata/reference.yaml shows them all):
 //
 //	state_dir        required; the directory of the binding store and the
 //	                 generated relay DUID

@@ -11,11 +11,13 @@ import (
 // accepts is valid by the rules it enforces. The config comes from a file,
 // not the wire, but a parser must not panic on any input.
 func FuzzParse(f *testing.F) {
-	example, err := os.ReadFile(filepath.Join("testdata", "example.yaml"))
-	if err != nil {
-		f.Fatal(err)
+	for _, name := range []string{"reference.yaml", "example.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
-	f.Add(example)
 	f.Add([]byte(minimal))
 	f.Add([]byte(base + "  - <<: {interface: d2}\n    link_type: p2p\n"))
 	f.Add([]byte("a: &a [*a]\n"))
