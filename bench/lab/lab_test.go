@@ -628,3 +628,21 @@ func TestPhys(t *testing.T) {
 		}
 	}
 }
+
+// TestPhysRefused: a Phys entry that names no link of the lab, or one
+// interface twice, stops New before anything is moved.
+func TestPhysRefused(t *testing.T) {
+	Require(t)
+	for _, phys := range []map[string][2]string{
+		{"x": {"a", "b"}},
+		{"dl1": {"a", "b"}}, // one client: dl0 only
+		{"up0": {"a", "a"}},
+		{"up0": {"pdrelay-no-such-if", "pdrelay-no-such-2"}},
+	} {
+		l, err := New(Config{Tag: "physbad", Phys: phys})
+		if err == nil {
+			l.Close()
+			t.Errorf("Phys %v: New took it", phys)
+		}
+	}
+}

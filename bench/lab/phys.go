@@ -40,10 +40,13 @@ func (l *Lab) takePhys() error {
 	slices.Sort(names)
 	for _, name := range names {
 		pair := l.cfg.Phys[name]
+		if !linkName.MatchString(name) {
+			return fmt.Errorf("lab: Phys: no link %q (up0, or dl0 to dl%d)", name, len(l.ClientNS)-1)
+		}
 		peer := l.ServerNS
 		if name != "up0" {
 			i, _ := strconv.Atoi(name[2:])
-			if !linkName.MatchString(name) || i >= len(l.ClientNS) {
+			if i >= len(l.ClientNS) {
 				return fmt.Errorf("lab: Phys: no link %q (up0, or dl0 to dl%d)", name, len(l.ClientNS)-1)
 			}
 			peer = l.ClientNS[i]
