@@ -66,6 +66,26 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
+// ParsePhys reads "up0=A:B,dl0=C:D" into a Config.Phys; "" is nil.
+func ParsePhys(s string) (map[string][2]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string][2]string{}
+	for _, f := range strings.Split(s, ",") {
+		name, pair, ok := strings.Cut(f, "=")
+		a, b, ok2 := strings.Cut(pair, ":")
+		if !ok || !ok2 || a == "" || b == "" || (name != "up0" && name != "dl0") {
+			return nil, fmt.Errorf("%q: want up0=IF:IF or dl0=IF:IF", f)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s given twice", name)
+		}
+		out[name] = [2]string{a, b}
+	}
+	return out, nil
+}
+
 // Harness is the topology, the lease source and the sides. Its methods
 // are not safe for concurrent use.
 type Harness struct {

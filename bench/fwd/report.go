@@ -20,26 +20,6 @@ type Header struct {
 	Phys          map[string][2]string // Config.Phys; nil: veth pairs
 }
 
-// ParsePhys reads "up0=A:B,dl0=C:D" into a Config.Phys; "" is nil.
-func ParsePhys(s string) (map[string][2]string, error) {
-	if s == "" {
-		return nil, nil
-	}
-	out := map[string][2]string{}
-	for _, f := range strings.Split(s, ",") {
-		name, pair, ok := strings.Cut(f, "=")
-		a, b, ok2 := strings.Cut(pair, ":")
-		if !ok || !ok2 || a == "" || b == "" || (name != "up0" && name != "dl0") {
-			return nil, fmt.Errorf("%q: want up0=IF:IF or dl0=IF:IF", f)
-		}
-		if _, dup := out[name]; dup {
-			return nil, fmt.Errorf("%s given twice", name)
-		}
-		out[name] = [2]string{a, b}
-	}
-	return out, nil
-}
-
 // machine describes this machine: CPU model, cores, kernel.
 func machine() (cpu string, cores int, kernel string) {
 	b, _ := os.ReadFile("/proc/cpuinfo")
